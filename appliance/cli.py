@@ -1,0 +1,219 @@
+"""The ``appliance`` command line: serve, status, config check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from appliance import __version__
+from appliance import config as config_mod
+from appliance.errors import ApplianceError, ConfigError
+
+log = logging.getLogger("appliance")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"TOML configuration file (default: ${config_mod.ENV_CONFIG}, else built-in defaults)",
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="data directory (database, spool/, prints/); default ./appliance-data",
+    )
+    p.add_argument("--dicom-port", type=int, metavar="PORT", help="override dicom.port")
+    p.add_argument("--web-port", type=int, metavar="PORT", help="override web.port")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="appliance",
+        description="DICOM Appliance: modality worklist, MPPS, print, store-and-forward, web UI.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the appliance (DICOM listener and web server)")
+    _add_common(serve)
+    serve.add_argument("--host", metavar="ADDR", help="bind both listeners to this address")
+    serve.add_argument(
+        "--only", choices=("dicom", "web"), help="run only one part (for separate systemd units)"
+    )
+    serve.add_argument("--log-level", choices=config_mod.LOG_LEVELS, help="override logging.level")
+
+    status = sub.add_parser("status", help="ask a running appliance what runs")
+    _add_common(status)
+    status.add_argument("--json", action="store_true", help="print the raw health report")
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
+    check = cfg_sub.add_parser("check", help="validate a configuration file and exit")
+    check.add_argument("file", type=Path)
+    cfg_sub.add_parser("settings", help="list every setting with its documentation")
+
+    from appliance import commands
+
+    commands.add_subcommands(sub, _add_common)
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger().setLevel(getattr(logging, level))
+
+
+def load_config(args: argparse.Namespace) -> config_mod.Config:
+    """Configuration from --config / $APPLIANCE_CONFIG plus command-line overrides."""
+    cfg = config_mod.load(getattr(args, "config", None))
+    host = getattr(args, "host", None)
+    return config_mod.with_overrides(
+        cfg,
+        data_dir=getattr(args, "data_dir", None),
+        dicom_port=getattr(args, "dicom_port", None),
+        web_port=getattr(args, "web_port", None),
+        dicom_host=host,
+        web_host=host,
+        log_level=getattr(args, "log_level", None),
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run until SIGTERM or Ctrl-C, then stop everything cleanly."""
+    from appliance.server import ALL_PARTS, Appliance
+
+    cfg = load_config(args)
+    _setup_logging(cfg.logging.level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    only = (args.only,) if args.only else ALL_PARTS
+    app = Appliance(cfg, only=only)
+    try:
+        app.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        app.stop()
+        return EXIT_FAILURE
+    print(
+        f"appliance: DICOM {cfg.dicom.ae_title} on port {app.dicom_port}, "
+        f"web on http://{cfg.web.host}:{app.web_port}/ (data in {cfg.data_dir})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        app.stop()
+    return EXIT_OK
+
+
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print what a running appliance reports at /healthz, plus a C-ECHO of its listener."""
+    cfg = load_config(args)
+    url = f"http://{_local(cfg.web.host)}:{cfg.web.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            report = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        report = json.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"appliance is not running (no answer at {url}: {exc})")
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK if report.get("status") == "ok" else EXIT_FAILURE
+    print(f"appliance: {report.get('status')} (up {report.get('uptime_s')} s)")
+    for name, part in report.get("services", {}).items():
+        extra = ", ".join(f"{k}={v}" for k, v in part.items() if k != "state")
+        print(f"  {name:<12} {part.get('state'):<18} {extra}")
+    echo = _echo(_local(cfg.dicom.host), cfg.dicom.port, cfg.dicom.ae_title)
+    print(f"  C-ECHO {cfg.dicom.ae_title}@{cfg.dicom.port}: {echo}")
+    return EXIT_OK if report.get("status") == "ok" else EXIT_FAILURE
+
+
+def _echo(host: str, port: int, ae_title: str) -> str:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="APPLIANCE-CLI")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = 5
+    assoc = ae.associate(host, port, ae_title=ae_title)
+    if not assoc.is_established:
+        return "no association"
+    try:
+        status = assoc.send_c_echo()
+        return "success" if status and status.Status == 0 else "failed"
+    finally:
+        assoc.release()
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """``config check FILE`` and ``config settings``."""
+    if args.config_command == "check":
+        cfg = config_mod.load(args.file)
+        print(
+            f"{args.file}: ok (AE {cfg.dicom.ae_title}, DICOM port {cfg.dicom.port}, "
+            f"web port {cfg.web.port}, {len(cfg.devices)} devices, "
+            f"{len(cfg.destinations)} destinations, {len(cfg.printers)} printers)"
+        )
+        return EXIT_OK
+    if args.config_command == "settings":
+        for section, key, doc in config_mod.documented_settings():
+            name = f"{section}.{key}" if section else key
+            print(f"{name:<32} {doc}")
+        return EXIT_OK
+    print("usage: appliance config {check FILE | settings}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``appliance`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"serve": cmd_serve, "status": cmd_status, "config": cmd_config}
+    from appliance import commands
+
+    handlers.update(commands.HANDLERS)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"appliance: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ApplianceError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,0 +1,368 @@
+"""Configuration: an optional TOML file over embedded defaults, validated once at start.
+
+Every setting is a field of a frozen dataclass below, with its documentation in the
+field's metadata; ``appliance.example.toml`` documents the same settings and a test
+keeps the two in step. Configuration is loaded once in ``cli.main`` and passed down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ConfigError
+
+ENV_CONFIG = "APPLIANCE_CONFIG"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+CHARSETS = (
+    "",
+    "ISO_IR 6",
+    "ISO_IR 100",
+    "ISO_IR 192",
+    "ISO 2022 IR 87",
+    "ISO 2022 IR 13\\ISO 2022 IR 87",
+)
+DEVICE_ROLES = ("modality", "pacs", "printer-client")
+STATION_FILTERS = ("none", "calling-ae")
+UNKNOWN_AE_POLICIES = ("verify-only", "reject", "accept")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _doc(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"doc": text})
+
+
+def _doc_list(text: str) -> Any:
+    return field(default_factory=tuple, metadata={"doc": text})
+
+
+@dataclass(frozen=True)
+class DicomSettings:
+    """[dicom]: the DICOM listener shared by every service."""
+
+    ae_title: str = _doc("AE title the appliance answers to (1-16 characters)", "APPLIANCE")
+    host: str = _doc("address the DICOM listener binds to", "0.0.0.0")
+    port: int = _doc("TCP port of the DICOM listener (0 picks a free port)", 11112)
+    max_pdu: int = _doc("largest PDU the appliance receives, in bytes (0 = unlimited)", 0)
+    acse_timeout: float = _doc("seconds to wait for association messages", 30.0)
+    dimse_timeout: float = _doc("seconds to wait for DIMSE messages", 60.0)
+    network_timeout: float = _doc("seconds an idle association stays open", 120.0)
+    unknown_ae: str = _doc(
+        "what an AE title not listed in [[devices]] may do: verify-only, reject, accept",
+        "verify-only",
+    )
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """[web]: the web server."""
+
+    host: str = _doc("address the web server binds to", "0.0.0.0")
+    port: int = _doc("TCP port of the web server (0 picks a free port)", 8080)
+    threads: int = _doc("worker threads of the web server", 4)
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """[logging]: log lines on stderr."""
+
+    level: str = _doc("DEBUG, INFO, WARNING or ERROR; patient data appears only at DEBUG", "INFO")
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """[[devices]]: a modality or other peer allowed to talk to the appliance."""
+
+    ae_title: str = _doc("the device's AE title (required)", "")
+    host: str = _doc("the device's host, for Storage Commitment reports and C-ECHO", "")
+    port: int = _doc("the device's DICOM port (0 = unknown)", 0)
+    role: str = _doc("modality, pacs or printer-client", "modality")
+    description: str = _doc("free text shown in the web UI", "")
+    station_filter: str = _doc(
+        "worklist: none, or calling-ae to use the calling AE title when the query names no station",
+        "none",
+    )
+    hide_completed: bool = _doc("worklist: hide completed and discontinued steps", True)
+    character_set: str = _doc(
+        "worklist: Specific Character Set of responses ('' = as the query declared, else UTF-8)",
+        "",
+    )
+    max_results: int = _doc("worklist: most items returned for one query (0 = no limit)", 0)
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    """[[destinations]]: a PACS the forwarder sends to."""
+
+    name: str = _doc("a short unique name (required)", "")
+    ae_title: str = _doc("the PACS's AE title (required)", "")
+    host: str = _doc("the PACS's host (required)", "")
+    port: int = _doc("the PACS's DICOM port (required)", 104)
+
+
+@dataclass(frozen=True)
+class PrinterSettings:
+    """[[printers]]: where films are printed."""
+
+    name: str = _doc("a short unique name (required)", "")
+    uri: str = _doc(
+        "folder:PATH (PDF and PNG), ipp://HOST:PORT/PATH or cups:QUEUE", "folder:prints"
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, as loaded at start."""
+
+    data_dir: Path = _doc("directory for the database, spool/ and prints/", Path("appliance-data"))
+    dicom: DicomSettings = field(default_factory=DicomSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    devices: tuple[DeviceSettings, ...] = _doc_list("modalities and peers allowed to talk")
+    destinations: tuple[DestinationSettings, ...] = _doc_list("PACS the forwarder sends to")
+    printers: tuple[PrinterSettings, ...] = _doc_list("printers films go to")
+
+    def device(self, ae_title: str) -> DeviceSettings | None:
+        """The configured device with this AE title, if any."""
+        key = ae_title.strip()
+        for dev in self.devices:
+            if dev.ae_title == key:
+                return dev
+        return None
+
+
+SECTIONS: dict[str, type] = {
+    "dicom": DicomSettings,
+    "web": WebSettings,
+    "logging": LoggingSettings,
+}
+TABLES: dict[str, type] = {
+    "devices": DeviceSettings,
+    "destinations": DestinationSettings,
+    "printers": PrinterSettings,
+}
+
+
+def documented_settings() -> list[tuple[str, str, str]]:
+    """Every setting as (section, key, doc); a test checks each is in the example file."""
+    out = [("", "data_dir", Config.__dataclass_fields__["data_dir"].metadata["doc"])]
+    for section, cls in {**SECTIONS, **TABLES}.items():
+        for f in dataclasses.fields(cls):
+            out.append((section, f.name, f.metadata["doc"]))
+    return out
+
+
+def validate_ae_title(value: str, setting: str) -> str:
+    """PS3.5 AE VR: 1-16 characters, no backslash, no control characters, not all spaces."""
+    if not isinstance(value, str):
+        raise ConfigError(setting, "must be a string")
+    stripped = value.strip(" ")
+    if not stripped:
+        raise ConfigError(setting, "must not be empty")
+    if len(value) > 16:
+        raise ConfigError(setting, f"{value!r} is longer than 16 characters")
+    if "\\" in value or _CONTROL.search(value):
+        raise ConfigError(setting, f"{value!r} contains a backslash or a control character")
+    return stripped
+
+
+def _check_port(value: Any, setting: str, allow_zero: bool = True) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(setting, f"{value!r} is not an integer")
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        raise ConfigError(setting, f"{value} is not a port number ({low}-65535)")
+    return value
+
+
+def _check_host(value: Any, setting: str, required: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(setting, "must be a string")
+    if not value:
+        if required:
+            raise ConfigError(setting, "is required")
+        return value
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if len(value) > 253 or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", value):
+        raise ConfigError(setting, f"{value!r} is neither an IP address nor a host name")
+    return value
+
+
+def _check_choice(value: Any, setting: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(setting, f"{value!r} is not one of {', '.join(map(repr, choices))}")
+    return str(value)
+
+
+def _coerce(cls: type, raw: Mapping[str, Any], where: str) -> Any:
+    """Build a settings dataclass from a TOML table, rejecting unknown keys and bad types."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(where, "must be a table")
+    fields_by_name = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields_by_name:
+            raise ConfigError(f"{where}.{key}", "is not a known setting")
+        expected = type(fields_by_name[key].default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if expected is int and isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}", f"{value!r} is not an integer")
+        if not isinstance(value, expected):
+            raise ConfigError(f"{where}.{key}", f"{value!r} is not of type {expected.__name__}")
+        values[key] = value
+    return cls(**values)
+
+
+def _validate_dicom(d: DicomSettings) -> DicomSettings:
+    ae = validate_ae_title(d.ae_title, "dicom.ae_title")
+    _check_host(d.host, "dicom.host", required=True)
+    _check_port(d.port, "dicom.port")
+    if d.max_pdu < 0:
+        raise ConfigError("dicom.max_pdu", "must be 0 (unlimited) or a positive number of bytes")
+    for name in ("acse_timeout", "dimse_timeout", "network_timeout"):
+        if getattr(d, name) <= 0:
+            raise ConfigError(f"dicom.{name}", "must be a positive number of seconds")
+    _check_choice(d.unknown_ae, "dicom.unknown_ae", UNKNOWN_AE_POLICIES)
+    return dataclasses.replace(d, ae_title=ae)
+
+
+def _validate_web(w: WebSettings) -> WebSettings:
+    _check_host(w.host, "web.host", required=True)
+    _check_port(w.port, "web.port")
+    if not 1 <= w.threads <= 64:
+        raise ConfigError("web.threads", f"{w.threads} is not between 1 and 64")
+    return w
+
+
+def _validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
+    ae = validate_ae_title(d.ae_title, f"{where}.ae_title")
+    _check_host(d.host, f"{where}.host")
+    _check_port(d.port, f"{where}.port")
+    _check_choice(d.role, f"{where}.role", DEVICE_ROLES)
+    _check_choice(d.station_filter, f"{where}.station_filter", STATION_FILTERS)
+    _check_choice(d.character_set, f"{where}.character_set", CHARSETS)
+    if d.max_results < 0:
+        raise ConfigError(f"{where}.max_results", "must be 0 (no limit) or positive")
+    return dataclasses.replace(d, ae_title=ae)
+
+
+def _validate_destination(d: DestinationSettings, where: str) -> DestinationSettings:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", d.name):
+        raise ConfigError(f"{where}.name", f"{d.name!r} must be 1-32 letters, digits, '_' or '-'")
+    ae = validate_ae_title(d.ae_title, f"{where}.ae_title")
+    _check_host(d.host, f"{where}.host", required=True)
+    _check_port(d.port, f"{where}.port", allow_zero=False)
+    return dataclasses.replace(d, ae_title=ae)
+
+
+def _validate_printer(p: PrinterSettings, where: str) -> PrinterSettings:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", p.name):
+        raise ConfigError(f"{where}.name", f"{p.name!r} must be 1-32 letters, digits, '_' or '-'")
+    scheme, sep, rest = p.uri.partition(":")
+    if not sep or scheme not in ("folder", "ipp", "ipps", "cups") or not rest:
+        raise ConfigError(
+            f"{where}.uri", f"{p.uri!r} is not folder:PATH, ipp://HOST[:PORT]/PATH or cups:QUEUE"
+        )
+    return p
+
+
+def _unique(items: tuple[Any, ...], attr: str, where: str) -> None:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        value = getattr(item, attr)
+        if value in seen:
+            raise ConfigError(f"{where}[{i}].{attr}", f"{value!r} appears twice")
+        seen.add(value)
+
+
+def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config:
+    """Validate a parsed TOML document and build the Config; raises ConfigError."""
+    known = {"data_dir", *SECTIONS, *TABLES}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(key, "is not a known section or setting")
+    kwargs: dict[str, Any] = {}
+    if "data_dir" in raw:
+        if not isinstance(raw["data_dir"], str) or not raw["data_dir"]:
+            raise ConfigError("data_dir", "must be a non-empty path")
+        path = Path(raw["data_dir"]).expanduser()
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        kwargs["data_dir"] = path
+    kwargs["dicom"] = _validate_dicom(_coerce(DicomSettings, raw.get("dicom", {}), "dicom"))
+    kwargs["web"] = _validate_web(_coerce(WebSettings, raw.get("web", {}), "web"))
+    logging_settings = _coerce(LoggingSettings, raw.get("logging", {}), "logging")
+    _check_choice(logging_settings.level.upper(), "logging.level", LOG_LEVELS)
+    kwargs["logging"] = LoggingSettings(level=logging_settings.level.upper())
+    validators = {
+        "devices": _validate_device,
+        "destinations": _validate_destination,
+        "printers": _validate_printer,
+    }
+    for table, cls in TABLES.items():
+        rows = raw.get(table, [])
+        if not isinstance(rows, list):
+            raise ConfigError(table, f"must be an array of tables ([[{table}]])")
+        built = tuple(
+            validators[table](_coerce(cls, row, f"{table}[{i}]"), f"{table}[{i}]")
+            for i, row in enumerate(rows)
+        )
+        _unique(built, "ae_title" if table == "devices" else "name", table)
+        kwargs[table] = built
+    return Config(**kwargs)
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load the TOML file named by ``path`` or $APPLIANCE_CONFIG, else the embedded defaults."""
+    env = os.environ if env is None else env
+    if path is None and env.get(ENV_CONFIG):
+        path = Path(env[ENV_CONFIG])
+    if path is None:
+        return from_mapping({})
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc.strerror}") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"is not valid TOML: {exc}") from exc
+    return from_mapping(raw)
+
+
+def with_overrides(config: Config, **changes: Any) -> Config:
+    """Apply command-line overrides such as data_dir or ports, validated like the file."""
+    dicom = config.dicom
+    web = config.web
+    top: dict[str, Any] = {}
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if key == "data_dir":
+            top["data_dir"] = Path(value)
+        elif key == "dicom_port":
+            dicom = dataclasses.replace(dicom, port=_check_port(value, "dicom.port"))
+        elif key == "web_port":
+            web = dataclasses.replace(web, port=_check_port(value, "web.port"))
+        elif key == "dicom_host":
+            dicom = dataclasses.replace(dicom, host=_check_host(value, "dicom.host", True))
+        elif key == "web_host":
+            web = dataclasses.replace(web, host=_check_host(value, "web.host", True))
+        elif key == "log_level":
+            level = _check_choice(str(value).upper(), "logging.level", LOG_LEVELS)
+            top["logging"] = LoggingSettings(level=level)
+        else:
+            raise ConfigError(key, "is not a known override")
+    return dataclasses.replace(config, dicom=dicom, web=web, **top)

@@ -1,0 +1,94 @@
+"""The SQLite database: one file in the data directory, WAL, one connection per thread.
+
+Reads use the thread's connection directly; writes go through ``Store.write()``, a short
+``BEGIN IMMEDIATE`` transaction, so concurrent writers queue on the busy timeout instead
+of failing with "database is locked" halfway through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlite_utils
+
+DB_FILENAME = "appliance.db"
+BUSY_TIMEOUT_MS = 10_000
+
+
+def connect(path: Path) -> sqlite_utils.Database:
+    """Open a connection with the appliance's pragmas (WAL, foreign keys, busy timeout)."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    # FULL: a commit survives power loss, which the spool's acknowledgements rely on.
+    conn.execute("PRAGMA synchronous = FULL")
+    return sqlite_utils.Database(conn)
+
+
+class Store:
+    """Hands each thread its own connection to the one database file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._all: list[sqlite_utils.Database] = []
+        self._lock = threading.Lock()
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection, opened on first use."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(self.path)
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls use savepoints."""
+        db = self.db
+        if db.conn.in_transaction:
+            with db.atomic():
+                yield db
+            return
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+            raise
+        else:
+            db.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[dict]:
+        """Run a read query and return rows as dicts."""
+        cur = self.db.conn.execute(sql, params)
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def close(self) -> None:
+        """Close every connection this store opened (call at shutdown)."""
+        with self._lock:
+            for db in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    db.conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def open_store(data_dir: Path) -> Store:
+    """Create the data directory if needed, open the database and apply migrations."""
+    from appliance.migrations import migrate
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(data_dir / DB_FILENAME)
+    migrate(store.db)
+    return store

@@ -1,0 +1,7 @@
+"""The migration sets of the services, in the order they are applied (after ``core``)."""
+
+from __future__ import annotations
+
+from sqlite_utils.migrations import Migrations
+
+SETS: list[Migrations] = []

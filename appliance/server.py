@@ -1,0 +1,232 @@
+"""The running appliance: one DICOM listener, the web server, the services' workers.
+
+``Appliance.start()`` returns once both listeners are bound (ports read back, so port 0
+works for tests); ``stop()`` closes them and the workers within a few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from appliance import access
+from appliance.config import Config
+from appliance.db import Store, open_store
+
+log = logging.getLogger(__name__)
+
+ALL_PARTS = ("dicom", "web")
+
+
+class Service(Protocol):
+    """What a DICOM service adds to the shared listener."""
+
+    name: str
+
+    def contexts(self) -> list[tuple[str, list[str] | None]]:
+        """(abstract syntax UID, transfer syntaxes or None for the default) it serves as SCP."""
+
+    def handlers(self) -> list[tuple[Any, ...]]:
+        """pynetdicom event bindings, e.g. ``(evt.EVT_C_FIND, handle_find, [repo])``."""
+
+    def start(self) -> None:
+        """Start background workers, if any."""
+
+    def stop(self) -> None:
+        """Stop background workers, if any."""
+
+    def health(self) -> dict[str, Any]:
+        """A small JSON-able report: at least ``{"state": "running"}``."""
+
+
+@dataclass
+class Runtime:
+    """What services and the web app share: configuration, database, live device list."""
+
+    config: Config
+    store: Store
+    access: access.Access
+    started_at: float = field(default_factory=time.time)
+
+
+def configure_pynetdicom(config: Config) -> None:
+    """Set pynetdicom's global options; the only place that touches ``_config``."""
+    debug = config.logging.level == "DEBUG"
+    # The standard handlers log identifiers and datasets; keep them for DEBUG only.
+    _config.LOG_HANDLER_LEVEL = "standard" if debug else "none"
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # Received datasets are written to a temporary file instead of held in memory.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    # Keep element values as sent; do not coerce or fix up on decode.
+    _config.LOG_RESPONSE_IDENTIFIERS = debug
+    _config.LOG_REQUEST_IDENTIFIERS = debug
+
+
+def build_services(runtime: Runtime) -> list[Service]:
+    """The DICOM services on the shared listener, in the order their contexts are added."""
+    from appliance import services
+
+    return [factory(runtime) for factory in services.FACTORIES]
+
+
+def handle_echo(event: evt.Event, rt: Runtime) -> int:
+    """C-ECHO: answered for every calling AE that got an association (PS3.4 A)."""
+    log.info("C-ECHO from %s", event.assoc.requestor.ae_title)
+    return 0x0000
+
+
+class Appliance:
+    """The whole box in one process (or just its ``dicom`` or ``web`` part)."""
+
+    def __init__(self, config: Config, only: tuple[str, ...] = ALL_PARTS) -> None:
+        self.config = config
+        self.only = only
+        self.runtime: Runtime | None = None
+        self.services: list[Service] = []
+        self._dicom_server: Any = None
+        self._web_server: Any = None
+        self._web_thread: threading.Thread | None = None
+        self.dicom_port: int | None = None
+        self.web_port: int | None = None
+        self._health_extra: list[Callable[[], dict[str, Any]]] = []
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> Appliance:
+        """Open the database, bind the listeners, start workers; returns when ready."""
+        store = open_store(self.config.data_dir)
+        self.runtime = Runtime(self.config, store, access.Access(self.config, store))
+        try:
+            if "dicom" in self.only:
+                self._start_dicom()
+            if "web" in self.only:
+                self._start_web()
+        except BaseException:
+            self.stop()
+            raise
+        log.info(
+            "appliance ready: dicom %s port %s, web port %s",
+            self.config.dicom.ae_title,
+            self.dicom_port,
+            self.web_port,
+        )
+        return self
+
+    def _start_dicom(self) -> None:
+        assert self.runtime is not None
+        cfg = self.config.dicom
+        configure_pynetdicom(self.config)
+        self.services = build_services(self.runtime)
+        ae = AE(ae_title=cfg.ae_title)
+        ae.maximum_pdu_size = cfg.max_pdu
+        ae.acse_timeout = cfg.acse_timeout
+        ae.dimse_timeout = cfg.dimse_timeout
+        ae.network_timeout = cfg.network_timeout
+        ae.maximum_associations = 32
+        # Reject associations addressed to another AE title (PS3.8 A-ASSOCIATE-RJ reason 7).
+        ae.require_called_aet = True
+        ae.add_supported_context(Verification)
+        handlers: list[tuple[Any, ...]] = [
+            (evt.EVT_C_ECHO, handle_echo, [self.runtime]),
+        ]
+        for service in self.services:
+            for uid, syntaxes in service.contexts():
+                if syntaxes is None:
+                    ae.add_supported_context(uid)
+                else:
+                    ae.add_supported_context(uid, syntaxes)
+            handlers.extend(service.handlers())
+        self.runtime.access.bind(ae)
+        for service in self.services:
+            service.start()
+        self._dicom_server = ae.start_server(
+            (cfg.host, cfg.port), block=False, evt_handlers=handlers
+        )
+        self.dicom_port = self._dicom_server.server_address[1]
+
+    def _start_web(self) -> None:
+        from waitress import create_server
+
+        from web import create_app
+
+        assert self.runtime is not None
+        app = create_app(self.runtime, health=self.health)
+        cfg = self.config.web
+        server = create_server(
+            app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance"
+        )
+        self._web_server = server
+        self.web_port = int(server.effective_port)  # type: ignore[union-attr]
+        self._web_thread = threading.Thread(target=server.run, name="web", daemon=True)
+        self._web_thread.start()
+
+    def stop(self) -> None:
+        """Stop listeners and workers and close the database; safe to call twice."""
+        if self._dicom_server is not None:
+            self._dicom_server.shutdown()
+            self._dicom_server = None
+        for service in reversed(self.services):
+            try:
+                service.stop()
+            except Exception:  # keep stopping the others; the error is logged
+                log.exception("service %s did not stop cleanly", service.name)
+        self.services = []
+        if self._web_server is not None:
+            server = self._web_server
+            server.task_dispatcher.shutdown(timeout=2)
+            for channel in list(server._map.values()):
+                channel.close()
+            self._web_server = None
+        if self._web_thread is not None:
+            self._web_thread.join(timeout=3)
+            self._web_thread = None
+        if self.runtime is not None:
+            self.runtime.store.close()
+        log.info("appliance stopped")
+
+    def __enter__(self) -> Appliance:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- health ----------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Each part's state, for /healthz and ``appliance status``."""
+        parts: dict[str, Any] = {}
+        if "dicom" in self.only:
+            parts["dicom"] = {
+                "state": "running" if self._dicom_server is not None else "stopped",
+                "ae_title": self.config.dicom.ae_title,
+                "port": self.dicom_port,
+            }
+            for service in self.services:
+                parts[service.name] = service.health()
+        else:
+            parts["dicom"] = {"state": "not in this process"}
+        parts["web"] = {"state": "running", "port": self.web_port}
+        parts["database"] = self._database_health()
+        ok = all(p.get("state") in ("running", "not in this process") for p in parts.values())
+        uptime = time.time() - self.runtime.started_at if self.runtime else 0.0
+        return {
+            "status": "ok" if ok else "degraded",
+            "uptime_s": round(uptime, 1),
+            "services": parts,
+        }
+
+    def _database_health(self) -> dict[str, Any]:
+        if self.runtime is None:
+            return {"state": "stopped"}
+        try:
+            self.runtime.store.db.execute("SELECT 1").fetchone()
+        except Exception as exc:  # reported, not raised: healthz must answer
+            return {"state": "failed", "error": type(exc).__name__}
+        return {"state": "running"}

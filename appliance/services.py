@@ -1,0 +1,8 @@
+"""The DICOM services on the shared listener: each factory takes the Runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+FACTORIES: list[Callable[[Any], Any]] = []

@@ -1,0 +1,138 @@
+"""The command line, run as a real process: help, config check, serve and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.helpers import wait_for
+
+PY = sys.executable
+
+
+def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PY, "-m", "appliance", *args], capture_output=True, text=True, timeout=60, **kw
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_help_lists_the_commands() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("serve", "status", "config"):
+        assert command in out.stdout
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("appliance")
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "serve" in out.stdout
+
+
+def test_config_check_accepts_good_and_names_bad_setting(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[dicom]\nae_title = "BOX"\n[[devices]]\nae_title = "CT1"\n')
+    out = run("config", "check", str(good))
+    assert out.returncode == 0, out.stderr
+    assert "ok" in out.stdout and "1 devices" in out.stdout
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[dicom]\nae_title = "THIS_TITLE_IS_TOO_LONG"\n')
+    out = run("config", "check", str(bad))
+    assert out.returncode == 2
+    assert "dicom.ae_title" in out.stderr and "longer than 16" in out.stderr
+
+
+def test_serve_with_bad_config_stops_at_once(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dicom]\nport = 123456\n")
+    t0 = time.monotonic()
+    out = run("serve", "--config", str(bad), "--data-dir", str(tmp_path / "d"))
+    assert out.returncode == 2
+    assert "dicom.port" in out.stderr
+    assert time.monotonic() - t0 < 10
+
+
+def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
+    dport, wport = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "appliance",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--host",
+            "127.0.0.1",
+            "--dicom-port",
+            str(dport),
+            "--web-port",
+            str(wport),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def healthy() -> dict | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{wport}/healthz", timeout=1) as r:
+                    return json.loads(r.read())
+            except OSError:
+                return None
+
+        report = wait_for(healthy, timeout=20)
+        assert report["services"]["dicom"]["port"] == dport
+        status = run(
+            "status",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--web-port",
+            str(wport),
+            "--dicom-port",
+            str(dport),
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"C-ECHO APPLIANCE@{dport}: success" in status.stdout
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=5)
+        assert time.monotonic() - t0 < 5
+        assert proc.returncode == 0
+        err = proc.stderr.read()
+        assert "stopped" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    db = tmp_path / "d" / "appliance.db"
+    check = subprocess.run(
+        [
+            PY,
+            "-c",
+            f"import sqlite3; print(sqlite3.connect({str(db)!r}).execute('PRAGMA integrity_check').fetchone()[0])",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert check.stdout.strip() == "ok"
+
+
+def test_status_when_nothing_runs() -> None:
+    out = run("status", "--web-port", str(free_port()))
+    assert out.returncode == 1
+    assert "not running" in out.stdout

@@ -1,0 +1,95 @@
+"""The database: pragmas, migrations on a new and on an existing database, transactions."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from appliance import migrations, schema_sets
+from appliance.db import DB_FILENAME, Store, open_store
+
+
+def test_new_database_gets_every_migration(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    db = store.db
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    assert {"settings", "audit", "_sqlite_migrations"} <= set(db.table_names())
+    expected = sum(len(m._migrations) for m in migrations.all_sets())
+    assert db["_sqlite_migrations"].count == expected
+    store.close()
+
+
+def test_existing_database_gets_only_new_migrations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(tmp_path)
+    store.db["audit"].insert({"actor": "admin", "action": "kept"})
+    store.close()
+
+    later = Migrations("later-service")
+
+    @later(name="0001_widgets")
+    def _widgets(db: sqlite_utils.Database) -> None:
+        db.execute("CREATE TABLE widgets (id INTEGER PRIMARY KEY, name TEXT)")
+
+    monkeypatch.setattr(schema_sets, "SETS", [*schema_sets.SETS, later])
+    store = open_store(tmp_path)
+    assert "widgets" in store.db.table_names()
+    assert [r["action"] for r in store.db["audit"].rows] == ["kept"]
+    assert migrations.migrate(store.db) == []  # nothing pending the second time
+    store.close()
+
+
+def test_failed_migration_leaves_database_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_store(tmp_path).close()
+    broken = Migrations("broken")
+
+    @broken(name="0001_half")
+    def _half(db: sqlite_utils.Database) -> None:
+        db.execute("CREATE TABLE half (id INTEGER)")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(schema_sets, "SETS", [broken])
+    with pytest.raises(RuntimeError):
+        open_store(tmp_path)
+    db = sqlite_utils.Database(tmp_path / DB_FILENAME)
+    assert "half" not in db.table_names()
+
+
+def test_write_rolls_back_on_error_and_threads_get_own_connections(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    with pytest.raises(ValueError), store.write() as db:
+        db.execute("INSERT INTO settings(key, value) VALUES ('a', '1')")
+        raise ValueError("abort")
+    assert store.query("SELECT * FROM settings") == []
+
+    conns: list[int] = []
+
+    def worker(i: int) -> None:
+        with store.write() as db:
+            db.execute("INSERT INTO settings(key, value) VALUES (?, ?)", (f"k{i}", str(i)))
+        conns.append(id(store.db))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(conns)) == 8
+    assert len(store.query("SELECT * FROM settings")) == 8
+    store.close()
+
+
+def test_store_reopens_after_close(tmp_path: Path) -> None:
+    store = Store(tmp_path / "x.db")
+    store.db.execute("CREATE TABLE t (x)")
+    store.close()
+    assert store.query("SELECT count(*) AS n FROM t") == [{"n": 0}]

@@ -1,0 +1,146 @@
+"""Configuration: defaults, the example file, and errors that name the setting."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from appliance import config as config_mod
+from appliance.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "appliance.example.toml"
+
+
+def test_defaults_work_without_a_file() -> None:
+    cfg = config_mod.load(None, env={})
+    assert cfg.dicom.ae_title == "APPLIANCE"
+    assert cfg.dicom.port == 11112
+    assert cfg.web.port == 8080
+    assert cfg.data_dir == Path("appliance-data")
+    assert cfg.devices == () and cfg.destinations == () and cfg.printers == ()
+
+
+def test_example_file_is_valid_and_every_setting_is_documented() -> None:
+    config_mod.load(EXAMPLE, env={})
+    text = EXAMPLE.read_text()
+    sections = {m.group(1) for m in re.finditer(r"^#?\s*\[\[?(\w+)\]\]?", text, re.MULTILINE)}
+    keys = set(re.findall(r"^#?\s*(\w+)\s*=", text, re.MULTILINE))
+    for section, key, doc in config_mod.documented_settings():
+        assert doc, f"{section}.{key} has no documentation in config.py"
+        assert key in keys, f"{section}.{key} is not documented in appliance.example.toml"
+        if section:
+            assert section in sections, f"[{section}] is missing from appliance.example.toml"
+
+
+def test_issue_shapes_load(tmp_path: Path) -> None:
+    f = tmp_path / "a.toml"
+    f.write_text(
+        """
+[dicom]
+ae_title = "APPLIANCE"
+port = 11112
+[web]
+host = "0.0.0.0"
+port = 8080
+[[devices]]
+ae_title = "CT1"
+[[destinations]]
+name = "pacs"
+ae_title = "PACS"
+host = "127.0.0.1"
+port = 4242
+[[printers]]
+name = "ward"
+uri = "folder:prints"
+"""
+    )
+    cfg = config_mod.load(f, env={})
+    assert cfg.device("CT1") is not None
+    assert cfg.destinations[0].port == 4242
+    assert cfg.printers[0].uri == "folder:prints"
+
+
+def test_env_variable_names_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "a.toml"
+    f.write_text('[dicom]\nae_title = "FROMENV"\n')
+    assert config_mod.load(None, env={"APPLIANCE_CONFIG": str(f)}).dicom.ae_title == "FROMENV"
+
+
+@pytest.mark.parametrize(
+    ("toml", "setting", "reason"),
+    [
+        ('[dicom]\nae_title = "ABCDEFGHIJKLMNOPQ"', "dicom.ae_title", "longer than 16"),
+        ('[dicom]\nae_title = "A\\\\B"', "dicom.ae_title", "backslash"),
+        ('[dicom]\nae_title = "A\\tB"', "dicom.ae_title", "control"),
+        ('[dicom]\nae_title = "   "', "dicom.ae_title", "empty"),
+        ("[dicom]\nport = 70000", "dicom.port", "not a port"),
+        ('[dicom]\nport = "11112"', "dicom.port", "not of type int"),
+        ("[web]\nport = -1", "web.port", "not a port"),
+        ('[web]\nhost = "bad host!"', "web.host", "neither an IP"),
+        ("[dicom]\naetitle = 'X'", "dicom.aetitle", "not a known setting"),
+        ("[nonsense]\nx = 1", "nonsense", "not a known section"),
+        ('[logging]\nlevel = "LOUD"', "logging.level", "not one of"),
+        ('[dicom]\nunknown_ae = "maybe"', "dicom.unknown_ae", "not one of"),
+        (
+            '[[devices]]\nae_title = "CT1"\n[[devices]]\nae_title = "CT1"',
+            "devices[1].ae_title",
+            "twice",
+        ),
+        ('[[devices]]\nhost = "x"', "devices[0].ae_title", "empty"),
+        ('[[devices]]\nae_title = "CT1"\nrole = "scanner"', "devices[0].role", "not one of"),
+        (
+            '[[devices]]\nae_title = "CT1"\ncharacter_set = "KOI8"',
+            "devices[0].character_set",
+            "not one of",
+        ),
+        (
+            '[[destinations]]\nname = "p"\nae_title = "P"\nhost = "h"\nport = 0',
+            "destinations[0].port",
+            "not a port",
+        ),
+        ('[[destinations]]\nname = "p"\nae_title = "P"', "destinations[0].host", "required"),
+        ('[[printers]]\nname = "w"\nuri = "smb://x"', "printers[0].uri", "is not folder"),
+        ('[[printers]]\nname = "a b"', "printers[0].name", "letters"),
+        ("devices = 3", "devices", "array of tables"),
+        ("data_dir = ''", "data_dir", "non-empty"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, toml: str, setting: str, reason: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(f, env={})
+    assert info.value.setting == setting
+    assert reason in info.value.reason
+
+
+def test_invalid_toml_and_missing_file_are_reported(tmp_path: Path) -> None:
+    f = tmp_path / "broken.toml"
+    f.write_text("[dicom\nport=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config_mod.load(f, env={})
+    with pytest.raises(ConfigError, match="cannot be read"):
+        config_mod.load(tmp_path / "absent.toml", env={})
+
+
+def test_ae_title_is_stripped_of_padding() -> None:
+    assert config_mod.validate_ae_title(" CT1 ", "x") == "CT1"
+
+
+def test_overrides_are_validated() -> None:
+    cfg = config_mod.load(None, env={})
+    out = config_mod.with_overrides(
+        cfg, dicom_port=0, web_port=0, data_dir="/tmp/x", log_level="debug"
+    )
+    assert (out.dicom.port, out.web.port, str(out.data_dir), out.logging.level) == (
+        0,
+        0,
+        "/tmp/x",
+        "DEBUG",
+    )
+    with pytest.raises(ConfigError) as info:
+        config_mod.with_overrides(cfg, dicom_port=99999)
+    assert info.value.setting == "dicom.port"
