@@ -84,6 +84,13 @@ class Store:
         self._local = threading.local()
 
 
+def run_script(db: sqlite_utils.Database, script: str) -> None:
+    """Run statements one by one (``executescript`` would COMMIT a migration's transaction)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 def open_store(data_dir: Path) -> Store:
     """Create the data directory if needed, open the database and apply migrations."""
     from appliance.migrations import migrate

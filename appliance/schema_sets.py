@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from sqlite_utils.migrations import Migrations
 
-SETS: list[Migrations] = []
+from appliance.worklist.schema import migrations as worklist
+
+SETS: list[Migrations] = [worklist]

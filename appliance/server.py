@@ -82,6 +82,42 @@ def handle_echo(event: evt.Event, rt: Runtime) -> int:
     return 0x0000
 
 
+Route = tuple[Callable[..., Any], list[Any]]
+
+
+def dispatch(event: evt.Event, routes: dict[str, Route]) -> Any:
+    """Hand an intervention event to the service whose context it arrived on."""
+    handler, args = routes[event.context.abstract_syntax]
+    return handler(event, *args)
+
+
+def bind_handlers(services: list[Service], own: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """pynetdicom bindings for all services on one AE.
+
+    pynetdicom allows one handler per intervention event (N-CREATE, N-ACTION...), but
+    several services answer the same DIMSE message for different SOP classes (print and
+    MPPS both take N-CREATE). Each intervention event is therefore bound to ``dispatch``,
+    which routes by the negotiated abstract syntax of the presentation context.
+    """
+    bindings = list(own)
+    routes: dict[Any, dict[str, Route]] = {}
+    for service in services:
+        uids = [uid for uid, _ in service.contexts()]
+        for binding in service.handlers():
+            event, handler = binding[0], binding[1]
+            args = list(binding[2]) if len(binding) > 2 else []
+            if not event.is_intervention:
+                bindings.append(binding)
+                continue
+            table = routes.setdefault(event, {})
+            for uid in uids:
+                if uid in table:
+                    raise RuntimeError(f"two services handle {event.name} for {uid}")
+                table[uid] = (handler, args)
+    bindings.extend((event, dispatch, [table]) for event, table in routes.items())
+    return bindings
+
+
 class Appliance:
     """The whole box in one process (or just its ``dicom`` or ``web`` part)."""
 
@@ -133,16 +169,13 @@ class Appliance:
         # Reject associations addressed to another AE title (PS3.8 A-ASSOCIATE-RJ reason 7).
         ae.require_called_aet = True
         ae.add_supported_context(Verification)
-        handlers: list[tuple[Any, ...]] = [
-            (evt.EVT_C_ECHO, handle_echo, [self.runtime]),
-        ]
         for service in self.services:
             for uid, syntaxes in service.contexts():
                 if syntaxes is None:
                     ae.add_supported_context(uid)
                 else:
                     ae.add_supported_context(uid, syntaxes)
-            handlers.extend(service.handlers())
+        handlers = bind_handlers(self.services, [(evt.EVT_C_ECHO, handle_echo, [self.runtime])])
         self.runtime.access.bind(ae)
         for service in self.services:
             service.start()

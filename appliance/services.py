@@ -5,4 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-FACTORIES: list[Callable[[Any], Any]] = []
+from appliance.worklist.scp import WorklistService
+
+FACTORIES: list[Callable[[Any], Any]] = [WorklistService]

@@ -42,10 +42,6 @@ COERCION_OF_DATA_ELEMENTS = 0xB000
 ELEMENTS_DISCARDED = 0xB006
 DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING = 0xB007
 
-# MPPS (PS3.4 F.7.2.2): N-SET on a final instance is refused as processing failure
-# with this specific value in some systems; PS3.4 names 0110 with ErrorComment.
-MPPS_NOT_IN_PROGRESS = 0xC310
-
 # Print Management (PS3.4 H.4)
 PRINT_MEMORY_ALLOCATION_NOT_SUPPORTED = 0xB600
 PRINT_COLLATION_NOT_SUPPORTED = 0xB601

@@ -1,0 +1,1 @@
+"""Modality Worklist (C-FIND) and Modality Performed Procedure Step services."""
