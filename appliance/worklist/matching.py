@@ -408,7 +408,7 @@ def project(keys: list[Key], item: Item) -> Dataset:
 def _full(item: Item) -> Dataset:
     """A whole stored sequence item (for a zero-length sequence key: universal, PS3.4 C.2.2.1.3)."""
     keys = []
-    for kw, value in item.items():
+    for kw in item:
         tag = tag_for_keyword(kw)
         if tag is None:
             continue
