@@ -203,7 +203,13 @@ def match_pn(query: str, stored: str) -> bool:
             continue
         rx = _wildcard(q) if ("*" in q or "?" in q) else None
         for g in stored_groups:
-            if rx.fullmatch(g) if rx else q == g:
+            if rx is None:
+                if q == g:
+                    return True
+                continue
+            # "Doe^*" must match a stored "Doe": pad absent trailing components.
+            padded = g + "^" * max(0, q.count("^") - g.count("^"))
+            if rx.fullmatch(g) or rx.fullmatch(padded):
                 return True
     return False
 

@@ -156,7 +156,7 @@ class MppsRecorder:
         if rows[0]["status"] != IN_PROGRESS:
             raise MppsError(
                 status.PROCESSING_FAILURE,
-                f"Performed Procedure Step is {rows[0]['status']}; it may no longer be updated",
+                f"PPS is {rows[0]['status']} and may no longer be updated",
             )
         for keyword in NOT_SETTABLE:
             if keyword in mods:
