@@ -193,7 +193,9 @@ def test_unsupported_key_gives_ff01(box: Appliance, tmp_path: Path) -> None:
 
 def test_bad_date_gets_failure_status(box: Appliance, tmp_path: Path) -> None:
     _, log = findscu(box, tmp_path, with_keys(sps_ScheduledProcedureStepStartDate="24.11.2026x"))
-    assert "Failed: UnableToProcess" in log
+    assert "0xc000: Failed: Unable to process" in log.replace(
+        "Unable to Process", "Unable to process"
+    )
 
 
 def query_file(tmp: Path, charset: list[str] | str, name: str = "", accession: str = "") -> Path:
@@ -259,7 +261,10 @@ def test_utf8_query_without_device_charset(box: Appliance, tmp_path: Path) -> No
 def test_unknown_calling_ae_gets_no_items(box: Appliance, tmp_path: Path) -> None:
     found, log = findscu(box, tmp_path, with_keys(), calling="NOBODY")
     assert found == []
-    assert "Failed: UnableToProcess" in log
+    assert "Calling AE title is not a configured device" in log
+    assert "0xc000: Failed: Unable to process" in log.replace(
+        "Unable to Process", "Unable to process"
+    )
 
 
 def test_runner_type(start_appliance: Callable[..., Appliance]) -> None:

@@ -94,15 +94,18 @@ def test_combined_date_time_range() -> None:
         sps_ScheduledProcedureStepStartDate="20261124-20261125",
         sps_ScheduledProcedureStepStartTime="0800-1200",
     )
-    at = lambda d, t: item(
-        ScheduledProcedureStepSequence=[
-            {
-                **item()["ScheduledProcedureStepSequence"][0],  # noqa: E731
-                "ScheduledProcedureStepStartDate": d,
-                "ScheduledProcedureStepStartTime": t,
-            }
-        ]
-    )
+
+    def at(d, t):
+        return item(
+            ScheduledProcedureStepSequence=[
+                {
+                    **item()["ScheduledProcedureStepSequence"][0],  # noqa: E731
+                    "ScheduledProcedureStepStartDate": d,
+                    "ScheduledProcedureStepStartTime": t,
+                }
+            ]
+        )
+
     assert matching.matches(q, at("20261124", "0800"))
     assert matching.matches(
         q, at("20261124", "2300")
