@@ -9,11 +9,14 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from appliance.worklist import cli as worklist_cli
+
 Handler = Callable[[argparse.Namespace], int]
+Registrar = Callable[[Any, Callable[[argparse.ArgumentParser], None]], dict[str, Handler]]
 HANDLERS: dict[str, Handler] = {}
-REGISTRARS: list[
-    Callable[[Any, Callable[[argparse.ArgumentParser], None]], dict[str, Handler]]
-] = []
+REGISTRARS: list[Registrar] = [
+    worklist_cli.register,
+]
 
 
 def add_subcommands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -404,14 +404,14 @@ def project(keys: list[Key], item: Item) -> Dataset:
         if key.items is not None:
             seq = Sequence()
             for sub in stored if isinstance(stored, list) else []:
-                seq.append(project(key.items, sub) if key.items else _full(sub))
+                seq.append(project(key.items, sub) if key.items else item_dataset(sub))
             ds.add_new(key.tag or tag_for_keyword(key.keyword), "SQ", seq)
         else:
             _set(ds, key, stored)
     return ds
 
 
-def _full(item: Item) -> Dataset:
+def item_dataset(item: Item) -> Dataset:
     """A whole stored sequence item (for a zero-length sequence key: universal, PS3.4 C.2.2.1.3)."""
     keys = []
     for kw in item:
