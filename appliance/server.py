@@ -6,7 +6,9 @@ works for tests); ``stop()`` closes them and the workers within a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -74,6 +76,15 @@ def build_services(runtime: Runtime) -> list[Service]:
     from appliance import services
 
     return [factory(runtime) for factory in services.FACTORIES]
+
+
+def set_nodelay(event: evt.Event) -> None:
+    """Disable Nagle's algorithm on each connection: DIMSE is request/response, and a small
+    final response held back for the peer's delayed ACK costs 40 ms a query."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def handle_echo(event: evt.Event, rt: Runtime) -> int:
@@ -175,7 +186,8 @@ class Appliance:
                     ae.add_supported_context(uid)
                 else:
                     ae.add_supported_context(uid, syntaxes)
-        handlers = bind_handlers(self.services, [(evt.EVT_C_ECHO, handle_echo, [self.runtime])])
+        own = [(evt.EVT_C_ECHO, handle_echo, [self.runtime]), (evt.EVT_CONN_OPEN, set_nodelay)]
+        handlers = bind_handlers(self.services, own)
         self.runtime.access.bind(ae)
         for service in self.services:
             service.start()

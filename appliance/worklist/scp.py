@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
@@ -23,7 +24,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from appliance import audit, status
 from appliance.config import DeviceSettings
-from appliance.worklist import matching, mpps
+from appliance.worklist import matching, mpps, wire
 from appliance.worklist.repo import Narrowing, WorklistRepo, row_to_item
 
 log = logging.getLogger(__name__)
@@ -208,17 +209,17 @@ def handle_find(event: evt.Event, service: WorklistService) -> Iterator[tuple[An
     if device.hide_completed:
         narrowing.exclude_statuses = ("CANCELED", "COMPLETED", "DISCONTINUED")
     pending = status.PENDING_WARNING if query.unsupported else status.PENDING
-    sent = 0
     service.note_query()
+    fast = _FastPath.for_event(event, return_keys, pending)
+    sent = 0
     try:
-        for row in service.repo.candidates(narrowing):
-            item = row_to_item(row)
-            if not matching.matches(query, item):
-                continue
+        for item in _matches(service, query, narrowing):
             if event.is_cancelled:
+                fast.flush()
                 yield status.CANCEL, None
                 return
             if device.max_results and sent >= device.max_results:
+                fast.flush()
                 yield (
                     _status(
                         status.OUT_OF_RESOURCES,
@@ -227,11 +228,15 @@ def handle_find(event: evt.Event, service: WorklistService) -> Iterator[tuple[An
                     None,
                 )
                 return
-            rsp = matching.project(return_keys, item)
             use = charset if encodable(item, charset) else "ISO_IR 192"
-            rsp.SpecificCharacterSet = CHARSET_VALUES[use][0]
             sent += 1
+            if fast.send(item, use):
+                continue
+            fast.flush()
+            rsp = matching.project(return_keys, item)
+            rsp.SpecificCharacterSet = CHARSET_VALUES[use][0]
             yield pending, rsp
+        fast.flush()
     finally:
         audit.record_now(
             rt.store,
@@ -242,3 +247,64 @@ def handle_find(event: evt.Event, service: WorklistService) -> Iterator[tuple[An
             source=event.assoc.requestor.address,
         )
         log.info("worklist query from %s: %d items", calling, sent)
+
+
+def _matches(
+    service: WorklistService, query: matching.Query, narrowing: Narrowing
+) -> Iterator[dict[str, Any]]:
+    for row in service.repo.candidates(narrowing):
+        item = row_to_item(row)
+        if matching.matches(query, item):
+            yield item
+
+
+class _FastPath:
+    """Pending responses written directly (see ``wire``); pydicom's path when not possible."""
+
+    def __init__(
+        self, writer: wire.ResponseWriter | None, keys: list[matching.Key], implicit: bool
+    ) -> None:
+        self.writer = writer
+        self.keys = keys
+        self.implicit = implicit
+        self.encoders: dict[str, wire.IdentifierEncoder | None] = {}
+
+    @classmethod
+    def for_event(cls, event: evt.Event, keys: list[matching.Key], pending: int) -> _FastPath:
+        ts = event.context.transfer_syntax
+        if ts not in (ImplicitVRLittleEndian, ExplicitVRLittleEndian):
+            return cls(None, keys, True)
+        writer = wire.ResponseWriter(
+            event.assoc,
+            event.context.context_id,
+            event.request.MessageID,
+            event.request.AffectedSOPClassUID,
+            pending,
+        )
+        return cls(writer, keys, ts == ImplicitVRLittleEndian)
+
+    def _encoder(self, charset: str) -> wire.IdentifierEncoder | None:
+        if charset not in self.encoders:
+            try:
+                self.encoders[charset] = wire.IdentifierEncoder(
+                    self.keys, CHARSET_VALUES[charset][0], self.implicit
+                )
+            except wire.Unencodable:
+                self.encoders[charset] = None
+        return self.encoders[charset]
+
+    def send(self, item: dict[str, Any], charset: str) -> bool:
+        """Queue the response for this item; False when pydicom must encode it instead."""
+        encoder = self._encoder(charset) if self.writer is not None else None
+        if encoder is None or self.writer is None:
+            return False
+        try:
+            identifier = encoder.encode(item)
+        except (wire.Unencodable, UnicodeError, ValueError):
+            return False
+        self.writer.send(identifier)
+        return True
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
