@@ -93,6 +93,24 @@ def handle_echo(event: evt.Event, rt: Runtime) -> int:
     return 0x0000
 
 
+def _shutdown_promptly(server: Any) -> None:
+    """Stop a socketserver loop without waiting out its 0.5 s poll: once the shutdown flag
+    is set, a throw-away connection wakes the selector."""
+    stopper = threading.Thread(target=server.shutdown, name="dicom-shutdown")
+    stopper.start()
+    deadline = time.monotonic() + 1.0
+    while (
+        not getattr(server, "_BaseServer__shutdown_request", True) and time.monotonic() < deadline
+    ):
+        time.sleep(0.001)
+    host, port = server.server_address[:2]
+    with contextlib.suppress(OSError):
+        socket.create_connection(
+            ("127.0.0.1" if host in ("0.0.0.0", "") else host, port), timeout=0.2
+        ).close()
+    stopper.join(timeout=5)
+
+
 Route = tuple[Callable[..., Any], list[Any]]
 
 
@@ -215,7 +233,7 @@ class Appliance:
     def stop(self) -> None:
         """Stop listeners and workers and close the database; safe to call twice."""
         if self._dicom_server is not None:
-            self._dicom_server.shutdown()
+            _shutdown_promptly(self._dicom_server)
             self._dicom_server = None
         for service in reversed(self.services):
             try:
@@ -227,7 +245,10 @@ class Appliance:
             server = self._web_server
             server.task_dispatcher.shutdown(timeout=2)
             for channel in list(server._map.values()):
-                channel.close()
+                if channel not in (server, server.trigger):
+                    channel.close()
+            server.trigger.pull_trigger()  # wake the select loop before its map empties
+            server.close()  # closes the listening socket and the trigger
             self._web_server = None
         if self._web_thread is not None:
             self._web_thread.join(timeout=3)
