@@ -322,3 +322,18 @@ def test_concurrent_queries(box: Appliance) -> None:
     for t in threads:
         t.join()
     assert counts == [10] * 6
+
+
+def test_big_endian_context_uses_pydicom_encoding(box: Appliance) -> None:
+    """Transfer syntaxes the direct encoder does not write go through pydicom's path."""
+    from pydicom.uid import ExplicitVRBigEndian
+
+    schedule(box, patient_id="BE1", patient_name="Yamada^Tarou=山田^太郎=やまだ^たろう")
+    ae = AE(ae_title="CT1")
+    ae.add_requested_context(ModalityWorklistInformationFind, [ExplicitVRBigEndian])
+    assoc = ae.associate("127.0.0.1", box.dicom_port, ae_title="APPLIANCE")
+    assert assoc.accepted_contexts[0].transfer_syntax[0] == ExplicitVRBigEndian
+    rsp = [(int(st.Status), ds) for st, ds in assoc.send_c_find(make_mwl_query(), ModalityWorklistInformationFind)]
+    assoc.release()
+    assert [code for code, _ in rsp] == [status.PENDING, status.SUCCESS]
+    assert str(rsp[0][1].PatientName) == "Yamada^Tarou=山田^太郎=やまだ^たろう"
