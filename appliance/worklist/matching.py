@@ -411,8 +411,8 @@ def project(keys: list[Key], item: Item) -> Dataset:
     return ds
 
 
-def item_dataset(item: Item) -> Dataset:
-    """A whole stored sequence item (for a zero-length sequence key: universal, PS3.4 C.2.2.1.3)."""
+def keys_for_item(item: Item) -> list[Key]:
+    """Return keys for every stored attribute of an item (zero-length sequence key, PS3.4 C.2.2.1.3)."""
     keys = []
     for kw in item:
         tag = tag_for_keyword(kw)
@@ -420,4 +420,9 @@ def item_dataset(item: Item) -> Dataset:
             continue
         vr = dictionary_VR(tag)
         keys.append(Key(kw, vr, items=[] if vr == "SQ" else None, tag=tag))
-    return project(keys, item)
+    return keys
+
+
+def item_dataset(item: Item) -> Dataset:
+    """A whole stored item as a Dataset."""
+    return project(keys_for_item(item), item)

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import sqlite_utils
@@ -101,9 +101,14 @@ def _code_json(code: Code | None) -> str:
     return json.dumps(code.to_item(), ensure_ascii=False) if code else ""
 
 
-def _now_dicom() -> tuple[str, str]:
-    now = datetime.now()
-    return now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+def _step_values(req: StepRequest) -> tuple[Any, ...]:
+    """The step columns a request sets, in the order station_ae ... protocol."""
+    start_date, start_time = req.start.strftime("%Y%m%d"), req.start.strftime("%H%M%S")
+    protocol = json.dumps([c.to_item() for c in req.protocol_codes], ensure_ascii=False)
+    return (
+        req.station_ae, req.station_name, req.location, req.modality, start_date, start_time,
+        dt_key(start_date, start_time), req.performing_physician, req.sps_description, protocol,
+    )  # fmt: skip
 
 
 class WorklistRepo:
@@ -169,24 +174,11 @@ class WorklistRepo:
                     current["procedure_pk"],
                 ),
             )
-            start_date, start_time = req.start.strftime("%Y%m%d"), req.start.strftime("%H%M%S")
             db.execute(
                 """UPDATE steps SET station_ae = ?, station_name = ?, location = ?, modality = ?,
                    start_date = ?, start_time = ?, start_dt = ?, performing_physician = ?, description = ?,
                    protocol = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE pk = ?""",
-                (
-                    req.station_ae,
-                    req.station_name,
-                    req.location,
-                    req.modality,
-                    start_date,
-                    start_time,
-                    dt_key(start_date, start_time),
-                    req.performing_physician,
-                    req.sps_description,
-                    json.dumps([c.to_item() for c in req.protocol_codes], ensure_ascii=False),
-                    step_pk,
-                ),
+                (*_step_values(req), step_pk),
             )
             audit.record(
                 db, actor, "update", f"step {step_pk}", f"accession {req.accession_number}", source
@@ -294,26 +286,16 @@ class WorklistRepo:
         return int(cur.lastrowid or 0)
 
     def _insert_step(self, db: sqlite_utils.Database, req: StepRequest, procedure_pk: int) -> int:
-        start_date, start_time = req.start.strftime("%Y%m%d"), req.start.strftime("%H%M%S")
         sps_id = req.sps_id or self._next_sps_id(db, procedure_pk)
         try:
             cur = db.execute(
-                """INSERT INTO steps(procedure_pk, sps_id, station_ae, station_name, location, modality,
-                   start_date, start_time, start_dt, performing_physician, description, protocol, status, extra)
+                """INSERT INTO steps(station_ae, station_name, location, modality, start_date, start_time,
+                   start_dt, performing_physician, description, protocol, procedure_pk, sps_id, status, extra)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (
+                    *_step_values(req),
                     procedure_pk,
                     sps_id,
-                    req.station_ae,
-                    req.station_name,
-                    req.location,
-                    req.modality,
-                    start_date,
-                    start_time,
-                    dt_key(start_date, start_time),
-                    req.performing_physician,
-                    req.sps_description,
-                    json.dumps([c.to_item() for c in req.protocol_codes], ensure_ascii=False),
                     req.status,
                     json.dumps(req.step_extra, ensure_ascii=False),
                 ),

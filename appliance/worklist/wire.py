@@ -15,10 +15,10 @@ import struct
 from typing import Any
 
 from pydicom.charset import convert_encodings, encode_string
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from pydicom.valuerep import PersonName
 
-from appliance.worklist.matching import Key
+from appliance.worklist.matching import Key, keys_for_item
 from appliance.worklist.model import Item
 
 # Explicit VR with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
@@ -96,17 +96,8 @@ class IdentifierEncoder:
         raise Unencodable(f"VR {vr} of {key.keyword}")
 
     def _item(self, keys: list[Key] | None, item: Item) -> bytes:
-        if keys is None:  # zero-length sequence key: every stored attribute (PS3.4 C.2.2.1.3)
-            keys = []
-            for kw in item:
-                tag = tag_for_keyword(kw)
-                if tag is None:
-                    continue
-                vr = dictionary_VR(tag)
-                keys.append(Key(kw, vr, items=[] if vr == "SQ" else None, tag=tag))
-            keys.sort(key=self._tag)
-        else:
-            keys = sorted(keys, key=self._tag)
+        # A zero-length sequence key returns every stored attribute (PS3.4 C.2.2.1.3).
+        keys = sorted(keys_for_item(item) if keys is None else keys, key=self._tag)
         body = b"".join(self._value(k, item.get(k.keyword)) for k in keys)
         return ITEM + struct.pack("<I", len(body)) + body
 
