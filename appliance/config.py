@@ -32,6 +32,7 @@ CHARSETS = (
 DEVICE_ROLES = ("modality", "pacs", "printer-client")
 STATION_FILTERS = ("none", "calling-ae")
 UNKNOWN_AE_POLICIES = ("verify-only", "reject", "accept")
+COMMITMENT_POLICIES = ("pacs", "delivery")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -105,6 +106,43 @@ class DestinationSettings:
     ae_title: str = _doc("the PACS's AE title (required)", "")
     host: str = _doc("the PACS's host (required)", "")
     port: int = _doc("the PACS's DICOM port (required)", 104)
+    from_ae: tuple[str, ...] = _doc(
+        "routing: calling AE titles whose images go here (empty = any)", ()
+    )
+    modalities: tuple[str, ...] = _doc("routing: Modality values that go here (empty = any)", ())
+    sop_classes: tuple[str, ...] = _doc("routing: SOP Class UIDs that go here (empty = any)", ())
+    commitment: str = _doc(
+        "Storage Commitment: pacs (ask this PACS, answer the modality when it commits) "
+        "or delivery (a Success C-STORE counts as committed, for a PACS without commitment)",
+        "pacs",
+    )
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    """[forward]: the store-and-forward spool and its senders."""
+
+    reserve_mb: int = _doc(
+        "free space (MB) kept on the spool's file system; below it C-STORE gets A700", 1024
+    )
+    retention_hours: float = _doc(
+        "hours a delivered (or committed) file stays in the spool before it is deleted", 24.0
+    )
+    budget_mb: int = _doc(
+        "most MB of delivered files kept in the spool; oldest delivered go first (0 = no cap)", 0
+    )
+    batch_size: int = _doc("most instances sent on one association before it is reused", 50)
+    retry_initial: float = _doc("seconds before the first retry after a transient failure", 2.0)
+    retry_max: float = _doc(
+        "longest wait between retries, in seconds (exponential, jittered)", 300.0
+    )
+    max_attempts: int = _doc(
+        "transient failures before an instance is dead-lettered (0 = retry for ever)", 0
+    )
+    idle_release: float = _doc("seconds an idle association to a PACS stays open", 2.0)
+    commitment_timeout: float = _doc(
+        "seconds to wait for a PACS's commitment before reporting failure to the modality", 600.0
+    )
 
 
 @dataclass(frozen=True)
@@ -125,6 +163,7 @@ class Config:
     dicom: DicomSettings = field(default_factory=DicomSettings)
     web: WebSettings = field(default_factory=WebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
     devices: tuple[DeviceSettings, ...] = _doc_list("modalities and peers allowed to talk")
     destinations: tuple[DestinationSettings, ...] = _doc_list("PACS the forwarder sends to")
     printers: tuple[PrinterSettings, ...] = _doc_list("printers films go to")
@@ -142,6 +181,7 @@ SECTIONS: dict[str, type] = {
     "dicom": DicomSettings,
     "web": WebSettings,
     "logging": LoggingSettings,
+    "forward": ForwardSettings,
 }
 TABLES: dict[str, type] = {
     "devices": DeviceSettings,
@@ -217,6 +257,10 @@ def _coerce(cls: type, raw: Mapping[str, Any], where: str) -> Any:
         expected = type(fields_by_name[key].default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if expected is tuple and isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}.{key}", "must be a list of strings")
+            value = tuple(value)
         if expected is int and isinstance(value, bool):
             raise ConfigError(f"{where}.{key}", f"{value!r} is not an integer")
         if not isinstance(value, expected):
@@ -264,7 +308,30 @@ def _validate_destination(d: DestinationSettings, where: str) -> DestinationSett
     ae = validate_ae_title(d.ae_title, f"{where}.ae_title")
     _check_host(d.host, f"{where}.host", required=True)
     _check_port(d.port, f"{where}.port", allow_zero=False)
-    return dataclasses.replace(d, ae_title=ae)
+    from_ae = tuple(validate_ae_title(a, f"{where}.from_ae") for a in d.from_ae)
+    modalities = tuple(m.strip().upper() for m in d.modalities)
+    if not all(re.fullmatch(r"[A-Z0-9_ ]{1,16}", m) for m in modalities):
+        raise ConfigError(f"{where}.modalities", "must be Modality codes such as CT or MR")
+    if not all(re.fullmatch(r"[0-9]+(\.[0-9]+)*", u) and len(u) <= 64 for u in d.sop_classes):
+        raise ConfigError(f"{where}.sop_classes", "must be SOP Class UIDs (digits and dots)")
+    _check_choice(d.commitment, f"{where}.commitment", COMMITMENT_POLICIES)
+    return dataclasses.replace(d, ae_title=ae, from_ae=from_ae, modalities=modalities)
+
+
+def _validate_forward(f: ForwardSettings) -> ForwardSettings:
+    for name in ("reserve_mb", "budget_mb", "max_attempts"):
+        if getattr(f, name) < 0:
+            raise ConfigError(f"forward.{name}", "must be 0 or positive")
+    if not 1 <= f.batch_size <= 10_000:
+        raise ConfigError("forward.batch_size", f"{f.batch_size} is not between 1 and 10000")
+    for name in ("retry_initial", "retry_max", "idle_release", "commitment_timeout"):
+        if getattr(f, name) <= 0:
+            raise ConfigError(f"forward.{name}", "must be a positive number of seconds")
+    if f.retry_max < f.retry_initial:
+        raise ConfigError("forward.retry_max", "must not be below forward.retry_initial")
+    if f.retention_hours < 0:
+        raise ConfigError("forward.retention_hours", "must be 0 or positive")
+    return f
 
 
 def _validate_printer(p: PrinterSettings, where: str) -> PrinterSettings:
@@ -306,6 +373,9 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
     logging_settings = _coerce(LoggingSettings, raw.get("logging", {}), "logging")
     _check_choice(logging_settings.level.upper(), "logging.level", LOG_LEVELS)
     kwargs["logging"] = LoggingSettings(level=logging_settings.level.upper())
+    kwargs["forward"] = _validate_forward(
+        _coerce(ForwardSettings, raw.get("forward", {}), "forward")
+    )
     validators = {
         "devices": _validate_device,
         "destinations": _validate_destination,

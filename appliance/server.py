@@ -66,6 +66,8 @@ def configure_pynetdicom(config: Config) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if debug else logging.WARNING)
     # Received datasets are written to a temporary file instead of held in memory.
     _config.STORE_RECV_CHUNKED_DATASET = True
+    # Spooled files are sent as stored, streamed from disk, never decoded and re-encoded.
+    _config.STORE_SEND_CHUNKED_DATASET = True
     # Keep element values as sent; do not coerce or fix up on decode.
     _config.LOG_RESPONSE_IDENTIFIERS = debug
     _config.LOG_REQUEST_IDENTIFIERS = debug

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from appliance.forward.service import ForwardService
 from appliance.worklist.scp import WorklistService
 
-FACTORIES: list[Callable[[Any], Any]] = [WorklistService]
+FACTORIES: list[Callable[[Any], Any]] = [WorklistService, ForwardService]

@@ -68,3 +68,13 @@ def is_failure(status: int) -> bool:
         or 0xB000 <= status <= 0xBFFF
         or status in (0x0001, 0x0107, 0x0116)
     )
+
+
+# Storage Commitment failure reasons (PS3.4 J.3.3.1.1, Failure Reason (0008,1197))
+DUPLICATE_TRANSACTION_UID = 0x0131
+
+# Status ranges (PS3.4 B.2.3, PS3.7 C): classes of C-STORE responses.
+OUT_OF_RESOURCES_RANGE = range(0xA700, 0xA800)
+DATASET_MISMATCH_RANGE = range(0xA900, 0xAA00)
+CANNOT_UNDERSTAND_RANGE = range(0xC000, 0xD000)
+WARNING_RANGE = range(0xB000, 0xC000)

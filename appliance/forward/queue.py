@@ -1,0 +1,412 @@
+"""The forward queue in SQLite: one row per (instance, destination) with its state.
+
+States: ``waiting`` (to be sent; ``next_attempt`` says when, ``last_error`` says why it
+still waits), ``delivered`` (the PACS answered Success or a warning), ``dead`` (refused
+for good; ``last_error`` gives the reason; a person may resend). Every write is a
+short ``BEGIN IMMEDIATE`` transaction through ``Store.write()``.
+The functions at the end (``summary``, ``waiting_items``, ``dead_letters``,
+``retry_now``, ``resend``) are what a queue page needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from appliance.db import Store
+
+WAITING = "waiting"
+DELIVERED = "delivered"
+DEAD = "dead"
+
+migrations = Migrations("forward")
+
+
+@migrations(name="0001_queue")
+def _m0001(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE forward_instances (
+            id INTEGER PRIMARY KEY,
+            sop_instance_uid TEXT NOT NULL UNIQUE,
+            sop_class_uid TEXT NOT NULL,
+            transfer_syntax TEXT NOT NULL,
+            modality TEXT NOT NULL DEFAULT '',
+            calling_ae TEXT NOT NULL DEFAULT '',
+            file TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            received_at REAL NOT NULL,
+            removed_at REAL
+        )"""
+    )
+    db.execute("CREATE INDEX forward_instances_removed ON forward_instances(removed_at)")
+    db.execute(
+        """CREATE TABLE forward_queue (
+            id INTEGER PRIMARY KEY,
+            instance_id INTEGER NOT NULL REFERENCES forward_instances(id),
+            destination TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'waiting',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt REAL NOT NULL,
+            last_error TEXT NOT NULL DEFAULT '',
+            last_status INTEGER,
+            generation INTEGER NOT NULL DEFAULT 0,
+            queued_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            delivered_at REAL,
+            UNIQUE (instance_id, destination)
+        )"""
+    )
+    db.execute(
+        "CREATE INDEX forward_queue_ready ON forward_queue(destination, state, next_attempt)"
+    )
+    db.execute("CREATE INDEX forward_queue_delivered ON forward_queue(state, delivered_at)")
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """What the receiver learned about one instance (from the command and the header)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    modality: str
+    calling_ae: str
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Outcome of recording a received instance: new, duplicate or replaced."""
+
+    instance_id: int
+    outcome: str
+    old_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """A queue row claimed by a sender, with what it needs to send the file."""
+
+    id: int
+    generation: int
+    attempts: int
+    file: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+
+
+def record_instance(
+    store: Store,
+    info: InstanceInfo,
+    file: str,
+    digest: str,
+    size: int,
+    destinations: Iterable[str],
+    now: float | None = None,
+) -> Recorded:
+    """Commit an instance and its queue rows; idempotent for a repeated identical instance.
+
+    The same SOP Instance UID with the same bytes changes nothing (only destinations
+    added since are queued). With different bytes the new version replaces the old one
+    and is queued again for every destination.
+    """
+    now = time.time() if now is None else now
+    dests = list(destinations)
+    with store.write() as db:
+        row = db.execute(
+            "SELECT id, digest, file FROM forward_instances WHERE sop_instance_uid = ?",
+            (info.sop_instance_uid,),
+        ).fetchone()
+        if row is None:
+            cur = db.execute(
+                """INSERT INTO forward_instances (sop_instance_uid, sop_class_uid,
+                   transfer_syntax, modality, calling_ae, file, digest, size, received_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    info.sop_instance_uid,
+                    info.sop_class_uid,
+                    info.transfer_syntax,
+                    info.modality,
+                    info.calling_ae,
+                    file,
+                    digest,
+                    size,
+                    now,
+                ),
+            )
+            instance_id = int(cur.lastrowid or 0)
+            _add_rows(db, instance_id, dests, now)
+            return Recorded(instance_id, "new")
+        instance_id, old_digest, old_file = int(row[0]), row[1], row[2]
+        if old_digest == digest:
+            db.execute(
+                "UPDATE forward_instances SET removed_at = NULL, file = ? WHERE id = ?",
+                (file, instance_id),
+            )
+            _add_rows(db, instance_id, dests, now)
+            return Recorded(instance_id, "duplicate")
+        db.execute(
+            """UPDATE forward_instances SET sop_class_uid = ?, transfer_syntax = ?,
+               modality = ?, calling_ae = ?, file = ?, digest = ?, size = ?,
+               received_at = ?, removed_at = NULL WHERE id = ?""",
+            (
+                info.sop_class_uid,
+                info.transfer_syntax,
+                info.modality,
+                info.calling_ae,
+                file,
+                digest,
+                size,
+                now,
+                instance_id,
+            ),
+        )
+        db.execute(
+            """UPDATE forward_queue SET state = 'waiting', attempts = 0, next_attempt = ?,
+               last_error = 'replaced by a new version', last_status = NULL,
+               generation = generation + 1, updated_at = ?, delivered_at = NULL
+               WHERE instance_id = ?""",
+            (now, now, instance_id),
+        )
+        _add_rows(db, instance_id, dests, now)
+        return Recorded(instance_id, "replaced", old_file=old_file)
+
+
+def _add_rows(db: sqlite_utils.Database, instance_id: int, dests: list[str], now: float) -> None:
+    for dest in dests:
+        db.execute(
+            """INSERT OR IGNORE INTO forward_queue
+               (instance_id, destination, next_attempt, queued_at, updated_at)
+               VALUES (?, ?, ?, ?, ?)""",
+            (instance_id, dest, now, now, now),
+        )
+
+
+def claim(store: Store, destination: str, limit: int, now: float | None = None) -> list[Item]:
+    """Waiting rows of a destination whose next attempt is due, oldest first."""
+    now = time.time() if now is None else now
+    rows = store.query(
+        """SELECT q.id, q.generation, q.attempts, i.file, i.sop_class_uid,
+                  i.sop_instance_uid, i.transfer_syntax
+           FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id
+           WHERE q.destination = ? AND q.state = 'waiting' AND q.next_attempt <= ?
+           ORDER BY q.next_attempt, q.id LIMIT ?""",
+        (destination, now, limit),
+    )
+    return [Item(**r) for r in rows]
+
+
+def next_due(store: Store, destination: str) -> float | None:
+    """When the earliest waiting row of a destination is due, or None when none waits."""
+    rows = store.query(
+        "SELECT MIN(next_attempt) AS t FROM forward_queue WHERE destination = ? AND state = 'waiting'",
+        (destination,),
+    )
+    return rows[0]["t"] if rows else None
+
+
+def mark_delivered(store: Store, done: Iterable[tuple[Item, int]], now: float | None = None) -> int:
+    """Record Success / warning responses; a row replaced meanwhile stays waiting."""
+    now = time.time() if now is None else now
+    count = 0
+    with store.write() as db:
+        for item, status_code in done:
+            cur = db.execute(
+                """UPDATE forward_queue SET state = 'delivered', delivered_at = ?,
+                   updated_at = ?, last_status = ?, last_error = ''
+                   WHERE id = ? AND generation = ? AND state = 'waiting'""",
+                (now, now, status_code, item.id, item.generation),
+            )
+            count += cur.rowcount
+    return count
+
+
+def mark_retry(
+    store: Store,
+    items: Iterable[Item],
+    error: str,
+    delay: Callable[[int], float],
+    max_attempts: int = 0,
+    status_code: int | None = None,
+    now: float | None = None,
+) -> None:
+    """A transient failure: count the attempt and wait ``delay(attempts)`` seconds.
+
+    With ``max_attempts`` > 0 a row that reaches it goes to the dead letters instead.
+    """
+    now = time.time() if now is None else now
+    with store.write() as db:
+        for item in items:
+            attempts = item.attempts + 1
+            if max_attempts and attempts >= max_attempts:
+                state, reason = DEAD, f"gave up after {attempts} attempts: {error}"
+            else:
+                state, reason = WAITING, error
+            db.execute(
+                """UPDATE forward_queue SET state = ?, attempts = ?, next_attempt = ?,
+                   last_error = ?, last_status = ?, updated_at = ?
+                   WHERE id = ? AND generation = ? AND state = 'waiting'""",
+                (
+                    state,
+                    attempts,
+                    now + delay(attempts),
+                    reason,
+                    status_code,
+                    now,
+                    item.id,
+                    item.generation,
+                ),
+            )
+
+
+def mark_dead(
+    store: Store,
+    item: Item,
+    reason: str,
+    status_code: int | None = None,
+    now: float | None = None,
+) -> None:
+    """A permanent refusal: keep the file, park the row with the reason."""
+    now = time.time() if now is None else now
+    with store.write() as db:
+        db.execute(
+            """UPDATE forward_queue SET state = 'dead', attempts = attempts + 1,
+               last_error = ?, last_status = ?, updated_at = ?
+               WHERE id = ? AND generation = ? AND state = 'waiting'""",
+            (reason, status_code, now, item.id, item.generation),
+        )
+
+
+def defer_destination(
+    store: Store, destination: str, until: float, error: str, now: float | None = None
+) -> int:
+    """The PACS cannot be reached: every due waiting row waits until ``until``, with why."""
+    now = time.time() if now is None else now
+    with store.write() as db:
+        cur = db.execute(
+            """UPDATE forward_queue SET next_attempt = ?, last_error = ?, updated_at = ?
+               WHERE destination = ? AND state = 'waiting' AND next_attempt < ?""",
+            (until, error, now, destination, until),
+        )
+        return cur.rowcount
+
+
+# -- what a queue page needs -------------------------------------------------------
+
+
+def summary(store: Store, destinations: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Per destination: waiting, dead and delivered counts, oldest waiting item, last error."""
+    rows = store.query(
+        """SELECT q.destination,
+                  SUM(q.state = 'waiting') AS waiting,
+                  SUM(q.state = 'dead') AS dead,
+                  SUM(q.state = 'delivered') AS delivered,
+                  MIN(CASE WHEN q.state = 'waiting' THEN q.queued_at END) AS oldest_waiting_at,
+                  MIN(CASE WHEN q.state = 'waiting' THEN q.next_attempt END) AS next_attempt_at,
+                  MAX(q.delivered_at) AS last_delivered_at
+           FROM forward_queue q GROUP BY q.destination ORDER BY q.destination"""
+    )
+    by_name = {r["destination"]: r for r in rows}
+    out = []
+    for name in dict.fromkeys([*destinations, *by_name]):
+        r = by_name.get(name) or {
+            "destination": name,
+            "waiting": 0,
+            "dead": 0,
+            "delivered": 0,
+            "oldest_waiting_at": None,
+            "next_attempt_at": None,
+            "last_delivered_at": None,
+        }
+        last = store.query(
+            """SELECT last_error, updated_at FROM forward_queue
+               WHERE destination = ? AND last_error != '' AND state != 'delivered'
+               ORDER BY updated_at DESC LIMIT 1""",
+            (name,),
+        )
+        out.append(
+            {
+                **{
+                    k: (v or 0) if k in ("waiting", "dead", "delivered") else v
+                    for k, v in r.items()
+                },
+                "last_error": last[0]["last_error"] if last else "",
+                "last_error_at": last[0]["updated_at"] if last else None,
+            }
+        )
+    return out
+
+
+def waiting_items(store: Store, destination: str, limit: int = 100) -> list[dict[str, Any]]:
+    """Waiting rows of a destination, oldest first, each with why it waits."""
+    rows = store.query(
+        """SELECT q.id, q.attempts, q.next_attempt, q.last_error, q.queued_at,
+                  i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae
+           FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id
+           WHERE q.destination = ? AND q.state = 'waiting'
+           ORDER BY q.queued_at, q.id LIMIT ?""",
+        (destination, limit),
+    )
+    for r in rows:
+        r["why"] = r["last_error"] or "queued, not tried yet"
+    return rows
+
+
+def dead_letters(
+    store: Store, destination: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Rows refused for good, newest first, with the reason and the last status."""
+    where = "q.state = 'dead'" + (" AND q.destination = ?" if destination else "")
+    params: tuple[Any, ...] = (destination, limit) if destination else (limit,)
+    return store.query(
+        f"""SELECT q.id, q.destination, q.attempts, q.last_error AS reason, q.last_status,
+                   q.updated_at, i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae
+            FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id
+            WHERE {where} ORDER BY q.updated_at DESC, q.id DESC LIMIT ?""",
+        params,
+    )
+
+
+def retry_now(store: Store, destination: str | None = None, now: float | None = None) -> int:
+    """Make every waiting row (of one destination) due now; returns how many."""
+    now = time.time() if now is None else now
+    with store.write() as db:
+        if destination:
+            cur = db.execute(
+                """UPDATE forward_queue SET next_attempt = ?, updated_at = ?
+                   WHERE state = 'waiting' AND destination = ?""",
+                (now, now, destination),
+            )
+        else:
+            cur = db.execute(
+                "UPDATE forward_queue SET next_attempt = ?, updated_at = ? WHERE state = 'waiting'",
+                (now, now),
+            )
+        return cur.rowcount
+
+
+def resend(store: Store, queue_ids: Iterable[int], now: float | None = None) -> int:
+    """Put dead (or delivered) rows back to waiting, attempts reset; returns how many.
+
+    A row whose spooled file was already removed by retention cannot be resent.
+    """
+    now = time.time() if now is None else now
+    count = 0
+    with store.write() as db:
+        for qid in queue_ids:
+            cur = db.execute(
+                """UPDATE forward_queue SET state = 'waiting', attempts = 0, next_attempt = ?,
+                   last_error = 'resent by a person', updated_at = ?, delivered_at = NULL,
+                   generation = generation + 1
+                   WHERE id = ? AND state IN ('dead', 'delivered') AND instance_id IN
+                   (SELECT id FROM forward_instances WHERE removed_at IS NULL)""",
+                (now, now, int(qid)),
+            )
+            count += cur.rowcount
+    return count

@@ -1,0 +1,298 @@
+"""C-STORE SCU toward one PACS: one worker thread per destination.
+
+The worker claims due rows in batches, reuses one association while the negotiated
+presentation contexts cover the batch, and releases it after ``forward.idle_release``
+seconds without work. For each (SOP class, stored transfer syntax) it proposes the
+stored syntax and, for compressed ones, the uncompressed syntaxes as a separate
+context; when the PACS accepts only those, the file is decompressed with pydicom's
+pixel plugins and sent uncompressed. Outcomes follow ``retry.classify``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE
+
+from appliance.config import DestinationSettings, DicomSettings, ForwardSettings
+from appliance.db import Store
+from appliance.forward import queue, retry
+from appliance.forward.spool import Spool
+
+log = logging.getLogger(__name__)
+
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1-255
+IDLE_POLL = 1.0  # seconds between looks at the queue when nothing is due (web edits, retries)
+
+
+class PermanentError(Exception):
+    """The PACS cannot take this instance as it is; the reason goes to the dead letters."""
+
+
+def proposed_contexts(pairs: set[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """Presentation contexts for (SOP class, stored syntax) pairs: stored, then uncompressed."""
+    out: list[tuple[str, list[str]]] = []
+    for sop_class, ts in sorted(pairs):
+        out.append((sop_class, [ts]))
+        others = [u for u in UNCOMPRESSED if u != ts]
+        out.append((sop_class, others))
+    return out
+
+
+class Sender:
+    """The worker for one destination; ``wake()`` when new rows are queued."""
+
+    def __init__(
+        self,
+        dest: DestinationSettings,
+        timeouts: DicomSettings,
+        store: Store,
+        spool: Spool,
+        settings: ForwardSettings,
+        on_delivered: Callable[[list[queue.Item]], None] = lambda items: None,
+    ) -> None:
+        self.dest = dest
+        self.calling_ae = timeouts.ae_title
+        self.timeouts = timeouts
+        self.store = store
+        self.spool = spool
+        self.settings = settings
+        self.on_delivered = on_delivered
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._assoc: Any = None
+        self._pairs: set[tuple[str, str]] = set()
+        self._last_work = 0.0
+        self.failures = 0
+        self.last_error = ""
+        self.last_error_at: float | None = None
+        self.delivered = 0
+        self.state = "stopped"
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"forward-{self.dest.name}", daemon=True
+        )
+        self.state = "running"
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._release()
+        self.state = "stopped"
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                items = queue.claim(self.store, self.dest.name, self.settings.batch_size)
+                if items:
+                    self._send_batch(items)
+                    self._last_work = time.monotonic()
+                    continue
+                self._wait_for_work()
+            except Exception:  # a bug must not kill the worker; it is logged and retried
+                log.exception("forward to %s: unexpected error", self.dest.name)
+                self._release()
+                self._stop.wait(self.settings.retry_initial)
+
+    def _wait_for_work(self) -> None:
+        timeout = IDLE_POLL
+        due = queue.next_due(self.store, self.dest.name)
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - time.time()))
+        if self._assoc is not None:
+            idle_left = self.settings.idle_release - (time.monotonic() - self._last_work)
+            if idle_left <= 0:
+                self._release()
+            else:
+                timeout = min(timeout, idle_left)
+        if self._wake.wait(timeout):
+            self._wake.clear()
+
+    # -- associations -----------------------------------------------------------
+
+    def _ensure_association(self, items: list[queue.Item]) -> list[queue.Item] | None:
+        """An association whose contexts cover the items (perhaps fewer of them), or None."""
+        pairs = {(i.sop_class_uid, i.transfer_syntax) for i in items}
+        if self._assoc is not None and self._assoc.is_established and pairs <= self._pairs:
+            return items
+        self._release()
+        if len(pairs) * 2 > MAX_CONTEXTS:
+            keep = set(sorted(pairs)[: MAX_CONTEXTS // 2])
+            items = [i for i in items if (i.sop_class_uid, i.transfer_syntax) in keep]
+            pairs = keep
+        ae = AE(ae_title=self.calling_ae)
+        ae.acse_timeout = self.timeouts.acse_timeout
+        ae.dimse_timeout = self.timeouts.dimse_timeout
+        ae.network_timeout = self.timeouts.network_timeout
+        for sop_class, syntaxes in proposed_contexts(pairs):
+            ae.add_requested_context(sop_class, syntaxes)
+        assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title)
+        if not assoc.is_established:
+            where = f"{self.dest.ae_title}@{self.dest.host}:{self.dest.port}"
+            if assoc.is_rejected:
+                self._destination_failed(f"association rejected by {where}")
+            else:
+                self._destination_failed(
+                    f"no association with {where} (connection refused, timed out or aborted)"
+                )
+            return None
+        self._assoc = assoc
+        self._pairs = pairs
+        return items
+
+    def _release(self) -> None:
+        if self._assoc is not None:
+            try:
+                if self._assoc.is_established:
+                    self._assoc.release()
+            finally:
+                self._assoc = None
+                self._pairs = set()
+
+    def _destination_failed(self, error: str) -> None:
+        """The PACS cannot be reached: every due row waits for the backoff, with why."""
+        self.failures += 1
+        delay = retry.backoff(self.failures, self.settings.retry_initial, self.settings.retry_max)
+        queue.defer_destination(self.store, self.dest.name, time.time() + delay, error)
+        self._note_error(f"{error}; next try in {delay:.1f} s")
+
+    def _note_error(self, error: str) -> None:
+        self.last_error = error
+        self.last_error_at = time.time()
+        log.warning("forward to %s: %s", self.dest.name, error)
+
+    # -- sending ----------------------------------------------------------------
+
+    def _send_batch(self, items: list[queue.Item]) -> None:
+        covered = self._ensure_association(items)
+        if covered is None:
+            return
+        delivered: list[tuple[queue.Item, int]] = []
+        try:
+            for n, item in enumerate(covered):
+                if self._stop.is_set():
+                    return
+                try:
+                    rsp = self._store_one(item)
+                except PermanentError as exc:
+                    queue.mark_dead(self.store, item, str(exc))
+                    self._note_error(f"instance refused for good: {exc}")
+                    continue
+                except FileNotFoundError:
+                    queue.mark_dead(self.store, item, "the spooled file is missing")
+                    continue
+                if rsp is None:
+                    self._release()
+                    error = "association aborted or timed out during C-STORE"
+                    queue.mark_retry(
+                        self.store, covered[n:], error, self._delay, self.settings.max_attempts
+                    )
+                    self._destination_failed(error)
+                    return
+                code, comment = rsp
+                outcome = retry.classify(code)
+                if outcome is retry.Outcome.DELIVERED:
+                    if code:
+                        log.warning("forward to %s: %s", self.dest.name, retry.describe(code))
+                    delivered.append((item, code))
+                elif outcome is retry.Outcome.TRANSIENT:
+                    error = retry.describe(code) + (f": {comment}" if comment else "")
+                    queue.mark_retry(
+                        self.store,
+                        [item],
+                        error,
+                        self._delay,
+                        self.settings.max_attempts,
+                        status_code=code,
+                    )
+                    self._note_error(error)
+                else:
+                    reason = retry.describe(code) + (f": {comment}" if comment else "")
+                    queue.mark_dead(self.store, item, reason, status_code=code)
+                    self._note_error(f"instance refused for good: {reason}")
+            self.failures = 0
+        finally:
+            if delivered:
+                queue.mark_delivered(self.store, delivered)
+                self.delivered += len(delivered)
+                self.on_delivered([i for i, _ in delivered])
+
+    def _delay(self, attempts: int) -> float:
+        return retry.backoff(attempts, self.settings.retry_initial, self.settings.retry_max)
+
+    def _store_one(self, item: queue.Item) -> tuple[int, str] | None:
+        """Send one file; (status, error comment), or None when the association failed."""
+        path = self.spool.path(item.file)
+        if not path.exists():
+            raise FileNotFoundError(path)
+        stored = UID(item.transfer_syntax)
+        if self._accepted(item.sop_class_uid, [stored]):
+            rsp = self._assoc.send_c_store(path)
+        elif self._accepted(item.sop_class_uid, list(UNCOMPRESSED)):
+            rsp = self._assoc.send_c_store(_uncompressed(path, stored))
+        else:
+            raise PermanentError(
+                f"{self.dest.ae_title} accepted no presentation context for SOP class "
+                f"{item.sop_class_uid}"
+            )
+        if not rsp or "Status" not in rsp:
+            return None
+        return int(rsp.Status), str(rsp.get("ErrorComment", "") or "")
+
+    def _accepted(self, sop_class: str, syntaxes: list[UID]) -> bool:
+        for cx in self._assoc.accepted_contexts:
+            if cx.abstract_syntax == sop_class and cx.transfer_syntax[0] in syntaxes:
+                return True
+        return False
+
+    # -- health -----------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "connected": self._assoc is not None,
+            "consecutive_failures": self.failures,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "delivered_since_start": self.delivered,
+        }
+
+
+def _uncompressed(path: Path, stored: UID) -> Any:
+    """The instance decoded and, when compressed, decompressed (same SOP Instance UID)."""
+    ds = dcmread(path)
+    if stored.is_compressed:
+        try:
+            ds.decompress(generate_instance_uid=False)
+        except Exception as exc:  # any plugin failure means: cannot send uncompressed
+            raise PermanentError(
+                f"the PACS takes only uncompressed data and {stored.name} could not be "
+                f"decompressed ({type(exc).__name__})"
+            ) from exc
+    return ds

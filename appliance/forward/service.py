@@ -1,0 +1,96 @@
+"""The forward service on the shared listener: Storage SCP, senders, health."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from typing import Any
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+from appliance.forward import queue
+from appliance.forward.receiver import Receiver, handle_store
+from appliance.forward.sender import Sender
+from appliance.forward.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+class ForwardService:
+    """Storage SCP into a durable spool, and one sender per ``[[destinations]]`` entry."""
+
+    name = "forward"
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        config = runtime.config
+        self.config = config
+        self.store = runtime.store
+        self.spool = Spool(config.data_dir / "spool")
+        self.senders = {
+            d.name: Sender(d, config.dicom, self.store, self.spool, config.forward)
+            for d in config.destinations
+        }
+        self.receiver = Receiver(config, self.store, self.spool, on_queued=self._wake)
+        self._old_tempdir: str | None = None
+        self.state = "stopped"
+
+    def contexts(self) -> list[tuple[str, list[str] | None]]:
+        """Every storage SOP class, with every transfer syntax, kept as proposed."""
+        return [
+            (str(cx.abstract_syntax), list(ALL_TRANSFER_SYNTAXES))
+            for cx in AllStoragePresentationContexts
+        ]
+
+    def handlers(self) -> list[tuple[Any, ...]]:
+        return [(evt.EVT_C_STORE, handle_store, [self.receiver, self.runtime.access])]
+
+    def start(self) -> None:
+        self.spool.prepare()
+        # pynetdicom writes each received data set to a NamedTemporaryFile in the default
+        # temporary directory; pointing it at the spool's own file system makes the
+        # final move into the spool a rename (the spool copies across file systems
+        # otherwise, so correctness never depends on this).
+        self._old_tempdir = tempfile.tempdir
+        tempfile.tempdir = str(self.spool.tmp)
+        for sender in self.senders.values():
+            sender.start()
+        self.state = "running"
+
+    def stop(self) -> None:
+        for sender in self.senders.values():
+            sender.stop()
+        if tempfile.tempdir == str(self.spool.tmp):
+            tempfile.tempdir = self._old_tempdir
+        self.state = "stopped"
+
+    def _wake(self, names: list[str]) -> None:
+        for name in names:
+            sender = self.senders.get(name)
+            if sender is not None:
+                sender.wake()
+
+    def health(self) -> dict[str, Any]:
+        """State, free spool space and, per destination, what waits and why."""
+        now = time.time()
+        dests = {}
+        for row in queue.summary(self.store, self.senders):
+            name = row["destination"]
+            sender = self.senders.get(name)
+            oldest = row["oldest_waiting_at"]
+            dests[name] = {
+                "waiting": row["waiting"],
+                "dead": row["dead"],
+                "delivered": row["delivered"],
+                "oldest_waiting_s": round(now - oldest, 1) if oldest else None,
+                "last_error": (sender.last_error if sender else "") or row["last_error"],
+                "sender": sender.health() if sender else {"state": "not configured"},
+            }
+        return {
+            "state": self.state,
+            "spool_free_mb": self.spool.free_bytes() // (1024 * 1024)
+            if self.spool.root.exists()
+            else None,
+            "destinations": dests,
+        }
