@@ -9,6 +9,8 @@ from typing import Any
 from pydicom import dcmread
 from pynetdicom import AE
 
+from appliance import status
+
 MODALITY = "MODALITY"
 
 
@@ -48,3 +50,62 @@ def forward_config(
 
 def pacs_destination(name: str, ae_title: str, port: int, **rules: Any) -> dict[str, Any]:
     return {"name": name, "ae_title": ae_title, "host": "127.0.0.1", "port": port, **rules}
+
+
+class FakePacs:
+    """A pynetdicom Storage SCP on 127.0.0.1 port 0 whose answers a test scripts.
+
+    ``statuses`` is consumed one per C-STORE (then Success); ``syntaxes`` limits the
+    transfer syntaxes it accepts; ``sop_classes`` limits the SOP classes.
+    """
+
+    def __init__(
+        self,
+        ae_title: str = "FAKEPACS",
+        statuses: Iterable[int] = (),
+        syntaxes: Iterable[str] | None = None,
+        sop_classes: Iterable[str] | None = None,
+    ) -> None:
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+        self.ae_title = ae_title
+        self.statuses = list(statuses)
+        self.received: list[Any] = []  # (status answered, dataset, transfer syntax)
+        self.associations = 0
+        self.ae = AE(ae_title=ae_title)
+        self.ae.maximum_pdu_size = 0
+        ts = list(syntaxes) if syntaxes is not None else list(ALL_TRANSFER_SYNTAXES)
+        classes = (
+            list(sop_classes)
+            if sop_classes is not None
+            else [cx.abstract_syntax for cx in AllStoragePresentationContexts]
+        )
+        for uid in classes:
+            self.ae.add_supported_context(uid, ts)
+        handlers = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_ESTABLISHED, self._on_established),
+        ]
+        self.server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        self.port = int(self.server.server_address[1])
+
+    def _on_established(self, event: Any) -> None:
+        self.associations += 1
+
+    def _on_store(self, event: Any) -> int:
+        code = self.statuses.pop(0) if self.statuses else status.SUCCESS
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        self.received.append((code, ds, event.context.transfer_syntax))
+        return code
+
+    def stored_uids(self) -> list[str]:
+        """SOP Instance UIDs answered with Success or a warning, in order."""
+        return [
+            str(ds.SOPInstanceUID)
+            for code, ds, _ in self.received
+            if code == status.SUCCESS or code in status.WARNING_RANGE
+        ]
+
+    def close(self) -> None:
+        self.server.shutdown()

@@ -24,7 +24,9 @@ class Orthanc:
     """One Orthanc process; start, stop (or kill) and start again on the same ports."""
 
     def __init__(self, workdir: Path, aet: str = "ORTHANC", **extra: Any) -> None:
-        self.binary = require_peer("Orthanc")
+        # Debian installs it in /usr/sbin, which a non-root PATH may lack.
+        sbin = Path("/usr/sbin/Orthanc")
+        self.binary = str(sbin) if sbin.exists() else require_peer("Orthanc")
         self.workdir = workdir
         self.aet = aet
         self.http_port = free_port()

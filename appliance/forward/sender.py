@@ -153,6 +153,17 @@ class Sender:
         for sop_class, syntaxes in proposed_contexts(pairs):
             ae.add_requested_context(sop_class, syntaxes)
         assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title)
+        if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
+            # The PACS answered but took none of these SOP classes, with any syntax.
+            for item in items:
+                queue.mark_dead(
+                    self.store,
+                    item,
+                    f"{self.dest.ae_title} accepted no presentation context for SOP class "
+                    f"{item.sop_class_uid}",
+                )
+            self._note_error(f"{self.dest.ae_title} refused every proposed presentation context")
+            return None
         if not assoc.is_established:
             where = f"{self.dest.ae_title}@{self.dest.host}:{self.dest.port}"
             if assoc.is_rejected:

@@ -1,0 +1,139 @@
+"""The Storage SCP over real associations: spool files, statuses, duplicates, access."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from appliance import status
+from appliance.forward import queue
+from appliance.server import Appliance
+from tests.factories import make_ct, write_series
+from tests.forward_helpers import forward_config, pacs_destination, send_files
+
+NOWHERE = pacs_destination("pacs", "PACS", 9)  # nothing listens: rows stay waiting
+
+
+def _instances(app: Appliance) -> list[dict]:
+    return app.runtime.store.query("SELECT * FROM forward_instances ORDER BY id")
+
+
+def _encoded(ds) -> bytes:
+    """The data set (no meta) encoded as sent: Explicit VR Little Endian."""
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_dataset(buf, ds)
+    return buf.getvalue()
+
+
+def test_success_leaves_a_part10_file_named_by_its_hash(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    app = start_appliance(forward_config([NOWHERE], retry_initial=30.0, retry_max=60.0))
+    path = write_series(tmp_path / "in", 1)[0]
+    assert send_files(app.dicom_port, [path]) == [status.SUCCESS]
+    [inst] = _instances(app)
+    sent = dcmread(path)
+    assert inst["sop_instance_uid"] == sent.SOPInstanceUID
+    assert inst["modality"] == "CT" and inst["calling_ae"] == "MODALITY"
+    spooled = app.config.data_dir / "spool" / inst["file"]
+    raw = spooled.read_bytes()
+    assert raw[:128] == b"\0" * 128 and raw[128:132] == b"DICM"
+    assert spooled.name == hashlib.sha256(raw).hexdigest() + ".dcm"
+    assert sent.SOPInstanceUID not in inst["file"]
+    got = dcmread(spooled)
+    assert got.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+    assert got.file_meta.MediaStorageSOPInstanceUID == sent.SOPInstanceUID
+    assert raw.endswith(_encoded(sent))  # the data set byte for byte as received
+    rows = app.runtime.store.query("SELECT destination, state FROM forward_queue")
+    assert rows == [{"destination": "pacs", "state": queue.WAITING}]
+
+
+def test_disk_reserve_gives_out_of_resources(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    app = start_appliance(forward_config([NOWHERE], reserve_mb=1 << 40))  # a petabyte kept free
+    ae = AE(ae_title="MODALITY")
+    ds = make_ct()
+    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    assoc = ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE")
+    rsp = assoc.send_c_store(ds)
+    assoc.release()
+    assert rsp.Status == status.OUT_OF_RESOURCES
+    assert "reserve" in rsp.ErrorComment
+    assert _instances(app) == []
+    spool = app.config.data_dir / "spool"
+    assert list((spool / "objects").iterdir()) == [] and list((spool / "tmp").iterdir()) == []
+
+
+def test_unknown_ae_title_is_not_authorized_to_store(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    app = start_appliance(forward_config([NOWHERE]))  # unknown AE titles: verify-only
+    ds = make_ct()
+    ae = AE(ae_title="STRANGER")
+    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE")
+    assert assoc.send_c_echo().Status == status.SUCCESS
+    rsp = assoc.send_c_store(ds)
+    assoc.release()
+    assert rsp.Status == status.NOT_AUTHORIZED
+    assert "may not store" in rsp.ErrorComment
+    assert _instances(app) == []
+
+
+def test_accept_policy_lets_unknown_ae_titles_store(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    raw = forward_config([NOWHERE], devices=())
+    raw["dicom"] = {"unknown_ae": "accept"}
+    app = start_appliance(raw)
+    assert send_files(app.dicom_port, write_series(tmp_path / "in", 1), calling="ANYONE") == [
+        status.SUCCESS
+    ]
+    assert _instances(app)[0]["calling_ae"] == "ANYONE"
+
+
+def test_repeated_identical_instance_is_idempotent(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    app = start_appliance(forward_config([NOWHERE]))
+    paths = write_series(tmp_path / "in", 2)
+    assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 2
+    assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 2
+    assert len(_instances(app)) == 2
+    assert app.runtime.store.query("SELECT COUNT(*) AS n FROM forward_queue")[0]["n"] == 2
+    files = list((app.config.data_dir / "spool" / "objects").rglob("*.dcm"))
+    assert len(files) == 2
+
+
+def test_changed_instance_replaces_the_old_version_and_is_queued_again(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    app = start_appliance(forward_config([NOWHERE]))
+    ds = make_ct()
+    first = tmp_path / "v1.dcm"
+    ds.save_as(first, enforce_file_format=True)
+    assert send_files(app.dicom_port, [first]) == [status.SUCCESS]
+    store = app.runtime.store
+    with store.write() as db:  # pretend the first version was delivered
+        db.execute("UPDATE forward_queue SET state = 'delivered', delivered_at = 1")
+    old_file = _instances(app)[0]["file"]
+    ds.SeriesDescription = "corrected"
+    second = tmp_path / "v2.dcm"
+    ds.save_as(second, enforce_file_format=True)
+    assert send_files(app.dicom_port, [second]) == [status.SUCCESS]
+    [inst] = _instances(app)
+    assert inst["file"] != old_file
+    assert not (app.config.data_dir / "spool" / old_file).exists()
+    [row] = store.query("SELECT state, generation FROM forward_queue")
+    assert row == {"state": queue.WAITING, "generation": 1}
+    assert dcmread(app.config.data_dir / "spool" / inst["file"]).SeriesDescription == "corrected"
