@@ -15,7 +15,7 @@ from pynetdicom.sop_class import Verification
 from appliance import status
 from appliance.forward import queue
 from appliance.server import Appliance
-from tests.factories import make_ct, write_series
+from tests.forward_factories import make_ct, write_series
 from tests.forward_helpers import forward_config, pacs_destination, send_files
 
 NOWHERE = pacs_destination("pacs", "PACS", 9)  # nothing listens: rows stay waiting

@@ -19,7 +19,7 @@ from pydicom.uid import (
 from appliance import status
 from appliance.forward import queue
 from appliance.server import Appliance
-from tests.factories import make_ct, write_series
+from tests.forward_factories import make_ct, write_series
 from tests.forward_helpers import FakePacs, forward_config, pacs_destination, send_files
 from tests.helpers import wait_for
 

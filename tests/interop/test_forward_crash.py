@@ -16,7 +16,7 @@ from pydicom import dcmread
 from pynetdicom import AE
 
 from appliance import status
-from tests.factories import write_series
+from tests.forward_factories import write_series
 from tests.helpers import wait_for
 from tests.orthanc import Orthanc
 
