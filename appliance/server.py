@@ -133,7 +133,7 @@ def bind_handlers(services: list[Service], own: list[tuple[Any, ...]]) -> list[t
     bindings = list(own)
     routes: dict[Any, dict[str, Route]] = {}
     for service in services:
-        uids = [uid for uid, _ in service.contexts()]
+        uids = [cx[0] for cx in service.contexts()]
         for binding in service.handlers():
             event, handler = binding[0], binding[1]
             args = list(binding[2]) if len(binding) > 2 else []
@@ -201,11 +201,14 @@ class Appliance:
         ae.require_called_aet = True
         ae.add_supported_context(Verification)
         for service in self.services:
-            for uid, syntaxes in service.contexts():
+            for uid, syntaxes, *options in service.contexts():
+                # An optional third item gives SCP/SCU role selection (PS3.7 D.3.3.4),
+                # e.g. {"scu_role": True, "scp_role": True} for Storage Commitment reports.
+                roles = options[0] if options else {}
                 if syntaxes is None:
-                    ae.add_supported_context(uid)
+                    ae.add_supported_context(uid, **roles)
                 else:
-                    ae.add_supported_context(uid, syntaxes)
+                    ae.add_supported_context(uid, syntaxes, **roles)
         own = [(evt.EVT_C_ECHO, handle_echo, [self.runtime]), (evt.EVT_CONN_OPEN, set_nodelay)]
         handlers = bind_handlers(self.services, own)
         self.runtime.access.bind(ae)

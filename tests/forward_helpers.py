@@ -109,3 +109,64 @@ class FakePacs:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+class CommitmentModality:
+    """A modality asking for Storage Commitment: N-ACTION out, N-EVENT-REPORT back in.
+
+    Its own listener (127.0.0.1 port 0) takes the report on a new association where the
+    appliance, as requestor, acts as SCP of the class (role selection).
+    """
+
+    SOP_CLASS = "1.2.840.10008.1.20.1"
+    SOP_INSTANCE = "1.2.840.10008.1.20.1.1"
+
+    def __init__(self, ae_title: str = MODALITY) -> None:
+        from pynetdicom import evt
+
+        self.ae_title = ae_title
+        self.reports: list[tuple[int, Any]] = []  # (event type, event information)
+        self.ae = AE(ae_title=ae_title)
+        self.ae.add_supported_context(self.SOP_CLASS, scu_role=True, scp_role=True)
+        handlers = [(evt.EVT_N_EVENT_REPORT, self._on_report)]
+        self.server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        self.port = int(self.server.server_address[1])
+
+    def _on_report(self, event: Any) -> tuple[int, None]:
+        self.reports.append((event.event_type, event.event_information))
+        return status.SUCCESS, None
+
+    def request(self, appliance_port: int, txn: str, refs: list[tuple[str, str]]) -> int:
+        """Send the N-ACTION; returns its response status."""
+        from pydicom.dataset import Dataset
+
+        ds = Dataset()
+        ds.TransactionUID = txn
+        items = []
+        for sop_class, sop_instance in refs:
+            item = Dataset()
+            item.ReferencedSOPClassUID = sop_class
+            item.ReferencedSOPInstanceUID = sop_instance
+            items.append(item)
+        ds.ReferencedSOPSequence = items
+        ae = AE(ae_title=self.ae_title)
+        ae.add_requested_context(self.SOP_CLASS)
+        assoc = ae.associate("127.0.0.1", appliance_port, ae_title="APPLIANCE")
+        assert assoc.is_established
+        try:
+            rsp, _ = assoc.send_n_action(ds, 1, self.SOP_CLASS, self.SOP_INSTANCE)
+        finally:
+            assoc.release()
+        return int(rsp.Status)
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def refs_of(paths: Iterable[Path]) -> list[tuple[str, str]]:
+    """(SOP Class UID, SOP Instance UID) of files, as a commitment request lists them."""
+    out = []
+    for p in paths:
+        ds = dcmread(p, stop_before_pixels=True)
+        out.append((str(ds.SOPClassUID), str(ds.SOPInstanceUID)))
+    return out

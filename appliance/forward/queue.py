@@ -68,6 +68,67 @@ def _m0001(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX forward_queue_delivered ON forward_queue(state, delivered_at)")
 
 
+@migrations(name="0002_commitment")
+def _m0002(db: sqlite_utils.Database) -> None:
+    # Storage Commitment toward the PACS, per queue row (PS3.4 J).
+    db.execute("ALTER TABLE forward_queue ADD COLUMN commit_requested_at REAL")
+    db.execute("ALTER TABLE forward_queue ADD COLUMN committed_at REAL")
+    db.execute("ALTER TABLE forward_queue ADD COLUMN commit_error TEXT NOT NULL DEFAULT ''")
+    # Requests from modalities, answered by N-EVENT-REPORT once every item is resolved.
+    db.execute(
+        """CREATE TABLE forward_commitments (
+            id INTEGER PRIMARY KEY,
+            transaction_uid TEXT NOT NULL,
+            calling_ae TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            deadline REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            event_type INTEGER,
+            report_attempts INTEGER NOT NULL DEFAULT 0,
+            next_report REAL,
+            last_error TEXT NOT NULL DEFAULT '',
+            reported_at REAL,
+            UNIQUE (calling_ae, transaction_uid)
+        )"""
+    )
+    db.execute("CREATE INDEX forward_commitments_state ON forward_commitments(state)")
+    db.execute(
+        """CREATE TABLE forward_commitment_items (
+            id INTEGER PRIMARY KEY,
+            commitment_id INTEGER NOT NULL REFERENCES forward_commitments(id),
+            sop_class_uid TEXT NOT NULL,
+            sop_instance_uid TEXT NOT NULL,
+            result TEXT NOT NULL DEFAULT 'pending',
+            failure_reason INTEGER,
+            detail TEXT NOT NULL DEFAULT ''
+        )"""
+    )
+    db.execute("CREATE INDEX forward_commitment_items_c ON forward_commitment_items(commitment_id)")
+    db.execute(
+        "CREATE INDEX forward_commitment_items_uid ON forward_commitment_items(sop_instance_uid, result)"
+    )
+    # Our own requests to a PACS: one Transaction UID each, its queue rows.
+    db.execute(
+        """CREATE TABLE forward_pacs_requests (
+            id INTEGER PRIMARY KEY,
+            transaction_uid TEXT NOT NULL UNIQUE,
+            destination TEXT NOT NULL,
+            sent_at REAL NOT NULL,
+            answered_at REAL,
+            event_type INTEGER
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE forward_pacs_request_items (
+            request_id INTEGER NOT NULL REFERENCES forward_pacs_requests(id),
+            queue_id INTEGER NOT NULL REFERENCES forward_queue(id)
+        )"""
+    )
+    db.execute(
+        "CREATE INDEX forward_pacs_request_items_r ON forward_pacs_request_items(request_id)"
+    )
+
+
 @dataclass(frozen=True)
 class InstanceInfo:
     """What the receiver learned about one instance (from the command and the header)."""
@@ -170,7 +231,8 @@ def record_instance(
         db.execute(
             """UPDATE forward_queue SET state = 'waiting', attempts = 0, next_attempt = ?,
                last_error = 'replaced by a new version', last_status = NULL,
-               generation = generation + 1, updated_at = ?, delivered_at = NULL
+               generation = generation + 1, updated_at = ?, delivered_at = NULL,
+               commit_requested_at = NULL, committed_at = NULL, commit_error = ''
                WHERE instance_id = ?""",
             (now, now, instance_id),
         )
@@ -403,7 +465,8 @@ def resend(store: Store, queue_ids: Iterable[int], now: float | None = None) -> 
             cur = db.execute(
                 """UPDATE forward_queue SET state = 'waiting', attempts = 0, next_attempt = ?,
                    last_error = 'resent by a person', updated_at = ?, delivered_at = NULL,
-                   generation = generation + 1
+                   generation = generation + 1, commit_requested_at = NULL,
+                   committed_at = NULL, commit_error = ''
                    WHERE id = ? AND state IN ('dead', 'delivered') AND instance_id IN
                    (SELECT id FROM forward_instances WHERE removed_at IS NULL)""",
                 (now, now, int(qid)),

@@ -9,7 +9,8 @@ from typing import Any
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-from appliance.forward import queue
+from appliance.forward import commitment, queue
+from appliance.forward.committer import Committer, handle_n_action, handle_n_event_report
 from appliance.forward.receiver import Receiver, handle_store
 from appliance.forward.sender import Sender
 from appliance.forward.spool import Spool
@@ -28,23 +29,40 @@ class ForwardService:
         self.config = config
         self.store = runtime.store
         self.spool = Spool(config.data_dir / "spool")
+        self.committer = Committer(config, self.store, runtime.access)
         self.senders = {
-            d.name: Sender(d, config.dicom, self.store, self.spool, config.forward)
+            d.name: Sender(
+                d,
+                config.dicom,
+                self.store,
+                self.spool,
+                config.forward,
+                on_delivered=self.committer.wake,
+            )
             for d in config.destinations
         }
         self.receiver = Receiver(config, self.store, self.spool, on_queued=self._wake)
         self._old_tempdir: str | None = None
         self.state = "stopped"
 
-    def contexts(self) -> list[tuple[str, list[str] | None]]:
-        """Every storage SOP class, with every transfer syntax, kept as proposed."""
-        return [
+    def contexts(self) -> list[tuple[Any, ...]]:
+        """Every storage SOP class with every transfer syntax (kept as proposed), and
+        Storage Commitment, whose reports a PACS sends as association requestor in the
+        SCP role (role selection accepted)."""
+        out: list[tuple[Any, ...]] = [
             (str(cx.abstract_syntax), list(ALL_TRANSFER_SYNTAXES))
             for cx in AllStoragePresentationContexts
         ]
+        out.append((commitment.SOP_CLASS, None, {"scu_role": True, "scp_role": True}))
+        return out
 
     def handlers(self) -> list[tuple[Any, ...]]:
-        return [(evt.EVT_C_STORE, handle_store, [self.receiver, self.runtime.access])]
+        access = self.runtime.access
+        return [
+            (evt.EVT_C_STORE, handle_store, [self.receiver, access]),
+            (evt.EVT_N_ACTION, handle_n_action, [self.committer, access]),
+            (evt.EVT_N_EVENT_REPORT, handle_n_event_report, [self.committer]),
+        ]
 
     def start(self) -> None:
         self.spool.prepare()
@@ -56,9 +74,11 @@ class ForwardService:
         tempfile.tempdir = str(self.spool.tmp)
         for sender in self.senders.values():
             sender.start()
+        self.committer.start()
         self.state = "running"
 
     def stop(self) -> None:
+        self.committer.stop()
         for sender in self.senders.values():
             sender.stop()
         if tempfile.tempdir == str(self.spool.tmp):
@@ -93,4 +113,5 @@ class ForwardService:
             if self.spool.root.exists()
             else None,
             "destinations": dests,
+            "commitment": self.committer.health(),
         }
