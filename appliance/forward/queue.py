@@ -361,18 +361,26 @@ def defer_destination(
 
 # -- what a queue page needs -------------------------------------------------------
 
+_COUNTS = ("waiting", "dead", "delivered", "delivered_last_minute")
 
-def summary(store: Store, destinations: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Per destination: waiting, dead and delivered counts, oldest waiting item, last error."""
+
+def summary(
+    store: Store, destinations: Iterable[str] = (), now: float | None = None
+) -> list[dict[str, Any]]:
+    """Per destination: waiting, dead and delivered counts, oldest waiting item, last error,
+    deliveries in the last minute (throughput)."""
+    now = time.time() if now is None else now
     rows = store.query(
         """SELECT q.destination,
+                  SUM(q.state = 'delivered' AND q.delivered_at > :since) AS delivered_last_minute,
                   SUM(q.state = 'waiting') AS waiting,
                   SUM(q.state = 'dead') AS dead,
                   SUM(q.state = 'delivered') AS delivered,
                   MIN(CASE WHEN q.state = 'waiting' THEN q.queued_at END) AS oldest_waiting_at,
                   MIN(CASE WHEN q.state = 'waiting' THEN q.next_attempt END) AS next_attempt_at,
                   MAX(q.delivered_at) AS last_delivered_at
-           FROM forward_queue q GROUP BY q.destination ORDER BY q.destination"""
+           FROM forward_queue q GROUP BY q.destination ORDER BY q.destination""",
+        {"since": now - 60.0},
     )
     by_name = {r["destination"]: r for r in rows}
     out = []
@@ -382,6 +390,7 @@ def summary(store: Store, destinations: Iterable[str] = ()) -> list[dict[str, An
             "waiting": 0,
             "dead": 0,
             "delivered": 0,
+            "delivered_last_minute": 0,
             "oldest_waiting_at": None,
             "next_attempt_at": None,
             "last_delivered_at": None,

@@ -12,6 +12,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, ev
 from appliance.forward import commitment, queue
 from appliance.forward.committer import Committer, handle_n_action, handle_n_event_report
 from appliance.forward.receiver import Receiver, handle_store
+from appliance.forward.retention import Retention
 from appliance.forward.sender import Sender
 from appliance.forward.spool import Spool
 
@@ -30,6 +31,8 @@ class ForwardService:
         self.store = runtime.store
         self.spool = Spool(config.data_dir / "spool")
         self.committer = Committer(config, self.store, runtime.access)
+        fwd = config.forward
+        self.retention = Retention(self.store, self.spool, fwd.retention_hours, fwd.budget_mb)
         self.senders = {
             d.name: Sender(
                 d,
@@ -37,7 +40,7 @@ class ForwardService:
                 self.store,
                 self.spool,
                 config.forward,
-                on_delivered=self.committer.wake,
+                on_delivered=self._delivered,
             )
             for d in config.destinations
         }
@@ -75,15 +78,21 @@ class ForwardService:
         for sender in self.senders.values():
             sender.start()
         self.committer.start()
+        self.retention.start()
         self.state = "running"
 
     def stop(self) -> None:
+        self.retention.stop()
         self.committer.stop()
         for sender in self.senders.values():
             sender.stop()
         if tempfile.tempdir == str(self.spool.tmp):
             tempfile.tempdir = self._old_tempdir
         self.state = "stopped"
+
+    def _delivered(self, items: list[Any]) -> None:
+        self.committer.wake()
+        self.retention.wake()
 
     def _wake(self, names: list[str]) -> None:
         for name in names:
@@ -103,6 +112,7 @@ class ForwardService:
                 "waiting": row["waiting"],
                 "dead": row["dead"],
                 "delivered": row["delivered"],
+                "delivered_last_minute": row["delivered_last_minute"],
                 "oldest_waiting_s": round(now - oldest, 1) if oldest else None,
                 "last_error": (sender.last_error if sender else "") or row["last_error"],
                 "sender": sender.health() if sender else {"state": "not configured"},
@@ -114,4 +124,5 @@ class ForwardService:
             else None,
             "destinations": dests,
             "commitment": self.committer.health(),
+            "retention": self.retention.health(),
         }

@@ -168,3 +168,34 @@ def test_routing_rules_by_modality_and_calling_ae(
     assert sorted(ct_pacs.stored_uids()) == sorted(uids[p] for p in ct)
     assert sorted(mr_pacs.stored_uids()) == sorted(uids[p] for p in mr)
     assert ct1_only.stored_uids() == [uids[ct[0]]]
+
+
+def test_retention_deletes_delivered_files_and_health_reports_the_queue(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    pacs = fake_pacs()
+    app = _one_destination(start_appliance, pacs, retention_hours=0.0)
+    assert send_files(app.dicom_port, write_series(tmp_path / "in", 3)) == [status.SUCCESS] * 3
+    objects = app.config.data_dir / "spool" / "objects"
+    wait_for(lambda: len(pacs.stored_uids()) == 3, timeout=10)
+    wait_for(lambda: not list(objects.rglob("*.dcm")), timeout=10)
+    health = app.health()["services"]["forward"]
+    assert health["state"] == "running"
+    pacs_health = health["destinations"]["pacs"]
+    assert pacs_health["waiting"] == 0 and pacs_health["delivered"] == 3
+    assert pacs_health["delivered_last_minute"] == 3
+    assert pacs_health["oldest_waiting_s"] is None
+    wait_for(lambda: app.health()["services"]["forward"]["retention"]["deleted_since_start"] == 3)
+
+
+def test_health_shows_why_items_wait(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    dest = pacs_destination("down", "NOBODY", 9)  # nothing listens on port 9
+    app = start_appliance(forward_config([dest]))
+    assert send_files(app.dicom_port, write_series(tmp_path / "in", 2)) == [status.SUCCESS] * 2
+    wait_for(lambda: app.health()["services"]["forward"]["destinations"]["down"]["last_error"])
+    down = app.health()["services"]["forward"]["destinations"]["down"]
+    assert down["waiting"] == 2 and down["oldest_waiting_s"] >= 0
+    assert "no association with NOBODY@127.0.0.1:9" in down["last_error"]
+    assert app.health()["status"] == "ok"  # a PACS being down does not make the box unhealthy
