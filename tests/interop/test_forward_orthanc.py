@@ -43,8 +43,9 @@ def test_pynetdicom_to_orthanc_every_instance_identical(
     assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 12
     wait_for(lambda: len(orthanc.instance_uids()) == 12, timeout=30)
     _assert_identical(orthanc, paths)
-    summary = queue.summary(app.runtime.store)
-    assert summary[0]["delivered"] == 12 and summary[0]["waiting"] == 0
+    # The queue records the deliveries once the batch's responses are in.
+    wait_for(lambda: queue.summary(app.runtime.store)[0]["delivered"] == 12, timeout=10)
+    assert queue.summary(app.runtime.store)[0]["waiting"] == 0
 
 
 def test_dcmtk_storescu_to_orthanc(
