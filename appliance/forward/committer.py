@@ -24,6 +24,7 @@ from appliance.config import Config, DestinationSettings
 from appliance.db import Store
 from appliance.errors import Conflict, ValidationError
 from appliance.forward import commitment, retry
+from appliance.forward.sender import NODELAY
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class Committer:
         ae.acse_timeout = self.config.dicom.acse_timeout
         ae.dimse_timeout = self.config.dicom.dimse_timeout
         ae.add_requested_context(commitment.SOP_CLASS)
-        handlers = [(evt.EVT_N_EVENT_REPORT, handle_n_event_report, [self])]
+        handlers = [(evt.EVT_N_EVENT_REPORT, handle_n_event_report, [self]), *NODELAY]
         assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=handlers)
         if not assoc.is_established:
             if assoc.rejected_contexts and not assoc.accepted_contexts:
@@ -170,7 +171,9 @@ class Committer:
         ae.add_requested_context(commitment.SOP_CLASS)
         # We open the association but act as the SCP of the class (PS3.4 J.3.3).
         role = build_role(commitment.SOP_CLASS, scu_role=False, scp_role=True)
-        assoc = ae.associate(device.host, device.port, ae_title=device.ae_title, ext_neg=[role])
+        assoc = ae.associate(
+            device.host, device.port, ae_title=device.ae_title, ext_neg=[role], evt_handlers=NODELAY
+        )
         if not assoc.is_established:
             return f"no association with {device.ae_title}@{device.host}:{device.port}"
         try:

@@ -10,7 +10,9 @@ pixel plugins and sent uncompressed. Outcomes follow ``retry.classify``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE
+from pynetdicom import AE, evt
 
 from appliance.config import DestinationSettings, DicomSettings, ForwardSettings
 from appliance.db import Store
@@ -35,6 +37,17 @@ log = logging.getLogger(__name__)
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1-255
 IDLE_POLL = 1.0  # seconds between looks at the queue when nothing is due (web edits, retries)
+
+
+def set_nodelay(event: Any) -> None:
+    """EVT_CONN_OPEN: no Nagle delay on our requests (each C-STORE waits for its response)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+NODELAY = [(evt.EVT_CONN_OPEN, set_nodelay)]
 
 
 class PermanentError(Exception):
@@ -152,7 +165,9 @@ class Sender:
         ae.network_timeout = self.timeouts.network_timeout
         for sop_class, syntaxes in proposed_contexts(pairs):
             ae.add_requested_context(sop_class, syntaxes)
-        assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title)
+        assoc = ae.associate(
+            self.dest.host, self.dest.port, ae_title=self.dest.ae_title, evt_handlers=NODELAY
+        )
         if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
             # The PACS answered but took none of these SOP classes, with any syntax.
             for item in items:
