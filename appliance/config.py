@@ -132,6 +132,7 @@ class ForwardSettings:
         "most MB of delivered files kept in the spool; oldest delivered go first (0 = no cap)", 0
     )
     batch_size: int = _doc("most instances sent on one association before it is reused", 50)
+    associations: int = _doc("parallel associations (worker threads) per destination", 2)
     retry_initial: float = _doc("seconds before the first retry after a transient failure", 2.0)
     retry_max: float = _doc(
         "longest wait between retries, in seconds (exponential, jittered)", 300.0
@@ -322,6 +323,8 @@ def _validate_forward(f: ForwardSettings) -> ForwardSettings:
     for name in ("reserve_mb", "budget_mb", "max_attempts"):
         if getattr(f, name) < 0:
             raise ConfigError(f"forward.{name}", "must be 0 or positive")
+    if not 1 <= f.associations <= 8:
+        raise ConfigError("forward.associations", f"{f.associations} is not between 1 and 8")
     if not 1 <= f.batch_size <= 10_000:
         raise ConfigError("forward.batch_size", f"{f.batch_size} is not between 1 and 10000")
     for name in ("retry_initial", "retry_max", "idle_release", "commitment_timeout"):

@@ -250,25 +250,38 @@ def _add_rows(db: sqlite_utils.Database, instance_id: int, dests: list[str], now
         )
 
 
-def claim(store: Store, destination: str, limit: int, now: float | None = None) -> list[Item]:
-    """Waiting rows of a destination whose next attempt is due, oldest first."""
+def claim(
+    store: Store,
+    destination: str,
+    limit: int,
+    now: float | None = None,
+    lane: int = 0,
+    lanes: int = 1,
+) -> list[Item]:
+    """Waiting rows of a destination whose next attempt is due, oldest first.
+
+    With ``lanes`` > 1 each parallel association of the destination takes the rows
+    whose id modulo ``lanes`` is its ``lane``, so no row is sent twice at once.
+    """
     now = time.time() if now is None else now
     rows = store.query(
         """SELECT q.id, q.generation, q.attempts, i.file, i.sop_class_uid,
                   i.sop_instance_uid, i.transfer_syntax
            FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id
-           WHERE q.destination = ? AND q.state = 'waiting' AND q.next_attempt <= ?
-           ORDER BY q.next_attempt, q.id LIMIT ?""",
-        (destination, now, limit),
+           WHERE q.destination = :dest AND q.state = 'waiting' AND q.next_attempt <= :now
+             AND q.id % :lanes = :lane
+           ORDER BY q.next_attempt, q.id LIMIT :limit""",
+        {"dest": destination, "now": now, "lanes": lanes, "lane": lane, "limit": limit},
     )
     return [Item(**r) for r in rows]
 
 
-def next_due(store: Store, destination: str) -> float | None:
-    """When the earliest waiting row of a destination is due, or None when none waits."""
+def next_due(store: Store, destination: str, lane: int = 0, lanes: int = 1) -> float | None:
+    """When the earliest waiting row (of a lane) is due, or None when none waits."""
     rows = store.query(
-        "SELECT MIN(next_attempt) AS t FROM forward_queue WHERE destination = ? AND state = 'waiting'",
-        (destination,),
+        """SELECT MIN(next_attempt) AS t FROM forward_queue
+           WHERE destination = ? AND state = 'waiting' AND id % ? = ?""",
+        (destination, lanes, lane),
     )
     return rows[0]["t"] if rows else None
 

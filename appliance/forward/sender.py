@@ -65,7 +65,8 @@ def proposed_contexts(pairs: set[tuple[str, str]]) -> list[tuple[str, list[str]]
 
 
 class Sender:
-    """The worker for one destination; ``wake()`` when new rows are queued."""
+    """A worker for one destination (one of ``lanes`` parallel associations to it);
+    ``wake()`` when new rows are queued."""
 
     def __init__(
         self,
@@ -75,8 +76,12 @@ class Sender:
         spool: Spool,
         settings: ForwardSettings,
         on_delivered: Callable[[list[queue.Item]], None] = lambda items: None,
+        lane: int = 0,
+        lanes: int = 1,
     ) -> None:
         self.dest = dest
+        self.lane = lane
+        self.lanes = lanes
         self.calling_ae = timeouts.ae_title
         self.timeouts = timeouts
         self.store = store
@@ -100,7 +105,7 @@ class Sender:
     def start(self) -> None:
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._run, name=f"forward-{self.dest.name}", daemon=True
+            target=self._run, name=f"forward-{self.dest.name}-{self.lane}", daemon=True
         )
         self.state = "running"
         self._thread.start()
@@ -122,7 +127,13 @@ class Sender:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                items = queue.claim(self.store, self.dest.name, self.settings.batch_size)
+                items = queue.claim(
+                    self.store,
+                    self.dest.name,
+                    self.settings.batch_size,
+                    lane=self.lane,
+                    lanes=self.lanes,
+                )
                 if items:
                     self._send_batch(items)
                     self._last_work = time.monotonic()
@@ -135,7 +146,7 @@ class Sender:
 
     def _wait_for_work(self) -> None:
         timeout = IDLE_POLL
-        due = queue.next_due(self.store, self.dest.name)
+        due = queue.next_due(self.store, self.dest.name, self.lane, self.lanes)
         if due is not None:
             timeout = min(timeout, max(0.0, due - time.time()))
         if self._assoc is not None:

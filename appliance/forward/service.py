@@ -33,15 +33,21 @@ class ForwardService:
         self.committer = Committer(config, self.store, runtime.access)
         fwd = config.forward
         self.retention = Retention(self.store, self.spool, fwd.retention_hours, fwd.budget_mb)
-        self.senders = {
-            d.name: Sender(
-                d,
-                config.dicom,
-                self.store,
-                self.spool,
-                config.forward,
-                on_delivered=self._delivered,
-            )
+        # One worker per destination and parallel association (forward.associations).
+        self.senders: dict[str, list[Sender]] = {
+            d.name: [
+                Sender(
+                    d,
+                    config.dicom,
+                    self.store,
+                    self.spool,
+                    fwd,
+                    on_delivered=self._delivered,
+                    lane=lane,
+                    lanes=fwd.associations,
+                )
+                for lane in range(fwd.associations)
+            ]
             for d in config.destinations
         }
         self.receiver = Receiver(config, self.store, self.spool, on_queued=self._wake)
@@ -75,8 +81,9 @@ class ForwardService:
         # otherwise, so correctness never depends on this).
         self._old_tempdir = tempfile.tempdir
         tempfile.tempdir = str(self.spool.tmp)
-        for sender in self.senders.values():
-            sender.start()
+        for lanes in self.senders.values():
+            for sender in lanes:
+                sender.start()
         self.committer.start()
         self.retention.start()
         self.state = "running"
@@ -84,8 +91,9 @@ class ForwardService:
     def stop(self) -> None:
         self.retention.stop()
         self.committer.stop()
-        for sender in self.senders.values():
-            sender.stop()
+        for lanes in self.senders.values():
+            for sender in lanes:
+                sender.stop()
         if tempfile.tempdir == str(self.spool.tmp):
             tempfile.tempdir = self._old_tempdir
         self.state = "stopped"
@@ -96,8 +104,7 @@ class ForwardService:
 
     def _wake(self, names: list[str]) -> None:
         for name in names:
-            sender = self.senders.get(name)
-            if sender is not None:
+            for sender in self.senders.get(name, ()):
                 sender.wake()
 
     def health(self) -> dict[str, Any]:
@@ -106,7 +113,7 @@ class ForwardService:
         dests = {}
         for row in queue.summary(self.store, self.senders):
             name = row["destination"]
-            sender = self.senders.get(name)
+            lanes = self.senders.get(name, [])
             oldest = row["oldest_waiting_at"]
             dests[name] = {
                 "waiting": row["waiting"],
@@ -114,8 +121,8 @@ class ForwardService:
                 "delivered": row["delivered"],
                 "delivered_last_minute": row["delivered_last_minute"],
                 "oldest_waiting_s": round(now - oldest, 1) if oldest else None,
-                "last_error": (sender.last_error if sender else "") or row["last_error"],
-                "sender": sender.health() if sender else {"state": "not configured"},
+                "last_error": _latest_error(lanes) or row["last_error"],
+                "associations": [s.health() for s in lanes] or [{"state": "not configured"}],
             }
         return {
             "state": self.state,
@@ -126,3 +133,9 @@ class ForwardService:
             "commitment": self.committer.health(),
             "retention": self.retention.health(),
         }
+
+
+def _latest_error(lanes: list[Sender]) -> str:
+    """The most recent error any of a destination's workers saw."""
+    seen = [s for s in lanes if s.last_error_at is not None]
+    return max(seen, key=lambda s: s.last_error_at or 0.0).last_error if seen else ""

@@ -132,12 +132,26 @@ def test_a_batch_goes_over_one_association(
     start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
 ) -> None:
     pacs = fake_pacs()
-    app = _one_destination(start_appliance, pacs, idle_release=5.0, batch_size=8)
+    app = _one_destination(start_appliance, pacs, idle_release=5.0, batch_size=8, associations=1)
     paths = write_series(tmp_path / "in", 30)
     assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 30
     wait_for(lambda: len(pacs.stored_uids()) == 30, timeout=20)
     assert pacs.associations == 1
     assert sorted(pacs.stored_uids()) == sorted(dcmread(p).SOPInstanceUID for p in paths)
+
+
+def test_parallel_associations_send_each_instance_once(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    pacs = fake_pacs()
+    app = _one_destination(start_appliance, pacs, idle_release=5.0, batch_size=4, associations=3)
+    paths = write_series(tmp_path / "in", 30)
+    assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 30
+    wait_for(lambda: len(pacs.stored_uids()) >= 30, timeout=20)
+    wait_for(lambda: queue.summary(app.runtime.store)[0]["delivered"] == 30, timeout=10)
+    assert len(pacs.received) == 30  # no instance sent twice
+    assert sorted(pacs.stored_uids()) == sorted(dcmread(p).SOPInstanceUID for p in paths)
+    assert 1 < pacs.associations <= 3
 
 
 def test_routing_rules_by_modality_and_calling_ae(

@@ -1,0 +1,269 @@
+"""Forward benchmark: 300 CT images through the appliance against DCMTK and Orthanc.
+
+One DCMTK storescu association sends the same 300 CT images (512x512, 16-bit, about
+512 KB each) in each case, with TCP_NODELAY=1 for DCMTK and Orthanc:
+
+- ingest: storescu -> DCMTK storescp (writes files, no fsync) against storescu -> the
+  appliance (spools with fsync and rename, commits queue rows, then answers);
+- completion: storescu straight to Orthanc (until storescu exits, every image stored)
+  against storescu -> appliance -> Orthanc (until Orthanc counts all 300);
+- the appliance's peak memory (VmHWM of its process).
+
+Each round starts fresh peers and a fresh appliance; the medians and every round are
+printed, as Markdown for docs/benchmarks.md.
+
+    scripts/bench forward [--images 300] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 0.01) -> float:  # type: ignore[no-untyped-def]
+    """Poll pred() until true; returns the time.perf_counter() when it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return time.perf_counter()
+        time.sleep(interval)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def make_images(directory: Path, count: int) -> int:
+    """count CT images of one series; returns the total bytes."""
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    study, series = generate_uid(), generate_uid()
+    total = 0
+    for i in range(count):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.PatientName, ds.PatientID, ds.Modality = "Bench^Patient", "BENCH1", "CT"
+        ds.InstanceNumber = i + 1
+        ds.Rows = ds.Columns = 512
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = rng.integers(0, 4096, size=(512, 512), dtype=np.uint16).tobytes()
+        path = directory / f"ct{i:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        total += path.stat().st_size
+    return total
+
+
+def storescu(port: int, called: str, images: Path) -> float:
+    """Send every image over one association; returns the wall time."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        ["storescu", "-aet", "BENCH", "-aec", called, "+sd", "127.0.0.1", str(port), str(images)],
+        capture_output=True, text=True, env=ENV, timeout=900,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"storescu -> {called} failed: {proc.stderr[-800:]}")
+    return elapsed
+
+
+class Orthanc:
+    def __init__(self, work: Path) -> None:
+        work.mkdir(parents=True)
+        self.http, self.dicom = free_port(), free_port()
+        config = {
+            "Name": "bench", "StorageDirectory": str(work / "db"), "IndexDirectory": str(work / "db"),
+            "StorageCompression": False, "HttpPort": self.http, "DicomPort": self.dicom,
+            "DicomAet": "ORTHANC", "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "DicomAlwaysAllowStore": True, "Plugins": [], "SaveJobs": False, "StableAge": 3600,
+        }  # fmt: skip
+        (work / "orthanc.json").write_text(json.dumps(config))
+        self.log = open(work / "orthanc.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [ORTHANC, str(work / "orthanc.json")], env=ENV, stdout=self.log, stderr=self.log
+        )
+        wait_until(lambda: listening(self.dicom) and listening(self.http), 30, "Orthanc")
+
+    def count(self) -> int:
+        url = f"http://127.0.0.1:{self.http}/statistics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(json.loads(resp.read())["CountInstances"])
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def round_storescp(images: Path, work: Path) -> float:
+    out = work / "storescp"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: listening(port), 30, "storescp")
+        return storescu(port, "STORESCP", images)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def round_direct(images: Path, work: Path, count: int) -> float:
+    pacs = Orthanc(work / "orthanc-direct")
+    try:
+        elapsed = storescu(pacs.dicom, "ORTHANC", images)
+        if pacs.count() != count:
+            raise RuntimeError("Orthanc did not store every image")
+        return elapsed
+    finally:
+        pacs.stop()
+
+
+def round_appliance(images: Path, work: Path, count: int) -> tuple[float, float, float]:
+    """(ingest time, time until all are in Orthanc, appliance peak memory in MB)."""
+    pacs = Orthanc(work / "orthanc-fwd")
+    data = work / "appliance"
+    port = free_port()
+    config = work / "appliance.toml"
+    config.write_text(
+        f'data_dir = "{data}"\n[dicom]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[web]\nhost = "127.0.0.1"\nport = {free_port()}\n[logging]\nlevel = "WARNING"\n'
+        '[[devices]]\nae_title = "BENCH"\n'
+        f'[[destinations]]\nname = "pacs"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\n'
+        f"port = {pacs.dicom}\n"
+    )
+    log = open(work / "appliance.log", "wb")  # noqa: SIM115
+    app = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+        cwd=ROOT, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: listening(port), 60, "the appliance")
+        t0 = time.perf_counter()
+        ingest = storescu(port, "APPLIANCE", images)
+        done = wait_until(lambda: pacs.count() >= count, 600, "Orthanc to hold every image")
+        return ingest, done - t0, vm_hwm_mb(app.pid)
+    finally:
+        app.terminate()
+        app.wait(30)
+        log.close()
+        pacs.stop()
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    dcmtk = subprocess.run(["storescu", "--version"], capture_output=True, text=True).stdout
+    orthanc = subprocess.run([ORTHANC, "--version"], capture_output=True, text=True).stdout
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GB, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, {dcmtk.splitlines()[0] if dcmtk else 'DCMTK'}, "
+        f"{orthanc.splitlines()[0] if orthanc else 'Orthanc'}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    for tool in ("storescu", "storescp"):
+        if not shutil.which(tool):
+            print(f"{tool} is missing (apt-get install dcmtk)", file=sys.stderr)
+            return 2
+    if not Path(ORTHANC).exists():
+        print("Orthanc is missing (apt-get install orthanc)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bench-fwd-"))
+    rounds = []
+    try:
+        images = work / "images"
+        size = make_images(images, args.images)
+        print(f"# {args.images} images, {size / 2**20:.0f} MB", file=sys.stderr)
+        for r in range(args.repeat):
+            rw = work / f"round{r}"
+            rw.mkdir()
+            scp = round_storescp(images, rw)
+            direct = round_direct(images, rw, args.images)
+            ingest, complete, mem = round_appliance(images, rw, args.images)
+            rounds.append((scp, ingest, direct, complete, mem))
+            print(
+                f"round {r + 1}: storescp {scp:.2f} s, appliance ingest {ingest:.2f} s, "
+                f"Orthanc direct {direct:.2f} s, via appliance {complete:.2f} s, peak {mem:.0f} MB",
+                file=sys.stderr,
+            )
+            shutil.rmtree(rw, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    med = statistics.median
+    scp, ingest, direct, complete = (med(r[i] for r in rounds) for i in range(4))
+    mem = max(r[4] for r in rounds)
+    n = args.images
+    print(f"Machine: {machine()}.")
+    print()
+    print("| measure | appliance | peer | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    print(
+        f"| ingest, {n} images over one association | {ingest:.2f} s ({n / ingest:.0f} img/s) "
+        f"| storescp {scp:.2f} s ({n / scp:.0f} img/s) | {scp / ingest:.2f} (speed) | >= 0.7 |"
+    )
+    print(
+        f"| modality to PACS, until all in Orthanc | {complete:.2f} s | storescu -> Orthanc "
+        f"{direct:.2f} s | {complete / direct:.2f} (time) | <= 1.3 |"
+    )
+    print(f"| appliance peak memory (VmHWM) | {mem:.0f} MB | | | < 150 MB |")
+    print()
+    print(f"Medians of {len(rounds)} rounds; every round (s): storescp / ingest / direct / via:")
+    for scp_r, ing_r, dir_r, com_r, mem_r in rounds:
+        print(f"- {scp_r:.2f} / {ing_r:.2f} / {dir_r:.2f} / {com_r:.2f}, peak {mem_r:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
