@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlite_utils.migrations import Migrations
 
+from appliance.printing.migrations import printing
 from appliance.worklist.schema import migrations as worklist
 
-SETS: list[Migrations] = [worklist]
+SETS: list[Migrations] = [worklist, printing]

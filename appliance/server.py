@@ -111,6 +111,14 @@ def _shutdown_promptly(server: Any) -> None:
     stopper.join(timeout=5)
 
 
+def handle_requested(event: evt.Event, called_titles: frozenset[str]) -> None:
+    """Answer to the extra called AE titles services declare (print profiles); any other
+    called AE title is still rejected by ``require_called_aet`` (PS3.8 reason 7)."""
+    called = str(event.assoc.requestor.primitive.called_ae_title).strip()
+    if called in called_titles:
+        event.assoc.acceptor.ae_title = called
+
+
 Route = tuple[Callable[..., Any], list[Any]]
 
 
@@ -198,14 +206,18 @@ class Appliance:
         # Reject associations addressed to another AE title (PS3.8 A-ASSOCIATE-RJ reason 7).
         ae.require_called_aet = True
         ae.add_supported_context(Verification)
+        called_titles: set[str] = set()
         for service in self.services:
             for uid, syntaxes in service.contexts():
                 if syntaxes is None:
                     ae.add_supported_context(uid)
                 else:
                     ae.add_supported_context(uid, syntaxes)
+            called_titles.update(getattr(service, "called_ae_titles", list)())
         own = [(evt.EVT_C_ECHO, handle_echo, [self.runtime]), (evt.EVT_CONN_OPEN, set_nodelay)]
         handlers = bind_handlers(self.services, own)
+        if called_titles - {cfg.ae_title}:
+            handlers.append((evt.EVT_REQUESTED, handle_requested, [frozenset(called_titles)]))
         self.runtime.access.bind(ae)
         for service in self.services:
             service.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from appliance.printing.service import make_service as make_print_service
 from appliance.worklist.scp import WorklistService
 
-FACTORIES: list[Callable[[Any], Any]] = [WorklistService]
+FACTORIES: list[Callable[[Any], Any]] = [WorklistService, make_print_service]

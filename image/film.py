@@ -36,6 +36,7 @@ PAPER_SIZES_MM: dict[str, tuple[float, float]] = {
 }
 
 ORIENTATIONS = ("PORTRAIT", "LANDSCAPE")
+MAGNIFICATIONS = ("REPLICATE", "BILINEAR", "CUBIC", "NONE")
 MAX_BOXES = 100
 
 

@@ -7,8 +7,10 @@ second copy of a page is held in memory (PDF 1.4, ISO 32000-1 7.3.8, 8.9).
 
 from __future__ import annotations
 
+import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image
@@ -109,3 +111,22 @@ def write_pdf(out: BinaryIO, pages: Iterable[tuple[Image.Image, int]]) -> int:
         writer.add_page(im, dpi)
     writer.close()
     return len(writer.page_ids)
+
+
+_IMAGE = re.compile(
+    rb"/Subtype /Image /Width (\d+) /Height (\d+) /ColorSpace /Device(Gray|RGB) "
+    rb"/BitsPerComponent 8 /Filter /FlateDecode /Length \d+ 0 R >>\nstream\n"
+)
+_MEDIABOX = re.compile(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]")
+
+
+def read_pages(path: str | Path) -> Iterator[tuple[Image.Image, int]]:
+    """The pages of a PDF written by ``write_pdf``, one at a time, with their dpi."""
+    data = Path(path).read_bytes()
+    boxes = [float(m.group(1)) for m in _MEDIABOX.finditer(data)]
+    for i, m in enumerate(_IMAGE.finditer(data)):
+        width, height = int(m.group(1)), int(m.group(2))
+        mode = "L" if m.group(3) == b"Gray" else "RGB"
+        raw = zlib.decompressobj().decompress(data[m.end() :])
+        dpi = round(width * 72.0 / boxes[i]) if i < len(boxes) else 300
+        yield Image.frombytes(mode, (width, height), raw), dpi
