@@ -245,6 +245,9 @@ class Appliance:
     def stop(self) -> None:
         """Stop listeners and workers and close the database; safe to call twice."""
         if self._dicom_server is not None:
+            # Open associations end with the listener, as they would with the process.
+            for assoc in self._dicom_server.active_associations:
+                assoc.abort()
             _shutdown_promptly(self._dicom_server)
             self._dicom_server = None
         for service in reversed(self.services):

@@ -230,7 +230,7 @@ def get_printer_attributes(ipp_uri: str, timeout: float = 10.0) -> dict[str, lis
         ipp_uri,
         [
             (NAME, "requesting-user-name", "appliance"),
-            (KEYWORD, "requested-attributes", ["printer-description", "media-col-database"]),
+            (KEYWORD, "requested-attributes", ["printer-description", "job-template"]),
         ],
     )
     return send(ipp_uri, req, timeout=timeout).group(PRINTER_GROUP)

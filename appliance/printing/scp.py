@@ -88,7 +88,13 @@ def handle_n_create(event: evt.Event, svc: PrintService) -> tuple[Dataset, Datas
             return _status(status.UNRECOGNIZED_OPERATION, "N-CREATE not defined"), None
     except PrintError as exc:
         return _fail(exc, "N-CREATE"), None
-    return _status(rules.most_important(warns), instance_uid=uid), reply
+    code = rules.most_important(warns)
+    if code == status.SUCCESS:
+        # pynetdicom takes a created UID from the attribute list on success ...
+        reply.AffectedSOPInstanceUID = uid
+        return _status(code), reply
+    # ... and from the status dataset on a warning.
+    return _status(code, instance_uid=uid), reply
 
 
 def handle_n_set(event: evt.Event, svc: PrintService) -> tuple[Dataset, Dataset | None]:

@@ -353,7 +353,8 @@ class PrintService:
             },
         }
         self.repo.create_job(row, [f["uid"] for f in films])
-        if profile.job_events:
+        negotiated = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        if profile.job_events and scp.PRINT_JOB in negotiated:
             self.events.watch(job_uid, assoc, "")
             self._job_changed(job_uid, rules.PENDING, "NORMAL")
         self.runner.submit(job_uid)
