@@ -333,7 +333,10 @@ def test_big_endian_context_uses_pydicom_encoding(box: Appliance) -> None:
     ae.add_requested_context(ModalityWorklistInformationFind, [ExplicitVRBigEndian])
     assoc = ae.associate("127.0.0.1", box.dicom_port, ae_title="APPLIANCE")
     assert assoc.accepted_contexts[0].transfer_syntax[0] == ExplicitVRBigEndian
-    rsp = [(int(st.Status), ds) for st, ds in assoc.send_c_find(make_mwl_query(), ModalityWorklistInformationFind)]
+    rsp = [
+        (int(st.Status), ds)
+        for st, ds in assoc.send_c_find(make_mwl_query(), ModalityWorklistInformationFind)
+    ]
     assoc.release()
     assert [code for code, _ in rsp] == [status.PENDING, status.SUCCESS]
     assert str(rsp[0][1].PatientName) == "Yamada^Tarou=山田^太郎=やまだ^たろう"
