@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -71,11 +72,13 @@ class JobRunner:
         outputs: dict[str, Output],
         notify: Notify | None = None,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        poll_interval: float = 1.0,
     ) -> None:
         self.repo = repo
         self.outputs = outputs
         self.notify = notify or (lambda uid, state, info: None)
         self.retry_delays = retry_delays
+        self.poll_interval = poll_interval
         self._queue: list[str] = []
         self._cond = threading.Condition()
         self._stop = False
@@ -118,13 +121,28 @@ class JobRunner:
         with self._cond:
             return len(self._queue)
 
+    def _refresh(self) -> None:
+        """Pick up jobs queued by another process (a reprint from the web part)."""
+        try:
+            pending = self.repo.unfinished_jobs()
+        except sqlite3.Error as exc:
+            log.warning("cannot read the print queue: %s", exc)
+            return
+        with self._cond:
+            self._queue.extend(u for u in pending if u not in self._queue and u != self.current)
+
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stop:
-                    self._cond.wait()
+                if not self._queue and not self._stop:
+                    self._cond.wait(timeout=self.poll_interval)
                 if self._stop:
                     return
+            if not self._queue:
+                self._refresh()
+            with self._cond:
+                if not self._queue:
+                    continue
                 uid = self._queue.pop(0)
                 self.current = uid
             try:
