@@ -28,6 +28,7 @@ DEMAGNIFIED = "demagnified"
 CROPPED = "cropped"
 DECIMATED = "decimated"
 EMPTY_PAGE = "empty-page"
+FOOTER_MM = 6.0
 
 
 class ImageTooLarge(ValueError):
@@ -87,13 +88,15 @@ def page_geometry(film: FilmSpec, page: PageSpec) -> tuple[tuple[int, int], film
     fw, fh = film_mod.film_size_mm(film.film_size_id, film.orientation)
     dpi = page.dpi
     if page.paper_mm is None:
-        size = (film_mod.mm_to_px(fw, dpi), film_mod.mm_to_px(fh, dpi))
-        return size, film_mod.Rect(0, 0, *size), dpi / film_mod.MM_PER_INCH
+        film_px = (film_mod.mm_to_px(fw, dpi), film_mod.mm_to_px(fh, dpi))
+        band = film_mod.mm_to_px(FOOTER_MM, dpi) if page.footer else 0  # below the film
+        size = (film_px[0], film_px[1] + band)
+        return size, film_mod.Rect(0, 0, *film_px), dpi / film_mod.MM_PER_INCH
     pw, ph = page.paper_mm
     if (fw > fh) != (pw > ph) and pw != ph:
         pw, ph = ph, pw  # paper turned to the film's orientation
     size = (film_mod.mm_to_px(pw, dpi), film_mod.mm_to_px(ph, dpi))
-    footer_mm = 6.0 if page.footer else 0.0
+    footer_mm = FOOTER_MM if page.footer else 0.0
     if page.fit:
         avail_w, avail_h = pw - 2 * page.margin_mm, ph - 2 * page.margin_mm - footer_mm
         mm_scale = min(avail_w / fw, avail_h / fh)
@@ -142,7 +145,8 @@ def _draw_box(
     mag = (spec.magnification or film.magnification).upper()
     if mag not in MAGNIFICATIONS:
         mag = film.magnification
-    (w, h), warnings = _target_size(spec, src.columns, src.rows, box, scale, mag)
+    rows = max(1, round(src.rows * src.aspect))  # non-square pixels keep their shape
+    (w, h), warnings = _target_size(spec, src.columns, rows, box, scale, mag)
     im = to_printer_image(src, spec.polarity, spec.plut, film.tone)
     del src
     if im.mode != page_im.mode:
@@ -172,7 +176,7 @@ def _footer(page_im: Image.Image, text: str, dpi: int) -> None:
     except (TypeError, OSError):  # Pillow without FreeType: the small bitmap font
         font = ImageFont.load_default()
     draw = ImageDraw.Draw(page_im)
-    y = page_im.height - film_mod.mm_to_px(5.0, dpi)
+    y = page_im.height - film_mod.mm_to_px(FOOTER_MM / 2, dpi)
     ink = _grey(0, page_im.mode)
     draw.text((film_mod.mm_to_px(5.0, dpi), y), text, fill=ink, font=font, anchor="lm")
 

@@ -68,6 +68,7 @@ class SourceImage:
     array: np.ndarray  # (rows, columns) uint8/uint16, or (rows, columns, 3) uint8 for RGB
     photometric: str = "MONOCHROME2"
     bits_stored: int = 8
+    aspect: float = 1.0  # Pixel Aspect Ratio: pixel height / pixel width
 
     @property
     def rows(self) -> int:

@@ -210,11 +210,13 @@ class JobRunner:
                 film_mm = film_mod.film_size_mm(attrs["FilmSizeID"], attrs["FilmOrientation"])
                 paper = output.paper(film_mm, profile["paper"])
                 media = media or paper.media
-                footer = ""
+                # Annotation Box texts are printed under the film; the profile's footer adds
+                # the film session label, the date and the page number.
+                footer = " ".join(film.get("annotations", []))
                 if profile["footer"]:
                     label = spec["session"].get("FilmSessionLabel", "")
-                    notes = " ".join(film.get("annotations", []))
-                    footer = f"{label} {notes} {job['created_at'][:10]} page {n} of {len(films)}"
+                    date = job["created_at"][:10]
+                    footer = f"{label} {footer} {date} page {n} of {len(films)}"
                 page_spec = page_mod.PageSpec(
                     paper_mm=paper.size_mm,
                     dpi=profile["dpi"],
@@ -251,7 +253,8 @@ class JobRunner:
             attrs, info, name = box["attrs"], box["info"], box["file"]
 
             def load(name: str = name, info: dict[str, Any] = info) -> SourceImage:
-                return SourceImage(self.repo.load_pixels(name), info["photometric"], info["bits"])
+                arr = self.repo.load_pixels(name)
+                return SourceImage(arr, info["photometric"], info["bits"], info.get("aspect", 1.0))
 
             boxes.append(
                 page_mod.BoxSpec(

@@ -270,12 +270,27 @@ class PrintRepo:
         )
         return [r["uid"] for r in rows]
 
+    def expire_sessions(self, hours: float) -> int:
+        """Film sessions left open longer than ``hours`` (their association long gone) end."""
+        cutoff = f"-{hours} hours"
+        with self.store.write() as db:
+            cur = db.execute(
+                "UPDATE print_sessions SET state = 'deleted' WHERE state = 'open' "
+                "AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
+                (cutoff,),
+            )
+            db.execute(
+                "UPDATE print_film_boxes SET state = 'deleted' WHERE session_uid IN "
+                "(SELECT uid FROM print_sessions WHERE state = 'deleted')"
+            )
+            return cur.rowcount
+
     def purge_pixels(self) -> int:
         """Delete pixel files that no open image box and no unfinished job names."""
         keep: set[str] = set()
         for row in self.store.query(
             "SELECT i.pixel_file FROM print_image_boxes i JOIN print_film_boxes f "
-            "ON f.uid = i.film_box_uid WHERE f.state = 'open' AND i.pixel_file IS NOT NULL"
+            "ON f.uid = i.film_box_uid WHERE f.state != 'deleted' AND i.pixel_file IS NOT NULL"
         ):
             keep.add(row["pixel_file"])
         for row in self.store.query(

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 PRINTS_DIR = "prints"
 DEFAULT_PRINTER = PrinterSettings(name="folder", uri="folder:prints/out")
 MAX_QUEUED_JOBS = 50
+SESSION_TTL_HOURS = 48  # an unprinted film session is kept this long after its creation
 # Root for instance UIDs this service creates: generate_uid keeps them within 64 characters.
 UID_ROOT = "1.2.826.0.1.3680043.10.1338."
 
@@ -98,6 +99,7 @@ class PrintService:
 
     def start(self) -> None:
         """Resume unfinished jobs, start the workers, remove orphan pixel files."""
+        self.repo.expire_sessions(SESSION_TTL_HOURS)
         self.repo.purge_pixels()
         self.events.start()
         self.runner.start()

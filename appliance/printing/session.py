@@ -342,6 +342,17 @@ class ImageBoxUpdate:
     warnings: list[int] = field(default_factory=list)
 
 
+def _aspect(item: Dataset) -> float:
+    """Pixel Aspect Ratio (row spacing / column spacing), 1.0 when absent or unusable."""
+    value = item.get("PixelAspectRatio")
+    try:
+        vertical, horizontal = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return 1.0
+    ratio = vertical / horizontal if vertical > 0 and horizontal > 0 else 1.0
+    return ratio if 0.1 <= ratio <= 10 else 1.0
+
+
 def _pixels(item: Dataset, color: bool) -> tuple[np.ndarray, dict[str, Any]]:
     """Pixel Data of a Basic Grayscale/Color Image Sequence item as an array (PS3.3 C.13.5)."""
     try:
@@ -369,7 +380,7 @@ def _pixels(item: Dataset, color: bool) -> tuple[np.ndarray, dict[str, Any]]:
             if planar
             else flat.reshape(rows, cols, 3)
         )
-        return np.ascontiguousarray(arr), {"photometric": "RGB", "bits": 8}
+        return np.ascontiguousarray(arr), {"photometric": "RGB", "bits": 8, "aspect": _aspect(item)}
     if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise PrintError(status.INVALID_ATTRIBUTE_VALUE, "grey pixels must be MONOCHROME1/2")
     if (allocated, stored) == (8, 8):
@@ -384,7 +395,7 @@ def _pixels(item: Dataset, color: bool) -> tuple[np.ndarray, dict[str, Any]]:
     if len(raw) < need * np.dtype(dtype).itemsize:
         raise PrintError(status.INVALID_ATTRIBUTE_VALUE, "Pixel Data is too short")
     arr = np.frombuffer(raw, dtype=dtype, count=need).reshape(rows, cols)
-    return arr, {"photometric": photometric, "bits": stored}
+    return arr, {"photometric": photometric, "bits": stored, "aspect": _aspect(item)}
 
 
 def image_box_update(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from appliance import status
 from appliance.server import Appliance
 from tests.helpers import wait_for
 from tests.printscu import FILM_BOX, PrintSCU
@@ -91,3 +92,31 @@ def test_job_queued_for_an_offline_printer_survives_restart(
     app = start_appliance(config(tmp_path), data_dir=data)
     assert idle(app)
     assert len(pdfs(tmp_path)) == 1
+
+
+def test_abandoned_sessions_expire_and_their_pixels_go(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    app = start_appliance(config(tmp_path), data_dir=data)
+    scu = PrintSCU(app.dicom_port)
+    try:
+        st, session, _ = scu.session()
+        st, box, reply = scu.film_box(session, "STANDARD\\1,1")
+        assert scu.image(reply.ReferencedImageBoxSequence[0].ReferencedSOPInstanceUID, 1)[0] == 0
+    finally:
+        scu.release()
+    pixels = data / "prints" / "pixels"
+    assert len(list(pixels.iterdir())) == 1
+    with app.runtime.store.write() as db:  # created three days ago, never printed
+        db.execute(
+            "UPDATE print_sessions SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-3 days')"
+        )
+    app.stop()
+    app = start_appliance(config(tmp_path), data_dir=data)
+    assert list(pixels.iterdir()) == []
+    scu = PrintSCU(app.dicom_port)
+    try:
+        assert scu.action(FILM_BOX, box)[0] == status.NO_SUCH_SOP_INSTANCE
+    finally:
+        scu.release()

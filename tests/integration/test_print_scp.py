@@ -188,6 +188,9 @@ def test_presentation_lut_and_annotation(printer_app: Appliance, scu: PrintSCU) 
     st, reply = scu.action(FILM_BOX, box)
     row = wait_done(printer_app, str(reply.ReferencedPrintJobSequence[0].ReferencedSOPInstanceUID))
     assert row["spec"].count("LEFT") == 1 and '"shape": "LIN OD"' in row["spec"]
+    page = np.asarray(printed_page(printer_app, row))
+    film_h = round(254 * DPI / 25.4)
+    assert page.shape[0] > film_h and (page[film_h:] < 128).any()  # the annotation line
     assert scu.delete(PLUT, lut_uid) == 0
     assert scu.delete(PLUT, lut_uid) == status.NO_SUCH_SOP_INSTANCE
 

@@ -263,3 +263,23 @@ def test_layout_positions_are_row_major_and_column_major() -> None:
 def test_bad_display_formats_are_refused(bad: str) -> None:
     with pytest.raises(film_mod.LayoutError):
         film_mod.box_count(bad)
+
+
+def test_non_square_pixels_keep_their_shape() -> None:
+    def wide_pixels() -> SourceImage:  # 100 x 100 pixels, each twice as tall as wide
+        return SourceImage(np.full((100, 100), 255, dtype=np.uint8), "MONOCHROME2", 8, aspect=2.0)
+
+    film = FilmSpec("STANDARD\\1,1", "14INX14IN", border_density="BLACK")
+    im = np.asarray(render(film, [BoxSpec(1, wide_pixels)]))
+    ys, xs = np.nonzero(im > 128)
+    assert abs((ys.max() - ys.min() + 1) / (xs.max() - xs.min() + 1) - 2.0) < 0.05
+
+
+def test_footer_on_a_film_sized_page_gets_its_own_band() -> None:
+    film = FilmSpec("STANDARD\\1,1", "8INX10IN", border_density="BLACK")
+    plain = render_film(film, [], PageSpec(dpi=100)).image
+    noted = render_film(film, [], PageSpec(dpi=100, footer="R")).image
+    band = film_mod.mm_to_px(6.0, 100)
+    assert noted.size == (plain.width, plain.height + band)
+    assert np.array_equal(np.asarray(noted)[: plain.height], np.asarray(plain))
+    assert (np.asarray(noted)[plain.height :] < 128).any()  # the text
