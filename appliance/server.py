@@ -114,7 +114,8 @@ def _shutdown_promptly(server: Any) -> None:
 def handle_requested(event: evt.Event, called_titles: frozenset[str]) -> None:
     """Answer to the extra called AE titles services declare (print profiles); any other
     called AE title is still rejected by ``require_called_aet`` (PS3.8 reason 7)."""
-    called = str(event.assoc.requestor.primitive.called_ae_title).strip()
+    primitive = event.assoc.requestor.primitive
+    called = str(primitive.called_ae_title).strip() if primitive is not None else ""
     if called in called_titles:
         event.assoc.acceptor.ae_title = called
 

@@ -6,6 +6,7 @@ Pure numpy. Tables are float32 with 4096 entries at most; nothing is page-sized.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 P_STEPS = 4096  # P-values are handled at 12-bit precision
 
@@ -26,7 +27,7 @@ _INV = (
 )
 
 
-def gsdf_luminance(j: np.ndarray) -> np.ndarray:
+def gsdf_luminance(j: ArrayLike) -> np.ndarray:
     """Luminance (cd/m2) of JND index j (PS3.14 equation 1)."""
     x = np.log(np.asarray(j, dtype=np.float64))
     num = _A + _C * x + _E * x**2 + _G * x**3 + _M * x**4
@@ -40,7 +41,7 @@ def gsdf_index(luminance: float) -> float:
     return float(sum(c * lg**i for i, c in enumerate(_INV)))
 
 
-def luminance_of_density(density: np.ndarray, illumination: float, ambient: float) -> np.ndarray:
+def luminance_of_density(density: ArrayLike, illumination: float, ambient: float) -> np.ndarray:
     """Reflected luminance of a density: L = La + L0 * 10^-D (PS3.14 7.2)."""
     return ambient + illumination * np.power(10.0, -np.asarray(density, dtype=np.float64))
 
@@ -58,14 +59,14 @@ def pvalue_density_table(
     return (-np.log10(reflect)).astype(np.float32)
 
 
-def srgb_encode(linear: np.ndarray) -> np.ndarray:
+def srgb_encode(linear: ArrayLike) -> np.ndarray:
     """Linear light (0..1) to the sRGB transfer curve (0..1) (IEC 61966-2-1)."""
     linear = np.clip(linear, 0.0, 1.0)
     return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
 
 
 def density_to_grey(
-    density: np.ndarray, paper_dmin: float = 0.05, paper_dmax: float = 2.0
+    density: ArrayLike, paper_dmin: float = 0.05, paper_dmax: float = 2.0
 ) -> np.ndarray:
     """Printer grey level (uint8, sRGB-encoded) that prints ``density`` on paper.
 

@@ -56,9 +56,10 @@ def send_event_report(
     req.AffectedSOPClassUID = class_uid
     req.AffectedSOPInstanceUID = instance_uid
     req.EventTypeID = event_type
-    req.EventInformation = BytesIO(
-        encode(info, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
-    )
+    encoded = encode(info, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+    if encoded is None:
+        raise ValueError("event information cannot be encoded")
+    req.EventInformation = BytesIO(encoded)
     deadline = time.monotonic() + timeout
     dimse = assoc.dimse
     try:

@@ -163,7 +163,7 @@ def reprint(config: Config, store: Store, uid: str, printer: str = "") -> str:
                   "spec", "films", "pages", "media", "warnings")
     }  # fmt: skip
     with store.write() as db:
-        db["print_jobs"].insert(
+        db.table("print_jobs").insert(
             {
                 **copied,
                 "uid": new,

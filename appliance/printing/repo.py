@@ -78,7 +78,7 @@ class PrintRepo:
     ) -> None:
         """Record a new Film Session."""
         with self.store.write() as db:
-            db["print_sessions"].insert(
+            db.table("print_sessions").insert(
                 {
                     "uid": uid,
                     "calling_ae": calling,
@@ -122,14 +122,14 @@ class PrintRepo:
     ) -> None:
         """Record a Film Box with its (uid, position, colour) image and annotation boxes."""
         with self.store.write() as db:
-            db["print_film_boxes"].insert(
+            db.table("print_film_boxes").insert(
                 {"uid": uid, "session_uid": session_uid, "attrs": json.dumps(attrs)}
             )
-            db["print_image_boxes"].insert_all(
+            db.table("print_image_boxes").insert_all(
                 {"uid": u, "film_box_uid": uid, "position": p, "color": int(c)}
                 for u, p, c in image_boxes
             )
-            db["print_annotations"].insert_all(
+            db.table("print_annotations").insert_all(
                 {"uid": u, "film_box_uid": uid, "position": p} for u, p in annotations
             )
 
@@ -225,7 +225,9 @@ class PrintRepo:
     def create_lut(self, uid: str, calling: str, attrs: dict[str, Any]) -> None:
         """Record a Presentation LUT."""
         with self.store.write() as db:
-            db["print_luts"].insert({"uid": uid, "calling_ae": calling, "attrs": json.dumps(attrs)})
+            db.table("print_luts").insert(
+                {"uid": uid, "calling_ae": calling, "attrs": json.dumps(attrs)}
+            )
 
     def lut(self, uid: str) -> dict[str, Any] | None:
         """A Presentation LUT's attributes, or None."""
@@ -247,7 +249,7 @@ class PrintRepo:
     def create_job(self, row: dict[str, Any], film_box_uids: list[str]) -> None:
         """Queue a job and mark its film boxes printed, in one transaction."""
         with self.store.write() as db:
-            db["print_jobs"].insert({**row, "spec": json.dumps(row["spec"])})
+            db.table("print_jobs").insert({**row, "spec": json.dumps(row["spec"])})
             for uid in film_box_uids:
                 db.execute("UPDATE print_film_boxes SET state = 'printed' WHERE uid = ?", (uid,))
 

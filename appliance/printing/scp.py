@@ -72,7 +72,7 @@ def handle_n_create(event: evt.Event, svc: PrintService) -> tuple[Dataset, Datas
     refused = _allowed(event, svc)
     if refused is not None:
         return refused, None
-    req = event.request
+    req: Any = event.request
     cls = str(req.AffectedSOPClassUID)
     requested_uid = str(req.AffectedSOPInstanceUID) if req.AffectedSOPInstanceUID else None
     calling, called, meta = _where(event)
@@ -102,9 +102,10 @@ def handle_n_set(event: evt.Event, svc: PrintService) -> tuple[Dataset, Dataset 
     refused = _allowed(event, svc)
     if refused is not None:
         return refused, None
-    req = event.request
+    req: Any = event.request
     cls, uid = str(req.RequestedSOPClassUID), str(req.RequestedSOPInstanceUID)
     calling, called, _meta = _where(event)
+    reply: Dataset | None
     try:
         ds = event.modification_list
         if cls == FILM_SESSION:
@@ -127,7 +128,7 @@ def handle_n_action(event: evt.Event, svc: PrintService) -> tuple[Dataset, Datas
     refused = _allowed(event, svc)
     if refused is not None:
         return refused, None
-    req = event.request
+    req: Any = event.request
     cls, uid = str(req.RequestedSOPClassUID), str(req.RequestedSOPInstanceUID)
     if cls not in (FILM_SESSION, FILM_BOX):
         return _status(status.UNRECOGNIZED_OPERATION, "N-ACTION not defined"), None
@@ -151,7 +152,7 @@ def handle_n_delete(event: evt.Event, svc: PrintService) -> Dataset:
     refused = _allowed(event, svc)
     if refused is not None:
         return refused
-    req = event.request
+    req: Any = event.request
     cls, uid = str(req.RequestedSOPClassUID), str(req.RequestedSOPInstanceUID)
     if cls not in (FILM_SESSION, FILM_BOX, PRESENTATION_LUT):
         return _status(status.UNRECOGNIZED_OPERATION, "N-DELETE not defined")
@@ -179,7 +180,7 @@ def handle_n_get(event: evt.Event, svc: PrintService) -> tuple[Dataset, Dataset 
     refused = _allowed(event, svc)
     if refused is not None:
         return refused, None
-    req = event.request
+    req: Any = event.request
     cls, uid = str(req.RequestedSOPClassUID), str(req.RequestedSOPInstanceUID)
     called = event.assoc.acceptor.ae_title.strip()
     try:

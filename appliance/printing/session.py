@@ -394,8 +394,8 @@ def _pixels(item: Dataset, color: bool) -> tuple[np.ndarray, dict[str, Any]]:
     need = rows * cols
     if len(raw) < need * np.dtype(dtype).itemsize:
         raise PrintError(status.INVALID_ATTRIBUTE_VALUE, "Pixel Data is too short")
-    arr = np.frombuffer(raw, dtype=dtype, count=need).reshape(rows, cols)
-    return arr, {"photometric": photometric, "bits": stored, "aspect": _aspect(item)}
+    grey: np.ndarray = np.frombuffer(raw, dtype=dtype, count=need).reshape(rows, cols)
+    return grey, {"photometric": photometric, "bits": stored, "aspect": _aspect(item)}
 
 
 def image_box_update(
