@@ -157,6 +157,45 @@ class PrinterSettings:
 
 
 @dataclass(frozen=True)
+class PrintProfileSettings:
+    """[[print_profiles]]: how films addressed to one called AE title are printed."""
+
+    ae_title: str = _doc(
+        "called AE title modalities print to ('' = the appliance's own dicom.ae_title)", ""
+    )
+    printer: str = _doc("name of a [[printers]] entry ('' = the first, else the prints folder)", "")
+    paper: str = _doc(
+        "paper: auto (the film's size, or the printer's best media), A4, A3, LETTER, LEGAL, TABLOID",
+        "auto",
+    )
+    fit: bool = _doc("fit the film to the paper; false prints it true size, centred, cropped", True)
+    film_sizes: str = _doc("Film Size IDs accepted, space-separated ('' = all)", "")
+    display_formats: str = _doc(
+        "Image Display Formats accepted, space-separated, e.g. 'STANDARD\\2,2 ROW\\1,2' ('' = all)",
+        "",
+    )
+    default_film_size: str = _doc("Film Size ID when the modality sends none", "14INX17IN")
+    default_magnification: str = _doc(
+        "Magnification Type when none is sent: REPLICATE, BILINEAR, CUBIC or NONE", "CUBIC"
+    )
+    border_density: str = _doc(
+        "Border Density when none is sent: BLACK, WHITE or hundredths OD", "WHITE"
+    )
+    empty_image_density: str = _doc(
+        "Empty Image Density when none is sent: BLACK, WHITE or hundredths OD", "WHITE"
+    )
+    min_density: int = _doc("Min Density when none is sent, hundredths of OD", 10)
+    max_density: int = _doc("Max Density when none is sent, hundredths of OD", 200)
+    paper_max_density: int = _doc(
+        "darkest density the paper reaches, hundredths of OD (higher requests warn B605)", 200
+    )
+    color: bool = _doc("print in colour; false prints every page in grey", True)
+    footer: bool = _doc("print a footer: film session label, date, page n of m", False)
+    dpi: int = _doc("printer resolution in dots per inch", 300)
+    job_events: bool = _doc("send Print Job N-EVENT-REPORTs on the creating association", True)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, as loaded at start."""
 
@@ -168,6 +207,7 @@ class Config:
     devices: tuple[DeviceSettings, ...] = _doc_list("modalities and peers allowed to talk")
     destinations: tuple[DestinationSettings, ...] = _doc_list("PACS the forwarder sends to")
     printers: tuple[PrinterSettings, ...] = _doc_list("printers films go to")
+    print_profiles: tuple[PrintProfileSettings, ...] = _doc_list("print profiles per called AE")
 
     def device(self, ae_title: str) -> DeviceSettings | None:
         """The configured device with this AE title, if any."""
@@ -188,6 +228,7 @@ TABLES: dict[str, type] = {
     "devices": DeviceSettings,
     "destinations": DestinationSettings,
     "printers": PrinterSettings,
+    "print_profiles": PrintProfileSettings,
 }
 
 
@@ -348,6 +389,39 @@ def _validate_printer(p: PrinterSettings, where: str) -> PrinterSettings:
     return p
 
 
+def _validate_print_profile(p: PrintProfileSettings, where: str) -> PrintProfileSettings:
+    from image import film
+
+    ae = validate_ae_title(p.ae_title, f"{where}.ae_title") if p.ae_title else ""
+    paper = p.paper.upper()
+    if paper != "AUTO" and paper not in film.PAPER_SIZES_MM:
+        choices = ", ".join(["auto", *film.PAPER_SIZES_MM])
+        raise ConfigError(f"{where}.paper", f"{p.paper!r} is not one of {choices}")
+    for size in [*p.film_sizes.split(), p.default_film_size]:
+        if size not in film.FILM_SIZES_MM:
+            raise ConfigError(f"{where}.film_sizes", f"{size!r} is not a Film Size ID")
+    if p.film_sizes and p.default_film_size not in p.film_sizes.split():
+        raise ConfigError(f"{where}.default_film_size", "must be one of film_sizes")
+    for fmt in p.display_formats.split():
+        try:
+            film.parse_display_format(fmt)
+        except film.LayoutError as exc:
+            raise ConfigError(f"{where}.display_formats", str(exc)) from exc
+    _check_choice(p.default_magnification, f"{where}.default_magnification", film.MAGNIFICATIONS)
+    for name in ("border_density", "empty_image_density"):
+        value = getattr(p, name)
+        if value not in ("BLACK", "WHITE") and not re.fullmatch(r"\d{1,3}", value):
+            raise ConfigError(f"{where}.{name}", f"{value!r} is not BLACK, WHITE or hundredths OD")
+    for name in ("min_density", "max_density", "paper_max_density"):
+        if not 0 <= getattr(p, name) <= 400:
+            raise ConfigError(f"{where}.{name}", "must be between 0 and 400 hundredths of OD")
+    if p.min_density >= p.max_density:
+        raise ConfigError(f"{where}.min_density", "must be below max_density")
+    if not 20 <= p.dpi <= 1200:
+        raise ConfigError(f"{where}.dpi", f"{p.dpi} is not between 20 and 1200")
+    return dataclasses.replace(p, ae_title=ae, paper=paper.lower() if paper == "AUTO" else paper)
+
+
 def _unique(items: tuple[Any, ...], attr: str, where: str) -> None:
     seen: set[str] = set()
     for i, item in enumerate(items):
@@ -383,6 +457,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         "devices": _validate_device,
         "destinations": _validate_destination,
         "printers": _validate_printer,
+        "print_profiles": _validate_print_profile,
     }
     for table, cls in TABLES.items():
         rows = raw.get(table, [])
@@ -392,7 +467,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
             validators[table](_coerce(cls, row, f"{table}[{i}]"), f"{table}[{i}]")
             for i, row in enumerate(rows)
         )
-        _unique(built, "ae_title" if table == "devices" else "name", table)
+        _unique(built, "ae_title" if table in ("devices", "print_profiles") else "name", table)
         kwargs[table] = built
     return Config(**kwargs)
 

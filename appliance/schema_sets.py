@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlite_utils.migrations import Migrations
 
 from appliance.forward.queue import migrations as forward
+from appliance.printing.migrations import printing
 from appliance.worklist.schema import migrations as worklist
 
-SETS: list[Migrations] = [worklist, forward]
+SETS: list[Migrations] = [worklist, forward, printing]

@@ -113,6 +113,15 @@ def _shutdown_promptly(server: Any) -> None:
     stopper.join(timeout=5)
 
 
+def handle_requested(event: evt.Event, called_titles: frozenset[str]) -> None:
+    """Answer to the extra called AE titles services declare (print profiles); any other
+    called AE title is still rejected by ``require_called_aet`` (PS3.8 reason 7)."""
+    primitive = event.assoc.requestor.primitive
+    called = str(primitive.called_ae_title).strip() if primitive is not None else ""
+    if called in called_titles:
+        event.assoc.acceptor.ae_title = called
+
+
 Route = tuple[Callable[..., Any], list[Any]]
 
 
@@ -200,6 +209,7 @@ class Appliance:
         # Reject associations addressed to another AE title (PS3.8 A-ASSOCIATE-RJ reason 7).
         ae.require_called_aet = True
         ae.add_supported_context(Verification)
+        called_titles: set[str] = set()
         for service in self.services:
             for uid, syntaxes, *options in service.contexts():
                 # An optional third item gives SCP/SCU role selection (PS3.7 D.3.3.4),
@@ -209,8 +219,11 @@ class Appliance:
                     ae.add_supported_context(uid, **roles)
                 else:
                     ae.add_supported_context(uid, syntaxes, **roles)
+            called_titles.update(getattr(service, "called_ae_titles", list)())
         own = [(evt.EVT_C_ECHO, handle_echo, [self.runtime]), (evt.EVT_CONN_OPEN, set_nodelay)]
         handlers = bind_handlers(self.services, own)
+        if called_titles - {cfg.ae_title}:
+            handlers.append((evt.EVT_REQUESTED, handle_requested, [frozenset(called_titles)]))
         self.runtime.access.bind(ae)
         for service in self.services:
             service.start()
@@ -238,6 +251,9 @@ class Appliance:
     def stop(self) -> None:
         """Stop listeners and workers and close the database; safe to call twice."""
         if self._dicom_server is not None:
+            # Open associations end with the listener, as they would with the process.
+            for assoc in self._dicom_server.active_associations:
+                assoc.abort()
             _shutdown_promptly(self._dicom_server)
             self._dicom_server = None
         for service in reversed(self.services):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.forward.service import ForwardService
+from appliance.printing.service import make_service as make_print_service
 from appliance.worklist.scp import WorklistService
 
-FACTORIES: list[Callable[[Any], Any]] = [WorklistService, ForwardService]
+FACTORIES: list[Callable[[Any], Any]] = [WorklistService, ForwardService, make_print_service]

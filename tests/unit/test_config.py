@@ -144,3 +144,41 @@ def test_overrides_are_validated() -> None:
     with pytest.raises(ConfigError) as info:
         config_mod.with_overrides(cfg, dicom_port=99999)
     assert info.value.setting == "dicom.port"
+
+
+@pytest.mark.parametrize(
+    ("profile", "setting", "reason"),
+    [
+        ({"ae_title": "A\\\\B"}, "print_profiles[0].ae_title", "backslash"),
+        ({"paper": "B5"}, "print_profiles[0].paper", "not one of"),
+        ({"film_sizes": "8INX10IN 99X99"}, "print_profiles[0].film_sizes", "not a Film Size"),
+        ({"film_sizes": "8INX10IN"}, "print_profiles[0].default_film_size", "one of film_sizes"),
+        ({"display_formats": "SLIDE"}, "print_profiles[0].display_formats", "unsupported"),
+        (
+            {"default_magnification": "SMOOTH"},
+            "print_profiles[0].default_magnification",
+            "not one of",
+        ),
+        ({"border_density": "GREY"}, "print_profiles[0].border_density", "BLACK, WHITE"),
+        ({"max_density": 500}, "print_profiles[0].max_density", "between 0 and 400"),
+        ({"min_density": 250}, "print_profiles[0].min_density", "below max_density"),
+        ({"dpi": 5}, "print_profiles[0].dpi", "between 20 and 1200"),
+        ({"dpi": "300"}, "print_profiles[0].dpi", "not of type int"),
+    ],
+)
+def test_bad_print_profiles_are_named(profile: dict, setting: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_mod.from_mapping({"print_profiles": [profile]})
+    assert info.value.setting == setting
+    assert reason in info.value.reason
+
+
+def test_print_profiles_load_and_are_unique_per_called_ae() -> None:
+    cfg = config_mod.from_mapping(
+        {"print_profiles": [{"ae_title": "MAMMO", "paper": "a3", "fit": False}, {}]}
+    )
+    assert (cfg.print_profiles[0].paper, cfg.print_profiles[0].fit) == ("A3", False)
+    assert cfg.print_profiles[1].paper == "auto" and cfg.print_profiles[1].ae_title == ""
+    with pytest.raises(ConfigError) as info:
+        config_mod.from_mapping({"print_profiles": [{"ae_title": "X"}, {"ae_title": "X"}]})
+    assert info.value.setting == "print_profiles[1].ae_title"

@@ -1,0 +1,95 @@
+"""The printing service's tables (sqlite-utils migration set "printing")."""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+printing = Migrations("printing")
+
+
+@printing(name="0001_print_jobs")
+def _printing_0001(db: sqlite_utils.Database) -> None:
+    now = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+    db.execute(
+        f"""CREATE TABLE print_sessions (
+            uid TEXT PRIMARY KEY,
+            calling_ae TEXT NOT NULL,
+            called_ae TEXT NOT NULL,
+            meta TEXT NOT NULL,
+            attrs TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'open',
+            created_at TEXT NOT NULL DEFAULT {now}
+        )"""
+    )
+    db.execute(
+        f"""CREATE TABLE print_film_boxes (
+            uid TEXT PRIMARY KEY,
+            session_uid TEXT NOT NULL REFERENCES print_sessions(uid),
+            attrs TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'open',
+            created_at TEXT NOT NULL DEFAULT {now}
+        )"""
+    )
+    db.execute("CREATE INDEX print_film_boxes_session ON print_film_boxes(session_uid)")
+    db.execute(
+        """CREATE TABLE print_image_boxes (
+            uid TEXT PRIMARY KEY,
+            film_box_uid TEXT NOT NULL REFERENCES print_film_boxes(uid),
+            position INTEGER NOT NULL,
+            color INTEGER NOT NULL,
+            attrs TEXT NOT NULL DEFAULT '{}',
+            pixel_file TEXT,
+            pixel_info TEXT NOT NULL DEFAULT '{}',
+            UNIQUE (film_box_uid, position)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE print_annotations (
+            uid TEXT PRIMARY KEY,
+            film_box_uid TEXT NOT NULL REFERENCES print_film_boxes(uid),
+            position INTEGER NOT NULL,
+            text TEXT NOT NULL DEFAULT ''
+        )"""
+    )
+    db.execute(
+        f"""CREATE TABLE print_luts (
+            uid TEXT PRIMARY KEY,
+            calling_ae TEXT NOT NULL,
+            attrs TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'open',
+            created_at TEXT NOT NULL DEFAULT {now}
+        )"""
+    )
+    db.execute(
+        f"""CREATE TABLE print_jobs (
+            uid TEXT PRIMARY KEY,
+            session_uid TEXT,
+            calling_ae TEXT NOT NULL,
+            called_ae TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
+            printer TEXT NOT NULL,
+            priority TEXT NOT NULL DEFAULT 'MED',
+            copies INTEGER NOT NULL DEFAULT 1,
+            spec TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'PENDING',
+            state_info TEXT NOT NULL DEFAULT '',
+            films INTEGER NOT NULL DEFAULT 0,
+            pages INTEGER NOT NULL DEFAULT 0,
+            document TEXT,
+            media TEXT NOT NULL DEFAULT '',
+            warnings TEXT NOT NULL DEFAULT '',
+            error TEXT NOT NULL DEFAULT '',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            reprint_of TEXT,
+            render_ms INTEGER,
+            created_at TEXT NOT NULL DEFAULT {now},
+            started_at TEXT,
+            ready_at TEXT,
+            delivered_at TEXT,
+            finished_at TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX print_jobs_created ON print_jobs(created_at)")
+    db.execute("CREATE INDEX print_jobs_state ON print_jobs(state)")
+    db.execute("CREATE INDEX print_jobs_calling ON print_jobs(calling_ae, created_at)")

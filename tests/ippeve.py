@@ -1,0 +1,123 @@
+"""CUPS's ippeveprinter on loopback as the network printer, with its private D-Bus.
+
+ippeveprinter stops with "Unable to initialize DNS-SD" without a D-Bus; a private
+dbus-daemon satisfies it and ``-r off`` keeps it from registering with Avahi.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.printing import ipp
+from tests.helpers import require_peer, wait_for
+
+GET_JOBS = 0x000A
+
+
+@dataclass
+class TestPrinter:
+    uri: str
+    spool: Path
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Completed jobs with their attributes (Get-Jobs, which-jobs=completed)."""
+        req = ipp.encode_request(
+            GET_JOBS,
+            self.uri,
+            [
+                (ipp.NAME, "requesting-user-name", "test"),
+                (ipp.KEYWORD, "which-jobs", "completed"),
+                (
+                    ipp.KEYWORD,
+                    "requested-attributes",
+                    [
+                        "job-id",
+                        "job-name",
+                        "job-state",
+                        "media",
+                        "copies",
+                        "print-color-mode",
+                        "document-format",
+                        "job-impressions-completed",
+                    ],
+                ),
+            ],
+        )
+        resp = ipp.send(self.uri, req)
+        return [
+            {k: (v[0] if len(v) == 1 else v) for k, v in attrs.items()}
+            for tag, attrs in resp.groups
+            if tag == ipp.JOB_GROUP
+        ]
+
+    def files(self) -> list[Path]:
+        """Documents kept in the spool directory (-k); .prn is the print command's output."""
+        return sorted(
+            p for p in self.spool.rglob("*") if p.is_file() and p.suffix not in (".ipp", ".prn")
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def run_ippeveprinter(tmp_path: Path, formats: str, color: bool = True) -> Iterator[TestPrinter]:
+    """Start dbus-daemon and ippeveprinter; stop both (by their process ids) afterwards."""
+    ippeve = require_peer("ippeveprinter")
+    dbus = require_peer("dbus-daemon")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    bus = f"unix:path={tmp_path / 'bus'}"
+    daemon = subprocess.Popen(
+        [dbus, "--session", f"--address={bus}", "--nofork", "--print-address"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    printer = None
+    try:
+        assert daemon.stdout is not None and daemon.stdout.readline().startswith("unix:")
+        spool = tmp_path / "spool"
+        spool.mkdir()
+        port = _free_port()
+        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus, "DBUS_SESSION_BUS_ADDRESS": bus}
+        cmd = [ippeve, "-k", "-r", "off", "-d", str(spool), "-p", str(port), "-f", formats]
+        if color:
+            cmd += ["-s", "10,10"]  # a colour printer (pages per minute, colour after the comma)
+        # Without a print command ippeveprinter "prints" by sleeping 5-15 s; `true` is instant.
+        cmd += ["-c", require_peer("true")]
+        log = open(tmp_path / "ippeveprinter.log", "w")  # noqa: SIM115 - closed below
+        printer = subprocess.Popen([*cmd, "AppliancePrinter"], stdout=log, stderr=log, env=env)
+        uri = f"ipp://127.0.0.1:{port}/ipp/print"
+
+        def ready() -> bool:
+            assert printer is not None and printer.poll() is None, (
+                tmp_path / "ippeveprinter.log"
+            ).read_text()
+            try:
+                ipp.get_printer_attributes(uri, timeout=2)
+                return True
+            except ipp.IppError:
+                return False
+
+        wait_for(ready, timeout=15, interval=0.05)
+        yield TestPrinter(uri, spool)
+    finally:
+        for proc in (printer, daemon):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        if printer is not None:
+            log.close()
