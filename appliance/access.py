@@ -1,7 +1,7 @@
 """Who may use which DICOM service: known devices, and the policy for unknown AE titles.
 
-Known devices come from ``[[devices]]`` in the configuration (and, once the web UI
-edits them, from the database). An unknown calling AE title is, by ``dicom.unknown_ae``:
+Known devices live in the database (``appliance.devices``): the configuration's
+``[[devices]]`` are synced into it at start, the web UI edits the rest. An unknown calling AE title is, by ``dicom.unknown_ae``:
 ``verify-only`` (C-ECHO answered, every other request refused), ``reject`` (association
 rejected) or ``accept`` (served as a device with default policy).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from appliance import devices
 from appliance.config import Config, DeviceSettings
 from appliance.db import Store
 
@@ -24,7 +25,9 @@ class Access:
         self.config = config
         self.store = store
         self._lock = threading.Lock()
-        self._devices: dict[str, DeviceSettings] = {d.ae_title: d for d in config.devices}
+        # The file's [[devices]] are written over the database's, then all are loaded.
+        known = devices.sync_from_config(store, config.devices)
+        self._devices: dict[str, DeviceSettings] = {d.ae_title: d for d in known}
         self._ae: Any = None
 
     def bind(self, ae: Any) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from sqlite_utils.migrations import Migrations
 
+from appliance import accounts, catalog, devices
 from appliance.forward.queue import migrations as forward
 from appliance.worklist.schema import migrations as worklist
 
-SETS: list[Migrations] = [worklist, forward]
+SETS: list[Migrations] = [
+    worklist,
+    forward,
+    accounts.migrations,
+    devices.migrations,
+    catalog.migrations,
+]

@@ -1,0 +1,63 @@
+// The schedule form: find an existing patient and fill the patient fields.
+(function () {
+  "use strict";
+  var find = document.getElementById("find-patient");
+  var hits = document.getElementById("patient-hits");
+  if (!find || !hits) return;
+  var timer = null;
+
+  function set(id, value) {
+    var el = document.getElementById(id);
+    if (el) el.value = value || "";
+  }
+
+  function fill(p) {
+    var groups = (p.name || "").split("=");
+    ["alpha", "ideo", "phon"].forEach(function (g, i) {
+      var comps = (groups[i] || "").split("^");
+      set("name_" + g + "_family", comps[0] || "");
+      set("name_" + g + "_given", comps.slice(1).filter(Boolean).join(" "));
+    });
+    set("patient_id", p.patient_id);
+    set("sex", p.sex);
+    var b = p.birth_date || "";
+    set("birth_date", b.length === 8 ? b.slice(0, 4) + "-" + b.slice(4, 6) + "-" + b.slice(6) : "");
+    hits.hidden = true;
+  }
+
+  function show(patients) {
+    hits.innerHTML = "";
+    patients.forEach(function (p) {
+      var li = document.createElement("li");
+      var b = document.createElement("button");
+      b.type = "button";
+      b.textContent = p.name.replace(/\^/g, " ").replace(/=/g, " / ") + " — " + p.patient_id;
+      b.addEventListener("click", function () { fill(p); });
+      li.appendChild(b);
+      hits.appendChild(li);
+    });
+    hits.hidden = patients.length === 0;
+  }
+
+  find.addEventListener("input", function () {
+    clearTimeout(timer);
+    var q = find.value.trim();
+    if (q.length < 2) { hits.hidden = true; return; }
+    timer = setTimeout(function () {
+      fetch(find.dataset.url + "?q=" + encodeURIComponent(q), { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : { patients: [] }; })
+        .then(function (data) { show(data.patients); });
+    }, 250);
+  });
+
+  // Modality follows the chosen station unless typed by hand.
+  var station = document.getElementById("station_ae");
+  var modality = document.getElementById("modality");
+  if (station && modality) {
+    station.addEventListener("change", function () {
+      var opt = station.options[station.selectedIndex];
+      if (opt && opt.dataset.modality && !modality.dataset.touched) modality.value = opt.dataset.modality;
+    });
+    modality.addEventListener("input", function () { modality.dataset.touched = "1"; });
+  }
+})();
