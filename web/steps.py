@@ -103,7 +103,7 @@ def edit(pk: int) -> Any:
     except ValidationError as exc:
         return _render(values, stepform.domain_error(exc), step)
     except Conflict as exc:
-        return _render(values, {"station_ae": str(exc)}, step)
+        return _render(values, {"form": str(exc)}, step)
     flash(gettext("Saved."))
     return redirect(url_for("board.index", date=parsed.request.start.strftime("%Y-%m-%d")))
 
