@@ -82,6 +82,7 @@ def create_app(
         return jsonify(report), code
 
     app.before_request(_authenticate)
+    app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _http_error)
 
     @app.context_processor
@@ -150,6 +151,21 @@ def _authenticate() -> Any:
     if request.method in security.UNSAFE_METHODS and not g.api_token and not security.csrf_ok():
         return _csrf_failed()
     return None
+
+
+def _security_headers(resp: Any) -> Any:
+    """No framing, no MIME sniffing, scripts only from this box; pages are never cached."""
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "same-origin")
+    resp.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+        "form-action 'self'; base-uri 'none'",
+    )
+    if request.endpoint != "static":
+        resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
 
 
 def _csrf_failed() -> Any:

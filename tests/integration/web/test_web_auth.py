@@ -336,3 +336,12 @@ def test_setup_creates_the_admin_once(web_bare: Web) -> None:
     )
     assert again.status_code == 302 and accounts.find_user(web_bare.store, "mallory") is None
     assert web_bare.count("audit", "action = 'setup'") == 1
+
+
+def test_security_headers(web: Web, desk) -> None:  # noqa: ANN001
+    resp = desk.get("/")
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    assert resp.headers["Cache-Control"] == "no-store"
+    cookie = resp.headers.get("Set-Cookie", "")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
