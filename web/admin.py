@@ -108,7 +108,7 @@ def _device_save(original: str | None) -> Any:
             return _device_form(devices.get(store, original), {}, original)
         except NotFound:
             abort(404)
-    values = dict(request.form)
+    values: dict[str, Any] = dict(request.form)
     values["hide_completed"] = "hide_completed" in request.form
     device, errors = device_from(request.form)
     if device is not None:

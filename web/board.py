@@ -70,23 +70,28 @@ def index() -> Any:
 
 @bp.get("/board/changes")
 def changes() -> Any:
-    """Steps of the day changed since a stamp, each with its rendered board row."""
+    """Steps changed since a stamp, each with its rendered board row for this day.
+
+    A step changed to another day (or cancelled) comes with an empty ``html``: the page
+    removes it.
+    """
     day = parse_day(request.args.get("date"))
     since = request.args.get("since", "")
     if not _STAMP.match(since):
         return jsonify(error="validation", field="since", message="is not a time stamp"), 400
     asked = datetime.strptime(since[:19], "%Y-%m-%dT%H:%M:%S") - POLL_OVERLAP
-    rows = WorklistRepo(request_store()).changed_since(
-        asked.strftime("%Y-%m-%dT%H:%M:%S.000Z"), day
-    )
+    rows = WorklistRepo(request_store()).changed_since(asked.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
     latest = max([since, *(r["updated_at"] for r in rows)])
+    today = day.strftime("%Y%m%d")
     out = [
         {
             "pk": r["step_pk"],
             "station": r["station_ae"],
             "status": r["status"],
             "start": r["start_dt"],
-            "html": "" if r["status"] == "CANCELED" else render_template("_row.html", step=r),
+            "html": ""
+            if r["status"] == "CANCELED" or r["start_date"] != today
+            else render_template("_row.html", step=r),
         }
         for r in rows
     ]

@@ -81,10 +81,36 @@ def test_changes_report_mpps_status_and_new_steps(web: Web, desk) -> None:  # no
     assert rows[other]["station"] == "MR1" and "New Comer" in rows[other]["html"]
 
 
-def test_changes_of_another_day_are_not_reported(web: Web, desk) -> None:  # noqa: ANN001
+def test_steps_of_another_day_come_without_a_row(web: Web, desk) -> None:  # noqa: ANN001
     since = "2000-01-01T00:00:00.000Z"
-    schedule(web, when=datetime.now() + timedelta(days=2))
-    assert changes(desk, date.today(), since).json["rows"] == []
+    pk = schedule(web, when=datetime.now() + timedelta(days=2))
+    rows = changes(desk, date.today(), since).json["rows"]
+    assert [(r["pk"], r["html"]) for r in rows] == [(pk, "")]
+
+
+def test_step_moved_to_another_day_leaves_the_board(web: Web, desk) -> None:  # noqa: ANN001
+    pk = schedule(web)
+    since = desk.get("/").text.split('data-since="')[1].split('"')[0]
+    repo = WorklistRepo(web.store)
+    step = repo.get(pk)
+    moved = StepRequest(
+        patient_id=step["patient_id"],
+        patient_name=step["patient_name"],
+        station_ae="CT1",
+        modality="CT",
+        start=datetime.now() + timedelta(days=1),
+    )
+    repo.update(pk, moved, actor="test")
+    rows = {r["pk"]: r for r in changes(desk, date.today(), since).json["rows"]}
+    assert rows[pk]["html"] == ""
+    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    rows = {
+        r["pk"]: r
+        for r in desk.get("/board/changes", query_string={"date": tomorrow, "since": since}).json[
+            "rows"
+        ]
+    }
+    assert "佐藤 花子" in rows[pk]["html"]
 
 
 def test_cancelled_step_is_removed_from_the_board(web: Web, desk) -> None:  # noqa: ANN001
