@@ -324,3 +324,38 @@ def test_box_logs_no_patient_data(box: Box) -> None:
     assert "IN PROGRESS from CT1" in text  # the log of that hour was read
     for secret in ("山田", "Yamada", "やまだ", "JP-0001", PASSWORD):
         assert secret not in text, secret
+
+
+def test_front_desk_schedules_again_for_a_known_patient(box: Box, page: Any) -> None:
+    """After the first hour: the admin adds a front-desk user, who finds the patient by kana."""
+    page.goto(box.url + "/admin/users")
+    page.fill("#username", "hanako")
+    page.select_option("#role", "frontdesk")
+    page.fill("#password", PASSWORD)
+    page.fill("#password2", PASSWORD)
+    page.select_option("#language", "ja")
+    page.click("form.card button.primary")
+    page.wait_for_selector("#user-hanako")
+    page.click("text=Sign out")
+    page.wait_for_url(re.compile(r"/login"))
+    page.fill("#username", "hanako")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#board")
+    assert page.locator("html").get_attribute("lang") == "ja"  # her own language
+    assert page.locator("details.dropdown").count() == 0  # no admin menu
+    page.goto(box.url + "/steps/new")
+    page.fill("#find-patient", "やまだ")
+    page.click("#patient-hits button")
+    assert page.input_value("#patient_id") == "JP-0001"
+    assert page.input_value("#name_ideo_family") == "山田"
+    assert page.input_value("#birth_date") == "1970-03-04"
+    page.select_option("#procedure", "CTCHEST")
+    page.select_option("#station_ae", "CT1")
+    page.fill("#start", f"{date.today().isoformat()}T11:15")
+    page.click("#save")
+    page.wait_for_selector("section[data-station=CT1] li.step >> nth=1")
+    times = page.locator("section[data-station=CT1] li.step .time").all_inner_texts()
+    assert times == ["10:30", "11:15"]
+    response = page.goto(box.url + "/admin/devices")
+    assert response is not None and response.status == 403
