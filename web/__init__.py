@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
+from flask import Flask, current_app, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from appliance import accounts
@@ -32,7 +32,8 @@ ADMIN_MENU: list[tuple[str, str | None]] = [
 ]
 
 
-def _announce_setup(token: str, port_hint: str = "") -> None:
+def _announce_setup(token: str) -> None:
+    """Print the one-time setup token once, to stderr (the box's log), never to a page."""
     print(
         "appliance: no admin account yet. Open the web page, choose 'First start' and enter "
         f"this one-time setup token: {token}",
@@ -190,15 +191,10 @@ def _http_error(exc: HTTPException) -> Any:
 
 
 def request_store() -> Any:
-    from flask import current_app
-
+    """The appliance's database (each thread has its own connection)."""
     return current_app.extensions["appliance"].store
 
 
 def runtime() -> Any:
-    from flask import current_app
-
+    """The appliance's runtime: config, store, access."""
     return current_app.extensions["appliance"]
-
-
-__all__ = ["create_app", "session"]

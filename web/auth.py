@@ -107,6 +107,7 @@ def setup() -> Any:
     return render_template("setup.html", errors=errors, values=values), 400 if errors else 200
 
 
+@bp.get("/language/", defaults={"lang": ""})
 @bp.get("/language/<lang>")
 def language(lang: str) -> Any:
     """Choose a language: for a signed-in user it is saved, for others kept in a cookie."""

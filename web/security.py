@@ -20,6 +20,7 @@ from typing import Any
 from flask import abort, current_app, g, request, session
 
 from appliance import accounts
+from appliance.errors import NotFound
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
@@ -72,7 +73,7 @@ def session_user(touch: bool = True) -> accounts.User | None:
         return None
     try:
         user = accounts.get_user(current_app.extensions["appliance"].store, int(uid))
-    except accounts.NotFound:
+    except NotFound:
         session.clear()
         return None
     if not user.active or user.session_epoch != session.get("epoch"):

@@ -257,6 +257,15 @@ def test_language_from_browser_then_user_choice(web: Web) -> None:
     assert accounts.find_user(web.store, "desk").language == "en"
     page = c.get("/").text
     assert "Schedule board" in page and "予約ボード" not in page
+    page = c.get("/account").text
+    back_to_browser = page.split('href="')[1:]
+    links = [
+        h.split('"')[0].replace("&amp;", "&") for h in back_to_browser if h.startswith("/language/")
+    ]
+    assert len(links) == 4  # header link + browser / English / Japanese
+    assert c.get(links[1]).status_code == 302
+    assert accounts.find_user(web.store, "desk").language == ""
+    assert "予約ボード" in c.get("/").text  # the browser's language again
     c.get("/language/ja")
     assert accounts.find_user(web.store, "desk").language == "ja"
     assert "予約ボード" in web.login("desk").get("/").text
