@@ -131,6 +131,13 @@ JA: dict[str, str] = {
     "configuration file": "設定ファイル",
     "web": "Web",
     "New device": "新しい機器",
+    "modality": "検査装置",
+    "pacs": "PACS",
+    "printer-client": "プリント依頼元",
+    "none": "なし",
+    "calling-ae": "呼出し AE タイトル",
+    "auto": "自動",
+    "devices-help": "設定ファイルの機器は起動時に設定ファイルから読み込まれます。変更は設定ファイルで行ってください。",
     "Edit device": "機器の編集",
     "New user": "新しいユーザー",
     "API tokens": "API トークン",
@@ -173,6 +180,13 @@ JA: dict[str, str] = {
     "must not contain ^, = or \\": "^ = \\ は使えません",
     "is not the setup token printed at start": "起動時に表示されたセットアップトークンではありません",
     "is not a modality code": "モダリティコードではありません",
+    "must be M, F, O or empty": "M・F・O または空欄にしてください",
+    "is not a whole number": "整数ではありません",
+    "is already in the catalog": "既にカタログにあります",
+    "is already used by another device": "既に他の機器が使っています",
+    "is managed by the configuration file": "設定ファイルで管理されています",
+    "is not UTF-8 text": "UTF-8 のテキストではありません",
+    "is already used for another patient": "既に他の患者に使われています",
 }
 
 PATTERNS: list[tuple[re.Pattern[str], str]] = [
@@ -180,6 +194,8 @@ PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^must be at least (\d+) characters long$"), r"\1 文字以上必要です"),
     (re.compile(r"^contains control characters$"), "制御文字が含まれています"),
     (re.compile(r"^must not contain a backslash$"), "\\ は使えません"),
+    (re.compile(r"^must be one of (.+)$"), r"次のいずれかにしてください: \1"),
+    (re.compile(r"^is not a date YYYY-?MM-?DD$"), "日付ではありません"),
 ]
 
 CATALOGS = {"ja": JA}
