@@ -135,7 +135,7 @@ def procedure_update(pk: int) -> Any:
         repo.get(pk)
     except NotFound:
         abort(404, description=f"no procedure {pk}")
-    parsed = stepform.parse(data, lookups())
+    parsed = stepform.parse(data, lookups(), new=False)
     if parsed.request is None:
         return invalid(parsed.errors)
     try:

@@ -78,6 +78,9 @@ JA: dict[str, str] = {
     "DISCONTINUED": "中止",
     "CANCELED": "取消済",
     "Schedule again": "同じ患者で予約",
+    "This patient ID is registered as": "この患者IDは次の患者で登録されています:",
+    "Change this patient's details to the ones below": "この患者の情報を下記の内容に変更する",
+    "is registered with another name, birth date or sex": "別の氏名・生年月日・性別で登録されています",
     # form
     "Patient details": "患者情報",
     "Find an existing patient": "既存の患者を検索",

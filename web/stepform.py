@@ -53,10 +53,25 @@ DOMAIN_FIELDS = {
 
 @dataclass
 class Lookups:
-    """What the parser needs to know about the box: stations and the catalog."""
+    """What the parser needs to know about the box: stations, catalog, patients, accessions."""
 
     station: Callable[[str], Mapping[str, Any] | None]
     procedure: Callable[[str], Any]  # catalog.Procedure or None
+    patient: Callable[[str], Mapping[str, Any] | None] = lambda _id: None
+    accession_taken: Callable[[str], bool] = lambda _acc: False
+
+
+def _yes(value: Any) -> bool:
+    return value is True or str(value).lower() in ("1", "on", "true", "yes")
+
+
+def patient_conflict(stored: Mapping[str, Any], name: str, birth: str, sex: str) -> bool:
+    """True when a known patient ID comes with another name, birth date or sex."""
+    return (
+        stored["name"] != name
+        or bool(birth and stored["birth_date"] and birth != stored["birth_date"])
+        or bool(sex and stored["sex"] and sex != stored["sex"])
+    )
 
 
 @dataclass
@@ -145,8 +160,15 @@ def _text(errors: dict[str, str], name: str, value: str, limit: int, required: b
     return value
 
 
-def parse(data: Mapping[str, Any], lookups: Lookups, today: date | None = None) -> Parsed:
-    """Check every field of a schedule request; the StepRequest only when all are good."""
+def parse(
+    data: Mapping[str, Any], lookups: Lookups, today: date | None = None, new: bool = True
+) -> Parsed:
+    """Check every field of a schedule request; the StepRequest only when all are good.
+
+    For a new step, the accession number must be free (a double submit cannot schedule
+    twice), and a known patient ID with another name, birth date or sex is refused unless
+    ``confirm_patient`` is set: the change would rename that patient everywhere.
+    """
     today = today or date.today()
     errors: dict[str, str] = {}
     get = {k: _clean(data.get(k)) for k in TEXT_FIELDS}
@@ -163,6 +185,18 @@ def parse(data: Mapping[str, Any], lookups: Lookups, today: date | None = None) 
     if get["sex"] not in SEXES:
         errors["sex"] = "must be M, F, O or empty"
     accession = _text(errors, "accession_number", get["accession_number"], 16)
+    if (
+        new
+        and accession
+        and "accession_number" not in errors
+        and lookups.accession_taken(accession)
+    ):
+        errors["accession_number"] = "is already in use"
+    if new and patient_id and "patient_id" not in errors and "patient_name" not in errors:
+        stored = lookups.patient(patient_id)
+        if stored is not None and not _yes(data.get("confirm_patient")):
+            if patient_conflict(stored, patient_name, birth, get["sex"]):
+                errors["patient_id"] = "is registered with another name, birth date or sex"
     proc = None
     if not get["procedure"]:
         errors["procedure"] = "is required"

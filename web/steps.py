@@ -31,11 +31,28 @@ def lookups() -> stepform.Lookups:
         except NotFound:
             return None
 
-    return stepform.Lookups(station=station, procedure=procedure)
+    def patient(patient_id: str) -> dict[str, Any] | None:
+        rows = store.query(
+            "SELECT name, birth_date, sex FROM patients WHERE patient_id = ? AND issuer = ''",
+            (patient_id,),
+        )
+        return rows[0] if rows else None
+
+    def accession_taken(accession: str) -> bool:
+        return bool(
+            store.query("SELECT 1 FROM procedures WHERE accession_number = ?", (accession,))
+        )
+
+    return stepform.Lookups(
+        station=station, procedure=procedure, patient=patient, accession_taken=accession_taken
+    )
 
 
 def _render(values: dict[str, str], errors: dict[str, str], step: dict | None = None) -> Any:
     store = request_store()
+    known = None
+    if "patient_id" in errors and values.get("patient_id"):
+        known = lookups().patient(values["patient_id"])
     return render_template(
         "step_form.html",
         values=values,
@@ -45,6 +62,7 @@ def _render(values: dict[str, str], errors: dict[str, str], step: dict | None = 
         procedures=catalog.all_rows(store),
         priorities=PRIORITIES,
         name_parts=stepform.NAME_PARTS,
+        known_patient=known,
     ), (400 if errors else 200)
 
 
@@ -95,7 +113,7 @@ def edit(pk: int) -> Any:
     if request.method == "GET":
         return _render(stepform.values_of(step), {}, step)
     values = {k: request.form.get(k, "") for k in stepform.TEXT_FIELDS}
-    parsed = stepform.parse(request.form, lookups())
+    parsed = stepform.parse(request.form, lookups(), new=False)
     if parsed.request is None:
         return _render(values, parsed.errors, step)
     try:

@@ -1,6 +1,14 @@
 // The schedule form: find an existing patient and fill the patient fields.
 (function () {
   "use strict";
+  // One click schedules once: the button is disabled while the form is sent.
+  var form = document.getElementById("step-form");
+  if (form) {
+    form.addEventListener("submit", function () {
+      var save = document.getElementById("save");
+      if (save) save.disabled = true;
+    });
+  }
   var find = document.getElementById("find-patient");
   var hits = document.getElementById("patient-hits");
   if (!find || !hits) return;

@@ -171,3 +171,14 @@ def test_session_callers_need_the_csrf_header(web: Web, desk: FlaskClient) -> No
         token = s["csrf"]
     resp = desk.post("/api/v1/procedures", json=BODY, headers={"X-CSRF-Token": token})
     assert resp.status_code == 201
+
+
+def test_known_patient_with_other_name_needs_confirm_patient(web: Web, ris: FlaskClient) -> None:
+    assert ris.post("/api/v1/procedures", json=BODY).status_code == 201
+    other = {**BODY, "accession_number": "API0002", "patient_name": "Yamada^Hanako"}
+    resp = ris.post("/api/v1/procedures", json=other)
+    assert resp.status_code == 400 and resp.json["field"] == "patient_id"
+    resp = ris.post("/api/v1/procedures", json={**other, "confirm_patient": True})
+    assert resp.status_code == 201 and resp.json["patient"]["name"] == "Yamada^Hanako"
+    dup = ris.post("/api/v1/procedures", json={**other, "confirm_patient": True})
+    assert dup.status_code == 400 and dup.json["field"] == "accession_number"

@@ -237,3 +237,38 @@ def test_find_patients(web: Web, desk) -> None:  # noqa: ANN001
         hits = desk.get("/patients.json", query_string={"q": q}).json["patients"]
         assert [h["patient_id"] for h in hits] == ["P0001"], q
     assert desk.get("/patients.json?q=zz").json["patients"] == []
+
+
+def test_a_double_submit_schedules_once(web: Web, desk) -> None:  # noqa: ANN001
+    assert post(desk, "/steps/new", JAPANESE).status_code == 302
+    again = post(desk, "/steps/new", JAPANESE)
+    assert again.status_code == 400 and "accession_number" in field_errors(again.text)
+    assert web.count("steps") == 1
+
+
+def test_a_known_patient_id_with_other_details_needs_confirmation(web: Web, desk) -> None:  # noqa: ANN001
+    assert post(desk, "/steps/new", JAPANESE).status_code == 302
+    other = {
+        **JAPANESE,
+        "accession_number": "ACC0002",
+        "name_ideo_given": "次郎",
+        "name_alpha_given": "Jirou",
+    }
+    resp = post(desk, "/steps/new", other)
+    assert resp.status_code == 400 and "patient_id" in field_errors(resp.text)
+    assert 'id="known-patient"' in resp.text and "山田 太郎" in resp.text
+    assert web.count("steps") == 1
+    assert web.store.query("SELECT name FROM patients")[0]["name"].startswith("Yamada^Tarou=")
+    resp = post(desk, "/steps/new", {**other, "confirm_patient": "1"})
+    assert resp.status_code == 302
+    assert (
+        web.store.query("SELECT name FROM patients")[0]["name"]
+        == "Yamada^Jirou=山田^次郎=やまだ^たろう"
+    )
+    # Same details again (as 'find a patient' fills them): no question asked.
+    same = {**other, "accession_number": "ACC0003"}
+    assert post(desk, "/steps/new", same).status_code == 302
+    for over in ({"birth_date": "1971-01-01"}, {"sex": "F"}):
+        resp = post(desk, "/steps/new", {**same, "accession_number": "ACC0004", **over})
+        assert resp.status_code == 400 and "patient_id" in field_errors(resp.text)
+    assert web.count("steps") == 3
