@@ -9,6 +9,7 @@ rejected) or ``accept`` (served as a device with default policy).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from appliance import devices
@@ -16,6 +17,8 @@ from appliance.config import Config, DeviceSettings
 from appliance.db import Store
 
 VERIFY = "verify"
+# How often a process looks for device changes made by another process (seconds).
+REFRESH_S = 2.0
 
 
 class Access:
@@ -28,6 +31,8 @@ class Access:
         # The file's [[devices]] are written over the database's, then all are loaded.
         known = devices.sync_from_config(store, config.devices)
         self._devices: dict[str, DeviceSettings] = {d.ae_title: d for d in known}
+        self._version = devices.version(store)
+        self._checked = time.monotonic()
         self._ae: Any = None
 
     def bind(self, ae: Any) -> None:
@@ -50,8 +55,20 @@ class Access:
         else:
             self._ae.require_calling_aet = []
 
+    def _refresh(self) -> None:
+        """Reload when another process (``serve --only web``) changed the device list."""
+        now = time.monotonic()
+        if now - self._checked < REFRESH_S:
+            return
+        self._checked = now
+        current = devices.version(self.store)
+        if current != self._version:
+            self._version = current
+            self.set_devices(devices.load(self.store))
+
     def device(self, calling_ae: str) -> DeviceSettings | None:
         """The known device with this calling AE title, or None."""
+        self._refresh()
         with self._lock:
             return self._devices.get(calling_ae.strip())
 

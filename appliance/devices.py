@@ -23,6 +23,7 @@ from appliance.errors import ConfigError, NotFound, ValidationError
 CONFIG, WEB = "config", "web"
 FIELDS = tuple(f.name for f in dataclasses.fields(DeviceSettings))
 NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+VERSION_KEY = "devices_version"
 
 migrations = Migrations("devices")
 
@@ -45,6 +46,21 @@ def _m0001(db: sqlite_utils.Database) -> None:
             updated_at TEXT NOT NULL DEFAULT {NOW}
         )"""
     )
+
+
+def _bump(db: sqlite_utils.Database) -> None:
+    """Count every change, so another process (``serve --only dicom``) notices it."""
+    db.execute(
+        """INSERT INTO settings(key, value) VALUES (?, '1')
+           ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1""",
+        (VERSION_KEY,),
+    )
+
+
+def version(store: Store) -> int:
+    """The change counter of the device list."""
+    rows = store.query("SELECT value FROM settings WHERE key = ?", (VERSION_KEY,))
+    return int(rows[0]["value"]) if rows else 0
 
 
 def validate(device: DeviceSettings) -> DeviceSettings:
@@ -83,6 +99,7 @@ def sync_from_config(store: Store, configured: tuple[DeviceSettings, ...]) -> li
                     VALUES ({marks}, ?, {NOW})""",
                 (*_values(device), CONFIG),
             )
+        _bump(db)
     return load(store)
 
 
@@ -133,6 +150,7 @@ def save(
                 VALUES ({", ".join("?" * len(FIELDS))}, ?)""",
             (*_values(device), WEB),
         )
+        _bump(db)
         action = "device-add" if original_ae is None else "device-change"
         audit.record(db, actor, action, f"device {device.ae_title}", f"role {device.role}", source)
     return device
@@ -148,6 +166,7 @@ def delete(store: Store, ae_title: str, actor: str = "system", source: str = "")
         if row[0] == CONFIG:
             raise ValidationError("ae_title", "is managed by the configuration file")
         db.execute("DELETE FROM devices WHERE ae_title = ?", (ae_title,))
+        _bump(db)
         audit.record(db, actor, "device-delete", f"device {ae_title}", "", source)
 
 

@@ -16,7 +16,7 @@ from appliance.config import DeviceSettings
 from appliance.db import open_store
 from appliance.errors import Conflict, ValidationError
 from appliance.server import Appliance
-from tests.helpers import make_config
+from tests.helpers import make_config, wait_for
 
 PASSWORD = "correct horse battery"
 
@@ -128,3 +128,17 @@ def test_users_cli(
     store = open_store(Path(data))
     assert accounts.authenticate(store, "boss", "a new long password") is not None
     store.close()
+
+
+def test_a_change_made_by_another_process_is_seen(tmp_path: Path) -> None:
+    """`serve --only web` and `serve --only dicom`: two stores on one file."""
+    cfg = make_config(tmp_path, {})
+    dicom_store, web_store = open_store(tmp_path), open_store(tmp_path)
+    dicom_side = Access(cfg, dicom_store)
+    assert dicom_side.device("US1") is None
+    devices.save(web_store, DeviceSettings(ae_title="US1", modality="US"))
+    wait_for(lambda: dicom_side.device("US1") is not None, timeout=10)
+    devices.delete(web_store, "US1")
+    wait_for(lambda: dicom_side.device("US1") is None, timeout=10)
+    dicom_store.close()
+    web_store.close()
