@@ -14,6 +14,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 
@@ -39,7 +40,7 @@ def login() -> Any:
     if accounts.setup_pending(store):
         return redirect(url_for("auth.setup"))
     error = ""
-    if g.get("session_expired"):
+    if session.pop("expired", False):
         error = gettext("Your session has ended; please sign in again.")
     username = ""
     status = 200

@@ -69,7 +69,7 @@ def session_user(touch: bool = True) -> accounts.User | None:
         or now - float(session.get("born", 0)) > cfg["ABSOLUTE_TIMEOUT_S"]
     ):
         session.clear()
-        g.session_expired = True
+        session["expired"] = True  # the sign-in page says why
         return None
     try:
         user = accounts.get_user(current_app.extensions["appliance"].store, int(uid))

@@ -170,6 +170,8 @@ def test_idle_session_expires(web: Web) -> None:
         s["seen"] = s["seen"] - web.app.config["IDLE_TIMEOUT_S"] - 1
     resp = c.get("/")
     assert resp.status_code == 302 and resp.location.startswith("/login")
+    assert "Your session has ended" in c.get(resp.location).text
+    assert "Your session has ended" not in c.get("/login").text  # said once
 
 
 def test_absolute_session_lifetime(web: Web) -> None:
