@@ -267,6 +267,8 @@ def test_newcomer_first_hour(box: Box, page: Any, tmp_path: Path) -> None:
     assert page.input_value("#modality") == "CT"  # follows the station
     page.fill("#start", f"{today.isoformat()}T10:30")
     page.fill("#referring_physician", "Suzuki^Ichiro")
+    # The messages leave as the fields are filled.
+    assert page.locator("span.error").count() == 0 and page.locator("#form-errors").count() == 0
     accession = page.input_value("#accession_number")
     assert re.fullmatch(r"A\d{10}", accession)
     shot(page, "schedule-form-ja")

@@ -9,6 +9,21 @@
       if (save) save.disabled = true;
     });
   }
+  // A field's message goes away once the field is changed.
+  document.querySelectorAll(".field.invalid input, .field.invalid select, .names.invalid input")
+    .forEach(function (el) {
+      function clear() {
+        var box = el.closest(".field.invalid") || el.closest(".names.invalid");
+        if (!box) return;
+        box.classList.remove("invalid");
+        box.querySelectorAll(".error").forEach(function (e) { e.remove(); });
+        el.removeAttribute("aria-invalid");
+        var banner = document.getElementById("form-errors");
+        if (banner && !document.querySelector("span.error")) banner.remove();
+      }
+      el.addEventListener("input", clear);
+      el.addEventListener("change", clear);
+    });
   var find = document.getElementById("find-patient");
   var hits = document.getElementById("patient-hits");
   if (!find || !hits) return;
