@@ -7,7 +7,7 @@ import io
 import pytest
 
 from appliance import accounts, audit, catalog
-from tests.integration.web.conftest import PASSWORD, Web, field_errors, post
+from tests.webclient import PASSWORD, Web, field_errors, post
 
 CT2 = {
     "ae_title": "CT2",

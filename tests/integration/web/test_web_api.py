@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 
 from appliance import accounts
 from appliance.worklist.repo import WorklistRepo
-from tests.integration.web.conftest import Web
+from tests.webclient import Web
 
 BODY = {
     "patient_id": "P0001",

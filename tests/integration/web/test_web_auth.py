@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance import accounts
-from tests.integration.web.conftest import PASSWORD, Web, csrf_of, post  # noqa: F401
+from tests.webclient import PASSWORD, Web, csrf_of, post  # noqa: F401
 
 PAGES = [
     "/",

@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 
 from appliance.worklist.model import StepRequest
 from appliance.worklist.repo import WorklistRepo
-from tests.integration.web.conftest import Web
+from tests.webclient import Web
 
 
 def schedule(web: Web, station: str = "CT1", when: datetime | None = None, **over: str) -> int:

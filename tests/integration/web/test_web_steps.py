@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 
 from appliance.worklist.repo import WorklistRepo
-from tests.integration.web.conftest import Web, field_errors, post
+from tests.webclient import Web, field_errors, post
 
 JAPANESE = {
     "patient_id": "P0001",
