@@ -18,7 +18,7 @@ from flask import (
     url_for,
 )
 
-from appliance import accounts
+from appliance import accounts, audit
 from appliance.errors import Conflict, ValidationError
 from web import gettext, request_store, security
 
@@ -59,11 +59,15 @@ def login() -> Any:
             user = accounts.authenticate(store, username, password)
             if user is None:
                 limiter.failed(username, address)
+                audit.record_now(
+                    store, username[:64] or "?", "login-failed", "", "", security.source()
+                )
                 error = gettext("Wrong user name or password.")
                 status = 401
             else:
                 limiter.succeeded(username)
                 security.start_session(user)
+                audit.record_now(store, user.username, "login", "", "", security.source())
                 return redirect(_safe_next(request.args.get("next")))
     return render_template("login.html", error=error, username=username), status
 

@@ -97,11 +97,14 @@ def test_login_page_and_wrong_password(web: Web) -> None:
     assert resp.status_code == 401
     assert "Wrong user name or password." in resp.text
     assert c.get("/").status_code == 302
+    row = web.store.query("SELECT * FROM audit WHERE action = 'login-failed'")[0]
+    assert row["actor"] == "desk" and row["source"].startswith("web")
 
 
 def test_login_then_board_then_logout(web: Web) -> None:
     c = web.login("desk")
     assert c.get("/").status_code == 200
+    assert web.count("audit", "action = 'login' AND actor = 'desk'") == 1
     resp = post(c, "/logout")
     assert resp.status_code == 302
     assert c.get("/").status_code == 302
