@@ -1,7 +1,7 @@
 """Who may use which DICOM service: known devices, and the policy for unknown AE titles.
 
-Known devices come from ``[[devices]]`` in the configuration (and, once the web UI
-edits them, from the database). An unknown calling AE title is, by ``dicom.unknown_ae``:
+Known devices live in the database (``appliance.devices``): the configuration's
+``[[devices]]`` are synced into it at start, the web UI edits the rest. An unknown calling AE title is, by ``dicom.unknown_ae``:
 ``verify-only`` (C-ECHO answered, every other request refused), ``reject`` (association
 rejected) or ``accept`` (served as a device with default policy).
 """
@@ -9,12 +9,16 @@ rejected) or ``accept`` (served as a device with default policy).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
+from appliance import devices
 from appliance.config import Config, DeviceSettings
 from appliance.db import Store
 
 VERIFY = "verify"
+# How often a process looks for device changes made by another process (seconds).
+REFRESH_S = 2.0
 
 
 class Access:
@@ -24,7 +28,11 @@ class Access:
         self.config = config
         self.store = store
         self._lock = threading.Lock()
-        self._devices: dict[str, DeviceSettings] = {d.ae_title: d for d in config.devices}
+        # The file's [[devices]] are written over the database's, then all are loaded.
+        known = devices.sync_from_config(store, config.devices)
+        self._devices: dict[str, DeviceSettings] = {d.ae_title: d for d in known}
+        self._version = devices.version(store)
+        self._checked = time.monotonic()
         self._ae: Any = None
 
     def bind(self, ae: Any) -> None:
@@ -47,8 +55,20 @@ class Access:
         else:
             self._ae.require_calling_aet = []
 
+    def _refresh(self) -> None:
+        """Reload when another process (``serve --only web``) changed the device list."""
+        now = time.monotonic()
+        if now - self._checked < REFRESH_S:
+            return
+        self._checked = now
+        current = devices.version(self.store)
+        if current != self._version:
+            self._version = current
+            self.set_devices(devices.load(self.store))
+
     def device(self, calling_ae: str) -> DeviceSettings | None:
         """The known device with this calling AE title, or None."""
+        self._refresh()
         with self._lock:
             return self._devices.get(calling_ae.strip())
 

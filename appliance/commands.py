@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from appliance import accounts_cli
 from appliance.worklist import cli as worklist_cli
 
 Handler = Callable[[argparse.Namespace], int]
@@ -16,6 +17,7 @@ Registrar = Callable[[Any, Callable[[argparse.ArgumentParser], None]], dict[str,
 HANDLERS: dict[str, Handler] = {}
 REGISTRARS: list[Registrar] = [
     worklist_cli.register,
+    accounts_cli.register,
 ]
 
 

@@ -86,6 +86,7 @@ class DeviceSettings:
     port: int = _doc("the device's DICOM port (0 = unknown)", 0)
     role: str = _doc("modality, pacs or printer-client", "modality")
     description: str = _doc("free text shown in the web UI", "")
+    modality: str = _doc("modality code of this station (CT, MR, US...) for the schedule form", "")
     station_filter: str = _doc(
         "worklist: none, or calling-ae to use the calling AE title when the query names no station",
         "none",
@@ -339,6 +340,8 @@ def _validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
     _check_choice(d.role, f"{where}.role", DEVICE_ROLES)
     _check_choice(d.station_filter, f"{where}.station_filter", STATION_FILTERS)
     _check_choice(d.character_set, f"{where}.character_set", CHARSETS)
+    if d.modality and not re.fullmatch(r"[A-Z0-9_]{1,16}", d.modality):
+        raise ConfigError(f"{where}.modality", f"{d.modality!r} is not a modality code (CT, MR...)")
     if d.max_results < 0:
         raise ConfigError(f"{where}.max_results", "must be 0 (no limit) or positive")
     return dataclasses.replace(d, ae_title=ae)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from sqlite_utils.migrations import Migrations
 
+from appliance import accounts, catalog, devices
 from appliance.forward.queue import migrations as forward
 from appliance.printing.migrations import printing
 from appliance.worklist.schema import migrations as worklist
 
-SETS: list[Migrations] = [worklist, forward, printing]
+SETS: list[Migrations] = [
+    worklist,
+    forward,
+    printing,
+    accounts.migrations,
+    devices.migrations,
+    catalog.migrations,
+]

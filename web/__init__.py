@@ -1,22 +1,80 @@
-"""The web application: a Flask app factory over the appliance's runtime."""
+"""The web application: a Flask app factory over the appliance's runtime.
+
+Blueprints: ``auth`` (sign-in, first-run setup, own account), ``board`` (the schedule
+board and its live updates), ``steps`` (schedule form), ``admin`` (devices, users,
+catalog, audit log) and ``api`` (JSON under /api/v1/). Every page but sign-in, setup,
+static files and ``/healthz`` needs a signed-in user; the API also takes Bearer tokens.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, current_app, g, jsonify, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from appliance import accounts
+from web import i18n, security
+
+PUBLIC_ENDPOINTS = {"healthz", "static", "auth.login", "auth.setup", "auth.language"}
+
+# The admin menu; other services add their pages here (endpoint None = not built yet).
+ADMIN_MENU: list[tuple[str, str | None]] = [
+    ("Devices", "admin.devices"),
+    ("Users", "admin.users"),
+    ("Procedure catalog", "admin.catalog"),
+    ("Audit log", "admin.audit"),
+    ("Printers", None),
+    ("Destinations", None),
+]
+
+
+def _announce_setup(token: str) -> None:
+    """Print the one-time setup token once, to stderr (the box's log), never to a page."""
+    print(
+        "appliance: no admin account yet. Open the web page, choose 'First start' and enter "
+        f"this one-time setup token: {token}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def create_app(
     runtime: Any,
     health: Callable[[], dict[str, Any]] | None = None,
     test_config: dict[str, Any] | None = None,
+    announce: Callable[[str], None] = _announce_setup,
 ) -> Flask:
     """Build the Flask app for this runtime (config, store, access)."""
     app = Flask(__name__)
+    store = runtime.store
+    app.config.update(
+        SECRET_KEY=accounts.secret_key(store),
+        SESSION_COOKIE_NAME="appliance_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        IDLE_TIMEOUT_S=30 * 60,
+        ABSOLUTE_TIMEOUT_S=12 * 3600,
+        BOARD_POLL_MS=3000,
+        MAX_CONTENT_LENGTH=4 * 1024 * 1024,
+        LOGIN_LIMITER=security.LoginLimiter(),
+    )
     app.config.update(test_config or {})
     app.extensions["appliance"] = runtime
+    app.extensions["admin_menu"] = list(ADMIN_MENU)
+
+    token = accounts.issue_setup_token(store)
+    if token is not None:
+        announce(token)
+
+    from web import admin, api, auth, board, steps
+
+    for bp in (auth.bp, board.bp, steps.bp, admin.bp, api.bp):
+        app.register_blueprint(bp)
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -24,4 +82,119 @@ def create_app(
         code = 200 if report["status"] == "ok" else 503
         return jsonify(report), code
 
+    app.before_request(_authenticate)
+    app.after_request(_security_headers)
+    app.register_error_handler(HTTPException, _http_error)
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        return {
+            "_": gettext,
+            "csrf_token": security.csrf_token,
+            "current_user": g.get("user"),
+            "lang": g.get("lang", i18n.DEFAULT),
+            "admin_menu": app.extensions["admin_menu"],
+        }
+
+    app.jinja_env.filters["pn"] = pn_display
+    app.jinja_env.filters["pn_alpha"] = pn_alphabetic
     return app
+
+
+def gettext(text: str, **params: Any) -> str:
+    return i18n.translate(text, g.get("lang", i18n.DEFAULT), **params)
+
+
+def pn_display(pn: str) -> str:
+    """A person name for people: the ideographic group if any, else the alphabetic one."""
+    groups = (pn or "").split("=")
+    main = groups[1] if len(groups) > 1 and groups[1] else groups[0]
+    return " ".join(p for p in main.split("^") if p)
+
+
+def pn_alphabetic(pn: str) -> str:
+    """The alphabetic group when another group is shown as the main name."""
+    groups = (pn or "").split("=")
+    if len(groups) > 1 and groups[1]:
+        return " ".join(p for p in groups[0].split("^") if p)
+    return ""
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _authenticate() -> Any:
+    """Every request: who is it, which language, is the form genuine."""
+    g.user = None
+    g.api_token = False
+    is_polling = request.endpoint in ("board.changes", "api.changes")
+    if _is_api():
+        user = security.bearer_user()
+        if user is not None:
+            g.user, g.api_token = user, True
+    if g.user is None:
+        g.user = security.session_user(touch=not is_polling)
+    g.lang = i18n.pick(
+        g.user.language if g.user else "", request.accept_languages, request.cookies.get("lang")
+    )
+    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+        if request.method in security.UNSAFE_METHODS and request.endpoint != "healthz":
+            if not security.csrf_ok():
+                return _csrf_failed()
+        return None
+    if g.user is None:
+        if _is_api() or is_polling:
+            return jsonify(error="unauthorized", message="sign in or send a Bearer token"), 401
+        if accounts.setup_pending(request_store()):
+            return redirect(url_for("auth.setup"))
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    if request.method in security.UNSAFE_METHODS and not g.api_token and not security.csrf_ok():
+        return _csrf_failed()
+    return None
+
+
+def _security_headers(resp: Any) -> Any:
+    """No framing, no MIME sniffing, scripts only from this box; pages are never cached."""
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "same-origin")
+    resp.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+        "form-action 'self'; base-uri 'none'",
+    )
+    if request.endpoint != "static":
+        resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+def _csrf_failed() -> Any:
+    if _is_api():
+        return jsonify(error="csrf", message="missing or wrong X-CSRF-Token header"), 400
+    return (
+        render_template(
+            "error.html", code=400, message=gettext("The form has expired; please try again.")
+        ),
+        400,
+    )
+
+
+def _http_error(exc: HTTPException) -> Any:
+    code = exc.code or 500
+    if _is_api():
+        return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), code
+    message = {403: "Forbidden", 404: "Not found"}.get(code, exc.name)
+    if not hasattr(g, "lang"):
+        g.lang = i18n.DEFAULT
+    return render_template("error.html", code=code, message=gettext(message)), code
+
+
+def request_store() -> Any:
+    """The appliance's database (each thread has its own connection)."""
+    return current_app.extensions["appliance"].store
+
+
+def runtime() -> Any:
+    """The appliance's runtime: config, store, access."""
+    return current_app.extensions["appliance"]

@@ -1,0 +1,175 @@
+"""The device list in the database: what the web UI edits and the DICOM side obeys.
+
+Devices declared in the configuration file (``[[devices]]``) are *managed by the file*:
+at every start they are written over the database rows with the same AE title, rows
+the file no longer declares are removed, and the web UI shows them read-only. Devices
+added in the web UI are *managed by the web* and kept across restarts. After any
+change the live list is pushed to ``Access.set_devices`` so associations see it at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from appliance import audit
+from appliance.config import DeviceSettings, _validate_device
+from appliance.db import Store
+from appliance.errors import ConfigError, NotFound, ValidationError
+
+CONFIG, WEB = "config", "web"
+FIELDS = tuple(f.name for f in dataclasses.fields(DeviceSettings))
+NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+VERSION_KEY = "devices_version"
+
+migrations = Migrations("devices")
+
+
+@migrations(name="0001_devices")
+def _m0001(db: sqlite_utils.Database) -> None:
+    db.execute(
+        f"""CREATE TABLE devices (
+            ae_title TEXT PRIMARY KEY,
+            host TEXT NOT NULL DEFAULT '',
+            port INTEGER NOT NULL DEFAULT 0,
+            role TEXT NOT NULL DEFAULT 'modality',
+            description TEXT NOT NULL DEFAULT '',
+            modality TEXT NOT NULL DEFAULT '',
+            station_filter TEXT NOT NULL DEFAULT 'none',
+            hide_completed INTEGER NOT NULL DEFAULT 1,
+            character_set TEXT NOT NULL DEFAULT '',
+            max_results INTEGER NOT NULL DEFAULT 0,
+            managed_by TEXT NOT NULL DEFAULT 'web',
+            updated_at TEXT NOT NULL DEFAULT {NOW}
+        )"""
+    )
+
+
+def _bump(db: sqlite_utils.Database) -> None:
+    """Count every change, so another process (``serve --only dicom``) notices it."""
+    db.execute(
+        """INSERT INTO settings(key, value) VALUES (?, '1')
+           ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1""",
+        (VERSION_KEY,),
+    )
+
+
+def version(store: Store) -> int:
+    """The change counter of the device list."""
+    rows = store.query("SELECT value FROM settings WHERE key = ?", (VERSION_KEY,))
+    return int(rows[0]["value"]) if rows else 0
+
+
+def validate(device: DeviceSettings) -> DeviceSettings:
+    """The same rules as ``[[devices]]`` in the file; ValidationError names the field."""
+    try:
+        return _validate_device(device, "device")
+    except ConfigError as exc:
+        raise ValidationError(exc.setting.removeprefix("device."), exc.reason) from exc
+
+
+def _settings(row: dict[str, Any]) -> DeviceSettings:
+    values = {name: row[name] for name in FIELDS}
+    values["hide_completed"] = bool(values["hide_completed"])
+    return DeviceSettings(**values)
+
+
+def _values(device: DeviceSettings) -> list[Any]:
+    return [
+        int(v) if isinstance(v, bool) else v for v in (getattr(device, name) for name in FIELDS)
+    ]
+
+
+def sync_from_config(store: Store, configured: tuple[DeviceSettings, ...]) -> list[DeviceSettings]:
+    """Write the file's devices over the database's; returns the resulting live list."""
+    columns = ", ".join(FIELDS)
+    marks = ", ".join("?" * len(FIELDS))
+    with store.write() as db:
+        names = [d.ae_title for d in configured]
+        db.execute(
+            f"DELETE FROM devices WHERE managed_by = ? AND ae_title NOT IN ({','.join('?' * len(names))})",
+            (CONFIG, *names),
+        )
+        for device in configured:
+            db.execute(
+                f"""INSERT OR REPLACE INTO devices({columns}, managed_by, updated_at)
+                    VALUES ({marks}, ?, {NOW})""",
+                (*_values(device), CONFIG),
+            )
+        _bump(db)
+    return load(store)
+
+
+def load(store: Store) -> list[DeviceSettings]:
+    """Every device, as the DICOM side sees it."""
+    return [_settings(row) for row in store.query("SELECT * FROM devices ORDER BY ae_title")]
+
+
+def rows(store: Store, role: str | None = None) -> list[dict[str, Any]]:
+    """Every device row (with ``managed_by``), optionally of one role."""
+    if role:
+        return store.query("SELECT * FROM devices WHERE role = ? ORDER BY ae_title", (role,))
+    return store.query("SELECT * FROM devices ORDER BY ae_title")
+
+
+def get(store: Store, ae_title: str) -> dict[str, Any]:
+    found = store.query("SELECT * FROM devices WHERE ae_title = ?", (ae_title.strip(),))
+    if not found:
+        raise NotFound(f"no device {ae_title!r}")
+    return found[0]
+
+
+def save(
+    store: Store,
+    device: DeviceSettings,
+    original_ae: str | None = None,
+    actor: str = "system",
+    source: str = "",
+) -> DeviceSettings:
+    """Add a device (original_ae None) or change one; file-managed devices are read-only."""
+    device = validate(device)
+    with store.write() as db:
+        if original_ae is not None:
+            row = db.execute(
+                "SELECT managed_by FROM devices WHERE ae_title = ?", (original_ae,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no device {original_ae!r}")
+            if row[0] == CONFIG:
+                raise ValidationError("ae_title", "is managed by the configuration file")
+        taken = db.execute("SELECT managed_by FROM devices WHERE ae_title = ?", (device.ae_title,))
+        if taken.fetchone() is not None and device.ae_title != original_ae:
+            raise ValidationError("ae_title", "is already used by another device")
+        if original_ae is not None:
+            db.execute("DELETE FROM devices WHERE ae_title = ?", (original_ae,))
+        db.execute(
+            f"""INSERT INTO devices({", ".join(FIELDS)}, managed_by)
+                VALUES ({", ".join("?" * len(FIELDS))}, ?)""",
+            (*_values(device), WEB),
+        )
+        _bump(db)
+        action = "device-add" if original_ae is None else "device-change"
+        audit.record(db, actor, action, f"device {device.ae_title}", f"role {device.role}", source)
+    return device
+
+
+def delete(store: Store, ae_title: str, actor: str = "system", source: str = "") -> None:
+    with store.write() as db:
+        row = db.execute(
+            "SELECT managed_by FROM devices WHERE ae_title = ?", (ae_title,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no device {ae_title!r}")
+        if row[0] == CONFIG:
+            raise ValidationError("ae_title", "is managed by the configuration file")
+        db.execute("DELETE FROM devices WHERE ae_title = ?", (ae_title,))
+        _bump(db)
+        audit.record(db, actor, "device-delete", f"device {ae_title}", "", source)
+
+
+def publish(store: Store, access: Any) -> None:
+    """Push the database's device list to the live access policy."""
+    access.set_devices(load(store))

@@ -1,0 +1,325 @@
+"""Admin pages: devices (pushed live to the DICOM side), users and tokens, catalog, audit."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from appliance import accounts, audit, catalog
+from tests.webclient import PASSWORD, Web, field_errors, post
+
+CT2 = {
+    "ae_title": "CT2",
+    "role": "modality",
+    "modality": "CT",
+    "description": "CT room 2",
+    "host": "10.0.0.22",
+    "port": "104",
+    "station_filter": "calling-ae",
+    "character_set": "ISO 2022 IR 87",
+    "max_results": "50",
+    "hide_completed": "1",
+}
+
+
+# -- devices -------------------------------------------------------------------------
+
+
+def test_devices_page_lists_config_devices_read_only(web: Web, admin) -> None:  # noqa: ANN001
+    page = admin.get("/admin/devices").text
+    assert 'id="device-CT1"' in page and "configuration file" in page
+    assert "/admin/devices/CT1" not in page  # no edit link for file-managed devices
+
+
+def test_add_device_is_live_for_dicom(web: Web, admin) -> None:  # noqa: ANN001
+    assert web.runtime.access.device("CT2") is None
+    assert admin.get("/admin/devices/new").status_code == 200
+    resp = post(admin, "/admin/devices/new", CT2)
+    assert resp.status_code == 302
+    row = web.store.query("SELECT * FROM devices WHERE ae_title = 'CT2'")[0]
+    assert row["managed_by"] == "web" and row["port"] == 104 and row["max_results"] == 50
+    live = web.runtime.access.device("CT2")
+    assert live is not None and live.character_set == "ISO 2022 IR 87"
+    assert live.station_filter == "calling-ae" and live.hide_completed is True
+    assert web.count("audit", "action = 'device-add' AND actor = 'admin'") == 1
+
+
+@pytest.mark.parametrize(
+    "over,field",
+    [
+        ({"ae_title": ""}, "ae_title"),
+        ({"ae_title": "X" * 17}, "ae_title"),
+        ({"ae_title": "CT1"}, "ae_title"),  # taken
+        ({"ae_title": "A\\B"}, "ae_title"),
+        ({"port": "70000"}, "port"),
+        ({"port": "abc"}, "port"),
+        ({"host": "not a host!"}, "host"),
+        ({"role": "boss"}, "role"),
+        ({"station_filter": "sometimes"}, "station_filter"),
+        ({"character_set": "EBCDIC"}, "character_set"),
+        ({"max_results": "-1"}, "max_results"),
+        ({"modality": "C T"}, "modality"),
+        ({"description": "x" * 65}, "description"),
+    ],
+)
+def test_bad_device_input(web: Web, admin, over: dict, field: str) -> None:  # noqa: ANN001
+    resp = post(admin, "/admin/devices/new", {**CT2, **over})
+    assert resp.status_code == 400
+    assert field in field_errors(resp.text)
+    assert web.count("devices") == 3
+    assert web.runtime.access.device("CT2") is None
+
+
+def test_edit_rename_and_delete_device(web: Web, admin) -> None:  # noqa: ANN001
+    post(admin, "/admin/devices/new", CT2)
+    assert 'value="CT room 2"' in admin.get("/admin/devices/CT2").text
+    resp = post(admin, "/admin/devices/CT2", {**CT2, "ae_title": "CT3", "character_set": ""})
+    assert resp.status_code == 302
+    assert web.runtime.access.device("CT2") is None
+    assert web.runtime.access.device("CT3").character_set == ""
+    assert post(admin, "/admin/devices/CT3/delete").status_code == 302
+    assert web.runtime.access.device("CT3") is None and web.count("devices") == 3
+
+
+def test_config_devices_cannot_be_changed_in_the_web(web: Web, admin) -> None:  # noqa: ANN001
+    resp = post(admin, "/admin/devices/CT1", {**CT2, "ae_title": "CT1"})
+    assert resp.status_code == 400 and "ae_title" in field_errors(resp.text)
+    post(admin, "/admin/devices/CT1/delete")
+    assert web.runtime.access.device("CT1") is not None and web.count("devices") == 3
+
+
+def test_unknown_device_is_404(web: Web, admin) -> None:  # noqa: ANN001
+    assert admin.get("/admin/devices/NOPE").status_code == 404
+    assert post(admin, "/admin/devices/NOPE", CT2).status_code == 404
+    assert post(admin, "/admin/devices/NOPE/delete").status_code == 404
+
+
+# -- users and tokens -------------------------------------------------------------------
+
+
+def test_add_user(web: Web, admin) -> None:  # noqa: ANN001
+    resp = post(
+        admin,
+        "/admin/users",
+        {
+            "username": "hanako",
+            "role": "frontdesk",
+            "language": "ja",
+            "password": PASSWORD,
+            "password2": PASSWORD,
+        },
+    )
+    assert resp.status_code == 302
+    user = accounts.find_user(web.store, "hanako")
+    assert user.role == "frontdesk" and user.language == "ja"
+    assert "hanako" in admin.get("/admin/users").text
+
+
+@pytest.mark.parametrize(
+    "over,field",
+    [
+        ({"username": ""}, "username"),
+        ({"username": "ha nako"}, "username"),
+        ({"username": "admin"}, "username"),
+        ({"username": "ADMIN"}, "username"),
+        ({"password": "short", "password2": "short"}, "password"),
+        ({"password2": "different password"}, "password2"),
+        ({"role": "root"}, "role"),
+    ],
+)
+def test_bad_user_input(web: Web, admin, over: dict, field: str) -> None:  # noqa: ANN001
+    data = {
+        "username": "hanako",
+        "role": "frontdesk",
+        "password": PASSWORD,
+        "password2": PASSWORD,
+        **over,
+    }
+    resp = post(admin, "/admin/users", data)
+    assert resp.status_code == 400 and field in field_errors(resp.text)
+    assert web.count("users") == 1
+
+
+def test_change_user_role_password_and_deactivate(web: Web, admin) -> None:  # noqa: ANN001
+    pk = web.user("desk")
+    desk = web.login("desk")
+    resp = post(
+        admin,
+        f"/admin/users/{pk}",
+        {"role": "admin", "language": "en", "active": "1", "password": "brand new password"},
+    )
+    assert resp.status_code == 302
+    assert accounts.get_user(web.store, pk).is_admin
+    assert accounts.authenticate(web.store, "desk", "brand new password") is not None
+    assert desk.get("/").status_code == 302  # role and password changed: session ended
+    post(admin, f"/admin/users/{pk}", {"role": "frontdesk", "language": "", "active": "0"})
+    assert accounts.authenticate(web.store, "desk", "brand new password") is None
+
+
+def test_last_admin_cannot_be_removed(web: Web, admin) -> None:  # noqa: ANN001
+    pk = accounts.find_user(web.store, "admin").pk
+    resp = post(admin, f"/admin/users/{pk}", {"role": "frontdesk", "language": "", "active": "1"})
+    assert resp.status_code == 400 and f"user{pk}.active" in field_errors(resp.text)
+    resp = post(admin, f"/admin/users/{pk}", {"role": "admin", "language": "", "active": "0"})
+    assert resp.status_code == 400
+    assert accounts.get_user(web.store, pk).is_admin and accounts.get_user(web.store, pk).active
+
+
+def test_bad_user_change_input(web: Web, admin) -> None:  # noqa: ANN001
+    pk = web.user("desk")
+    resp = post(
+        admin,
+        f"/admin/users/{pk}",
+        {"role": "frontdesk", "language": "", "active": "1", "password": "short"},
+    )
+    assert resp.status_code == 400 and f"user{pk}.password" in field_errors(resp.text)
+    assert post(admin, "/admin/users/999", {"role": "frontdesk", "active": "1"}).status_code == 404
+
+
+def test_api_token_shown_once_then_works_then_revoked(web: Web, admin) -> None:  # noqa: ANN001
+    pk = web.user("ris")
+    resp = post(admin, f"/admin/users/{pk}/tokens", {"token_name": "RIS bridge"})
+    assert resp.status_code == 200
+    token = resp.text.split('<code id="new-token">')[1].split("<")[0]
+    assert token.startswith("apl_")
+    assert token not in admin.get("/admin/users").text
+    assert web.store.query("SELECT token_sha256 FROM api_tokens")[0]["token_sha256"] != token
+    api = web.client(Authorization=f"Bearer {token}")
+    assert api.get("/api/v1/devices").status_code == 200
+    tpk = web.store.query("SELECT pk FROM api_tokens")[0]["pk"]
+    assert post(admin, f"/admin/tokens/{tpk}/revoke").status_code == 302
+    assert api.get("/api/v1/devices").status_code == 401
+
+
+def test_token_needs_a_name(web: Web, admin) -> None:  # noqa: ANN001
+    pk = web.user("ris")
+    resp = post(admin, f"/admin/users/{pk}/tokens", {"token_name": ""})
+    assert resp.status_code == 400 and f"user{pk}.token_name" in field_errors(resp.text)
+    assert web.count("api_tokens") == 0
+    assert post(admin, "/admin/users/999/tokens", {"token_name": "x"}).status_code == 404
+    assert post(admin, "/admin/tokens/999/revoke").status_code == 404
+
+
+# -- catalog --------------------------------------------------------------------------
+
+ENTRY = {
+    "code_value": "USABD",
+    "scheme": "LOCAL",
+    "meaning": "US Abdomen",
+    "modality": "us",
+    "protocol_value": "",
+    "protocol_scheme": "",
+    "protocol_meaning": "",
+}
+
+
+def test_catalog_add_edit_delete(web: Web, admin) -> None:  # noqa: ANN001
+    assert post(admin, "/admin/catalog", ENTRY).status_code == 302
+    assert catalog.get(web.store, "USABD").modality == "US"
+    assert 'value="US Abdomen"' in admin.get("/admin/catalog?edit=USABD").text
+    resp = post(
+        admin,
+        "/admin/catalog",
+        {**ENTRY, "original": "USABD", "code_value": "USABD2", "meaning": "US Abdomen full"},
+    )
+    assert resp.status_code == 302
+    assert catalog.get(web.store, "USABD2").meaning == "US Abdomen full"
+    assert web.count("catalog", "code_value = 'USABD'") == 0
+    assert post(admin, "/admin/catalog/USABD2/delete").status_code == 302
+    assert web.count("catalog") == 2
+    assert admin.get("/admin/catalog?edit=NOPE").status_code == 404
+    assert post(admin, "/admin/catalog/NOPE/delete").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "over,field",
+    [
+        ({"code_value": ""}, "code_value"),
+        ({"code_value": "X" * 17}, "code_value"),
+        ({"code_value": "CTHEAD"}, "code_value"),  # taken
+        ({"scheme": ""}, "scheme"),
+        ({"meaning": ""}, "meaning"),
+        ({"meaning": "x" * 65}, "meaning"),
+        ({"modality": "U S"}, "modality"),
+        ({"protocol_value": "P1"}, "protocol_scheme"),
+    ],
+)
+def test_bad_catalog_input(web: Web, admin, over: dict, field: str) -> None:  # noqa: ANN001
+    resp = post(admin, "/admin/catalog", {**ENTRY, **over})
+    assert resp.status_code == 400 and field in field_errors(resp.text)
+    assert web.count("catalog") == 2
+
+
+def upload(client, text: str):  # noqa: ANN001, ANN201
+    return post(
+        client,
+        "/admin/catalog/import",
+        {"file": (io.BytesIO(text.encode()), "catalog.csv")},
+        content_type="multipart/form-data",
+    )
+
+
+def test_catalog_csv_import_and_export(web: Web, admin) -> None:  # noqa: ANN001
+    text = (
+        "code_value,scheme,meaning,modality,protocol_value,protocol_scheme,protocol_meaning\n"
+        "CTHEAD,LOCAL,CT Head (new),CT,,,\n"
+        "XRCHEST,LOCAL,胸部X線,DX,XRC-PA,LOCAL,PA view\n"
+    )
+    resp = upload(admin, text)
+    assert resp.status_code == 302
+    assert catalog.get(web.store, "CTHEAD").meaning == "CT Head (new)"
+    assert catalog.get(web.store, "XRCHEST").protocol_meaning == "PA view"
+    out = admin.get("/admin/catalog.csv")
+    assert out.mimetype == "text/csv" and "XRCHEST,LOCAL,胸部X線,DX" in out.text
+    assert web.count("audit", "action = 'catalog-import'") == 1
+
+
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("code,meaning\nA,B\n", "header"),
+        ("code_value,scheme,meaning,colour\nA,L,M,red\n", "colour"),
+        ("code_value,scheme,meaning\nOK1,L,Fine\n,L,No code\n", "line 3"),
+        ("code_value,scheme,meaning\nDUP,L,One\nDUP,L,Two\n", "line 3"),
+        ("code_value,scheme,meaning\n", "no procedures"),
+        ("code_value,scheme,meaning\nA,L,M,extra\n", "line 2"),
+    ],
+)
+def test_bad_catalog_csv_imports_nothing(web: Web, admin, text: str, fragment: str) -> None:  # noqa: ANN001
+    resp = upload(admin, text)
+    assert resp.status_code == 400 and "file" in field_errors(resp.text)
+    assert fragment in resp.text
+    assert web.count("catalog") == 2
+
+
+def test_catalog_import_needs_a_utf8_file(web: Web, admin) -> None:  # noqa: ANN001
+    assert (
+        post(admin, "/admin/catalog/import", {}, content_type="multipart/form-data").status_code
+        == 400
+    )
+    resp = post(
+        admin,
+        "/admin/catalog/import",
+        {"file": (io.BytesIO("x,é".encode("latin-1")), "c.csv")},
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 400 and "UTF-8" in resp.text
+
+
+# -- audit --------------------------------------------------------------------------
+
+
+def test_audit_log_shows_who_did_what(web: Web, admin) -> None:  # noqa: ANN001
+    post(admin, "/admin/catalog", ENTRY)
+    audit.record_now(web.store, "CT1", "worklist-query", "worklist", "3 items", "dicom 10.0.0.21")
+    page = admin.get("/admin/audit").text
+    assert "catalog-add" in page and "worklist-query" in page and "3 items" in page
+    only = admin.get("/admin/audit?action=worklist-query").text
+    table = only[only.index('id="audit"') :]
+    assert "worklist-query" in table and "catalog-add" not in table
+
+
+def test_admin_menu_keeps_places_for_printers_and_destinations(web: Web, admin) -> None:  # noqa: ANN001
+    page = admin.get("/").text
+    assert "Printers" in page and "Destinations" in page

@@ -1,0 +1,134 @@
+"""The schedule board: a day by station, search, and live changes from MPPS."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from appliance.worklist.model import StepRequest
+from appliance.worklist.repo import WorklistRepo
+from tests.webclient import Web
+
+
+def schedule(web: Web, station: str = "CT1", when: datetime | None = None, **over: str) -> int:
+    req = StepRequest(
+        patient_id=over.pop("patient_id", "P1"),
+        patient_name=over.pop("patient_name", "Sato^Hanako=佐藤^花子=さとう^はなこ"),
+        station_ae=station,
+        modality="CT" if station == "CT1" else "MR",
+        start=when or datetime.combine(date.today(), datetime.min.time()).replace(hour=9),
+        requested_procedure_description="CT Head",
+        **over,
+    )
+    return WorklistRepo(web.store).schedule(req, actor="test")
+
+
+def changes(client, day: date, since: str):  # noqa: ANN001, ANN201
+    return client.get("/board/changes", query_string={"date": day.isoformat(), "since": since})
+
+
+def test_board_shows_today_grouped_by_station(web: Web, desk) -> None:  # noqa: ANN001
+    schedule(web, "CT1", accession_number="ACC1")
+    schedule(web, "MR1", patient_id="P2", patient_name="Ito^Ken", accession_number="ACC2")
+    schedule(
+        web,
+        "CT1",
+        when=datetime.now() + timedelta(days=1),
+        patient_id="P3",
+        patient_name="Tomorrow^Tom",
+    )
+    page = desk.get("/").text
+    ct = page.index('data-station="CT1"')
+    mr = page.index('data-station="MR1"')
+    assert ct < page.index("佐藤 花子") < mr < page.index("Ito Ken")
+    assert "Tomorrow" not in page and 'data-station="PACS"' not in page
+    tomorrow = desk.get(
+        "/", query_string={"date": (date.today() + timedelta(days=1)).isoformat()}
+    ).text
+    assert "Tomorrow Tom" in tomorrow and "佐藤" not in tomorrow
+
+
+def test_bad_date_falls_back_to_today(web: Web, desk) -> None:  # noqa: ANN001
+    schedule(web)
+    assert "佐藤 花子" in desk.get("/?date=not-a-date").text
+
+
+def test_search_by_name_id_accession(web: Web, desk) -> None:  # noqa: ANN001
+    schedule(web, accession_number="ACC77", when=datetime.now() - timedelta(days=3))
+    schedule(web, "MR1", patient_id="P2", patient_name="Ito^Ken")
+    for q in ("佐藤", "sato", "はなこ", "P1", "ACC77"):
+        page = desk.get("/", query_string={"q": q}).text
+        results = page[page.index('id="results"') : page.index('id="board"')]
+        assert "佐藤 花子" in results and "Ito" not in results, q
+    page = desk.get("/", query_string={"q": "nobody"}).text
+    results = page[page.index('id="results"') : page.index('id="board"')]
+    assert "No procedures" in results
+
+
+def test_changes_report_mpps_status_and_new_steps(web: Web, desk) -> None:  # noqa: ANN001
+    pk = schedule(web)
+    page = desk.get("/").text
+    since = page.split('data-since="')[1].split('"')[0]
+    repo = WorklistRepo(web.store)
+    repo.set_status([pk], "STARTED")
+    resp = changes(desk, date.today(), since)
+    assert resp.status_code == 200
+    rows = {r["pk"]: r for r in resp.json["rows"]}
+    assert rows[pk]["status"] == "STARTED" and "In progress" not in rows[pk]["html"]
+    assert 'data-status="STARTED"' in rows[pk]["html"] and "佐藤 花子" in rows[pk]["html"]
+    assert resp.json["since"] >= since
+    other = schedule(web, "MR1", patient_id="P9", patient_name="New^Comer")
+    rows = {r["pk"]: r for r in changes(desk, date.today(), resp.json["since"]).json["rows"]}
+    assert rows[other]["station"] == "MR1" and "New Comer" in rows[other]["html"]
+
+
+def test_steps_of_another_day_come_without_a_row(web: Web, desk) -> None:  # noqa: ANN001
+    since = "2000-01-01T00:00:00.000Z"
+    pk = schedule(web, when=datetime.now() + timedelta(days=2))
+    rows = changes(desk, date.today(), since).json["rows"]
+    assert [(r["pk"], r["html"]) for r in rows] == [(pk, "")]
+
+
+def test_step_moved_to_another_day_leaves_the_board(web: Web, desk) -> None:  # noqa: ANN001
+    pk = schedule(web)
+    since = desk.get("/").text.split('data-since="')[1].split('"')[0]
+    repo = WorklistRepo(web.store)
+    step = repo.get(pk)
+    moved = StepRequest(
+        patient_id=step["patient_id"],
+        patient_name=step["patient_name"],
+        station_ae="CT1",
+        modality="CT",
+        start=datetime.now() + timedelta(days=1),
+    )
+    repo.update(pk, moved, actor="test")
+    rows = {r["pk"]: r for r in changes(desk, date.today(), since).json["rows"]}
+    assert rows[pk]["html"] == ""
+    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    rows = {
+        r["pk"]: r
+        for r in desk.get("/board/changes", query_string={"date": tomorrow, "since": since}).json[
+            "rows"
+        ]
+    }
+    assert "佐藤 花子" in rows[pk]["html"]
+
+
+def test_cancelled_step_is_removed_from_the_board(web: Web, desk) -> None:  # noqa: ANN001
+    pk = schedule(web)
+    WorklistRepo(web.store).cancel(pk, actor="test")
+    rows = changes(desk, date.today(), "2000-01-01T00:00:00.000Z").json["rows"]
+    assert rows == [
+        {"pk": pk, "station": "CT1", "status": "CANCELED", "start": rows[0]["start"], "html": ""}
+    ]
+
+
+def test_changes_rejects_a_bad_stamp(web: Web, desk) -> None:  # noqa: ANN001
+    resp = changes(desk, date.today(), "yesterday")
+    assert resp.status_code == 400 and resp.json["field"] == "since"
+
+
+def test_board_in_japanese(web: Web) -> None:
+    c = web.login("desk", **{"Accept-Language": "ja"})
+    schedule(web)
+    page = c.get("/").text
+    assert "予約ボード" in page and "予約済" in page and "新規予約" in page

@@ -1,0 +1,363 @@
+"""A newcomer's first hour, in headless Chromium against `appliance serve`, with DCMTK
+findscu and a pynetdicom MPPS client as the modality.
+
+Start the box, set the admin password with the setup token it printed, add a CT room,
+import the procedure catalog, schedule a Japanese patient through the form (in Japanese),
+find it with ``findscu -W`` as the CT would, send MPPS IN PROGRESS and COMPLETED and watch
+the board change without a reload. Screenshots of the main pages go to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from tests.helpers import peer_env, require_peer, wait_for
+
+pytestmark = pytest.mark.interop
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "docs" / "screenshots"
+PASSWORD = "a long admin passphrase"
+JP_NAME = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CATALOG_CSV = (
+    "code_value,scheme,meaning,modality,protocol_value,protocol_scheme,protocol_meaning\n"
+    "CTHEAD,LOCAL,CT Head,CT,CTH-R,LOCAL,Head routine\n"
+    "CTCHEST,LOCAL,CT Chest,CT,CTC-C,LOCAL,Chest with contrast\n"
+    "MRBRAIN,LOCAL,MR Brain,MR,,,\n"
+)
+
+
+class Box:
+    """`appliance serve` in a subprocess; its stderr is read for the ports and setup token."""
+
+    def __init__(self, data: Path) -> None:
+        cfg = data / "appliance.toml"
+        cfg.write_text(
+            f'data_dir = "{data / "data"}"\n'
+            '[dicom]\nhost = "127.0.0.1"\nport = 0\n'
+            '[web]\nhost = "127.0.0.1"\nport = 0\n'
+        )
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=data,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        ready = wait_for(
+            lambda: self._find(r"DICOM \S+ on port (\d+), web on http://[^:]+:(\d+)/"), 30
+        )
+        self.dicom_port, self.web_port = int(ready.group(1)), int(ready.group(2))
+        self.setup_token = self._find(r"setup token: (\S+)").group(1)
+        self.url = f"http://127.0.0.1:{self.web_port}"
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def _find(self, pattern: str) -> Any:
+        for line in list(self.lines):
+            m = re.search(pattern, line)
+            if m:
+                return m
+        if self.proc.poll() is not None:
+            raise AssertionError("appliance exited:\n" + "".join(self.lines))
+        return None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    b = Box(tmp_path_factory.mktemp("box"))
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    chromium = require_peer("chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            locale="en-US",
+            viewport={"width": 1280, "height": 860},
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any) -> Any:
+    pg = browser.new_page()
+    pg.set_default_timeout(15_000)
+    return pg
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True, animations="disabled")
+
+
+def findscu(box: Box, tmp: Path, today: str) -> list[Dataset]:
+    """Query as the CT would: its station AE title and today, Japanese character set."""
+    exe = require_peer("findscu")
+    out = tmp / "rsp"
+    out.mkdir()
+    keys = [
+        "SpecificCharacterSet=ISO 2022 IR 87",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "StudyInstanceUID",
+        "RequestedProcedureID",
+        "RequestedProcedureDescription",
+        "(0040,0100)[0].ScheduledStationAETitle=CT1",
+        f"(0040,0100)[0].ScheduledProcedureStepStartDate={today}",
+        "(0040,0100)[0].ScheduledProcedureStepStartTime",
+        "(0040,0100)[0].Modality=CT",
+        "(0040,0100)[0].ScheduledProcedureStepID",
+        "(0040,0100)[0].ScheduledProtocolCodeSequence",
+    ]
+    args = [exe, "-W", "-aet", "CT1", "-aec", "APPLIANCE", "-X", "-od", str(out)]
+    for k in keys:
+        args += ["-k", k]
+    args += ["127.0.0.1", str(box.dicom_port)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, env=peer_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def mpps(box: Box, found: Dataset, status: str, uid: str | None = None) -> str:
+    """N-CREATE (IN PROGRESS) or N-SET (COMPLETED) from the CT, as a modality sends them."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="CT1")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    assoc = ae.associate("127.0.0.1", box.dicom_port, ae_title="APPLIANCE")
+    assert assoc.is_established
+    now = datetime.now()
+    try:
+        ds = Dataset()
+        if uid is None:
+            uid = generate_uid()
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            ref = Dataset()
+            ref.StudyInstanceUID = found.StudyInstanceUID
+            ref.AccessionNumber = found.AccessionNumber
+            ref.RequestedProcedureID = found.RequestedProcedureID
+            ref.ScheduledProcedureStepID = found.ScheduledProcedureStepSequence[
+                0
+            ].ScheduledProcedureStepID
+            ds.ScheduledStepAttributesSequence = [ref]
+            ds.PatientName = found.PatientName
+            ds.PatientID = found.PatientID
+            ds.PerformedProcedureStepID = "PPS-" + uid[-6:]
+            ds.PerformedStationAETitle = "CT1"
+            ds.PerformedProcedureStepStartDate = now.strftime("%Y%m%d")
+            ds.PerformedProcedureStepStartTime = now.strftime("%H%M%S")
+            ds.PerformedProcedureStepStatus = status
+            ds.Modality = "CT"
+            rsp, _ = assoc.send_n_create(ds, ModalityPerformedProcedureStep, uid)
+        else:
+            ds.PerformedProcedureStepStatus = status
+            ds.PerformedProcedureStepEndDate = now.strftime("%Y%m%d")
+            ds.PerformedProcedureStepEndTime = now.strftime("%H%M%S")
+            rsp, _ = assoc.send_n_set(ds, ModalityPerformedProcedureStep, uid)
+        assert rsp is not None and rsp.Status == 0x0000, rsp
+    finally:
+        assoc.release()
+    return uid
+
+
+def test_newcomer_first_hour(box: Box, page: Any, tmp_path: Path) -> None:
+    today = date.today()
+    # 1. First start: the box asks for the setup token it printed, then the admin password.
+    page.goto(box.url + "/")
+    assert page.url.endswith("/setup")
+    page.fill("#username", "admin")
+    page.fill("#password", PASSWORD)
+    page.fill("#password2", PASSWORD)
+    shot(page, "setup")  # before the token goes in: it differs each run
+    page.fill("#token", box.setup_token)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/devices$"))
+
+    # 2. Add a CT room; a bad port is refused next to the field first.
+    page.click("text=New device")
+    page.fill("#ae_title", "CT1")
+    page.fill("#modality", "CT")
+    page.fill("#description", "CT room 1")
+    page.fill("#port", "70000")
+    page.select_option("#character_set", "ISO 2022 IR 87")
+    page.click("button.primary")
+    assert page.inner_text("#error-port")
+    page.fill("#port", "104")
+    page.fill("#host", "127.0.0.1")
+    page.click("button.primary")
+    page.wait_for_url(re.compile(r"/admin/devices$"))
+    assert "CT room 1" in page.inner_text("#device-CT1")
+    shot(page, "devices")
+
+    # 3. Import the procedure catalog from CSV.
+    page.goto(box.url + "/admin/catalog")
+    csv_file = tmp_path / "catalog.csv"
+    csv_file.write_text(CATALOG_CSV)
+    page.set_input_files("#file", str(csv_file))
+    page.click("text=Import CSV >> nth=-1")
+    page.wait_for_selector("#proc-CTHEAD")
+    shot(page, "catalog")
+
+    # 4. Japanese from here on (saved for this user), then the schedule form.
+    page.click("a.lang")
+    page.wait_for_selector("html[lang=ja]")
+    page.goto(box.url + "/steps/new")
+    page.click("#save")  # empty: every required field gets its message
+    for field in ("patient_id", "patient_name", "procedure", "station_ae", "start"):
+        assert page.inner_text(f"#error-{field}"), field
+    assert "必須です" in page.inner_text("#error-patient_id")
+    shot(page, "form-errors-ja")
+    page.fill("#patient_id", "JP-0001")
+    page.fill("#name_alpha_family", "Yamada")
+    page.fill("#name_alpha_given", "Tarou")
+    page.fill("#name_ideo_family", "山田")
+    page.fill("#name_ideo_given", "太郎")
+    page.fill("#name_phon_family", "やまだ")
+    page.fill("#name_phon_given", "たろう")
+    page.fill("#birth_date", "1970-03-04")
+    page.select_option("#sex", "M")
+    page.select_option("#procedure", "CTHEAD")
+    page.select_option("#station_ae", "CT1")
+    assert page.input_value("#modality") == "CT"  # follows the station
+    page.fill("#start", f"{today.isoformat()}T10:30")
+    page.fill("#referring_physician", "Suzuki^Ichiro")
+    # The messages leave as the fields are filled.
+    assert page.locator("span.error").count() == 0 and page.locator("#form-errors").count() == 0
+    accession = page.input_value("#accession_number")
+    assert re.fullmatch(r"A\d{10}", accession)
+    shot(page, "schedule-form-ja")
+    page.click("#save")
+    page.wait_for_selector("li.step[data-status=SCHEDULED]")
+    row = page.locator("li.step").first
+    assert "山田 太郎" in row.inner_text() and "予約済" in row.inner_text()
+    pk = row.get_attribute("data-pk")
+
+    # 5. The CT asks for its worklist, as a modality would.
+    found = findscu(box, tmp_path, today.strftime("%Y%m%d"))
+    assert len(found) == 1
+    item = found[0]
+    assert str(item.PatientName) == JP_NAME
+    assert item.PatientID == "JP-0001" and item.AccessionNumber == accession
+    assert item.PatientBirthDate == "19700304" and item.PatientSex == "M"
+    assert "ISO 2022 IR 87" in list(item.SpecificCharacterSet)
+    sps = item.ScheduledProcedureStepSequence[0]
+    assert sps.ScheduledStationAETitle == "CT1" and sps.Modality == "CT"
+    assert sps.ScheduledProtocolCodeSequence[0].CodeValue == "CTH-R"
+
+    # 6. MPPS IN PROGRESS, then COMPLETED: the open board follows without a reload.
+    page.evaluate("window.__noReload = 'still here'")
+    uid = mpps(box, item, "IN PROGRESS")
+    page.wait_for_selector(f"#step-{pk}[data-status=STARTED]", timeout=20_000)
+    assert "検査中" in page.inner_text(f"#step-{pk}")
+    assert page.evaluate("window.__noReload") == "still here"
+    shot(page, "board-ja")
+    page.set_viewport_size({"width": 768, "height": 1024})
+    shot(page, "board-tablet-ja")
+    page.set_viewport_size({"width": 1280, "height": 860})
+    mpps(box, item, "COMPLETED", uid)
+    page.wait_for_selector(f"#step-{pk}[data-status=COMPLETED]", timeout=20_000)
+    assert "完了" in page.inner_text(f"#step-{pk}")
+    assert page.evaluate("window.__noReload") == "still here"
+
+    # 7. Search, then the audit log: who scheduled, which device queried and got how many.
+    page.fill("#q", "やまだ")
+    page.press("#q", "Enter")
+    assert "JP-0001" in page.inner_text("#results")
+    page.click("a.lang")  # back to English for the admin pages
+    page.wait_for_selector("html[lang=en]")
+    page.goto(box.url + "/admin/audit")
+    audit = page.inner_text("#audit")
+    assert re.search(r"admin\s+schedule", audit)
+    assert re.search(r"CT1\s+worklist-query", audit)
+    shot(page, "audit")
+    page.goto(box.url + "/")
+    shot(page, "board-en")
+
+
+def test_box_logs_no_patient_data(box: Box) -> None:
+    """After the first hour (the test above), the INFO log holds no name, ID or password."""
+    text = "".join(box.lines)
+    assert "IN PROGRESS from CT1" in text  # the log of that hour was read
+    for secret in ("山田", "Yamada", "やまだ", "JP-0001", PASSWORD):
+        assert secret not in text, secret
+
+
+def test_front_desk_schedules_again_for_a_known_patient(box: Box, page: Any) -> None:
+    """After the first hour: the admin adds a front-desk user, who finds the patient by kana."""
+    page.goto(box.url + "/admin/users")
+    page.fill("#username", "hanako")
+    page.select_option("#role", "frontdesk")
+    page.fill("#password", PASSWORD)
+    page.fill("#password2", PASSWORD)
+    page.select_option("#language", "ja")
+    page.click("form.card button.primary")
+    page.wait_for_selector("#user-hanako")
+    page.click("text=Sign out")
+    page.wait_for_url(re.compile(r"/login"))
+    page.fill("#username", "hanako")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#board")
+    assert page.locator("html").get_attribute("lang") == "ja"  # her own language
+    assert page.locator("details.dropdown").count() == 0  # no admin menu
+    page.goto(box.url + "/steps/new")
+    page.fill("#find-patient", "やまだ")
+    page.click("#patient-hits button")
+    assert page.input_value("#patient_id") == "JP-0001"
+    assert page.input_value("#name_ideo_family") == "山田"
+    assert page.input_value("#birth_date") == "1970-03-04"
+    page.select_option("#procedure", "CTCHEST")
+    page.select_option("#station_ae", "CT1")
+    page.fill("#start", f"{date.today().isoformat()}T11:15")
+    page.click("#save")
+    page.wait_for_selector("section[data-station=CT1] li.step >> nth=1")
+    times = page.locator("section[data-station=CT1] li.step .time").all_inner_texts()
+    assert times == ["10:30", "11:15"]
+    response = page.goto(box.url + "/admin/devices")
+    assert response is not None and response.status == 403

@@ -1,0 +1,84 @@
+"""Web test helpers: the app over a real runtime and SQLite file, a signed-in test client."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from appliance import accounts, catalog
+from appliance.db import Store
+from appliance.server import Runtime
+
+PASSWORD = "correct horse battery"
+DEVICES = [
+    {"ae_title": "CT1", "modality": "CT", "description": "CT room 1"},
+    {"ae_title": "MR1", "modality": "MR", "description": "MR room"},
+    {"ae_title": "PACS", "role": "pacs"},
+]
+PROCEDURES = [
+    catalog.Procedure("CTHEAD", "LOCAL", "CT Head", "CT", "CTH-R", "LOCAL", "Head routine"),
+    catalog.Procedure("MRBRAIN", "LOCAL", "MR Brain", "MR"),
+]
+
+
+@dataclass
+class Web:
+    app: Flask
+    store: Store
+    runtime: Runtime
+    setup_tokens: list[str] = field(default_factory=list)
+
+    def client(self, **headers: str) -> FlaskClient:
+        c = self.app.test_client()
+        if headers:
+            c.environ_base.update(
+                {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
+            )
+        return c
+
+    def user(self, username: str, role: str = accounts.FRONT_DESK, language: str = "") -> int:
+        return accounts.create_user(self.store, username, PASSWORD, role, language)
+
+    def login(self, username: str, role: str = accounts.FRONT_DESK, **headers: str) -> FlaskClient:
+        """A client signed in through the real login form (user created if needed)."""
+        if accounts.find_user(self.store, username) is None:
+            self.user(username, role)
+        c = self.client(**headers)
+        page = c.get("/login")
+        assert page.status_code == 200, page.status_code
+        resp = c.post(
+            "/login",
+            data={"csrf_token": csrf_of(page.text), "username": username, "password": PASSWORD},
+        )
+        assert resp.status_code == 302, resp.text
+        return c
+
+    def count(self, table: str, where: str = "1", params: tuple = ()) -> int:
+        return int(
+            self.store.query(f"SELECT count(*) AS n FROM {table} WHERE {where}", params)[0]["n"]
+        )
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert m, "page has no CSRF field"
+    return m.group(1)
+
+
+def session_csrf(client: FlaskClient) -> str:
+    with client.session_transaction() as s:
+        return str(s["csrf"])
+
+
+def post(client: FlaskClient, url: str, data: dict[str, Any] | None = None, **kw: Any) -> Any:
+    """POST a form with this session's CSRF token, as the browser does."""
+    return client.post(url, data={"csrf_token": session_csrf(client), **(data or {})}, **kw)
+
+
+def field_errors(html: str) -> set[str]:
+    """The fields that show a message next to them on a rendered form."""
+    return set(re.findall(r'id="error-([A-Za-z0-9_.]+)"', html))

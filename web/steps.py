@@ -1,0 +1,150 @@
+"""The schedule form: new, edit and cancel a procedure step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from appliance import catalog, devices
+from appliance.errors import Conflict, NotFound, ValidationError
+from appliance.worklist.model import PRIORITIES
+from appliance.worklist.repo import WorklistRepo
+from web import gettext, request_store, security, stepform
+
+bp = Blueprint("steps", __name__, url_prefix="/steps")
+
+
+def lookups() -> stepform.Lookups:
+    store = request_store()
+
+    def station(ae: str) -> dict[str, Any] | None:
+        try:
+            row = devices.get(store, ae)
+        except NotFound:
+            return None
+        return row if row["role"] == "modality" else None
+
+    def procedure(code: str) -> catalog.Procedure | None:
+        try:
+            return catalog.get(store, code)
+        except NotFound:
+            return None
+
+    def patient(patient_id: str) -> dict[str, Any] | None:
+        rows = store.query(
+            "SELECT name, birth_date, sex FROM patients WHERE patient_id = ? AND issuer = ''",
+            (patient_id,),
+        )
+        return rows[0] if rows else None
+
+    def accession_taken(accession: str) -> bool:
+        return bool(
+            store.query("SELECT 1 FROM procedures WHERE accession_number = ?", (accession,))
+        )
+
+    return stepform.Lookups(
+        station=station, procedure=procedure, patient=patient, accession_taken=accession_taken
+    )
+
+
+def _render(values: dict[str, str], errors: dict[str, str], step: dict | None = None) -> Any:
+    store = request_store()
+    known = None
+    if "patient_id" in errors and values.get("patient_id"):
+        known = lookups().patient(values["patient_id"])
+    return render_template(
+        "step_form.html",
+        values=values,
+        errors=errors,
+        step=step,
+        stations=devices.rows(store, role="modality"),
+        procedures=catalog.all_rows(store),
+        priorities=PRIORITIES,
+        name_parts=stepform.NAME_PARTS,
+        known_patient=known,
+    ), (400 if errors else 200)
+
+
+def _prefill_patient(values: dict[str, str], patient_id: str) -> None:
+    rows = request_store().query(
+        "SELECT * FROM patients WHERE patient_id = ? ORDER BY pk LIMIT 1", (patient_id,)
+    )
+    if rows:
+        p = rows[0]
+        values.update(stepform.split_name(p["name"]))
+        values["patient_id"] = p["patient_id"]
+        values["sex"] = p["sex"]
+        b = p["birth_date"]
+        values["birth_date"] = f"{b[:4]}-{b[4:6]}-{b[6:8]}" if len(b) == 8 else ""
+
+
+@bp.route("/new", methods=["GET", "POST"])
+def new() -> Any:
+    repo = WorklistRepo(request_store())
+    if request.method == "GET":
+        values = {"accession_number": repo.new_accession_number(), "priority": "ROUTINE"}
+        if request.args.get("patient_id"):
+            _prefill_patient(values, request.args["patient_id"])
+        if request.args.get("date"):
+            values["start"] = request.args["date"] + "T09:00"
+        return _render(values, {})
+    values = {k: request.form.get(k, "") for k in stepform.TEXT_FIELDS}
+    parsed = stepform.parse(request.form, lookups())
+    if parsed.request is None:
+        return _render(values, parsed.errors)
+    try:
+        pk = repo.schedule(parsed.request, actor=security.actor(), source=security.source())
+    except ValidationError as exc:
+        return _render(values, stepform.domain_error(exc))
+    flash(gettext("Scheduled."))
+    return redirect(
+        url_for("board.index", date=parsed.request.start.strftime("%Y-%m-%d"), _anchor=f"step-{pk}")
+    )
+
+
+@bp.route("/<int:pk>", methods=["GET", "POST"])
+def edit(pk: int) -> Any:
+    repo = WorklistRepo(request_store())
+    try:
+        step = repo.get(pk)
+    except NotFound:
+        abort(404)
+    if request.method == "GET":
+        return _render(stepform.values_of(step), {}, step)
+    values = {k: request.form.get(k, "") for k in stepform.TEXT_FIELDS}
+    parsed = stepform.parse(request.form, lookups(), new=False)
+    if parsed.request is None:
+        return _render(values, parsed.errors, step)
+    try:
+        repo.update(pk, parsed.request, actor=security.actor(), source=security.source())
+    except ValidationError as exc:
+        return _render(values, stepform.domain_error(exc), step)
+    except Conflict as exc:
+        return _render(values, {"form": str(exc)}, step)
+    flash(gettext("Saved."))
+    return redirect(url_for("board.index", date=parsed.request.start.strftime("%Y-%m-%d")))
+
+
+@bp.post("/<int:pk>/cancel")
+def cancel(pk: int) -> Any:
+    repo = WorklistRepo(request_store())
+    try:
+        step = repo.get(pk)
+        repo.cancel(
+            pk,
+            actor=security.actor(),
+            reason=request.form.get("reason", "")[:200],
+            source=security.source(),
+        )
+    except NotFound:
+        abort(404)
+    except Conflict as exc:
+        return _render(stepform.values_of(step), {"cancel": str(exc)}, step)
+    flash(gettext("Cancelled."))
+    return redirect(
+        url_for(
+            "board.index",
+            date=f"{step['start_date'][:4]}-{step['start_date'][4:6]}-{step['start_date'][6:]}",
+        )
+    )
