@@ -23,10 +23,16 @@ def record(
 
 
 def record_now(
-    store: Store, actor: str, action: str, obj: str = "", detail: str = "", source: str = ""
+    store: Store,
+    actor: str,
+    action: str,
+    obj: str = "",
+    detail: str = "",
+    source: str = "",
+    durable: bool = True,
 ) -> None:
-    """Add one audit row in its own short transaction."""
-    with store.write() as db:
+    """Add one audit row in its own short transaction (see ``Store.write`` for durable)."""
+    with store.write(durable=durable) as db:
         record(db, actor, action, obj, detail, source)
 
 

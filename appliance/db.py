@@ -51,13 +51,20 @@ class Store:
         return db
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite_utils.Database]:
-        """A write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls use savepoints."""
+    def write(self, durable: bool = True) -> Iterator[sqlite_utils.Database]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls use savepoints.
+
+        ``durable=False`` commits without waiting for the disk (WAL, synchronous=NORMAL):
+        for records such as query audit rows, where an fsync on an SD card would delay
+        the answer to a modality; the next durable commit or checkpoint syncs them.
+        """
         db = self.db
         if db.conn.in_transaction:
             with db.atomic():
                 yield db
             return
+        if not durable:
+            db.conn.execute("PRAGMA synchronous = NORMAL")
         db.conn.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -67,6 +74,9 @@ class Store:
             raise
         else:
             db.conn.execute("COMMIT")
+        finally:
+            if not durable:
+                db.conn.execute("PRAGMA synchronous = FULL")
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[dict]:
         """Run a read query and return rows as dicts."""

@@ -93,3 +93,17 @@ def test_store_reopens_after_close(tmp_path: Path) -> None:
     store.db.execute("CREATE TABLE t (x)")
     store.close()
     assert store.query("SELECT count(*) AS n FROM t") == [{"n": 0}]
+
+
+def test_non_durable_write_commits_and_restores_full_sync(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    with store.write(durable=False) as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        db.execute("INSERT INTO settings(key, value) VALUES ('n', '1')")
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    assert store.query("SELECT value FROM settings WHERE key = 'n'") == [{"value": "1"}]
+    with pytest.raises(RuntimeError):
+        with store.write(durable=False):
+            raise RuntimeError("x")
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    store.close()
