@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -456,7 +456,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
     kwargs["forward"] = _validate_forward(
         _coerce(ForwardSettings, raw.get("forward", {}), "forward")
     )
-    validators = {
+    validators: dict[str, Callable[[Any, str], Any]] = {
         "devices": _validate_device,
         "destinations": _validate_destination,
         "printers": _validate_printer,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from appliance import access
@@ -211,14 +211,17 @@ class Appliance:
         ae.add_supported_context(Verification)
         called_titles: set[str] = set()
         for service in self.services:
+            options: list[dict[str, Any]]
             for uid, syntaxes, *options in service.contexts():
                 # An optional third item gives SCP/SCU role selection (PS3.7 D.3.3.4),
                 # e.g. {"scu_role": True, "scp_role": True} for Storage Commitment reports.
                 roles = options[0] if options else {}
-                if syntaxes is None:
-                    ae.add_supported_context(uid, **roles)
-                else:
-                    ae.add_supported_context(uid, syntaxes, **roles)
+                ae.add_supported_context(
+                    uid,
+                    DEFAULT_TRANSFER_SYNTAXES if syntaxes is None else syntaxes,
+                    scu_role=roles.get("scu_role"),
+                    scp_role=roles.get("scp_role"),
+                )
             called_titles.update(getattr(service, "called_ae_titles", list)())
         own = [(evt.EVT_C_ECHO, handle_echo, [self.runtime]), (evt.EVT_CONN_OPEN, set_nodelay)]
         handlers = bind_handlers(self.services, own)

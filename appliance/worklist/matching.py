@@ -405,7 +405,7 @@ def project(keys: list[Key], item: Item) -> Dataset:
             seq = Sequence()
             for sub in stored if isinstance(stored, list) else []:
                 seq.append(project(key.items, sub) if key.items else item_dataset(sub))
-            ds.add_new(key.tag or tag_for_keyword(key.keyword), "SQ", seq)
+            ds.add_new(key.tag or tag_for_keyword(key.keyword) or 0, "SQ", seq)
         else:
             _set(ds, key, stored)
     return ds

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
 from appliance import audit, status
 from appliance.db import Store
@@ -218,7 +219,8 @@ def handle_n_create(event: evt.Event, service: Any) -> tuple[Any, Dataset | None
         return _status(
             MppsError(status.NOT_AUTHORIZED, "Calling AE title is not a configured device")
         ), None
-    uid = event.request.AffectedSOPInstanceUID
+    request = cast(N_CREATE, event.request)
+    uid = request.AffectedSOPInstanceUID
     if not uid:
         from pydicom.uid import generate_uid
 
@@ -232,7 +234,7 @@ def handle_n_create(event: evt.Event, service: Any) -> tuple[Any, Dataset | None
         return _status(err), None
     log.info("MPPS %s IN PROGRESS from %s", uid, calling)
     rsp = Dataset()
-    if not event.request.AffectedSOPInstanceUID:
+    if not request.AffectedSOPInstanceUID:
         rsp.AffectedSOPInstanceUID = uid
     return status.SUCCESS, rsp
 
@@ -244,7 +246,7 @@ def handle_n_set(event: evt.Event, service: Any) -> tuple[Any, Dataset | None]:
         return _status(
             MppsError(status.NOT_AUTHORIZED, "Calling AE title is not a configured device")
         ), None
-    uid = str(event.request.RequestedSOPInstanceUID)
+    uid = str(cast(N_SET, event.request).RequestedSOPInstanceUID)
     mods = event.modification_list
     try:
         mods.decode()

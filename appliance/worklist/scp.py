@@ -12,11 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
@@ -271,11 +272,12 @@ class _FastPath:
         ts = event.context.transfer_syntax
         if ts not in (ImplicitVRLittleEndian, ExplicitVRLittleEndian):
             return cls(None, keys, True)
+        request = cast(C_FIND, event.request)
         writer = wire.ResponseWriter(
             event.assoc,
-            event.context.context_id,
-            event.request.MessageID,
-            event.request.AffectedSOPClassUID,
+            int(event.context.context_id or 1),
+            int(request.MessageID or 0),
+            str(request.AffectedSOPClassUID),
             pending,
         )
         return cls(writer, keys, ts == ImplicitVRLittleEndian)
