@@ -268,11 +268,14 @@ class Appliance:
         if self._web_server is not None:
             server = self._web_server
             server.task_dispatcher.shutdown(timeout=2)
-            for channel in list(server._map.values()):
-                if channel not in (server, server.trigger):
-                    channel.close()
-            server.trigger.pull_trigger()  # wake the select loop before its map empties
-            server.close()  # closes the listening socket and the trigger
+
+            def close_all() -> None:  # runs in the web thread, between two polls
+                for channel in list(server._map.values()):
+                    if channel not in (server, server.trigger):
+                        channel.close()
+                server.close()  # the listening socket and the trigger: the map is empty
+
+            server.trigger.pull_trigger(close_all)
             self._web_server = None
         if self._web_thread is not None:
             self._web_thread.join(timeout=3)
