@@ -83,6 +83,8 @@ class Committer:
 
     def step(self, now: float | None = None) -> None:
         """One round: ask the PACS, resolve requests, send due reports."""
+        if not commitment.has_open_requests(self.store):
+            return
         for dest in self.pacs.values():
             self._ask_pacs(dest)
         commitment.evaluate(self.store, self.policies, now)

@@ -78,7 +78,7 @@ def sweep(
 
 
 class Retention:
-    """A thread that sweeps at start, every minute, and soon after deliveries."""
+    """A thread that sweeps at start, every minute, and (short windows) after deliveries."""
 
     def __init__(self, store: Store, spool: Spool, retention_hours: float, budget_mb: int) -> None:
         self.store = store
@@ -104,7 +104,10 @@ class Retention:
             self._thread = None
 
     def wake(self, *_: Any) -> None:
-        self._wake.set()
+        """A delivery happened: sweep soon, but only when the window is shorter than the
+        regular sweep interval (a full sweep reads every kept instance)."""
+        if self.retention_s < SWEEP_EVERY:
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
