@@ -7,6 +7,7 @@ import tempfile
 import time
 from typing import Any
 
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
 from appliance.forward import commitment, queue
@@ -17,6 +18,15 @@ from appliance.forward.sender import Sender
 from appliance.forward.spool import Spool
 
 log = logging.getLogger(__name__)
+
+# When one presentation context proposes several, the first of these the requestor
+# offers is accepted (pynetdicom picks in the acceptor's order): explicit VR first, so
+# the spooled file keeps its VRs, then every other syntax pynetdicom knows, compressed
+# ones included, each kept byte for byte as received.
+ACCEPTED_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts != ExplicitVRLittleEndian),
+]
 
 
 class ForwardService:
@@ -59,8 +69,7 @@ class ForwardService:
         Storage Commitment, whose reports a PACS sends as association requestor in the
         SCP role (role selection accepted)."""
         out: list[tuple[Any, ...]] = [
-            (str(cx.abstract_syntax), list(ALL_TRANSFER_SYNTAXES))
-            for cx in AllStoragePresentationContexts
+            (str(cx.abstract_syntax), ACCEPTED_SYNTAXES) for cx in AllStoragePresentationContexts
         ]
         out.append((commitment.SOP_CLASS, None, {"scu_role": True, "scp_role": True}))
         return out
