@@ -82,6 +82,7 @@ class FakePacs:
         )
         for uid in classes:
             self.ae.add_supported_context(uid, ts)
+        self.ae.add_supported_context("1.2.840.10008.1.1")  # Verification
         handlers = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ESTABLISHED, self._on_established),

@@ -27,6 +27,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 
+from appliance import status
 from appliance.config import DestinationSettings, DicomSettings, ForwardSettings
 from appliance.db import Store
 from appliance.forward import queue, retry
@@ -333,3 +334,26 @@ def _uncompressed(path: Path, stored: UID) -> Any:
                 f"decompressed ({type(exc).__name__})"
             ) from exc
     return ds
+
+
+def echo(dest: DestinationSettings, dicom: DicomSettings) -> tuple[bool, str]:
+    """C-ECHO a destination (the web page's test button); (reachable, what happened)."""
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=dicom.ae_title)
+    ae.acse_timeout = min(dicom.acse_timeout, 10.0)
+    ae.dimse_timeout = min(dicom.dimse_timeout, 10.0)
+    ae.network_timeout = min(dicom.network_timeout, 10.0)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=NODELAY)
+    if not assoc.is_established:
+        return False, "association rejected" if assoc.is_rejected else "no association"
+    try:
+        rsp = assoc.send_c_echo()
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    if not rsp or "Status" not in rsp:
+        return False, "no answer"
+    code = int(rsp.Status)
+    return code == status.SUCCESS, "success" if code == status.SUCCESS else f"status 0x{code:04X}"
