@@ -122,7 +122,7 @@ class Committer:
         ae.acse_timeout = self.config.dicom.acse_timeout
         ae.dimse_timeout = self.config.dicom.dimse_timeout
         ae.add_requested_context(commitment.SOP_CLASS)
-        handlers = [(evt.EVT_N_EVENT_REPORT, handle_n_event_report, [self]), *NODELAY]
+        handlers: list[Any] = [(evt.EVT_N_EVENT_REPORT, handle_n_event_report, [self]), *NODELAY]
         assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=handlers)
         if not assoc.is_established:
             if assoc.rejected_contexts and not assoc.accepted_contexts:

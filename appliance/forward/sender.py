@@ -48,7 +48,7 @@ def set_nodelay(event: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-NODELAY = [(evt.EVT_CONN_OPEN, set_nodelay)]
+NODELAY: list[Any] = [(evt.EVT_CONN_OPEN, set_nodelay)]
 
 
 class PermanentError(Exception):
@@ -60,7 +60,7 @@ def proposed_contexts(pairs: set[tuple[str, str]]) -> list[tuple[str, list[str]]
     out: list[tuple[str, list[str]]] = []
     for sop_class, ts in sorted(pairs):
         out.append((sop_class, [ts]))
-        others = [u for u in UNCOMPRESSED if u != ts]
+        others = [str(u) for u in UNCOMPRESSED if u != ts]
         out.append((sop_class, others))
     return out
 
