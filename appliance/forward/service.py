@@ -133,11 +133,14 @@ class ForwardService:
                 "last_error": _latest_error(lanes) or row["last_error"],
                 "associations": [s.health() for s in lanes] or [{"state": "not configured"}],
             }
+        free = self.spool.free_bytes() if self.spool.root.exists() else None
+        state = self.state
+        if state == "running" and free is not None and free < self.receiver.reserve_bytes:
+            # C-STORE answers A700 until space is freed: the box is not healthy.
+            state = "refusing images: spool free space below forward.reserve_mb"
         return {
-            "state": self.state,
-            "spool_free_mb": self.spool.free_bytes() // (1024 * 1024)
-            if self.spool.root.exists()
-            else None,
+            "state": state,
+            "spool_free_mb": None if free is None else free // (1024 * 1024),
             "destinations": dests,
             "commitment": self.committer.health(),
             "retention": self.retention.health(),

@@ -160,6 +160,8 @@ def test_queue_database_failure_is_out_of_resources_not_success(
     assert "queue" in rsp.ErrorComment
 
 
+@pytest.mark.filterwarnings("ignore:End of file reached:UserWarning")
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarning")
 def test_ingest_refuses_what_it_cannot_route(tmp_path: Path) -> None:
     from appliance.db import open_store
     from appliance.errors import ValidationError
@@ -191,3 +193,14 @@ def test_ingest_refuses_what_it_cannot_route(tmp_path: Path) -> None:
         assert info.value.field == field
     assert store.query("SELECT COUNT(*) AS n FROM forward_instances")[0]["n"] == 0
     store.close()
+
+
+def test_health_is_degraded_while_the_disk_reserve_refuses_images(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    app = start_appliance(forward_config([NOWHERE], reserve_mb=1 << 40))
+    report = app.health()
+    assert report["status"] == "degraded"
+    assert report["services"]["forward"]["state"].startswith("refusing images")
+    ok = start_appliance(forward_config([NOWHERE]), data_dir=tmp_path / "other")
+    assert ok.health()["services"]["forward"]["state"] == "running"
