@@ -233,7 +233,7 @@ class Sender:
             return
         delivered: list[tuple[queue.Item, int]] = []
         try:
-            for n, item in enumerate(covered):
+            for item in covered:
                 if self._stop.is_set():
                     return
                 try:
@@ -246,10 +246,12 @@ class Sender:
                     queue.mark_dead(self.store, item, "the spooled file is missing")
                     continue
                 if rsp is None:
+                    # The item in flight counts an attempt; the rest of the batch was not
+                    # tried and waits with the destination's backoff.
                     self._release()
                     error = "association aborted or timed out during C-STORE"
                     queue.mark_retry(
-                        self.store, covered[n:], error, self._delay, self.settings.max_attempts
+                        self.store, [item], error, self._delay, self.settings.max_attempts
                     )
                     self._destination_failed(error)
                     return
@@ -289,6 +291,8 @@ class Sender:
         path = self.spool.path(item.file)
         if not path.exists():
             raise FileNotFoundError(path)
+        if self._assoc is None or not self._assoc.is_established:
+            return None  # the PACS aborted or released between two C-STOREs
         stored = UID(item.transfer_syntax)
         if self._accepted(item.sop_class_uid, [stored]):
             rsp = self._assoc.send_c_store(path)
