@@ -130,7 +130,9 @@ class ForwardService:
                 "delivered": row["delivered"],
                 "delivered_last_minute": row["delivered_last_minute"],
                 "oldest_waiting_s": round(now - oldest, 1) if oldest else None,
-                "last_error": _latest_error(lanes) or row["last_error"],
+                # Why items wait now (from the queue rows); each worker's own last error,
+                # stale once it recovered, is under "associations".
+                "last_error": row["last_error"],
                 "associations": [s.health() for s in lanes] or [{"state": "not configured"}],
             }
         free = self.spool.free_bytes() if self.spool.root.exists() else None
@@ -145,9 +147,3 @@ class ForwardService:
             "commitment": self.committer.health(),
             "retention": self.retention.health(),
         }
-
-
-def _latest_error(lanes: list[Sender]) -> str:
-    """The most recent error any of a destination's workers saw."""
-    seen = [s for s in lanes if s.last_error_at is not None]
-    return max(seen, key=lambda s: s.last_error_at or 0.0).last_error if seen else ""

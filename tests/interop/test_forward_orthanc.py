@@ -111,6 +111,9 @@ def test_pacs_down_then_up(
     wait_for(lambda: len(orthanc.instance_uids()) == 5, timeout=30)
     _assert_identical(orthanc, paths)
     wait_for(lambda: queue.summary(store)[0]["delivered"] == 5, timeout=10)
+    pacs = app.health()["services"]["forward"]["destinations"]["pacs"]
+    assert (pacs["waiting"], pacs["last_error"]) == (0, "")  # nothing waits, so no "why"
+    assert "no association" in pacs["associations"][0]["last_error"]  # history kept
 
 
 def test_jpeg2000_kept_for_orthanc_and_decompressed_for_an_uncompressed_pacs(
