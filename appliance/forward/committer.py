@@ -97,7 +97,9 @@ class Committer:
         failures, not_before = self._pacs_retry.get(dest.name, (0, 0.0))
         if time.time() < not_before:
             return
-        rows = commitment.needing_pacs_commit(self.store, dest.name)
+        # Unanswered requests are asked again after a third of the modality's timeout.
+        again = time.time() - self.config.forward.commitment_timeout / 3
+        rows = commitment.needing_pacs_commit(self.store, dest.name, ask_again_before=again)
         if not rows:
             return
         txn = generate_uid()

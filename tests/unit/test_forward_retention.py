@@ -100,3 +100,16 @@ def test_orphan_files_are_swept_but_not_fresh_ones(env) -> None:
     assert sweep_orphans(store, spool, min_age_s=HOUR) == 1
     assert not spool.path(orphan).exists()
     assert spool.path(kept).exists() and spool.path(fresh).exists()
+
+
+def test_unanswered_pacs_requests_are_asked_again(env) -> None:
+    store, spool = env
+    _receive(store, spool, "5.1", 10, ["a"], now=0)
+    _deliver(store, "a", now=1)
+    commitment.record_request(store, "CT1", "9.8", [commitment.Ref(CT, "5.1")], timeout=600, now=1)
+    [row] = commitment.needing_pacs_commit(store, "a")
+    commitment.record_pacs_request(store, "a", "7.7", [row["queue_id"]], now=2)
+    assert commitment.needing_pacs_commit(store, "a", ask_again_before=2) == []  # asked at 2
+    assert len(commitment.needing_pacs_commit(store, "a", ask_again_before=3)) == 1
+    commitment.apply_pacs_report(store, "7.7", [commitment.Ref(CT, "5.1")], [], 1, now=3)
+    assert commitment.needing_pacs_commit(store, "a", ask_again_before=10**10) == []
