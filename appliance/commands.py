@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance import accounts_cli
+from appliance.forward import cli as forward_cli
 from appliance.worklist import cli as worklist_cli
 
 Handler = Callable[[argparse.Namespace], int]
@@ -18,6 +19,7 @@ HANDLERS: dict[str, Handler] = {}
 REGISTRARS: list[Registrar] = [
     worklist_cli.register,
     accounts_cli.register,
+    forward_cli.register,
 ]
 
 

@@ -133,7 +133,7 @@ class ForwardSettings:
         "most MB of delivered files kept in the spool; oldest delivered go first (0 = no cap)", 0
     )
     batch_size: int = _doc("most instances sent on one association before it is reused", 50)
-    associations: int = _doc("parallel associations (worker threads) per destination", 2)
+    associations: int = _doc("parallel associations (worker threads) per destination", 1)
     retry_initial: float = _doc("seconds before the first retry after a transient failure", 2.0)
     retry_max: float = _doc(
         "longest wait between retries, in seconds (exponential, jittered)", 300.0

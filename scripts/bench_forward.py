@@ -150,6 +150,33 @@ def round_storescp(images: Path, work: Path) -> float:
         proc.wait(10)
 
 
+NOOP_SCP = """
+import socket, sys
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+_config.STORE_RECV_CHUNKED_DATASET = True
+ae = AE("NOOPSCP")
+ae.maximum_pdu_size = 0
+for cx in AllStoragePresentationContexts:
+    ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+def nodelay(event):
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+handlers = [(evt.EVT_C_STORE, lambda event: 0x0000), (evt.EVT_CONN_OPEN, nodelay)]
+ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=handlers)
+"""
+
+
+def round_noop(images: Path) -> float:
+    """The floor of any pynetdicom receiver: chunked receive, a handler that does nothing."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", NOOP_SCP, str(port)])
+    try:
+        wait_until(lambda: listening(port), 30, "the no-op pynetdicom SCP")
+        return storescu(port, "NOOPSCP", images)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
 def round_direct(images: Path, work: Path, count: int) -> float:
     pacs = Orthanc(work / "orthanc-direct")
     try:
@@ -161,18 +188,25 @@ def round_direct(images: Path, work: Path, count: int) -> float:
         pacs.stop()
 
 
-def round_appliance(images: Path, work: Path, count: int) -> tuple[float, float, float]:
-    """(ingest time, time until all are in Orthanc, appliance peak memory in MB)."""
-    pacs = Orthanc(work / "orthanc-fwd")
-    data = work / "appliance"
+def round_appliance(
+    images: Path, work: Path, count: int, forward: bool = True
+) -> tuple[float, float, float]:
+    """(ingest time, time until all are in Orthanc, appliance peak memory in MB).
+
+    With ``forward`` False the appliance has no destination: ingest alone.
+    """
+    pacs = Orthanc(work / f"orthanc-fwd{int(forward)}")
+    data = work / f"appliance{int(forward)}"
     port = free_port()
     config = work / "appliance.toml"
+    dest = (
+        f'[[destinations]]\nname = "pacs"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\n'
+        f"port = {pacs.dicom}\n"
+    )
     config.write_text(
         f'data_dir = "{data}"\n[dicom]\nhost = "127.0.0.1"\nport = {port}\n'
         f'[web]\nhost = "127.0.0.1"\nport = {free_port()}\n[logging]\nlevel = "WARNING"\n'
-        '[[devices]]\nae_title = "BENCH"\n'
-        f'[[destinations]]\nname = "pacs"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\n'
-        f"port = {pacs.dicom}\n"
+        '[[devices]]\nae_title = "BENCH"\n' + (dest if forward else "")
     )
     log = open(work / "appliance.log", "wb")  # noqa: SIM115
     app = subprocess.Popen(
@@ -183,6 +217,8 @@ def round_appliance(images: Path, work: Path, count: int) -> tuple[float, float,
         wait_until(lambda: listening(port), 60, "the appliance")
         t0 = time.perf_counter()
         ingest = storescu(port, "APPLIANCE", images)
+        if not forward:
+            return ingest, 0.0, vm_hwm_mb(app.pid)
         done = wait_until(lambda: pacs.count() >= count, 600, "Orthanc to hold every image")
         return ingest, done - t0, vm_hwm_mb(app.pid)
     finally:
@@ -230,11 +266,14 @@ def main() -> int:
             rw = work / f"round{r}"
             rw.mkdir()
             scp = round_storescp(images, rw)
+            noop = round_noop(images)
             direct = round_direct(images, rw, args.images)
+            alone, _, _ = round_appliance(images, rw, args.images, forward=False)
             ingest, complete, mem = round_appliance(images, rw, args.images)
-            rounds.append((scp, ingest, direct, complete, mem))
+            rounds.append((scp, ingest, direct, complete, mem, noop, alone))
             print(
-                f"round {r + 1}: storescp {scp:.2f} s, appliance ingest {ingest:.2f} s, "
+                f"round {r + 1}: storescp {scp:.2f} s, no-op pynetdicom {noop:.2f} s, "
+                f"appliance ingest alone {alone:.2f} s, while forwarding {ingest:.2f} s, "
                 f"Orthanc direct {direct:.2f} s, via appliance {complete:.2f} s, peak {mem:.0f} MB",
                 file=sys.stderr,
             )
@@ -243,6 +282,8 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     med = statistics.median
     scp, ingest, direct, complete = (med(r[i] for r in rounds) for i in range(4))
+    noop = med(r[5] for r in rounds)
+    alone = med(r[6] for r in rounds)
     mem = max(r[4] for r in rounds)
     n = args.images
     print(f"Machine: {machine()}.")
@@ -250,8 +291,17 @@ def main() -> int:
     print("| measure | appliance | peer | ratio | target |")
     print("|---|---:|---:|---:|---|")
     print(
-        f"| ingest, {n} images over one association | {ingest:.2f} s ({n / ingest:.0f} img/s) "
+        f"| ingest, {n} images over one association, forwarding at the same time "
+        f"| {ingest:.2f} s ({n / ingest:.0f} img/s) "
         f"| storescp {scp:.2f} s ({n / scp:.0f} img/s) | {scp / ingest:.2f} (speed) | >= 0.7 |"
+    )
+    print(
+        f"| ingest alone (no destination) | {alone:.2f} s ({n / alone:.0f} img/s) "
+        f"| storescp | {scp / alone:.2f} (speed) | |"
+    )
+    print(
+        f"| ingest floor: pynetdicom SCP whose handler does nothing | {noop:.2f} s "
+        f"({n / noop:.0f} img/s) | storescp | {scp / noop:.2f} (speed) | |"
     )
     print(
         f"| modality to PACS, until all in Orthanc | {complete:.2f} s | storescu -> Orthanc "
@@ -259,9 +309,16 @@ def main() -> int:
     )
     print(f"| appliance peak memory (VmHWM) | {mem:.0f} MB | | | < 150 MB |")
     print()
-    print(f"Medians of {len(rounds)} rounds; every round (s): storescp / ingest / direct / via:")
-    for scp_r, ing_r, dir_r, com_r, mem_r in rounds:
-        print(f"- {scp_r:.2f} / {ing_r:.2f} / {dir_r:.2f} / {com_r:.2f}, peak {mem_r:.0f} MB")
+    print(
+        f"Medians of {len(rounds)} rounds; every round (s): storescp / no-op pynetdicom / "
+        "ingest alone / ingest while forwarding / storescu -> Orthanc / via appliance:"
+    )
+    for scp_r, ing_r, dir_r, com_r, mem_r, noop_r, alone_r in rounds:
+        print(
+            f"- {scp_r:.2f} / {noop_r:.2f} / {alone_r:.2f} / {ing_r:.2f} / {dir_r:.2f} / "
+            f"{com_r:.2f}, "
+            f"peak {mem_r:.0f} MB"
+        )
     return 0
 
 

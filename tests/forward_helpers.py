@@ -65,11 +65,14 @@ class FakePacs:
         statuses: Iterable[int] = (),
         syntaxes: Iterable[str] | None = None,
         sop_classes: Iterable[str] | None = None,
+        abort_at: Iterable[int] = (),
     ) -> None:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
         self.ae_title = ae_title
         self.statuses = list(statuses)
+        self.abort_at = set(abort_at)  # C-STORE numbers (0-based) answered with an A-ABORT
+        self.requests = 0
         self.received: list[Any] = []  # (status answered, dataset, transfer syntax)
         self.associations = 0
         self.ae = AE(ae_title=ae_title)
@@ -82,6 +85,7 @@ class FakePacs:
         )
         for uid in classes:
             self.ae.add_supported_context(uid, ts)
+        self.ae.add_supported_context("1.2.840.10008.1.1")  # Verification
         handlers = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ESTABLISHED, self._on_established),
@@ -93,6 +97,10 @@ class FakePacs:
         self.associations += 1
 
     def _on_store(self, event: Any) -> int:
+        self.requests += 1
+        if self.requests - 1 in self.abort_at:
+            event.assoc.abort()
+            return status.PROCESSING_FAILURE  # never sent: the association is gone
         code = self.statuses.pop(0) if self.statuses else status.SUCCESS
         ds = event.dataset
         ds.file_meta = event.file_meta

@@ -272,17 +272,37 @@ def mark_report_failed(
 # -- our requests to a PACS ------------------------------------------------------------
 
 
-def needing_pacs_commit(store: Store, destination: str, limit: int = 500) -> list[dict[str, Any]]:
-    """Delivered rows a modality waits on whose PACS has not been asked yet."""
+def needing_pacs_commit(
+    store: Store,
+    destination: str,
+    limit: int = 500,
+    ask_again_before: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Delivered rows a modality waits on whose PACS has not committed them yet: never
+    asked, or asked before ``ask_again_before`` without an answer (a lost report, or a
+    PACS that did not know the appliance then).
+
+    Driven from the pending request items (few), not from the delivered rows (many).
+    """
     return store.query(
-        """SELECT q.id AS queue_id, i.sop_class_uid, i.sop_instance_uid
-           FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id
-           WHERE q.destination = ? AND q.state = 'delivered' AND q.committed_at IS NULL
-             AND q.commit_requested_at IS NULL AND q.commit_error = ''
-             AND i.sop_instance_uid IN (SELECT sop_instance_uid FROM forward_commitment_items
-                                        WHERE result = 'pending')
+        """SELECT DISTINCT q.id AS queue_id, i.sop_class_uid, i.sop_instance_uid
+           FROM forward_commitment_items ci
+           JOIN forward_instances i ON i.sop_instance_uid = ci.sop_instance_uid
+           JOIN forward_queue q ON q.instance_id = i.id
+           WHERE ci.result = 'pending' AND q.destination = ? AND q.state = 'delivered'
+             AND q.committed_at IS NULL AND q.commit_error = ''
+             AND (q.commit_requested_at IS NULL OR q.commit_requested_at < ?)
            ORDER BY q.id LIMIT ?""",
-        (destination, limit),
+        (destination, ask_again_before, limit),
+    )
+
+
+def has_open_requests(store: Store) -> bool:
+    """True while a modality request waits for resolution or for its report."""
+    return bool(
+        store.query(
+            "SELECT 1 FROM forward_commitments WHERE state IN ('pending', 'reporting') LIMIT 1"
+        )
     )
 
 

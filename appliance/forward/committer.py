@@ -83,6 +83,8 @@ class Committer:
 
     def step(self, now: float | None = None) -> None:
         """One round: ask the PACS, resolve requests, send due reports."""
+        if not commitment.has_open_requests(self.store):
+            return
         for dest in self.pacs.values():
             self._ask_pacs(dest)
         commitment.evaluate(self.store, self.policies, now)
@@ -95,7 +97,9 @@ class Committer:
         failures, not_before = self._pacs_retry.get(dest.name, (0, 0.0))
         if time.time() < not_before:
             return
-        rows = commitment.needing_pacs_commit(self.store, dest.name)
+        # Unanswered requests are asked again after a third of the modality's timeout.
+        again = time.time() - self.config.forward.commitment_timeout / 3
+        rows = commitment.needing_pacs_commit(self.store, dest.name, ask_again_before=again)
         if not rows:
             return
         txn = generate_uid()
@@ -120,7 +124,7 @@ class Committer:
         ae.acse_timeout = self.config.dicom.acse_timeout
         ae.dimse_timeout = self.config.dicom.dimse_timeout
         ae.add_requested_context(commitment.SOP_CLASS)
-        handlers = [(evt.EVT_N_EVENT_REPORT, handle_n_event_report, [self]), *NODELAY]
+        handlers: list[Any] = [(evt.EVT_N_EVENT_REPORT, handle_n_event_report, [self]), *NODELAY]
         assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=handlers)
         if not assoc.is_established:
             if assoc.rejected_contexts and not assoc.accepted_contexts:

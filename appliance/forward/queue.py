@@ -107,6 +107,7 @@ def _m0002(db: sqlite_utils.Database) -> None:
     db.execute(
         "CREATE INDEX forward_commitment_items_uid ON forward_commitment_items(sop_instance_uid, result)"
     )
+    db.execute("CREATE INDEX forward_commitment_items_result ON forward_commitment_items(result)")
     # Our own requests to a PACS: one Transaction UID each, its queue rows.
     db.execute(
         """CREATE TABLE forward_pacs_requests (

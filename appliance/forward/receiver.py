@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,9 @@ class Receiver:
         sop_instance = check_uid(sop_instance, "Affected SOP Instance UID")
         header = read_header(path)
         in_data = str(header.get("SOPInstanceUID", "") or "")
-        if in_data and in_data != sop_instance:
+        if not in_data:
+            raise ValidationError("SOP Instance UID", "is missing from the data set")
+        if in_data != sop_instance:
             raise ValidationError("SOP Instance UID", "differs from the Affected SOP Instance UID")
         modality = str(header.get("Modality", "") or "")
         dests = routing.route(self.config.destinations, calling_ae, modality, sop_class)
@@ -111,8 +114,10 @@ def handle_store(event: Any, receiver: Receiver, access: Any) -> Dataset:
     """EVT_C_STORE: spool durably, then Success; refusals carry an ErrorComment.
 
     0124 not authorized for an AE title without the right to store (unknown AE under
-    verify-only); A700 when free space is below the reserve; C000 when the data set
-    cannot be parsed or its UIDs are invalid; Success for a repeated identical instance.
+    verify-only); A700 when free space is below the reserve or the spool or queue
+    cannot be written (the modality retries later; nothing was acknowledged); C000 when
+    the data set cannot be parsed or its UIDs are invalid; Success for a repeated
+    identical instance.
     """
     calling = event.assoc.requestor.ae_title.strip()
     if not access.allowed(calling, SERVICE):
@@ -136,6 +141,9 @@ def handle_store(event: Any, receiver: Receiver, access: Any) -> Dataset:
     except OSError as exc:
         log.error("C-STORE from %s: spool write failed: %s", calling, exc.strerror)
         return _status(status.OUT_OF_RESOURCES, "out of resources: spool write failed")
+    except sqlite3.Error as exc:
+        log.error("C-STORE from %s: queue not committed: %s", calling, type(exc).__name__)
+        return _status(status.OUT_OF_RESOURCES, "out of resources: queue database busy")
     log.debug(
         "C-STORE %s from %s: %s, to %s",
         req.AffectedSOPInstanceUID,

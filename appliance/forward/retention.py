@@ -77,8 +77,39 @@ def sweep(
     return len(doomed), freed
 
 
+def sweep_orphans(
+    store: Store, spool: Spool, min_age_s: float = 3600.0, now: float | None = None
+) -> int:
+    """Delete spool files no kept instance points at (a crash between the unlink and the
+    row, or between the spool and a failed queue commit); returns how many.
+
+    Only files older than ``min_age_s`` go, so a file being received right now (spooled,
+    its row not yet committed) is never touched.
+    """
+    now = time.time() if now is None else now
+    kept = {
+        r["file"]
+        for r in store.query("SELECT file FROM forward_instances WHERE removed_at IS NULL")
+    }
+    removed = 0
+    for path in spool.objects.glob("*/*.dcm"):
+        rel = f"objects/{path.parent.name}/{path.name}"
+        if rel in kept:
+            continue
+        try:
+            if path.stat().st_mtime > now - min_age_s:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+    if removed:
+        log.warning("retention: %d spooled files no instance points at were deleted", removed)
+    return removed
+
+
 class Retention:
-    """A thread that sweeps at start, every minute, and soon after deliveries."""
+    """A thread that sweeps at start, every minute, and (short windows) after deliveries."""
 
     def __init__(self, store: Store, spool: Spool, retention_hours: float, budget_mb: int) -> None:
         self.store = store
@@ -104,9 +135,16 @@ class Retention:
             self._thread = None
 
     def wake(self, *_: Any) -> None:
-        self._wake.set()
+        """A delivery happened: sweep soon, but only when the window is shorter than the
+        regular sweep interval (a full sweep reads every kept instance)."""
+        if self.retention_s < SWEEP_EVERY:
+            self._wake.set()
 
     def _run(self) -> None:
+        try:
+            sweep_orphans(self.store, self.spool)
+        except Exception:  # reported; the regular sweeps go on
+            log.exception("orphan sweep failed")
         while not self._stop.is_set():
             try:
                 n, freed = sweep(self.store, self.spool, self.retention_s, self.budget_bytes)

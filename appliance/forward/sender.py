@@ -27,6 +27,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 
+from appliance import status
 from appliance.config import DestinationSettings, DicomSettings, ForwardSettings
 from appliance.db import Store
 from appliance.forward import queue, retry
@@ -47,7 +48,7 @@ def set_nodelay(event: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-NODELAY = [(evt.EVT_CONN_OPEN, set_nodelay)]
+NODELAY: list[Any] = [(evt.EVT_CONN_OPEN, set_nodelay)]
 
 
 class PermanentError(Exception):
@@ -59,7 +60,7 @@ def proposed_contexts(pairs: set[tuple[str, str]]) -> list[tuple[str, list[str]]
     out: list[tuple[str, list[str]]] = []
     for sop_class, ts in sorted(pairs):
         out.append((sop_class, [ts]))
-        others = [u for u in UNCOMPRESSED if u != ts]
+        others = [str(u) for u in UNCOMPRESSED if u != ts]
         out.append((sop_class, others))
     return out
 
@@ -232,7 +233,7 @@ class Sender:
             return
         delivered: list[tuple[queue.Item, int]] = []
         try:
-            for n, item in enumerate(covered):
+            for item in covered:
                 if self._stop.is_set():
                     return
                 try:
@@ -245,10 +246,12 @@ class Sender:
                     queue.mark_dead(self.store, item, "the spooled file is missing")
                     continue
                 if rsp is None:
+                    # The item in flight counts an attempt; the rest of the batch was not
+                    # tried and waits with the destination's backoff.
                     self._release()
                     error = "association aborted or timed out during C-STORE"
                     queue.mark_retry(
-                        self.store, covered[n:], error, self._delay, self.settings.max_attempts
+                        self.store, [item], error, self._delay, self.settings.max_attempts
                     )
                     self._destination_failed(error)
                     return
@@ -288,6 +291,8 @@ class Sender:
         path = self.spool.path(item.file)
         if not path.exists():
             raise FileNotFoundError(path)
+        if self._assoc is None or not self._assoc.is_established:
+            return None  # the PACS aborted or released between two C-STOREs
         stored = UID(item.transfer_syntax)
         if self._accepted(item.sop_class_uid, [stored]):
             rsp = self._assoc.send_c_store(path)
@@ -333,3 +338,26 @@ def _uncompressed(path: Path, stored: UID) -> Any:
                 f"decompressed ({type(exc).__name__})"
             ) from exc
     return ds
+
+
+def echo(dest: DestinationSettings, dicom: DicomSettings) -> tuple[bool, str]:
+    """C-ECHO a destination (the web page's test button); (reachable, what happened)."""
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=dicom.ae_title)
+    ae.acse_timeout = min(dicom.acse_timeout, 10.0)
+    ae.dimse_timeout = min(dicom.dimse_timeout, 10.0)
+    ae.network_timeout = min(dicom.network_timeout, 10.0)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=NODELAY)
+    if not assoc.is_established:
+        return False, "association rejected" if assoc.is_rejected else "no association"
+    try:
+        rsp = assoc.send_c_echo()
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    if not rsp or "Status" not in rsp:
+        return False, "no answer"
+    code = int(rsp.Status)
+    return code == status.SUCCESS, "success" if code == status.SUCCESS else f"status 0x{code:04X}"

@@ -7,6 +7,7 @@ import tempfile
 import time
 from typing import Any
 
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
 from appliance.forward import commitment, queue
@@ -17,6 +18,15 @@ from appliance.forward.sender import Sender
 from appliance.forward.spool import Spool
 
 log = logging.getLogger(__name__)
+
+# When one presentation context proposes several, the first of these the requestor
+# offers is accepted (pynetdicom picks in the acceptor's order): explicit VR first, so
+# the spooled file keeps its VRs, then every other syntax pynetdicom knows, compressed
+# ones included, each kept byte for byte as received.
+ACCEPTED_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts != ExplicitVRLittleEndian),
+]
 
 
 class ForwardService:
@@ -59,8 +69,7 @@ class ForwardService:
         Storage Commitment, whose reports a PACS sends as association requestor in the
         SCP role (role selection accepted)."""
         out: list[tuple[Any, ...]] = [
-            (str(cx.abstract_syntax), list(ALL_TRANSFER_SYNTAXES))
-            for cx in AllStoragePresentationContexts
+            (str(cx.abstract_syntax), ACCEPTED_SYNTAXES) for cx in AllStoragePresentationContexts
         ]
         out.append((commitment.SOP_CLASS, None, {"scu_role": True, "scp_role": True}))
         return out
@@ -121,21 +130,20 @@ class ForwardService:
                 "delivered": row["delivered"],
                 "delivered_last_minute": row["delivered_last_minute"],
                 "oldest_waiting_s": round(now - oldest, 1) if oldest else None,
-                "last_error": _latest_error(lanes) or row["last_error"],
+                # Why items wait now (from the queue rows); each worker's own last error,
+                # stale once it recovered, is under "associations".
+                "last_error": row["last_error"],
                 "associations": [s.health() for s in lanes] or [{"state": "not configured"}],
             }
+        free = self.spool.free_bytes() if self.spool.root.exists() else None
+        state = self.state
+        if state == "running" and free is not None and free < self.receiver.reserve_bytes:
+            # C-STORE answers A700 until space is freed: the box is not healthy.
+            state = "refusing images: spool free space below forward.reserve_mb"
         return {
-            "state": self.state,
-            "spool_free_mb": self.spool.free_bytes() // (1024 * 1024)
-            if self.spool.root.exists()
-            else None,
+            "state": state,
+            "spool_free_mb": None if free is None else free // (1024 * 1024),
             "destinations": dests,
             "commitment": self.committer.health(),
             "retention": self.retention.health(),
         }
-
-
-def _latest_error(lanes: list[Sender]) -> str:
-    """The most recent error any of a destination's workers saw."""
-    seen = [s for s in lanes if s.last_error_at is not None]
-    return max(seen, key=lambda s: s.last_error_at or 0.0).last_error if seen else ""

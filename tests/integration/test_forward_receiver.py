@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -137,3 +139,68 @@ def test_changed_instance_replaces_the_old_version_and_is_queued_again(
     [row] = store.query("SELECT state, generation FROM forward_queue")
     assert row == {"state": queue.WAITING, "generation": 1}
     assert dcmread(app.config.data_dir / "spool" / inst["file"]).SeriesDescription == "corrected"
+
+
+def test_queue_database_failure_is_out_of_resources_not_success(
+    start_appliance: Callable[..., Appliance], tmp_path: Path, monkeypatch
+) -> None:
+    app = start_appliance(forward_config([NOWHERE]))
+
+    def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(queue, "record_instance", locked)
+    ae = AE(ae_title="MODALITY")
+    ds = make_ct()
+    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    assoc = ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE")
+    rsp = assoc.send_c_store(ds)
+    assoc.release()
+    assert rsp.Status == status.OUT_OF_RESOURCES
+    assert "queue" in rsp.ErrorComment
+
+
+@pytest.mark.filterwarnings("ignore:End of file reached:UserWarning")
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarning")
+def test_ingest_refuses_what_it_cannot_route(tmp_path: Path) -> None:
+    from appliance.db import open_store
+    from appliance.errors import ValidationError
+    from appliance.forward.receiver import Receiver
+    from appliance.forward.spool import Spool
+    from tests.helpers import make_config
+
+    cfg = make_config(tmp_path / "data", forward_config([NOWHERE]))
+    store = open_store(cfg.data_dir)
+    spool = Spool(cfg.data_dir / "spool")
+    spool.prepare()
+    receiver = Receiver(cfg, store, spool)
+    ds = make_ct()
+    good = tmp_path / "good.dcm"
+    ds.save_as(good, enforce_file_format=True)
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(good.read_bytes()[:400])  # ends inside the SOP Instance UID
+    cases = [
+        (garbage, ds.SOPInstanceUID, "SOP Instance UID"),  # nothing parseable in it
+        (truncated, ds.SOPInstanceUID, "SOP Instance UID"),
+        (good, "1.2.3.4.5", "SOP Instance UID"),  # differs from the data set's
+        (good, "1.2.abc", "Affected SOP Instance UID"),
+    ]
+    for path, uid, field in cases:
+        with pytest.raises(ValidationError) as info:
+            receiver.ingest(path, ds.SOPClassUID, uid, "1.2.840.10008.1.2.1", "MODALITY")
+        assert info.value.field == field
+    assert store.query("SELECT COUNT(*) AS n FROM forward_instances")[0]["n"] == 0
+    store.close()
+
+
+def test_health_is_degraded_while_the_disk_reserve_refuses_images(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    app = start_appliance(forward_config([NOWHERE], reserve_mb=1 << 40))
+    report = app.health()
+    assert report["status"] == "degraded"
+    assert report["services"]["forward"]["state"].startswith("refusing images")
+    ok = start_appliance(forward_config([NOWHERE]), data_dir=tmp_path / "other")
+    assert ok.health()["services"]["forward"]["state"] == "running"

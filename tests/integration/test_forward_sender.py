@@ -85,6 +85,21 @@ def test_permanent_failure_goes_to_dead_letters_and_can_be_resent(
     assert queue.dead_letters(store) == []
 
 
+def test_abort_mid_batch_retries_only_what_was_in_flight(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    pacs = fake_pacs(abort_at=[2])  # the third C-STORE gets an A-ABORT instead of an answer
+    app = _one_destination(start_appliance, pacs, batch_size=10)
+    paths = write_series(tmp_path / "in", 6)
+    uids = [dcmread(p).SOPInstanceUID for p in paths]
+    assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 6
+    wait_for(lambda: sorted(pacs.stored_uids()) == sorted(uids), timeout=15)
+    wait_for(lambda: all(r["state"] == queue.DELIVERED for r in _rows(app)), timeout=10)
+    attempts = [r["attempts"] for r in _rows(app)]
+    assert sum(attempts) == 1  # only the aborted one counted an attempt
+    assert pacs.associations >= 2
+
+
 def test_warning_counts_as_delivered(
     start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
 ) -> None:

@@ -118,7 +118,9 @@ def test_kill_9_mid_transfer_then_restart_delivers_every_acknowledged_instance(
     waiting = db.execute("SELECT COUNT(*) FROM forward_queue WHERE state = 'waiting'").fetchone()
     db.close()
     if not pacs_up:
-        assert waiting[0] == len(acknowledged)
+        # Every acknowledged instance is queued; one more may be, when the kill fell
+        # between the queue commit and the Success response (at least once, not lost).
+        assert len(acknowledged) <= waiting[0] <= len(acknowledged) + 1
         orthanc.start()
     second = ApplianceProcess(config, tmp_path / "run2.log")
     try:

@@ -6,14 +6,20 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from pydicom import dcmread
-from pydicom.uid import RLELossless
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+)
 
 from appliance import status
 from appliance.forward import queue
 from appliance.server import Appliance
 from tests.forward_factories import make_ct, write_series
-from tests.forward_helpers import forward_config, pacs_destination, send_files
+from tests.forward_helpers import FakePacs, forward_config, pacs_destination, send_files
 from tests.helpers import peer_env, require_peer, wait_for
 from tests.orthanc import Orthanc
 
@@ -105,3 +111,47 @@ def test_pacs_down_then_up(
     wait_for(lambda: len(orthanc.instance_uids()) == 5, timeout=30)
     _assert_identical(orthanc, paths)
     wait_for(lambda: queue.summary(store)[0]["delivered"] == 5, timeout=10)
+    pacs = app.health()["services"]["forward"]["destinations"]["pacs"]
+    assert (pacs["waiting"], pacs["last_error"]) == (0, "")  # nothing waits, so no "why"
+    assert "no association" in pacs["associations"][0]["last_error"]  # history kept
+
+
+def test_jpeg2000_kept_for_orthanc_and_decompressed_for_an_uncompressed_pacs(
+    start_appliance: Callable[..., Appliance], orthanc: Orthanc, tmp_path: Path
+) -> None:
+    """storescu -xv sends JPEG 2000 lossless; Orthanc gets those bytes, a PACS that takes
+    only uncompressed data gets pixels decoded by the OpenJPEG plugin, equal to the source."""
+    storescu = require_peer("storescu")
+    plain = FakePacs(
+        ae_title="PLAINPACS", syntaxes=[ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    )
+    try:
+        app = start_appliance(
+            forward_config(
+                [
+                    pacs_destination("pacs", orthanc.aet, orthanc.dicom_port),
+                    pacs_destination("plain", plain.ae_title, plain.port),
+                ],
+                devices=("STORESCU",),
+            )
+        )
+        ds = make_ct(rows=64, columns=64, seed=7)
+        pixels = ds.pixel_array.copy()
+        ds.compress(JPEG2000Lossless)
+        path = tmp_path / "j2k" / "j2k.dcm"
+        path.parent.mkdir()
+        ds.save_as(path, enforce_file_format=True)
+        out = subprocess.run(
+            [storescu, "-aet", "STORESCU", "-aec", "APPLIANCE", "-xv",
+             "127.0.0.1", str(app.dicom_port), str(path)],
+            capture_output=True, text=True, timeout=60, env=peer_env(),
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        wait_for(lambda: len(orthanc.instance_uids()) == 1, timeout=30)
+        _assert_identical(orthanc, [path])
+        wait_for(lambda: plain.stored_uids() == [ds.SOPInstanceUID], timeout=30)
+        _, got, syntax = plain.received[0]
+        assert syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+        assert np.array_equal(got.pixel_array, pixels)
+    finally:
+        plain.close()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from appliance.db import open_store
 from appliance.forward import commitment, queue
-from appliance.forward.retention import sweep
+from appliance.forward.retention import sweep, sweep_orphans
 from appliance.forward.spool import Spool
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -82,3 +84,32 @@ def test_pending_commitment_keeps_the_file(env) -> None:
     commitment.evaluate(store, {"a": "delivery"}, now=2)
     assert sweep(store, spool, retention_s=0, now=100)[0] == 1
     assert not spool.path(rel).exists()
+
+
+def test_orphan_files_are_swept_but_not_fresh_ones(env) -> None:
+    store, spool = env
+    kept = _receive(store, spool, "4.1", 10, ["a"], now=0)
+    src = spool.tmp / "rx.dcm"
+    src.write_bytes(b"no row points at me")
+    orphan = spool.commit(src).rel
+    src.write_bytes(b"being received right now")
+    fresh = spool.commit(src).rel
+    old = time.time() - 2 * HOUR
+    os.utime(spool.path(orphan), (old, old))
+    os.utime(spool.path(kept), (old, old))
+    assert sweep_orphans(store, spool, min_age_s=HOUR) == 1
+    assert not spool.path(orphan).exists()
+    assert spool.path(kept).exists() and spool.path(fresh).exists()
+
+
+def test_unanswered_pacs_requests_are_asked_again(env) -> None:
+    store, spool = env
+    _receive(store, spool, "5.1", 10, ["a"], now=0)
+    _deliver(store, "a", now=1)
+    commitment.record_request(store, "CT1", "9.8", [commitment.Ref(CT, "5.1")], timeout=600, now=1)
+    [row] = commitment.needing_pacs_commit(store, "a")
+    commitment.record_pacs_request(store, "a", "7.7", [row["queue_id"]], now=2)
+    assert commitment.needing_pacs_commit(store, "a", ask_again_before=2) == []  # asked at 2
+    assert len(commitment.needing_pacs_commit(store, "a", ask_again_before=3)) == 1
+    commitment.apply_pacs_report(store, "7.7", [commitment.Ref(CT, "5.1")], [], 1, now=3)
+    assert commitment.needing_pacs_commit(store, "a", ask_again_before=10**10) == []

@@ -1,0 +1,98 @@
+"""``appliance forward ...``: the queues from the shell, beside (or without) a running box.
+
+``status`` per destination; ``waiting DEST`` with why each item waits; ``dead`` letters
+with reasons; ``retry [DEST]`` makes waiting items due now; ``resend ID...`` puts dead
+letters back; ``echo DEST`` tries a C-ECHO. A running appliance's workers pick changes
+up within a second (they read the same SQLite database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from appliance.forward import queue
+
+
+def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Any]:
+    """Add the ``forward`` command and its actions."""
+    fwd = sub.add_parser("forward", help="store-and-forward queues: status, retry, resend")
+    actions = fwd.add_subparsers(dest="forward_command", metavar="ACTION")
+    add_common(actions.add_parser("status", help="per destination: waiting, dead, last error"))
+    waiting = actions.add_parser("waiting", help="waiting items of a destination and why")
+    add_common(waiting)
+    waiting.add_argument("destination")
+    dead = actions.add_parser("dead", help="dead letters with their reasons")
+    add_common(dead)
+    dead.add_argument("destination", nargs="?")
+    retry_now = actions.add_parser("retry", help="make waiting items due now")
+    add_common(retry_now)
+    retry_now.add_argument("destination", nargs="?")
+    resend = actions.add_parser("resend", help="put dead letters (by id) back in the queue")
+    add_common(resend)
+    resend.add_argument("ids", type=int, nargs="+")
+    echo = actions.add_parser("echo", help="C-ECHO a destination")
+    add_common(echo)
+    echo.add_argument("destination")
+    return {"forward": run}
+
+
+def _age(t: float | None, now: float) -> str:
+    return "-" if t is None else f"{now - t:.0f} s ago"
+
+
+def run(args: argparse.Namespace) -> int:
+    from appliance.cli import load_config
+    from appliance.db import open_store
+
+    cfg = load_config(args)
+    command = args.forward_command
+    if command is None:
+        print("usage: appliance forward {status|waiting|dead|retry|resend|echo}", file=sys.stderr)
+        return 2
+    if command == "echo":
+        return _echo(cfg, args.destination)
+    store = open_store(cfg.data_dir)
+    now = time.time()
+    try:
+        if command == "status":
+            for row in queue.summary(store, [d.name for d in cfg.destinations], now):
+                print(
+                    f"{row['destination']:<16} waiting {row['waiting']:<6} dead {row['dead']:<5} "
+                    f"delivered {row['delivered']:<7} last minute {row['delivered_last_minute']:<5} "
+                    f"oldest {_age(row['oldest_waiting_at'], now)}"
+                )
+                if row["last_error"]:
+                    print(f"{'':<16} last error: {row['last_error']}")
+        elif command == "waiting":
+            for item in queue.waiting_items(store, args.destination):
+                due = max(0.0, item["next_attempt"] - now)
+                print(
+                    f"{item['id']:>8} {item['modality'] or '-':<4} attempts {item['attempts']:<3} "
+                    f"next in {due:.0f} s  {item['why']}"
+                )
+        elif command == "dead":
+            for item in queue.dead_letters(store, args.destination):
+                print(f"{item['id']:>8} {item['destination']:<16} {item['reason']}")
+        elif command == "retry":
+            print(f"{queue.retry_now(store, args.destination)} waiting items are due now")
+        elif command == "resend":
+            print(f"{queue.resend(store, args.ids)} of {len(args.ids)} items are queued again")
+    finally:
+        store.close()
+    return 0
+
+
+def _echo(cfg: Any, name: str) -> int:
+    from appliance.forward.sender import echo
+
+    dest = next((d for d in cfg.destinations if d.name == name), None)
+    if dest is None:
+        print(f"no destination named {name!r}", file=sys.stderr)
+        return 2
+    ok, detail = echo(dest, cfg.dicom)
+    print(f"C-ECHO {dest.ae_title}@{dest.host}:{dest.port}: {detail}")
+    return 0 if ok else 1

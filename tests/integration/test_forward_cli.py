@@ -1,0 +1,83 @@
+"""``appliance forward ...`` against a real database and a real C-ECHO peer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance import cli
+from appliance.db import open_store
+from appliance.forward import queue
+from tests.forward_helpers import FakePacs
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture
+def pacs() -> Iterator[FakePacs]:
+    p = FakePacs()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path, pacs: FakePacs) -> Path:
+    f = tmp_path / "a.toml"
+    f.write_text(
+        f"""data_dir = "{tmp_path / "data"}"
+[[destinations]]
+name = "pacs"
+ae_title = "{pacs.ae_title}"
+host = "127.0.0.1"
+port = {pacs.port}
+[[destinations]]
+name = "down"
+ae_title = "NOBODY"
+host = "127.0.0.1"
+port = 9
+"""
+    )
+    store = open_store(tmp_path / "data")
+    for n in range(3):
+        info = queue.InstanceInfo(f"1.2.{n}", CT, "1.2.840.10008.1.2.1", "CT", "CT1")
+        queue.record_instance(store, info, f"f{n}", f"d{n}", 1, ["pacs", "down"], now=100)
+    queue.defer_destination(store, "down", until=10**10, error="no association with NOBODY")
+    [first] = queue.claim(store, "pacs", 1)
+    queue.mark_dead(store, first, "cannot understand 0xC000: bad pixel data")
+    store.close()
+    return f
+
+
+def test_status_waiting_and_dead(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["forward", "status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "down" in out and "waiting 3" in out and "no association with NOBODY" in out
+    assert "dead 1" in out
+    assert cli.main(["forward", "waiting", "down", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all("no association with NOBODY" in line for line in lines)
+    assert cli.main(["forward", "dead", "--config", str(config)]) == 0
+    assert "bad pixel data" in capsys.readouterr().out
+
+
+def test_retry_and_resend(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["forward", "retry", "down", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith("3 waiting items are due now")
+    store = open_store(config.parent / "data")
+    [dead] = queue.dead_letters(store)
+    store.close()
+    assert cli.main(["forward", "resend", str(dead["id"]), "--config", str(config)]) == 0
+    assert "1 of 1 items are queued again" in capsys.readouterr().out
+    store = open_store(config.parent / "data")
+    assert queue.dead_letters(store) == []
+    store.close()
+
+
+def test_echo(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["forward", "echo", "pacs", "--config", str(config)]) == 0
+    assert "success" in capsys.readouterr().out
+    assert cli.main(["forward", "echo", "down", "--config", str(config)]) == 1
+    assert "no association" in capsys.readouterr().out
+    assert cli.main(["forward", "echo", "nosuch", "--config", str(config)]) == 2
