@@ -97,7 +97,9 @@ OmitSOPClassUIDFromCreateResponse = false
     return cfg
 
 
-def dcmtk_print(folder: Path, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+def dcmtk_print(
+    folder: Path, port: int, *extra: str, prscu: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """dcmpsprt makes a Stored Print of four images on a 2x2 film; dcmprscu prints it."""
     dcmpsprt, dcmprscu = require_peer("dcmpsprt"), require_peer("dcmprscu")
     cfg = dcmpstat_cfg(folder, port)
@@ -111,7 +113,7 @@ def dcmtk_print(folder: Path, port: int, *extra: str) -> subprocess.CompletedPro
     stored = sorted((folder / "database").glob("SP_*.dcm"))
     assert len(stored) == 1
     return subprocess.run(
-        [dcmprscu, "-v", "-c", str(cfg), "-p", "APPLIANCE", str(stored[0])],
+        [dcmprscu, "-v", "-c", str(cfg), "-p", "APPLIANCE", *(prscu or []), str(stored[0])],
         capture_output=True, text=True, timeout=60, cwd=folder, env=peer_env(),
     )  # fmt: skip
 
@@ -221,3 +223,38 @@ def test_dcmprscu_film_comes_out_of_a_pwg_raster_printer(
         page = decode_pwg_page(data)
         sent = next(read_pages(app.runtime.config.data_dir / "prints" / job["document"]))[0]
         assert np.array_equal(np.asarray(page), np.asarray(sent))
+
+
+@pytest.mark.parametrize(
+    ("dcmpsprt_options", "dcmprscu_options"),
+    [
+        (["--img-polarity", "REVERSE", "--trim"], ["--session-print"]),
+        (["--landscape", "--max-density", "250"], ["--monochrome1", "+d"]),
+    ],
+)
+def test_dcmprscu_options_reach_the_page(
+    start_appliance: Callable[..., Appliance],
+    tmp_path: Path,
+    dcmpsprt_options: list[str],
+    dcmprscu_options: list[str],
+) -> None:
+    """Polarity, trim, orientation, Max Density beyond the paper (B605), MONOCHROME1 pixels
+    and a film session N-ACTION, as DCMTK sends them."""
+    app = start_appliance(config(f"folder:{tmp_path / 'out'}"))
+    out = dcmtk_print(tmp_path, app.dicom_port, *dcmpsprt_options, prscu=dcmprscu_options)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "printer communication failed" not in out.stderr
+    wait_for(lambda: finished_jobs(app))
+    job = finished_jobs(app)[0]
+    assert job["state"] == "DONE", job["error"]
+    page = next(read_pages(app.runtime.config.data_dir / "prints" / job["document"]))[0]
+    means = box_means(page)
+    if "--landscape" in dcmpsprt_options:
+        assert page.width > page.height
+        assert "0xb605: Image box warning - Min/Max density" in out.stderr  # from the +d dump
+    if "REVERSE" in dcmpsprt_options:
+        assert job["spec"].count('"Polarity": "REVERSE"') == 4
+        assert job["spec"].count('"Trim": "YES"') == 1
+        assert means == sorted(means, reverse=True), "reversed images darken one after another"
+    else:
+        assert means == sorted(means)
