@@ -169,6 +169,11 @@ class PrintProfileSettings:
         "paper: auto (the film's size, or the printer's best media), A4, A3, LETTER, LEGAL, TABLOID",
         "auto",
     )
+    paper_for_film: str = _doc(
+        "paper per Film Size ID, space-separated FILM=PAPER pairs overriding paper, "
+        "e.g. '14INX17IN=A3 8INX10IN=LETTER'",
+        "",
+    )
     fit: bool = _doc("fit the film to the paper; false prints it true size, centred, cropped", True)
     film_sizes: str = _doc("Film Size IDs accepted, space-separated ('' = all)", "")
     display_formats: str = _doc(
@@ -400,6 +405,16 @@ def _validate_print_profile(p: PrintProfileSettings, where: str) -> PrintProfile
     if paper != "AUTO" and paper not in film.PAPER_SIZES_MM:
         choices = ", ".join(["auto", *film.PAPER_SIZES_MM])
         raise ConfigError(f"{where}.paper", f"{p.paper!r} is not one of {choices}")
+    for pair in p.paper_for_film.split():
+        film_id, eq, paper_name = pair.partition("=")
+        if (
+            not eq
+            or film_id not in film.FILM_SIZES_MM
+            or paper_name.upper() not in film.PAPER_SIZES_MM
+        ):
+            raise ConfigError(
+                f"{where}.paper_for_film", f"{pair!r} is not FILM_SIZE_ID=PAPER (A4, A3, LETTER...)"
+            )
     for size in [*p.film_sizes.split(), p.default_film_size]:
         if size not in film.FILM_SIZES_MM:
             raise ConfigError(f"{where}.film_sizes", f"{size!r} is not a Film Size ID")

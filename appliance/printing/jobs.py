@@ -49,6 +49,15 @@ def _tone(attrs: dict[str, Any], profile: dict[str, Any]) -> Tone:
     )
 
 
+def paper_name(profile: dict[str, Any], film_size_id: str) -> str:
+    """The profile's paper for a film size: its paper_for_film entry, else its paper."""
+    for pair in profile.get("paper_for_film", "").split():
+        film_id, _, paper = pair.partition("=")
+        if film_id == film_size_id:
+            return paper.upper()
+    return str(profile["paper"])
+
+
 def film_spec(attrs: dict[str, Any], profile: dict[str, Any]) -> page_mod.FilmSpec:
     """The image/ film description of a stored Film Box."""
     return page_mod.FilmSpec(
@@ -208,7 +217,7 @@ class JobRunner:
             for n, film in enumerate(films, 1):
                 attrs = film["attrs"]
                 film_mm = film_mod.film_size_mm(attrs["FilmSizeID"], attrs["FilmOrientation"])
-                paper = output.paper(film_mm, profile["paper"])
+                paper = output.paper(film_mm, paper_name(profile, attrs["FilmSizeID"]))
                 media = media or paper.media
                 # Annotation Box texts are printed under the film; the profile's footer adds
                 # the film session label, the date and the page number.

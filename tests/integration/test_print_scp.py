@@ -307,3 +307,22 @@ def test_sessions_belong_to_their_calling_ae(
     finally:
         one.release()
         two.release()
+
+
+def test_profile_paper_per_film_size_and_grey_only(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    app = start_appliance(
+        print_config(tmp_path, paper="A4", paper_for_film="14INX17IN=A3", fit=True, color=False)
+    )
+    scu = PrintSCU(app.dicom_port, color=True)
+    try:
+        _box, small = scu.print_film("STANDARD\\1,1", FilmSizeID="8INX10IN")
+        _box, large = scu.print_film("STANDARD\\1,1", FilmSizeID="14INX17IN")
+    finally:
+        scu.release()
+    a4 = printed_page(app, wait_done(app, small))
+    a3 = printed_page(app, wait_done(app, large))
+    assert a4.size == (round(210 * DPI / 25.4), round(297 * DPI / 25.4))
+    assert a3.size == (round(297 * DPI / 25.4), round(420 * DPI / 25.4))
+    assert a4.mode == a3.mode == "L"  # the profile prints grey only

@@ -163,6 +163,16 @@ def test_overrides_are_validated() -> None:
         ({"max_density": 500}, "print_profiles[0].max_density", "between 0 and 400"),
         ({"min_density": 250}, "print_profiles[0].min_density", "below max_density"),
         ({"dpi": 5}, "print_profiles[0].dpi", "between 20 and 1200"),
+        (
+            {"paper_for_film": "14INX17IN:A3"},
+            "print_profiles[0].paper_for_film",
+            "FILM_SIZE_ID=PAPER",
+        ),
+        (
+            {"paper_for_film": "14INX17IN=B4"},
+            "print_profiles[0].paper_for_film",
+            "FILM_SIZE_ID=PAPER",
+        ),
         ({"dpi": "300"}, "print_profiles[0].dpi", "not of type int"),
     ],
 )
