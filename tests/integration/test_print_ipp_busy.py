@@ -24,8 +24,9 @@ from tests.printscu import PRINTER, PRINTER_INSTANCE, PrintSCU
 class BusyPrinter:
     """Answers Print-Job with server-error-busy `busy` times, then accepts it."""
 
-    def __init__(self, busy: int) -> None:
+    def __init__(self, busy: int, job_state: int = 9) -> None:
         self.busy = busy
+        self.job_state = job_state
         self.print_jobs: list[bytes] = []
         self.refused = 0
         self.reasons = ["none"]
@@ -74,7 +75,10 @@ class BusyPrinter:
                 0, rid, head, ipp.JOB_GROUP, [(ipp.INTEGER, "job-id", len(self.print_jobs))]
             )
         if op == ipp.GET_JOB_ATTRIBUTES:
-            return _response(0, rid, head, ipp.JOB_GROUP, [(ipp.ENUM, "job-state", 9)])
+            state = [(ipp.ENUM, "job-state", self.job_state)]
+            if self.job_state == 8:
+                state.append((ipp.KEYWORD, "job-state-reasons", "document-format-error"))
+            return _response(0, rid, head, ipp.JOB_GROUP, state)
         return _response(0x0501, rid, head)
 
 
@@ -135,3 +139,31 @@ def test_busy_printer_gets_the_job_once_it_is_free(
     assert busy_printer.refused == 1 and len(busy_printer.print_jobs) == 1
     sent = busy_printer.print_jobs[0]
     assert b"application/pdf" in sent and b"%PDF-1.4" in sent and b"iso_a4_210x297mm" in sent
+
+
+def test_a_job_the_printer_aborts_fails_and_the_scu_hears_it(
+    start_appliance: Callable[..., Appliance], busy_printer: BusyPrinter
+) -> None:
+    busy_printer.busy, busy_printer.job_state = 0, 8  # aborted
+    app = start_appliance(
+        {
+            "devices": [{"ae_title": "CT1"}],
+            "printers": [{"name": "ward", "uri": busy_printer.uri}],
+            "print_profiles": [{"dpi": 30, "footer": True}],
+        }
+    )
+    scu = PrintSCU(app.dicom_port)
+    try:
+        _box, job = scu.print_film(
+            "STANDARD\\1,1", session_attrs={"FilmSessionLabel": "HAND"}, FilmSizeID="8INX10IN"
+        )
+        wait_for(lambda: [e[0] for e in scu.events] == [1, 2, 4], timeout=15)
+        assert scu.events[-1][2].ExecutionStatusInfo == "PRINTER DOWN"
+        st, ds = scu.get("1.2.840.10008.5.1.1.14", job)
+        assert (st, ds.ExecutionStatus) == (0, "FAILURE")
+    finally:
+        scu.release()
+    row = app.runtime.store.query("SELECT error, pages FROM print_jobs")[0]
+    assert "aborted (document-format-error)" in row["error"]
+    preview = app.runtime.config.data_dir / "prints" / "jobs" / job / "page-1.png"
+    assert preview.exists()  # the page is kept, for a reprint elsewhere
