@@ -89,6 +89,9 @@ def send_event_report(
         assoc._reactor_checkpoint.set()
 
 
+Item = tuple["weakref.ref[Any]", str, int, Dataset, str, str]
+
+
 class EventSender:
     """Sends reports in order on a background thread; remembers each job's association."""
 
@@ -96,10 +99,10 @@ class EventSender:
         self.timeout = timeout
         self._targets: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
         self._meta: dict[str, str] = {}
-        self._queue: queue.Queue[tuple[str, int, Dataset, str, str] | None] = queue.Queue()
+        self._queue: queue.Queue[Item | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._msg_ids: dict[int, int] = {}
-        self.sent: list[tuple[str, int, int | None]] = []  # (job, event type, status), for health
+        self._msg_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self.sent: list[tuple[str, int, int | None]] = []  # (instance, event type, status)
 
     def start(self) -> None:
         """Start the sending thread."""
@@ -122,30 +125,38 @@ class EventSender:
         self, job_uid: str, event_type: int, info: Dataset, class_uid: str, instance_uid: str
     ) -> None:
         """Queue a report for the job's association (dropped when there is none)."""
-        if job_uid in self._targets:
-            self._queue.put((job_uid, event_type, info, class_uid, instance_uid))
+        assoc = self._targets.get(job_uid)
+        if assoc is not None:
+            self.send_to(
+                assoc, self._meta.get(job_uid, ""), event_type, info, class_uid, instance_uid
+            )
+
+    def send_to(
+        self,
+        assoc: Any,
+        meta_uid: str,
+        event_type: int,
+        info: Dataset,
+        class_uid: str,
+        instance_uid: str,
+    ) -> None:
+        """Queue a report for one association, on the meta SOP class context if given."""
+        self._queue.put((weakref.ref(assoc), meta_uid, event_type, info, class_uid, instance_uid))
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:
-            job_uid, event_type, info, class_uid, instance_uid = item
-            assoc = self._targets.get(job_uid)
+            ref, meta_uid, event_type, info, class_uid, instance_uid = item
+            assoc = ref()
             if assoc is None or not assoc.is_established:
                 continue
-            key = id(assoc)
-            self._msg_ids[key] = self._msg_ids.get(key, 0x8000) + 1
+            msg_id = self._msg_ids.get(assoc, 0x8000) + 1
+            self._msg_ids[assoc] = msg_id
             try:
                 status = send_event_report(
-                    assoc,
-                    info,
-                    event_type,
-                    class_uid,
-                    instance_uid,
-                    self._meta.get(job_uid, ""),
-                    self._msg_ids[key],
-                    self.timeout,
+                    assoc, info, event_type, class_uid, instance_uid, meta_uid, msg_id, self.timeout
                 )
             except (ValueError, RuntimeError, OSError) as exc:
-                log.warning("print job event report not sent: %s", exc)
+                log.warning("print event report not sent: %s", exc)
                 status = None
-            self.sent.append((job_uid, event_type, status))
+            self.sent.append((instance_uid, event_type, status))
             del self.sent[:-100]

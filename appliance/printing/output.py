@@ -177,13 +177,14 @@ class IppOutput:
     uri: str
     poll_interval: float = 0.2
     job_timeout: float = 300.0
+    cache_seconds: float = 5.0
     _cache: tuple[float, dict[str, list[Any]]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def attributes(self, max_age: float = 5.0) -> dict[str, list[Any]]:
-        """The printer's attributes, cached for a few seconds."""
+    def attributes(self) -> dict[str, list[Any]]:
+        """The printer's attributes, cached for ``cache_seconds``."""
         with self._lock:
-            if self._cache and time.monotonic() - self._cache[0] < max_age:
+            if self._cache and time.monotonic() - self._cache[0] < self.cache_seconds:
                 return self._cache[1]
         attrs = ipp.get_printer_attributes(self.uri)
         with self._lock:

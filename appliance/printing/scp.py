@@ -80,6 +80,7 @@ def handle_n_create(event: evt.Event, svc: PrintService) -> tuple[Dataset, Datas
         ds = event.attribute_list
         if cls == FILM_SESSION:
             uid, reply, warns = svc.create_session(ds, calling, called, meta, requested_uid)
+            svc.listen(event.assoc, called, str(event.context.abstract_syntax))
         elif cls == FILM_BOX:
             uid, reply, warns = svc.create_film_box(ds, calling, called, meta, requested_uid)
         elif cls == PRESENTATION_LUT:

@@ -10,6 +10,8 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
+import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 PRINTS_DIR = "prints"
 DEFAULT_PRINTER = PrinterSettings(name="folder", uri="folder:prints/out")
 MAX_QUEUED_JOBS = 50
+PRINTER_POLL_SECONDS = 10.0  # how often printers are checked while an SCU is connected
 SESSION_TTL_HOURS = 48  # an unprinted film session is kept this long after its creation
 # Root for instance UIDs this service creates: generate_uid keeps them within 64 characters.
 UID_ROOT = "1.2.826.0.1.3680043.10.1338."
@@ -81,6 +84,14 @@ class PrintService:
         self.events = EventSender(timeout=min(10.0, config.dicom.dimse_timeout))
         self.runner = JobRunner(self.repo, self.printers, notify=self._job_changed)
         self._lock = threading.Lock()
+        # Associations that opened a film session, with their printer and meta SOP class.
+        self._listeners: weakref.WeakKeyDictionary[Any, tuple[str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._printer_states: dict[str, tuple[str, str]] = {}
+        self.printer_poll = PRINTER_POLL_SECONDS
+        self._monitor_stop = threading.Event()
+        self._monitor: threading.Thread | None = None
 
     # -- the Service protocol -------------------------------------------------
 
@@ -103,9 +114,18 @@ class PrintService:
         self.repo.purge_pixels()
         self.events.start()
         self.runner.start()
+        self._monitor_stop.clear()
+        self._monitor = threading.Thread(
+            target=self._watch_printers, name="print-monitor", daemon=True
+        )
+        self._monitor.start()
 
     def stop(self) -> None:
         """Stop the workers; queued jobs stay in the database."""
+        self._monitor_stop.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+            self._monitor = None
         self.runner.stop()
         self.events.stop()
 
@@ -135,8 +155,46 @@ class PrintService:
         return profile.printer or self.default_printer
 
     def printer_state(self, name: str) -> PrinterState:
-        """The live state of a printer."""
-        return self.printers[name].state()
+        """The live state of a printer (remembered, so a change can be reported)."""
+        state = self.printers[name].state()
+        with self._lock:
+            before = self._printer_states.get(name)
+            self._printer_states[name] = (state.status, state.info)
+        if before is not None and before != (state.status, state.info):
+            self._printer_changed(name, state)
+        return state
+
+    def listen(self, assoc: Any, called: str, meta_uid: str) -> None:
+        """Printer N-EVENT-REPORTs go to this association while it lasts (PS3.4 H.4.6.1.1)."""
+        printer = self.printer_name(self.profile(called))
+        with self._lock:
+            self._listeners[assoc] = (printer, meta_uid)
+
+    def _printer_changed(self, name: str, state: PrinterState) -> None:
+        info = Dataset()
+        info.PrinterStatusInfo = state.info
+        info.PrinterName = name[:64]
+        event_type = rules.PRINTER_EVENT_TYPES[state.status]
+        with self._lock:
+            targets = [(a, m) for a, (p, m) in self._listeners.items() if p == name]
+        for assoc, meta_uid in targets:
+            if assoc.is_established:
+                self.events.send_to(
+                    assoc, meta_uid, event_type, info, scp.PRINTER, scp.PRINTER_INSTANCE
+                )
+        log.info("printer %s is now %s %s", name, state.status, state.info)
+
+    def _watch_printers(self) -> None:
+        """Check the printers that connected SCUs print to, while any is connected."""
+        last = time.monotonic()
+        while not self._monitor_stop.wait(0.2):
+            if time.monotonic() - last < self.printer_poll:
+                continue
+            last = time.monotonic()
+            with self._lock:
+                names = {p for a, (p, _m) in self._listeners.items() if a.is_established}
+            for name in sorted(names):
+                self.printer_state(name)
 
     # -- Film Session -----------------------------------------------------------
 

@@ -167,3 +167,33 @@ def test_a_job_the_printer_aborts_fails_and_the_scu_hears_it(
     assert "aborted (document-format-error)" in row["error"]
     preview = app.runtime.config.data_dir / "prints" / "jobs" / job / "page-1.png"
     assert preview.exists()  # the page is kept, for a reprint elsewhere
+
+
+def test_printer_state_changes_reach_connected_scus(
+    start_appliance: Callable[..., Appliance], busy_printer: BusyPrinter
+) -> None:
+    app = start_appliance(
+        {
+            "devices": [{"ae_title": "CT1"}],
+            "printers": [{"name": "ward", "uri": busy_printer.uri}],
+        }
+    )
+    service = next(s for s in app.services if s.name == "print")
+    service.printer_poll = 0.1
+    service.printers["ward"].cache_seconds = 0.0
+    scu = PrintSCU(app.dicom_port)
+    try:
+        st, ds = scu.get(PRINTER, PRINTER_INSTANCE)
+        assert (st, ds.PrinterStatus) == (0, "NORMAL")
+        assert scu.session()[0] == 0
+        busy_printer.reasons = ["media-empty-error"]
+        wait_for(lambda: [e[0] for e in scu.events] == [2])  # Printer WARNING
+        event_type, uid, info = scu.events[0]
+        assert uid == PRINTER_INSTANCE
+        assert (info.PrinterStatusInfo, info.PrinterName) == ("SUPPLY EMPTY", "ward")
+        busy_printer.reasons = ["none"]
+        wait_for(lambda: [e[0] for e in scu.events] == [2, 1])  # back to NORMAL
+        st, ds = scu.get(PRINTER, PRINTER_INSTANCE)
+        assert (st, ds.PrinterStatus, ds.PrinterStatusInfo) == (0, "NORMAL", "NORMAL")
+    finally:
+        scu.release()

@@ -90,7 +90,7 @@ class _FakeIpp(IppOutput):
         super().__init__("p", "ipp://127.0.0.1:1/ipp/print")
         self._attrs = attrs
 
-    def attributes(self, max_age: float = 5.0) -> dict:
+    def attributes(self) -> dict:
         return self._attrs
 
 
