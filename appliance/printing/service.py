@@ -288,7 +288,8 @@ class PrintService:
         if "ReferencedPresentationLUTSequence" in ds:
             out.attrs["PresentationLUT"] = self._lut_ref(ds)
         self.repo.update_film_box(uid, out.attrs)
-        return _ds({k: out.attrs[k] for k in out.attrs if k in ds}), out.warnings
+        changed = {k: v for k, v in out.attrs.items() if k != "PresentationLUT" and k in ds}
+        return _ds(changed), out.warnings
 
     # -- Image Box, Annotation Box ------------------------------------------------------
 

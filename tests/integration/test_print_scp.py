@@ -326,3 +326,29 @@ def test_profile_paper_per_film_size_and_grey_only(
     assert a4.size == (round(210 * DPI / 25.4), round(297 * DPI / 25.4))
     assert a3.size == (round(297 * DPI / 25.4), round(420 * DPI / 25.4))
     assert a4.mode == a3.mode == "L"  # the profile prints grey only
+
+
+def test_n_set_changes_session_and_film_box(printer_app: Appliance, scu: PrintSCU) -> None:
+    st, session, _ = scu.session()
+    change = Dataset()
+    change.NumberOfCopies = 3
+    change.FilmSessionLabel = "SPINE"
+    assert scu.set(FILM_SESSION, session, change)[0] == 0
+    bad = Dataset()
+    bad.NumberOfCopies = 500
+    assert scu.set(FILM_SESSION, session, bad)[0] == status.INVALID_ATTRIBUTE_VALUE
+    st, box, reply = scu.film_box(session, "STANDARD\\1,1", FilmSizeID="8INX10IN")
+    film = Dataset()
+    film.MagnificationType = "REPLICATE"
+    film.BorderDensity = "BLACK"
+    assert scu.set(FILM_BOX, box, film)[0] == 0
+    layout = Dataset()
+    layout.ImageDisplayFormat = "STANDARD\\2,2"  # only N-CREATE may set the layout
+    assert scu.set(FILM_BOX, box, layout)[0] == status.INVALID_ATTRIBUTE_VALUE
+    img = reply.ReferencedImageBoxSequence[0].ReferencedSOPInstanceUID
+    assert scu.image(img, 1)[0] == 0
+    st, reply = scu.action(FILM_BOX, box)
+    row = wait_done(printer_app, str(reply.ReferencedPrintJobSequence[0].ReferencedSOPInstanceUID))
+    assert (row["copies"], row["label"]) == (3, "SPINE")
+    assert '"MagnificationType": "REPLICATE"' in row["spec"]
+    assert '"BorderDensity": "BLACK"' in row["spec"]

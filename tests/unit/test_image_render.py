@@ -9,6 +9,8 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from image import film as film_mod
@@ -283,3 +285,28 @@ def test_footer_on_a_film_sized_page_gets_its_own_band() -> None:
     assert noted.size == (plain.width, plain.height + band)
     assert np.array_equal(np.asarray(noted)[: plain.height], np.asarray(plain))
     assert (np.asarray(noted)[plain.height :] < 128).any()  # the text
+
+
+@given(
+    st.sampled_from(["STANDARD", "ROW", "COL"]),
+    st.lists(st.integers(1, 6), min_size=1, max_size=5),
+    st.integers(50, 3000),
+    st.integers(50, 3000),
+    st.integers(0, 5),
+)
+def test_layout_boxes_tile_the_area_without_overlap(
+    kind: str, counts: list[int], w: int, h: int, gap: int
+) -> None:
+    if kind == "STANDARD":
+        counts = (counts * 2)[:2]
+    fmt = f"{kind}\\{','.join(map(str, counts))}"
+    area = film_mod.Rect(10, 20, w, h)
+    boxes = film_mod.layout_boxes(fmt, area, gap)
+    assert len(boxes) == film_mod.box_count(fmt)
+    for b in boxes:
+        assert b.w >= 1 and b.h >= 1
+        assert area.x <= b.x and b.x + b.w <= area.x + area.w
+        assert area.y <= b.y and b.y + b.h <= area.y + area.h
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert a.x + a.w <= b.x or b.x + b.w <= a.x or a.y + a.h <= b.y or b.y + b.h <= a.y
