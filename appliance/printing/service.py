@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 
 from appliance import __version__, status
 from appliance.config import PrinterSettings, PrintProfileSettings
@@ -31,6 +36,8 @@ from appliance.printing.session import PrintError
 log = logging.getLogger(__name__)
 
 PRINTS_DIR = "prints"
+# Little endian only: image box pixels are read as little-endian words.
+TRANSFER_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
 DEFAULT_PRINTER = PrinterSettings(name="folder", uri="folder:prints/out")
 MAX_QUEUED_JOBS = 50
 PRINTER_POLL_SECONDS = 10.0  # how often printers are checked while an SCU is connected
@@ -98,7 +105,7 @@ class PrintService:
     def contexts(self) -> list[tuple[str, list[str] | None]]:
         """Both meta SOP classes, and the classes negotiated on their own."""
         uids = (scp.GRAYSCALE_META, scp.COLOR_META, scp.PRESENTATION_LUT, scp.PRINT_JOB)
-        return [(uid, None) for uid in (*uids, scp.ANNOTATION_BOX, scp.PRINTER)]
+        return [(uid, TRANSFER_SYNTAXES) for uid in (*uids, scp.ANNOTATION_BOX, scp.PRINTER)]
 
     def handlers(self) -> list[tuple[Any, ...]]:
         """N-CREATE, N-SET, N-ACTION, N-DELETE, N-GET bindings."""

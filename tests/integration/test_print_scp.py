@@ -352,3 +352,16 @@ def test_n_set_changes_session_and_film_box(printer_app: Appliance, scu: PrintSC
     assert (row["copies"], row["label"]) == (3, "SPINE")
     assert '"MagnificationType": "REPLICATE"' in row["spec"]
     assert '"BorderDensity": "BLACK"' in row["spec"]
+
+
+def test_big_endian_is_not_offered_for_print(printer_app: Appliance) -> None:
+    ae = AE(ae_title="CT1")
+    ae.add_requested_context("1.2.840.10008.5.1.1.9", "1.2.840.10008.1.2.2")  # Explicit BE
+    ae.add_requested_context("1.2.840.10008.1.1")  # Verification, so the association opens
+    assoc = ae.associate("127.0.0.1", printer_app.dicom_port, ae_title="APPLIANCE")
+    try:
+        assert assoc.is_established
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        assert accepted == {"1.2.840.10008.1.1"}
+    finally:
+        assoc.release()
