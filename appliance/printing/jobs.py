@@ -29,6 +29,7 @@ from image.pixels import SourceImage, Tone
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+PRIORITY_RANK = {"HIGH": 0, "MED": 1, "LOW": 2}
 MAX_ATTEMPTS = 20
 
 Notify = Callable[[str, str, str], None]
@@ -88,7 +89,8 @@ class JobRunner:
         self.notify = notify or (lambda uid, state, info: None)
         self.retry_delays = retry_delays
         self.poll_interval = poll_interval
-        self._queue: list[str] = []
+        self._queue: list[str] = []  # in arrival order; taken by Print Priority first
+        self._rank: dict[str, int] = {}
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -100,7 +102,9 @@ class JobRunner:
         """Resume unfinished jobs, then start the worker."""
         with self._cond:
             self._stop = False
-            self._queue = self.repo.unfinished_jobs()
+            self._queue, self._rank = [], {}
+            for uid, priority in self.repo.unfinished_jobs():
+                self._add(uid, priority)
         self._thread = threading.Thread(target=self._loop, name="print-jobs", daemon=True)
         self._thread.start()
 
@@ -113,11 +117,22 @@ class JobRunner:
             self._thread.join(timeout)
             self._thread = None
 
-    def submit(self, uid: str) -> None:
+    def _add(self, uid: str, priority: str) -> None:
+        if uid not in self._rank:
+            self._queue.append(uid)
+            self._rank[uid] = PRIORITY_RANK.get(priority, 1)
+
+    def _take(self) -> str:
+        """The next job: the highest Print Priority, then the oldest."""
+        uid = min(self._queue, key=lambda u: self._rank[u])
+        self._queue.remove(uid)
+        del self._rank[uid]
+        return uid
+
+    def submit(self, uid: str, priority: str = "MED") -> None:
         """Queue a job already committed to the database."""
         with self._cond:
-            if uid not in self._queue:
-                self._queue.append(uid)
+            self._add(uid, priority)
             self._cond.notify_all()
 
     @property
@@ -138,7 +153,9 @@ class JobRunner:
             log.warning("cannot read the print queue: %s", exc)
             return
         with self._cond:
-            self._queue.extend(u for u in pending if u not in self._queue and u != self.current)
+            for uid, priority in pending:
+                if uid != self.current:
+                    self._add(uid, priority)
 
     def _loop(self) -> None:
         while True:
@@ -152,7 +169,7 @@ class JobRunner:
             with self._cond:
                 if not self._queue:
                     continue
-                uid = self._queue.pop(0)
+                uid = self._take()
                 self.current = uid
             try:
                 self.process(uid)

@@ -264,13 +264,13 @@ class PrintRepo:
         with self.store.write() as db:
             db.execute(f"UPDATE print_jobs SET {cols} WHERE uid = ?", (*fields.values(), uid))
 
-    def unfinished_jobs(self) -> list[str]:
-        """Jobs to resume after a restart, oldest first."""
+    def unfinished_jobs(self) -> list[tuple[str, str]]:
+        """(uid, Print Priority) of the jobs to resume after a restart, oldest first."""
         rows = self.store.query(
-            "SELECT uid FROM print_jobs WHERE state IN ('PENDING', 'PRINTING') "
+            "SELECT uid, priority FROM print_jobs WHERE state IN ('PENDING', 'PRINTING') "
             "ORDER BY created_at, rowid"
         )
-        return [r["uid"] for r in rows]
+        return [(r["uid"], r["priority"]) for r in rows]
 
     def expire_sessions(self, hours: float) -> int:
         """Film sessions left open longer than ``hours`` (their association long gone) end."""

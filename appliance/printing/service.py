@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 PRINTS_DIR = "prints"
 # Little endian only: image box pixels are read as little-endian words.
-TRANSFER_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+TRANSFER_SYNTAXES: list[str] = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
 DEFAULT_PRINTER = PrinterSettings(name="folder", uri="folder:prints/out")
 MAX_QUEUED_JOBS = 50
 PRINTER_POLL_SECONDS = 10.0  # how often printers are checked while an SCU is connected
@@ -425,7 +425,7 @@ class PrintService:
         if profile.job_events and scp.PRINT_JOB in negotiated:
             self.events.watch(job_uid, assoc, "")
             self._job_changed(job_uid, rules.PENDING, "NORMAL")
-        self.runner.submit(job_uid)
+        self.runner.submit(job_uid, row["priority"])
         log.info(
             "print job %s queued for %s: %d film(s) to %s", job_uid, calling, len(films), printer
         )
