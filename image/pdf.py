@@ -11,19 +11,39 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from PIL import Image
 
 STRIP_ROWS = 256
 
 
-def _image_stream(out: BinaryIO, im: Image.Image, level: int) -> int:
+class Strips(Protocol):
+    """A page that hands out rows (image.page.PageBuffer)."""
+
+    mode: str
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    def strip(self, top: int, bottom: int) -> Image.Image: ...
+
+
+def _strip(im: Image.Image | Strips, top: int, bottom: int) -> Image.Image:
+    if isinstance(im, Image.Image):
+        return im.crop((0, top, im.width, bottom))
+    return im.strip(top, bottom)
+
+
+def _image_stream(out: BinaryIO, im: Image.Image | Strips, level: int) -> int:
     """Write the Flate-compressed samples of ``im``; returns the compressed length."""
     comp = zlib.compressobj(level)
     length = 0
     for top in range(0, im.height, STRIP_ROWS):
-        strip = im.crop((0, top, im.width, min(im.height, top + STRIP_ROWS))).tobytes()
+        strip = _strip(im, top, min(im.height, top + STRIP_ROWS)).tobytes()
         chunk = comp.compress(strip)
         out.write(chunk)
         length += len(chunk)
@@ -52,9 +72,9 @@ class PdfWriter:
         self.offsets[num - 1] = self.out.tell()
         self.out.write(f"{num} 0 obj\n".encode())
 
-    def add_page(self, im: Image.Image, dpi: int) -> None:
+    def add_page(self, im: Image.Image | Strips, dpi: int) -> None:
         """Append one page of the image's size at ``dpi``; grey ("L") or colour ("RGB")."""
-        if im.mode not in ("L", "RGB"):
+        if isinstance(im, Image.Image) and im.mode not in ("L", "RGB"):
             im = im.convert("RGB")
         img_id, len_id, content_id, page_id = (self._reserve() for _ in range(4))
         colors = "/DeviceGray" if im.mode == "L" else "/DeviceRGB"

@@ -254,8 +254,8 @@ class JobRunner:
                     film_spec(attrs, profile), self._boxes(film), page_spec
                 )
                 warnings |= result.warnings
-                writer.add_page(result.image, profile["dpi"])
-                page_mod.preview(result.image).save(out_dir / f"page-{n}.png")
+                writer.add_page(result.page, profile["dpi"])
+                page_mod.preview(result.page).save(out_dir / f"page-{n}.png")
                 del result
             writer.close()
             f.flush()

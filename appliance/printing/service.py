@@ -37,7 +37,11 @@ log = logging.getLogger(__name__)
 
 PRINTS_DIR = "prints"
 # Little endian only: image box pixels are read as little-endian words.
-TRANSFER_SYNTAXES: list[str] = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+TRANSFER_SYNTAXES: list[str] = [
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+]
 DEFAULT_PRINTER = PrinterSettings(name="folder", uri="folder:prints/out")
 MAX_QUEUED_JOBS = 50
 PRINTER_POLL_SECONDS = 10.0  # how often printers are checked while an SCU is connected
