@@ -198,7 +198,11 @@ class PrintProfileSettings:
     color: bool = _doc("print in colour; false prints every page in grey", True)
     footer: bool = _doc("print a footer: film session label, date, page n of m", False)
     dpi: int = _doc("printer resolution in dots per inch", 300)
-    job_events: bool = _doc("send Print Job N-EVENT-REPORTs on the creating association", True)
+    job_events: bool = _doc(
+        "send Print Job and Printer N-EVENT-REPORTs to the SCU; off by default, as an SCU must "
+        "take them even while it waits for a response (pynetdicom's SCU cannot)",
+        False,
+    )
 
 
 @dataclass(frozen=True)

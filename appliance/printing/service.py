@@ -177,9 +177,11 @@ class PrintService:
 
     def listen(self, assoc: Any, called: str, meta_uid: str) -> None:
         """Printer N-EVENT-REPORTs go to this association while it lasts (PS3.4 H.4.6.1.1)."""
-        printer = self.printer_name(self.profile(called))
+        profile = self.profile(called)
+        if not profile.job_events:
+            return
         with self._lock:
-            self._listeners[assoc] = (printer, meta_uid)
+            self._listeners[assoc] = (self.printer_name(profile), meta_uid)
 
     def _printer_changed(self, name: str, state: PrinterState) -> None:
         info = Dataset()

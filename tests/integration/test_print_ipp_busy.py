@@ -149,7 +149,7 @@ def test_a_job_the_printer_aborts_fails_and_the_scu_hears_it(
         {
             "devices": [{"ae_title": "CT1"}],
             "printers": [{"name": "ward", "uri": busy_printer.uri}],
-            "print_profiles": [{"dpi": 30, "footer": True}],
+            "print_profiles": [{"dpi": 30, "footer": True, "job_events": True}],
         }
     )
     scu = PrintSCU(app.dicom_port)
@@ -176,6 +176,7 @@ def test_printer_state_changes_reach_connected_scus(
         {
             "devices": [{"ae_title": "CT1"}],
             "printers": [{"name": "ward", "uri": busy_printer.uri}],
+            "print_profiles": [{"job_events": True}],
         }
     )
     service = next(s for s in app.services if s.name == "print")

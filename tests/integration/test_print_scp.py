@@ -96,10 +96,21 @@ def test_layouts_print_to_the_folder(
     assert [p.suffix for p in out] == [".png", ".pdf"]
 
 
-def test_job_events_and_n_get(printer_app: Appliance, scu: PrintSCU) -> None:
-    _box, job = scu.print_film()
-    wait_done(printer_app, job)
-    wait_for(lambda: len(scu.events) >= 3)
+def test_job_events_and_n_get(start_appliance: Callable[..., Appliance], tmp_path: Path) -> None:
+    app = start_appliance(print_config(tmp_path, job_events=True))
+    scu = PrintSCU(app.dicom_port)
+    try:
+        _box, job = scu.print_film()
+        wait_done(app, job)
+        # The SCU sends nothing until the three reports are in: pynetdicom's SCU would take
+        # a report arriving during its own request for the response.
+        wait_for(lambda: len(scu.events) >= 3)
+        check_events_and_n_get(scu, job)
+    finally:
+        scu.release()
+
+
+def check_events_and_n_get(scu: PrintSCU, job: str) -> None:
     assert [(t, uid) for t, uid, _ in scu.events] == [(1, job), (2, job), (3, job)]
     assert scu.events[-1][2].ExecutionStatusInfo == "NORMAL"
     st, ds = scu.get(PRINT_JOB, job)
@@ -107,6 +118,13 @@ def test_job_events_and_n_get(printer_app: Appliance, scu: PrintSCU) -> None:
     st, ds = scu.get(PRINTER, PRINTER_INSTANCE, [0x21100010, 0x21100020])
     assert st == 0 and (ds.PrinterStatus, ds.PrinterStatusInfo) == ("NORMAL", "NORMAL")
     assert "PrinterName" not in ds
+
+
+def test_no_events_unless_the_profile_asks(printer_app: Appliance, scu: PrintSCU) -> None:
+    _box, job = scu.print_film()
+    wait_done(printer_app, job)
+    st, ds = scu.get(PRINT_JOB, job)  # the association still works; no report came
+    assert (st, ds.ExecutionStatus, scu.events) == (0, "DONE", [])
 
 
 def test_film_session_action_prints_every_film_box_as_pages(
