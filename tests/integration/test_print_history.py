@@ -6,12 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from appliance.errors import NotFound, ValidationError
 from appliance.printing import history
 from appliance.server import Appliance
+from image.pdf import read_pages
 from tests.helpers import wait_for
 from tests.printscu import PrintSCU
 
@@ -80,6 +82,8 @@ def test_previews_and_pdf(printed: tuple[Appliance, dict]) -> None:
     ]
     preview = history.page_preview_path(cfg, store, jobs["CHEST"], 1)
     assert Image.open(preview).size == (240, 300)  # 8x10 in at 30 dpi
+    sent, _dpi = next(read_pages(history.document_path(cfg, store, jobs["CHEST"])))
+    assert np.array_equal(np.asarray(Image.open(preview)), np.asarray(sent))  # as it was sent
     for page in (0, 2):
         with pytest.raises(NotFound):
             history.page_preview_path(cfg, store, jobs["CHEST"], page)
