@@ -383,3 +383,25 @@ def test_big_endian_is_not_offered_for_print(printer_app: Appliance) -> None:
         assert accepted == {"1.2.840.10008.1.1"}
     finally:
         assoc.release()
+
+
+def test_a_printer_that_cannot_print_fails_n_action(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder should be")
+    raw = print_config(tmp_path)
+    raw["printers"] = [{"name": "out", "uri": f"folder:{blocked / 'sub'}"}]
+    app = start_appliance(raw)
+    scu = PrintSCU(app.dicom_port)
+    try:
+        st, ds = scu.get(PRINTER, PRINTER_INSTANCE)
+        assert (st, ds.PrinterStatus, ds.PrinterStatusInfo) == (0, "FAILURE", "PRINTER DOWN")
+        st, session, _ = scu.session()
+        st, box, reply = scu.film_box(session, "STANDARD\\1,1")
+        assert scu.image(reply.ReferencedImageBoxSequence[0].ReferencedSOPInstanceUID, 1)[0] == 0
+        st, reply = scu.action(FILM_BOX, box)
+        assert st == status.PROCESSING_FAILURE and "is down" in reply.ErrorComment
+    finally:
+        scu.release()
+    assert app.runtime.store.query("SELECT count(*) AS n FROM print_jobs")[0]["n"] == 0
