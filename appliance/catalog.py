@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import sqlite_utils
@@ -88,6 +88,9 @@ def validate(entry: Procedure) -> Procedure:
         protocol_scheme=validate_text(entry.protocol_scheme, "protocol_scheme", 16),
         protocol_meaning=validate_text(entry.protocol_meaning, "protocol_meaning", 64),
     )
+    if not out.protocol_value and not out.protocol_meaning:
+        # A scheme alone (the form offers LOCAL) is no protocol code.
+        return replace(out, protocol_scheme="")
     if out.protocol_value or out.protocol_scheme or out.protocol_meaning:
         for name in ("protocol_value", "protocol_scheme", "protocol_meaning"):
             if not getattr(out, name):

@@ -214,6 +214,15 @@ ENTRY = {
 }
 
 
+def test_catalog_form_defaults_add_an_entry_without_protocol(web: Web, admin) -> None:  # noqa: ANN001
+    page = admin.get("/admin/catalog").text
+    assert 'name="protocol_scheme" type="text" value="LOCAL"' in page
+    data = {**ENTRY, "scheme": "LOCAL", "protocol_scheme": "LOCAL"}
+    assert post(admin, "/admin/catalog", data).status_code == 302
+    entry = catalog.get(web.store, "USABD")
+    assert entry.protocol is None and entry.protocol_scheme == ""
+
+
 def test_catalog_add_edit_delete(web: Web, admin) -> None:  # noqa: ANN001
     assert post(admin, "/admin/catalog", ENTRY).status_code == 302
     assert catalog.get(web.store, "USABD").modality == "US"
