@@ -361,3 +361,16 @@ def test_front_desk_schedules_again_for_a_known_patient(box: Box, page: Any) -> 
     assert times == ["10:30", "11:15"]
     response = page.goto(box.url + "/admin/devices")
     assert response is not None and response.status == 403
+
+
+def test_open_board_tells_when_the_session_has_ended(box: Box, browser: Any, page: Any) -> None:
+    """Signed out in another tab: the open board stops polling and says so."""
+    page.goto(box.url + "/")
+    page.wait_for_selector("#live:not([hidden])", timeout=20_000)
+    other = browser.new_page()
+    other.goto(box.url + "/")
+    other.click("form.inline button.link")  # sign out
+    other.wait_for_url(re.compile(r"/login"))
+    other.close()
+    page.wait_for_selector("#session-ended:not([hidden])", timeout=20_000)
+    assert page.locator("#live").is_hidden()
