@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 
 from appliance import accounts, audit, catalog
 from tests.webclient import PASSWORD, Web, field_errors, post
@@ -26,13 +28,13 @@ CT2 = {
 # -- devices -------------------------------------------------------------------------
 
 
-def test_devices_page_lists_config_devices_read_only(web: Web, admin) -> None:  # noqa: ANN001
+def test_devices_page_lists_config_devices_read_only(web: Web, admin: FlaskClient) -> None:
     page = admin.get("/admin/devices").text
     assert 'id="device-CT1"' in page and "configuration file" in page
     assert "/admin/devices/CT1" not in page  # no edit link for file-managed devices
 
 
-def test_add_device_is_live_for_dicom(web: Web, admin) -> None:  # noqa: ANN001
+def test_add_device_is_live_for_dicom(web: Web, admin: FlaskClient) -> None:
     assert web.runtime.access.device("CT2") is None
     assert admin.get("/admin/devices/new").status_code == 200
     resp = post(admin, "/admin/devices/new", CT2)
@@ -63,7 +65,7 @@ def test_add_device_is_live_for_dicom(web: Web, admin) -> None:  # noqa: ANN001
         ({"description": "x" * 65}, "description"),
     ],
 )
-def test_bad_device_input(web: Web, admin, over: dict, field: str) -> None:  # noqa: ANN001
+def test_bad_device_input(web: Web, admin: FlaskClient, over: dict, field: str) -> None:
     resp = post(admin, "/admin/devices/new", {**CT2, **over})
     assert resp.status_code == 400
     assert field in field_errors(resp.text)
@@ -71,7 +73,7 @@ def test_bad_device_input(web: Web, admin, over: dict, field: str) -> None:  # n
     assert web.runtime.access.device("CT2") is None
 
 
-def test_edit_rename_and_delete_device(web: Web, admin) -> None:  # noqa: ANN001
+def test_edit_rename_and_delete_device(web: Web, admin: FlaskClient) -> None:
     post(admin, "/admin/devices/new", CT2)
     assert 'value="CT room 2"' in admin.get("/admin/devices/CT2").text
     resp = post(admin, "/admin/devices/CT2", {**CT2, "ae_title": "CT3", "character_set": ""})
@@ -82,14 +84,14 @@ def test_edit_rename_and_delete_device(web: Web, admin) -> None:  # noqa: ANN001
     assert web.runtime.access.device("CT3") is None and web.count("devices") == 3
 
 
-def test_config_devices_cannot_be_changed_in_the_web(web: Web, admin) -> None:  # noqa: ANN001
+def test_config_devices_cannot_be_changed_in_the_web(web: Web, admin: FlaskClient) -> None:
     resp = post(admin, "/admin/devices/CT1", {**CT2, "ae_title": "CT1"})
     assert resp.status_code == 400 and "ae_title" in field_errors(resp.text)
     post(admin, "/admin/devices/CT1/delete")
     assert web.runtime.access.device("CT1") is not None and web.count("devices") == 3
 
 
-def test_unknown_device_is_404(web: Web, admin) -> None:  # noqa: ANN001
+def test_unknown_device_is_404(web: Web, admin: FlaskClient) -> None:
     assert admin.get("/admin/devices/NOPE").status_code == 404
     assert post(admin, "/admin/devices/NOPE", CT2).status_code == 404
     assert post(admin, "/admin/devices/NOPE/delete").status_code == 404
@@ -98,7 +100,7 @@ def test_unknown_device_is_404(web: Web, admin) -> None:  # noqa: ANN001
 # -- users and tokens -------------------------------------------------------------------
 
 
-def test_add_user(web: Web, admin) -> None:  # noqa: ANN001
+def test_add_user(web: Web, admin: FlaskClient) -> None:
     resp = post(
         admin,
         "/admin/users",
@@ -128,7 +130,7 @@ def test_add_user(web: Web, admin) -> None:  # noqa: ANN001
         ({"role": "root"}, "role"),
     ],
 )
-def test_bad_user_input(web: Web, admin, over: dict, field: str) -> None:  # noqa: ANN001
+def test_bad_user_input(web: Web, admin: FlaskClient, over: dict, field: str) -> None:
     data = {
         "username": "hanako",
         "role": "frontdesk",
@@ -141,7 +143,7 @@ def test_bad_user_input(web: Web, admin, over: dict, field: str) -> None:  # noq
     assert web.count("users") == 1
 
 
-def test_change_user_role_password_and_deactivate(web: Web, admin) -> None:  # noqa: ANN001
+def test_change_user_role_password_and_deactivate(web: Web, admin: FlaskClient) -> None:
     pk = web.user("desk")
     desk = web.login("desk")
     resp = post(
@@ -157,7 +159,7 @@ def test_change_user_role_password_and_deactivate(web: Web, admin) -> None:  # n
     assert accounts.authenticate(web.store, "desk", "brand new password") is None
 
 
-def test_last_admin_cannot_be_removed(web: Web, admin) -> None:  # noqa: ANN001
+def test_last_admin_cannot_be_removed(web: Web, admin: FlaskClient) -> None:
     pk = accounts.find_user(web.store, "admin").pk
     resp = post(admin, f"/admin/users/{pk}", {"role": "frontdesk", "language": "", "active": "1"})
     assert resp.status_code == 400 and f"user{pk}.active" in field_errors(resp.text)
@@ -166,7 +168,7 @@ def test_last_admin_cannot_be_removed(web: Web, admin) -> None:  # noqa: ANN001
     assert accounts.get_user(web.store, pk).is_admin and accounts.get_user(web.store, pk).active
 
 
-def test_bad_user_change_input(web: Web, admin) -> None:  # noqa: ANN001
+def test_bad_user_change_input(web: Web, admin: FlaskClient) -> None:
     pk = web.user("desk")
     resp = post(
         admin,
@@ -177,7 +179,7 @@ def test_bad_user_change_input(web: Web, admin) -> None:  # noqa: ANN001
     assert post(admin, "/admin/users/999", {"role": "frontdesk", "active": "1"}).status_code == 404
 
 
-def test_api_token_shown_once_then_works_then_revoked(web: Web, admin) -> None:  # noqa: ANN001
+def test_api_token_shown_once_then_works_then_revoked(web: Web, admin: FlaskClient) -> None:
     pk = web.user("ris")
     resp = post(admin, f"/admin/users/{pk}/tokens", {"token_name": "RIS bridge"})
     assert resp.status_code == 200
@@ -192,7 +194,7 @@ def test_api_token_shown_once_then_works_then_revoked(web: Web, admin) -> None: 
     assert api.get("/api/v1/devices").status_code == 401
 
 
-def test_token_needs_a_name(web: Web, admin) -> None:  # noqa: ANN001
+def test_token_needs_a_name(web: Web, admin: FlaskClient) -> None:
     pk = web.user("ris")
     resp = post(admin, f"/admin/users/{pk}/tokens", {"token_name": ""})
     assert resp.status_code == 400 and f"user{pk}.token_name" in field_errors(resp.text)
@@ -214,7 +216,7 @@ ENTRY = {
 }
 
 
-def test_catalog_form_defaults_add_an_entry_without_protocol(web: Web, admin) -> None:  # noqa: ANN001
+def test_catalog_form_defaults_add_an_entry_without_protocol(web: Web, admin: FlaskClient) -> None:
     page = admin.get("/admin/catalog").text
     assert 'name="protocol_scheme" type="text" value="LOCAL"' in page
     data = {**ENTRY, "scheme": "LOCAL", "protocol_scheme": "LOCAL"}
@@ -223,7 +225,7 @@ def test_catalog_form_defaults_add_an_entry_without_protocol(web: Web, admin) ->
     assert entry.protocol is None and entry.protocol_scheme == ""
 
 
-def test_catalog_add_edit_delete(web: Web, admin) -> None:  # noqa: ANN001
+def test_catalog_add_edit_delete(web: Web, admin: FlaskClient) -> None:
     assert post(admin, "/admin/catalog", ENTRY).status_code == 302
     assert catalog.get(web.store, "USABD").modality == "US"
     assert 'value="US Abdomen"' in admin.get("/admin/catalog?edit=USABD").text
@@ -254,13 +256,13 @@ def test_catalog_add_edit_delete(web: Web, admin) -> None:  # noqa: ANN001
         ({"protocol_value": "P1"}, "protocol_scheme"),
     ],
 )
-def test_bad_catalog_input(web: Web, admin, over: dict, field: str) -> None:  # noqa: ANN001
+def test_bad_catalog_input(web: Web, admin: FlaskClient, over: dict, field: str) -> None:
     resp = post(admin, "/admin/catalog", {**ENTRY, **over})
     assert resp.status_code == 400 and field in field_errors(resp.text)
     assert web.count("catalog") == 2
 
 
-def upload(client, text: str):  # noqa: ANN001, ANN201
+def upload(client: FlaskClient, text: str) -> Any:
     return post(
         client,
         "/admin/catalog/import",
@@ -269,7 +271,7 @@ def upload(client, text: str):  # noqa: ANN001, ANN201
     )
 
 
-def test_catalog_csv_import_and_export(web: Web, admin) -> None:  # noqa: ANN001
+def test_catalog_csv_import_and_export(web: Web, admin: FlaskClient) -> None:
     text = (
         "code_value,scheme,meaning,modality,protocol_value,protocol_scheme,protocol_meaning\n"
         "CTHEAD,LOCAL,CT Head (new),CT,,,\n"
@@ -295,14 +297,16 @@ def test_catalog_csv_import_and_export(web: Web, admin) -> None:  # noqa: ANN001
         ("code_value,scheme,meaning\nA,L,M,extra\n", "line 2"),
     ],
 )
-def test_bad_catalog_csv_imports_nothing(web: Web, admin, text: str, fragment: str) -> None:  # noqa: ANN001
+def test_bad_catalog_csv_imports_nothing(
+    web: Web, admin: FlaskClient, text: str, fragment: str
+) -> None:
     resp = upload(admin, text)
     assert resp.status_code == 400 and "file" in field_errors(resp.text)
     assert fragment in resp.text
     assert web.count("catalog") == 2
 
 
-def test_catalog_import_needs_a_utf8_file(web: Web, admin) -> None:  # noqa: ANN001
+def test_catalog_import_needs_a_utf8_file(web: Web, admin: FlaskClient) -> None:
     assert (
         post(admin, "/admin/catalog/import", {}, content_type="multipart/form-data").status_code
         == 400
@@ -319,7 +323,7 @@ def test_catalog_import_needs_a_utf8_file(web: Web, admin) -> None:  # noqa: ANN
 # -- audit --------------------------------------------------------------------------
 
 
-def test_audit_log_shows_who_did_what(web: Web, admin) -> None:  # noqa: ANN001
+def test_audit_log_shows_who_did_what(web: Web, admin: FlaskClient) -> None:
     post(admin, "/admin/catalog", ENTRY)
     audit.record_now(web.store, "CT1", "worklist-query", "worklist", "3 items", "dicom 10.0.0.21")
     page = admin.get("/admin/audit").text
@@ -329,6 +333,8 @@ def test_audit_log_shows_who_did_what(web: Web, admin) -> None:  # noqa: ANN001
     assert "worklist-query" in table and "catalog-add" not in table
 
 
-def test_admin_menu_keeps_places_for_printers_and_destinations(web: Web, admin) -> None:  # noqa: ANN001
+def test_admin_menu_keeps_places_for_printers_and_destinations(
+    web: Web, admin: FlaskClient
+) -> None:
     page = admin.get("/").text
     assert "Printers" in page and "Destinations" in page

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from flask.testing import FlaskClient
 
 from appliance import accounts
-from tests.webclient import PASSWORD, Web, csrf_of, post  # noqa: F401
+from tests.webclient import PASSWORD, Web, csrf_of, post
 
 PAGES = [
     "/",
@@ -234,7 +237,7 @@ def test_password_change_rejects_bad_input(web: Web) -> None:
     assert accounts.authenticate(web.store, "desk", PASSWORD) is not None
 
 
-def test_csrf_missing_or_wrong_is_refused(web: Web, admin) -> None:  # noqa: ANN001
+def test_csrf_missing_or_wrong_is_refused(web: Web, admin: FlaskClient) -> None:
     data = {"username": "eve", "password": PASSWORD, "password2": PASSWORD, "role": "admin"}
     assert admin.post("/admin/users", data=data).status_code == 400
     assert admin.post("/admin/users", data={**data, "csrf_token": "forged"}).status_code == 400
@@ -244,11 +247,11 @@ def test_csrf_missing_or_wrong_is_refused(web: Web, admin) -> None:  # noqa: ANN
 
 
 @pytest.mark.parametrize("path", [p for p in PAGES if p.startswith("/admin")])
-def test_front_desk_cannot_open_admin_pages(web: Web, desk, path: str) -> None:  # noqa: ANN001
+def test_front_desk_cannot_open_admin_pages(web: Web, desk: FlaskClient, path: str) -> None:
     assert desk.get(path).status_code == 403
 
 
-def test_front_desk_cannot_post_admin_forms(web: Web, desk) -> None:  # noqa: ANN001
+def test_front_desk_cannot_post_admin_forms(web: Web, desk: FlaskClient) -> None:
     resp = post(desk, "/admin/devices/new", {"ae_title": "EVIL", "role": "modality"})
     assert resp.status_code == 403
     assert web.count("devices", "ae_title = 'EVIL'") == 0
@@ -292,7 +295,7 @@ def test_first_start_prints_a_setup_token_and_redirects_to_setup(web_bare: Web) 
     assert c.get("/setup").status_code == 200
 
 
-def _setup(web_bare: Web, **over: str):  # noqa: ANN202
+def _setup(web_bare: Web, **over: str) -> tuple[FlaskClient, Any]:
     c = web_bare.client()
     page = c.get("/setup")
     data = {
@@ -352,7 +355,7 @@ def test_setup_creates_the_admin_once(web_bare: Web) -> None:
     assert web_bare.count("audit", "action = 'setup'") == 1
 
 
-def test_security_headers(web: Web, desk) -> None:  # noqa: ANN001
+def test_security_headers(web: Web, desk: FlaskClient) -> None:
     resp = desk.get("/")
     assert resp.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]

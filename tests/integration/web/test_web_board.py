@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Any
+
+from flask.testing import FlaskClient
 
 from appliance.worklist.model import StepRequest
 from appliance.worklist.repo import WorklistRepo
@@ -22,11 +25,11 @@ def schedule(web: Web, station: str = "CT1", when: datetime | None = None, **ove
     return WorklistRepo(web.store).schedule(req, actor="test")
 
 
-def changes(client, day: date, since: str):  # noqa: ANN001, ANN201
+def changes(client: FlaskClient, day: date, since: str) -> Any:
     return client.get("/board/changes", query_string={"date": day.isoformat(), "since": since})
 
 
-def test_board_shows_today_grouped_by_station(web: Web, desk) -> None:  # noqa: ANN001
+def test_board_shows_today_grouped_by_station(web: Web, desk: FlaskClient) -> None:
     schedule(web, "CT1", accession_number="ACC1")
     schedule(web, "MR1", patient_id="P2", patient_name="Ito^Ken", accession_number="ACC2")
     schedule(
@@ -47,12 +50,12 @@ def test_board_shows_today_grouped_by_station(web: Web, desk) -> None:  # noqa: 
     assert "Tomorrow Tom" in tomorrow and "佐藤" not in tomorrow
 
 
-def test_bad_date_falls_back_to_today(web: Web, desk) -> None:  # noqa: ANN001
+def test_bad_date_falls_back_to_today(web: Web, desk: FlaskClient) -> None:
     schedule(web)
     assert "佐藤 花子" in desk.get("/?date=not-a-date").text
 
 
-def test_search_by_name_id_accession(web: Web, desk) -> None:  # noqa: ANN001
+def test_search_by_name_id_accession(web: Web, desk: FlaskClient) -> None:
     schedule(web, accession_number="ACC77", when=datetime.now() - timedelta(days=3))
     schedule(web, "MR1", patient_id="P2", patient_name="Ito^Ken")
     for q in ("佐藤", "sato", "はなこ", "P1", "ACC77"):
@@ -64,7 +67,7 @@ def test_search_by_name_id_accession(web: Web, desk) -> None:  # noqa: ANN001
     assert "No procedures" in results
 
 
-def test_changes_report_mpps_status_and_new_steps(web: Web, desk) -> None:  # noqa: ANN001
+def test_changes_report_mpps_status_and_new_steps(web: Web, desk: FlaskClient) -> None:
     pk = schedule(web)
     page = desk.get("/").text
     since = page.split('data-since="')[1].split('"')[0]
@@ -81,14 +84,14 @@ def test_changes_report_mpps_status_and_new_steps(web: Web, desk) -> None:  # no
     assert rows[other]["station"] == "MR1" and "New Comer" in rows[other]["html"]
 
 
-def test_steps_of_another_day_come_without_a_row(web: Web, desk) -> None:  # noqa: ANN001
+def test_steps_of_another_day_come_without_a_row(web: Web, desk: FlaskClient) -> None:
     since = "2000-01-01T00:00:00.000Z"
     pk = schedule(web, when=datetime.now() + timedelta(days=2))
     rows = changes(desk, date.today(), since).json["rows"]
     assert [(r["pk"], r["html"]) for r in rows] == [(pk, "")]
 
 
-def test_step_moved_to_another_day_leaves_the_board(web: Web, desk) -> None:  # noqa: ANN001
+def test_step_moved_to_another_day_leaves_the_board(web: Web, desk: FlaskClient) -> None:
     pk = schedule(web)
     since = desk.get("/").text.split('data-since="')[1].split('"')[0]
     repo = WorklistRepo(web.store)
@@ -113,7 +116,7 @@ def test_step_moved_to_another_day_leaves_the_board(web: Web, desk) -> None:  # 
     assert "佐藤 花子" in rows[pk]["html"]
 
 
-def test_cancelled_step_is_removed_from_the_board(web: Web, desk) -> None:  # noqa: ANN001
+def test_cancelled_step_is_removed_from_the_board(web: Web, desk: FlaskClient) -> None:
     pk = schedule(web)
     WorklistRepo(web.store).cancel(pk, actor="test")
     rows = changes(desk, date.today(), "2000-01-01T00:00:00.000Z").json["rows"]
@@ -122,7 +125,7 @@ def test_cancelled_step_is_removed_from_the_board(web: Web, desk) -> None:  # no
     ]
 
 
-def test_changes_rejects_a_bad_stamp(web: Web, desk) -> None:  # noqa: ANN001
+def test_changes_rejects_a_bad_stamp(web: Web, desk: FlaskClient) -> None:
     resp = changes(desk, date.today(), "yesterday")
     assert resp.status_code == 400 and resp.json["field"] == "since"
 

@@ -7,6 +7,7 @@ import re
 from datetime import date, timedelta
 
 import pytest
+from flask.testing import FlaskClient
 
 from appliance.worklist.repo import WorklistRepo
 from tests.webclient import Web, field_errors, post
@@ -36,7 +37,7 @@ def only_step(web: Web) -> dict:
     return WorklistRepo(web.store).get(rows[0]["pk"])
 
 
-def test_new_form_offers_accession_stations_and_catalog(web: Web, desk) -> None:  # noqa: ANN001
+def test_new_form_offers_accession_stations_and_catalog(web: Web, desk: FlaskClient) -> None:
     page = desk.get("/steps/new").text
     assert 'name="accession_number" type="text" value="A' in page
     assert 'value="CT1"' in page and 'value="MR1"' in page
@@ -44,7 +45,7 @@ def test_new_form_offers_accession_stations_and_catalog(web: Web, desk) -> None:
     assert 'value="CTHEAD"' in page and "CT Head" in page
 
 
-def test_schedule_a_japanese_patient(web: Web, desk) -> None:  # noqa: ANN001
+def test_schedule_a_japanese_patient(web: Web, desk: FlaskClient) -> None:
     resp = post(desk, "/steps/new", JAPANESE)
     assert resp.status_code == 302, field_errors(resp.text)
     step = only_step(web)
@@ -67,7 +68,7 @@ def test_schedule_a_japanese_patient(web: Web, desk) -> None:  # noqa: ANN001
     assert "山田 太郎" in board and "Yamada Tarou" in board and "ACC0001" in board
 
 
-def test_alphabetic_name_only_and_generated_accession(web: Web, desk) -> None:  # noqa: ANN001
+def test_alphabetic_name_only_and_generated_accession(web: Web, desk: FlaskClient) -> None:
     page = desk.get("/steps/new").text
     offered = re.search(r'name="accession_number" type="text" value="([^"]+)"', page).group(1)
     data = {
@@ -123,7 +124,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("over,field", BAD, ids=[f for _, f in BAD])
-def test_bad_input_is_refused_next_to_the_field(web: Web, desk, over: dict, field: str) -> None:  # noqa: ANN001
+def test_bad_input_is_refused_next_to_the_field(
+    web: Web, desk: FlaskClient, over: dict, field: str
+) -> None:
     resp = post(desk, "/steps/new", {**JAPANESE, **over})
     assert resp.status_code == 400
     assert field in field_errors(resp.text)
@@ -131,7 +134,7 @@ def test_bad_input_is_refused_next_to_the_field(web: Web, desk, over: dict, fiel
     assert 'value="P0001"' in resp.text or field == "patient_id"  # what was typed is kept
 
 
-def test_all_errors_are_shown_at_once(web: Web, desk) -> None:  # noqa: ANN001
+def test_all_errors_are_shown_at_once(web: Web, desk: FlaskClient) -> None:
     resp = post(desk, "/steps/new", {"birth_date": "x", "start": "y"})
     assert resp.status_code == 400
     assert {
@@ -144,7 +147,7 @@ def test_all_errors_are_shown_at_once(web: Web, desk) -> None:  # noqa: ANN001
     } <= field_errors(resp.text)
 
 
-def test_accession_in_use_by_another_patient(web: Web, desk) -> None:  # noqa: ANN001
+def test_accession_in_use_by_another_patient(web: Web, desk: FlaskClient) -> None:
     assert post(desk, "/steps/new", JAPANESE).status_code == 302
     resp = post(desk, "/steps/new", {**JAPANESE, "patient_id": "P0002"})
     assert resp.status_code == 400
@@ -158,7 +161,7 @@ def test_error_messages_in_japanese(web: Web) -> None:
     assert "必須です" in resp.text and "登録された装置ではありません" in resp.text
 
 
-def test_edit_changes_the_step_and_keeps_the_study(web: Web, desk) -> None:  # noqa: ANN001
+def test_edit_changes_the_step_and_keeps_the_study(web: Web, desk: FlaskClient) -> None:
     post(desk, "/steps/new", JAPANESE)
     step = only_step(web)
     page = desk.get(f"/steps/{step['step_pk']}")
@@ -189,7 +192,7 @@ def test_edit_changes_the_step_and_keeps_the_study(web: Web, desk) -> None:  # n
     assert web.count("audit", "action = 'update' AND actor = 'desk'") == 1
 
 
-def test_edit_rejects_bad_input(web: Web, desk) -> None:  # noqa: ANN001
+def test_edit_rejects_bad_input(web: Web, desk: FlaskClient) -> None:
     post(desk, "/steps/new", JAPANESE)
     step = only_step(web)
     resp = post(desk, f"/steps/{step['step_pk']}", {**JAPANESE, "start": "never"})
@@ -197,7 +200,7 @@ def test_edit_rejects_bad_input(web: Web, desk) -> None:  # noqa: ANN001
     assert only_step(web)["start_time"] == "103000"
 
 
-def test_a_completed_step_cannot_be_edited_or_cancelled(web: Web, desk) -> None:  # noqa: ANN001
+def test_a_completed_step_cannot_be_edited_or_cancelled(web: Web, desk: FlaskClient) -> None:
     post(desk, "/steps/new", JAPANESE)
     pk = only_step(web)["step_pk"]
     WorklistRepo(web.store).set_status([pk], "COMPLETED")
@@ -208,7 +211,7 @@ def test_a_completed_step_cannot_be_edited_or_cancelled(web: Web, desk) -> None:
     assert only_step(web)["status"] == "COMPLETED" and only_step(web)["start_time"] == "103000"
 
 
-def test_cancel(web: Web, desk) -> None:  # noqa: ANN001
+def test_cancel(web: Web, desk: FlaskClient) -> None:
     post(desk, "/steps/new", JAPANESE)
     pk = only_step(web)["step_pk"]
     resp = post(desk, f"/steps/{pk}/cancel", {"reason": "patient called"})
@@ -219,19 +222,19 @@ def test_cancel(web: Web, desk) -> None:  # noqa: ANN001
     assert "Yamada" not in desk.get(resp.location).text
 
 
-def test_unknown_step_is_404(web: Web, desk) -> None:  # noqa: ANN001
+def test_unknown_step_is_404(web: Web, desk: FlaskClient) -> None:
     assert desk.get("/steps/999").status_code == 404
     assert post(desk, "/steps/999", JAPANESE).status_code == 404
     assert post(desk, "/steps/999/cancel").status_code == 404
 
 
-def test_schedule_again_prefills_the_patient(web: Web, desk) -> None:  # noqa: ANN001
+def test_schedule_again_prefills_the_patient(web: Web, desk: FlaskClient) -> None:
     post(desk, "/steps/new", JAPANESE)
     page = desk.get("/steps/new?patient_id=P0001").text
     assert 'value="山田"' in page and 'value="やまだ"' in page and 'value="1970-03-04"' in page
 
 
-def test_find_patients(web: Web, desk) -> None:  # noqa: ANN001
+def test_find_patients(web: Web, desk: FlaskClient) -> None:
     post(desk, "/steps/new", JAPANESE)
     for q in ("山田", "yamada", "P000"):
         hits = desk.get("/patients.json", query_string={"q": q}).json["patients"]
@@ -239,14 +242,16 @@ def test_find_patients(web: Web, desk) -> None:  # noqa: ANN001
     assert desk.get("/patients.json?q=zz").json["patients"] == []
 
 
-def test_a_double_submit_schedules_once(web: Web, desk) -> None:  # noqa: ANN001
+def test_a_double_submit_schedules_once(web: Web, desk: FlaskClient) -> None:
     assert post(desk, "/steps/new", JAPANESE).status_code == 302
     again = post(desk, "/steps/new", JAPANESE)
     assert again.status_code == 400 and "accession_number" in field_errors(again.text)
     assert web.count("steps") == 1
 
 
-def test_a_known_patient_id_with_other_details_needs_confirmation(web: Web, desk) -> None:  # noqa: ANN001
+def test_a_known_patient_id_with_other_details_needs_confirmation(
+    web: Web, desk: FlaskClient
+) -> None:
     assert post(desk, "/steps/new", JAPANESE).status_code == 302
     other = {
         **JAPANESE,
