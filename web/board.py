@@ -1,4 +1,7 @@
-"""The schedule board: one day by room / station, live status from MPPS, search."""
+"""The schedule board: one day by room / station, live status from MPPS, search.
+
+``?station=AE`` shows one room only (a tablet at the scanner).
+"""
 
 from __future__ import annotations
 
@@ -36,10 +39,12 @@ def db_now() -> str:
     )
 
 
-def group_by_station(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def group_by_station(rows: list[dict[str, Any]], only: str | None = None) -> list[dict[str, Any]]:
     """Stations of role modality (in AE title order) plus any others that have steps."""
     groups: dict[str, dict[str, Any]] = {}
     for dev in devices.rows(request_store(), role="modality"):
+        if only and dev["ae_title"] != only:
+            continue
         groups[dev["ae_title"]] = {"station": dev, "ae_title": dev["ae_title"], "steps": []}
     for row in rows:
         group = groups.setdefault(
@@ -55,12 +60,15 @@ def index() -> Any:
     day = parse_day(request.args.get("date"))
     q = request.args.get("q", "").strip()
     results = repo.search(q) if q else None
+    station = request.args.get("station", "").strip() or None
     return render_template(
         "board.html",
         day=day,
         prev_day=day - timedelta(days=1),
         next_day=day + timedelta(days=1),
-        groups=group_by_station(repo.list_day(day)),
+        groups=group_by_station(repo.list_day(day, station), station),
+        station=station or "",
+        stations=[d["ae_title"] for d in devices.rows(request_store(), role="modality")],
         q=q,
         results=results,
         since=db_now(),
@@ -83,6 +91,7 @@ def changes() -> Any:
     rows = WorklistRepo(request_store()).changed_since(asked.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
     latest = max([since, *(r["updated_at"] for r in rows)])
     today = day.strftime("%Y%m%d")
+    only = request.args.get("station", "").strip()
     out = [
         {
             "pk": r["step_pk"],
@@ -90,7 +99,9 @@ def changes() -> Any:
             "status": r["status"],
             "start": r["start_dt"],
             "html": ""
-            if r["status"] == "CANCELED" or r["start_date"] != today
+            if r["status"] == "CANCELED"
+            or r["start_date"] != today
+            or (only and r["station_ae"] != only)
             else render_template("_row.html", step=r),
         }
         for r in rows

@@ -68,6 +68,7 @@ JA: dict[str, str] = {
     "Status": "状態",
     "Station": "装置",
     "Search results": "検索結果",
+    "All rooms": "すべての検査室",
     "Live": "自動更新中",
     "Session ended: sign in again": "セッションが終了しました。再度ログインしてください",
     "SCHEDULED": "予約済",

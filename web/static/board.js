@@ -36,6 +36,7 @@
     if (old) old.remove();
     if (oldSection) refreshEmpty(oldSection);
     if (!row.html) return;
+    if (board.dataset.station && row.station !== board.dataset.station) return;
     var tpl = document.createElement("template");
     tpl.innerHTML = row.html.trim();
     var li = tpl.content.firstElementChild;
@@ -53,7 +54,8 @@
   function poll() {
     if (stopped) return;
     var url = board.dataset.changes + "?date=" + encodeURIComponent(board.dataset.date) +
-      "&since=" + encodeURIComponent(since);
+      "&since=" + encodeURIComponent(since) +
+      (board.dataset.station ? "&station=" + encodeURIComponent(board.dataset.station) : "");
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (resp) {
         if (resp.status === 401) { stopped = true; ended.hidden = false; live.hidden = true; return null; }

@@ -135,3 +135,16 @@ def test_board_in_japanese(web: Web) -> None:
     schedule(web)
     page = c.get("/").text
     assert "予約ボード" in page and "予約済" in page and "新規予約" in page
+
+
+def test_one_room_only(web: Web, desk: FlaskClient) -> None:
+    schedule(web, "CT1")
+    schedule(web, "MR1", patient_id="P2", patient_name="Ito^Ken")
+    page = desk.get("/", query_string={"station": "MR1"}).text
+    board = page[page.index('id="board"') :]
+    assert "Ito Ken" in board and "佐藤" not in board and 'data-station="CT1"' not in board
+    assert 'data-station="MR1"' in board
+    since = "2000-01-01T00:00:00.000Z"
+    resp = desk.get("/board/changes", query_string={"since": since, "station": "MR1"})
+    rows = {r["station"]: r["html"] for r in resp.json["rows"]}
+    assert rows["CT1"] == "" and "Ito Ken" in rows["MR1"]
