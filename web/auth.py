@@ -39,6 +39,8 @@ def login() -> Any:
     store = request_store()
     if accounts.setup_pending(store):
         return redirect(url_for("auth.setup"))
+    if g.user is not None and request.method == "GET":
+        return redirect(_safe_next(request.args.get("next")))
     error = ""
     if session.pop("expired", False):
         error = gettext("Your session has ended; please sign in again.")

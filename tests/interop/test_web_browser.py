@@ -374,3 +374,29 @@ def test_open_board_tells_when_the_session_has_ended(box: Box, browser: Any, pag
     other.close()
     page.wait_for_selector("#session-ended:not([hidden])", timeout=20_000)
     assert page.locator("#live").is_hidden()
+
+
+@pytest.mark.parametrize("width", [390, 768])
+def test_pages_fit_a_narrow_screen(box: Box, browser: Any, width: int) -> None:
+    """Phone and tablet widths: no page scrolls sideways (wide tables scroll in their box)."""
+    pg = browser.new_page()
+    pg.set_viewport_size({"width": width, "height": 900})
+    pg.goto(box.url + "/login")  # the board at once when still signed in
+    if pg.locator("#password").count():
+        pg.fill("#username", "admin")
+        pg.fill("#password", PASSWORD)
+        pg.click("main button[type=submit]")
+    pg.wait_for_selector("#board")
+    paths = ["/", "/?q=JP-0001", "/steps/new", "/steps/1", "/account"]
+    paths += [
+        "/admin/devices",
+        "/admin/devices/new",
+        "/admin/users",
+        "/admin/catalog",
+        "/admin/audit",
+    ]
+    for path in paths:
+        pg.goto(box.url + path)
+        overflow = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{path} is {overflow}px too wide at {width}px"
+    pg.close()

@@ -113,6 +113,12 @@ def test_login_then_board_then_logout(web: Web) -> None:
     assert c.get("/").status_code == 302
 
 
+def test_signed_in_user_skips_the_login_page(web: Web) -> None:
+    c = web.login("desk")
+    assert c.get("/login").location == "/"
+    assert c.get("/login?next=/account").location == "/account"
+
+
 def test_login_requires_csrf(web: Web) -> None:
     web.user("desk")
     c = web.client()
