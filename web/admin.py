@@ -299,10 +299,14 @@ def catalog_import() -> Any:
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         return _catalog_page({"file": "is required"})
+    raw = upload.read()
     try:
-        text = upload.read().decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return _catalog_page({"file": "is not UTF-8 text"})
+        try:  # what Excel writes on a Japanese Windows PC
+            text = raw.decode("cp932")
+        except UnicodeDecodeError:
+            return _catalog_page({"file": "is not UTF-8 or Shift_JIS text"})
     try:
         n = catalog.import_csv(request_store(), text, security.actor(), security.source())
     except ValidationError as exc:

@@ -189,7 +189,7 @@ JA: dict[str, str] = {
     "is already in the catalog": "既にカタログにあります",
     "is already used by another device": "既に他の機器が使っています",
     "is managed by the configuration file": "設定ファイルで管理されています",
-    "is not UTF-8 text": "UTF-8 のテキストではありません",
+    "is not UTF-8 or Shift_JIS text": "UTF-8 または Shift_JIS のテキストではありません",
     "is already used for another patient": "既に他の患者に使われています",
 }
 

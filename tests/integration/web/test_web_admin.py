@@ -306,6 +306,14 @@ def test_bad_catalog_csv_imports_nothing(
     assert web.count("catalog") == 2
 
 
+def test_catalog_import_reads_excel_shift_jis(web: Web, admin: FlaskClient) -> None:
+    text = "code_value,scheme,meaning,modality\r\nXRCHEST,LOCAL,胸部Ｘ線,DX\r\n"
+    data = {"file": (io.BytesIO(text.encode("cp932")), "catalog.csv")}
+    resp = post(admin, "/admin/catalog/import", data, content_type="multipart/form-data")
+    assert resp.status_code == 302
+    assert catalog.get(web.store, "XRCHEST").meaning == "胸部Ｘ線"
+
+
 def test_catalog_import_needs_a_utf8_file(web: Web, admin: FlaskClient) -> None:
     assert (
         post(admin, "/admin/catalog/import", {}, content_type="multipart/form-data").status_code
@@ -317,7 +325,7 @@ def test_catalog_import_needs_a_utf8_file(web: Web, admin: FlaskClient) -> None:
         {"file": (io.BytesIO("x,é".encode("latin-1")), "c.csv")},
         content_type="multipart/form-data",
     )
-    assert resp.status_code == 400 and "UTF-8" in resp.text
+    assert resp.status_code == 400 and "UTF-8 or Shift_JIS" in resp.text
 
 
 # -- audit --------------------------------------------------------------------------
