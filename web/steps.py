@@ -48,6 +48,16 @@ def lookups() -> stepform.Lookups:
     )
 
 
+def performed(step_pk: int) -> list[dict[str, Any]]:
+    """The MPPS instances a modality reported for this step (PS3.4 F.7), oldest first."""
+    return request_store().query(
+        """SELECT m.status, m.calling_ae, m.station_ae, m.modality, m.created_at, m.updated_at
+           FROM mpps m JOIN mpps_steps ms ON ms.mpps_uid = m.sop_instance_uid
+           WHERE ms.step_pk = ? ORDER BY m.created_at""",
+        (step_pk,),
+    )
+
+
 def _render(values: dict[str, str], errors: dict[str, str], step: dict | None = None) -> Any:
     store = request_store()
     known = None
@@ -63,6 +73,7 @@ def _render(values: dict[str, str], errors: dict[str, str], step: dict | None = 
         priorities=PRIORITIES,
         name_parts=stepform.NAME_PARTS,
         known_patient=known,
+        performed=performed(step["step_pk"]) if step else [],
     ), (400 if errors else 200)
 
 

@@ -304,6 +304,10 @@ def test_newcomer_first_hour(box: Box, page: Any, tmp_path: Path) -> None:
     page.wait_for_selector(f"#step-{pk}[data-status=COMPLETED]", timeout=20_000)
     assert "完了" in page.inner_text(f"#step-{pk}")
     assert page.evaluate("window.__noReload") == "still here"
+    page.click(f"#step-{pk} a.name")  # the step's page tells what the CT reported
+    performed = page.inner_text("#performed")
+    assert "完了" in performed and "CT1" in performed
+    page.go_back()
 
     # 7. Search, then the audit log: who scheduled, which device queried and got how many.
     page.fill("#q", "やまだ")

@@ -277,3 +277,30 @@ def test_a_known_patient_id_with_other_details_needs_confirmation(
         resp = post(desk, "/steps/new", {**same, "accession_number": "ACC0004", **over})
         assert resp.status_code == 400 and "patient_id" in field_errors(resp.text)
     assert web.count("steps") == 3
+
+
+def test_step_page_shows_what_the_modality_reported(web: Web, desk: FlaskClient) -> None:
+    from pydicom.dataset import Dataset
+
+    from appliance.worklist.mpps import MppsRecorder
+
+    post(desk, "/steps/new", JAPANESE)
+    step = only_step(web)
+    assert 'id="performed"' not in desk.get(f"/steps/{step['step_pk']}").text
+    ref = Dataset()
+    ref.StudyInstanceUID = step["study_instance_uid"]
+    ref.AccessionNumber = step["accession_number"]
+    ref.ScheduledProcedureStepID = step["sps_id"]
+    ds = Dataset()
+    ds.ScheduledStepAttributesSequence = [ref]
+    ds.PerformedProcedureStepID = "PPS1"
+    ds.PerformedStationAETitle = "CT1"
+    ds.PerformedProcedureStepStartDate = "20261127"
+    ds.PerformedProcedureStepStartTime = "103100"
+    ds.PerformedProcedureStepStatus = "IN PROGRESS"
+    ds.Modality = "CT"
+    MppsRecorder(web.store, WorklistRepo(web.store)).create("1.2.3.4", ds, "CT1")
+    page = desk.get(f"/steps/{step['step_pk']}").text
+    performed = page[page.index('id="performed"') :]
+    assert "IN PROGRESS" in performed and "CT1" in performed
+    assert 'id="cancel-step"' not in page  # started: no longer cancellable
