@@ -132,10 +132,10 @@ def procedure_update(pk: int) -> Any:
     repo = WorklistRepo(request_store())
     data = body()
     try:
-        repo.get(pk)
+        current = repo.get(pk)
     except NotFound:
         abort(404, description=f"no procedure {pk}")
-    parsed = stepform.parse(data, lookups(), new=False)
+    parsed = stepform.parse(data, lookups(), new=False, current_patient_id=current["patient_id"])
     if parsed.request is None:
         return invalid(parsed.errors)
     try:

@@ -161,13 +161,18 @@ def _text(errors: dict[str, str], name: str, value: str, limit: int, required: b
 
 
 def parse(
-    data: Mapping[str, Any], lookups: Lookups, today: date | None = None, new: bool = True
+    data: Mapping[str, Any],
+    lookups: Lookups,
+    today: date | None = None,
+    new: bool = True,
+    current_patient_id: str | None = None,
 ) -> Parsed:
     """Check every field of a schedule request; the StepRequest only when all are good.
 
     For a new step, the accession number must be free (a double submit cannot schedule
     twice), and a known patient ID with another name, birth date or sex is refused unless
-    ``confirm_patient`` is set: the change would rename that patient everywhere.
+    ``confirm_patient`` is set: the change would rename that patient everywhere. An edit
+    (``new`` False) is checked the same way when it moves the step to another patient ID.
     """
     today = today or date.today()
     errors: dict[str, str] = {}
@@ -192,7 +197,8 @@ def parse(
         and lookups.accession_taken(accession)
     ):
         errors["accession_number"] = "is already in use"
-    if new and patient_id and "patient_id" not in errors and "patient_name" not in errors:
+    check_patient = new or patient_id != current_patient_id
+    if check_patient and patient_id and "patient_id" not in errors and "patient_name" not in errors:
         stored = lookups.patient(patient_id)
         if stored is not None and not _yes(data.get("confirm_patient")):
             if patient_conflict(stored, patient_name, birth, get["sex"]):

@@ -124,7 +124,9 @@ def edit(pk: int) -> Any:
     if request.method == "GET":
         return _render(stepform.values_of(step), {}, step)
     values = {k: request.form.get(k, "") for k in stepform.TEXT_FIELDS}
-    parsed = stepform.parse(request.form, lookups(), new=False)
+    parsed = stepform.parse(
+        request.form, lookups(), new=False, current_patient_id=step["patient_id"]
+    )
     if parsed.request is None:
         return _render(values, parsed.errors, step)
     try:

@@ -304,3 +304,23 @@ def test_step_page_shows_what_the_modality_reported(web: Web, desk: FlaskClient)
     performed = page[page.index('id="performed"') :]
     assert "IN PROGRESS" in performed and "CT1" in performed
     assert 'id="cancel-step"' not in page  # started: no longer cancellable
+
+
+def test_edit_onto_another_known_patient_needs_confirmation(web: Web, desk: FlaskClient) -> None:
+    post(desk, "/steps/new", JAPANESE)
+    other = {**JAPANESE, "patient_id": "P0002", "accession_number": "ACC0002"}
+    other.update(name_alpha_given="Hanako", name_ideo_given="花子", name_phon_given="はなこ")
+    other.update(birth_date="1980-01-01", sex="F")
+    assert post(desk, "/steps/new", other).status_code == 302
+    pk = web.store.query(
+        "SELECT s.pk FROM steps s JOIN procedures p ON p.pk = s.procedure_pk WHERE p.accession_number = 'ACC0001'"
+    )[0]["pk"]
+    # Typing P0002 over Tarou's details would rename Hanako: asked first.
+    resp = post(desk, f"/steps/{pk}", {**JAPANESE, "patient_id": "P0002"})
+    assert resp.status_code == 400 and "patient_id" in field_errors(resp.text)
+    names = {
+        r["patient_id"]: r["name"] for r in web.store.query("SELECT patient_id, name FROM patients")
+    }
+    assert names["P0002"].startswith("Yamada^Hanako")
+    # Editing Tarou's own step (same ID) needs no confirmation.
+    assert post(desk, f"/steps/{pk}", {**JAPANESE, "name_alpha_given": "Taro"}).status_code == 302
