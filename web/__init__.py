@@ -102,13 +102,14 @@ def create_app(
 
 
 def gettext(text: str, **params: Any) -> str:
+    """The text in the request's language."""
     return i18n.translate(text, g.get("lang", i18n.DEFAULT), **params)
 
 
 def pn_display(pn: str) -> str:
-    """A person name for people: the ideographic group if any, else the alphabetic one."""
-    groups = (pn or "").split("=")
-    main = groups[1] if len(groups) > 1 and groups[1] else groups[0]
+    """A person name for people: the ideographic group if any, else alphabetic, else phonetic."""
+    groups = [*(pn or "").split("="), "", ""]
+    main = groups[1] or groups[0] or groups[2]
     return " ".join(p for p in main.split("^") if p)
 
 

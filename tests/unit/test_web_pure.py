@@ -119,3 +119,13 @@ def test_login_limiter_window() -> None:
     lim.failed("a", "9.9.9.9")
     lim.succeeded("a")
     assert lim.retry_after("a", "8.8.8.8") == 0
+
+
+def test_names_for_people() -> None:
+    from web import pn_alphabetic, pn_display
+
+    assert pn_display("Yamada^Tarou=山田^太郎=やまだ^たろう") == "山田 太郎"
+    assert pn_alphabetic("Yamada^Tarou=山田^太郎=やまだ^たろう") == "Yamada Tarou"
+    assert pn_display("Doe^John") == "Doe John" and pn_alphabetic("Doe^John") == ""
+    assert pn_display("==やまだ^たろう") == "やまだ たろう"
+    assert pn_display("") == ""
