@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -155,8 +156,20 @@ class PrintSCU:
         return int(st.Status), reply if reply is not None else st
 
     def release(self) -> None:
-        if self.assoc.is_established:
-            self.assoc.release()
+        """Release; abort instead if pynetdicom's release never returns.
+
+        pynetdicom's ``Association.release()`` busy-waits for its reactor to pause, which
+        never happens while the reactor serves an N-EVENT-REPORT from the printer; under
+        load this hung whole test runs (seen twice). The SCU side is at fault, not the
+        appliance, so the test client aborts after 10 s rather than hang.
+        """
+        if not self.assoc.is_established:
+            return
+        releaser = threading.Thread(target=self.assoc.release, daemon=True)
+        releaser.start()
+        releaser.join(10)
+        if releaser.is_alive():
+            self.assoc.abort()
 
     def print_film(
         self,
