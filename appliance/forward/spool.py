@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.fsutil import fsync_dir
+
 CHUNK = 1 << 20
 
 
@@ -29,15 +31,6 @@ class SpoolFile:
     digest: str
     size: int
     existed: bool
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or creation inside ``path`` durable (POSIX: fsync the directory)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def file_digest(path: Path) -> tuple[str, int]:

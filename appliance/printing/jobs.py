@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from appliance.fsutil import fsync_dir
 from appliance.printing import session as rules
 from appliance.printing.output import Delivery, DeliveryError, Output
-from appliance.printing.repo import PrintRepo, fsync_dir
+from appliance.printing.repo import PrintRepo
 from image import film as film_mod
 from image import page as page_mod
 from image.pdf import PdfWriter

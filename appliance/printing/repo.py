@@ -16,18 +16,10 @@ from typing import Any
 import numpy as np
 
 from appliance.db import Store
+from appliance.fsutil import fsync_dir
 
 PIXELS_DIR = "pixels"
 JOBS_DIR = "jobs"
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename in it survives power loss."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _load(row: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
