@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app, g, jsonify, redirect, render_template, request, url_for
@@ -27,8 +27,8 @@ ADMIN_MENU: list[tuple[str, str | None]] = [
     ("Users", "admin.users"),
     ("Procedure catalog", "admin.catalog"),
     ("Audit log", "admin.audit"),
-    ("Printers", None),
-    ("Destinations", None),
+    ("Printers", "prints.printers"),
+    ("Destinations", "queues.index"),
 ]
 
 
@@ -71,9 +71,9 @@ def create_app(
     if token is not None:
         announce(token)
 
-    from web import admin, api, auth, board, steps
+    from web import admin, api, auth, board, prints, queues, steps
 
-    for bp in (auth.bp, board.bp, steps.bp, admin.bp, api.bp):
+    for bp in (auth.bp, board.bp, steps.bp, admin.bp, prints.bp, queues.bp, api.bp):
         app.register_blueprint(bp)
 
     @app.get("/healthz")
@@ -98,6 +98,7 @@ def create_app(
 
     app.jinja_env.filters["pn"] = pn_display
     app.jinja_env.filters["pn_alpha"] = pn_alphabetic
+    app.jinja_env.filters["epoch"] = epoch_display
     return app
 
 
@@ -111,6 +112,13 @@ def pn_display(pn: str) -> str:
     groups = [*(pn or "").split("="), "", ""]
     main = groups[1] or groups[0] or groups[2]
     return " ".join(p for p in main.split("^") if p)
+
+
+def epoch_display(seconds: float | None) -> str:
+    """A Unix time as 'YYYY-MM-DD HH:MM:SS' UTC ('—' when there is none)."""
+    if seconds is None:
+        return "—"
+    return datetime.fromtimestamp(float(seconds), UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def pn_alphabetic(pn: str) -> str:
