@@ -40,6 +40,8 @@ def _when(raw: str, end: bool) -> str | None:
         when = dt.datetime.fromisoformat(raw)
     except ValueError:
         return None
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC)
     if end and len(raw) == 10:
         when += dt.timedelta(days=1)
     return when.strftime("%Y-%m-%dT%H:%M:%S")
