@@ -11,7 +11,6 @@ to the host and port of its ``[[devices]]`` entry once every instance is resolve
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from appliance.db import Store
 from appliance.errors import Conflict, ValidationError
 from appliance.forward import commitment, retry
 from appliance.forward.sender import NODELAY
+from appliance.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _status(code: int, comment: str = "") -> Dataset:
     return ds
 
 
-class Committer:
+class Committer(Worker):
     """Resolves modality requests, asks PACS for commitment, sends the reports."""
 
     def __init__(self, config: Config, store: Store, access: Any) -> None:
@@ -52,25 +52,11 @@ class Committer:
         self.policies = {d.name: d.commitment for d in config.destinations}
         self.pacs = {d.name: d for d in config.destinations if d.commitment == "pacs"}
         self._pacs_retry: dict[str, tuple[int, float]] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self.last_error = ""
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="forward-commit", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-
-    def wake(self, *_: Any) -> None:
-        self._wake.set()
+    def thread_name(self) -> str:
+        return "forward-commit"
 
     def _run(self) -> None:
         while not self._stop.is_set():

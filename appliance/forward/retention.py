@@ -12,12 +12,12 @@ at worst an unreferenced file, never a row that points at nothing it thinks it h
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 from appliance.db import Store
 from appliance.forward.spool import Spool
+from appliance.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def sweep_orphans(
     return removed
 
 
-class Retention:
+class Retention(Worker):
     """A thread that sweeps at start, every minute, and (short windows) after deliveries."""
 
     def __init__(self, store: Store, spool: Spool, retention_hours: float, budget_mb: int) -> None:
@@ -116,23 +116,12 @@ class Retention:
         self.spool = spool
         self.retention_s = retention_hours * 3600.0
         self.budget_bytes = budget_mb * 1024 * 1024
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self.deleted = 0
         self.freed = 0
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="forward-retention", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+    def thread_name(self) -> str:
+        return "forward-retention"
 
     def wake(self, *_: Any) -> None:
         """A delivery happened: sweep soon, but only when the window is shorter than the

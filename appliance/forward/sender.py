@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from appliance.config import DestinationSettings, DicomSettings, ForwardSettings
 from appliance.db import Store
 from appliance.forward import queue, retry
 from appliance.forward.spool import Spool
+from appliance.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def proposed_contexts(pairs: set[tuple[str, str]]) -> list[tuple[str, list[str]]
     return out
 
 
-class Sender:
+class Sender(Worker):
     """A worker for one destination (one of ``lanes`` parallel associations to it);
     ``wake()`` when new rows are queued."""
 
@@ -89,9 +89,7 @@ class Sender:
         self.spool = spool
         self.settings = settings
         self.on_delivered = on_delivered
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._assoc: Any = None
         self._pairs: set[tuple[str, str]] = set()
         self._last_work = 0.0
@@ -103,25 +101,17 @@ class Sender:
 
     # -- lifecycle --------------------------------------------------------------
 
+    def thread_name(self) -> str:
+        return f"forward-{self.dest.name}-{self.lane}"
+
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"forward-{self.dest.name}-{self.lane}", daemon=True
-        )
         self.state = "running"
-        self._thread.start()
+        super().start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        super().stop(timeout)
         self._release()
         self.state = "stopped"
-
-    def wake(self) -> None:
-        self._wake.set()
 
     # -- the loop ---------------------------------------------------------------
 
