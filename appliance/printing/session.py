@@ -151,39 +151,28 @@ def film_session_attrs(ds: Dataset, current: dict[str, Any] | None = None) -> Ou
 
 # -- Basic Film Box (PS3.4 H.4.2) ------------------------------------------------
 
-FILM_BOX_KEYS = {
-    "ImageDisplayFormat",
+SETTABLE_FILM_BOX_KEYS = {
+    "BorderDensity",
+    "ConfigurationInformation",
+    "EmptyImageDensity",
+    "Illumination",
+    "MagnificationType",
+    "MaxDensity",
+    "MinDensity",
+    "ReferencedPresentationLUTSequence",
+    "ReflectedAmbientLight",
+    "SmoothingType",
+    "SpecificCharacterSet",
+    "Trim",
+}
+# Film Box attributes an N-CREATE may carry: the settable ones plus those fixed at creation.
+FILM_BOX_KEYS = SETTABLE_FILM_BOX_KEYS | {
     "AnnotationDisplayFormatID",
     "FilmOrientation",
     "FilmSizeID",
-    "MagnificationType",
-    "SmoothingType",
-    "BorderDensity",
-    "EmptyImageDensity",
-    "MinDensity",
-    "MaxDensity",
-    "Trim",
-    "ConfigurationInformation",
-    "RequestedResolutionID",
-    "Illumination",
-    "ReflectedAmbientLight",
+    "ImageDisplayFormat",
     "ReferencedFilmSessionSequence",
-    "ReferencedPresentationLUTSequence",
-    "SpecificCharacterSet",
-}
-SETTABLE_FILM_BOX_KEYS = {
-    "MagnificationType",
-    "SmoothingType",
-    "BorderDensity",
-    "EmptyImageDensity",
-    "MinDensity",
-    "MaxDensity",
-    "Trim",
-    "ConfigurationInformation",
-    "Illumination",
-    "ReflectedAmbientLight",
-    "ReferencedPresentationLUTSequence",
-    "SpecificCharacterSet",
+    "RequestedResolutionID",
 }
 
 
