@@ -51,7 +51,11 @@ class DicomSettings:
     ae_title: str = _doc("AE title the appliance answers to (1-16 characters)", "APPLIANCE")
     host: str = _doc("address the DICOM listener binds to", "0.0.0.0")
     port: int = _doc("TCP port of the DICOM listener (0 picks a free port)", 11112)
-    max_pdu: int = _doc("largest PDU the appliance receives, in bytes (0 = unlimited)", 0)
+    max_pdu: int = _doc(
+        "largest PDU the appliance receives, in bytes (0 = no limit announced; a PDU is "
+        "then still refused above 64 MiB)",
+        262144,
+    )
     acse_timeout: float = _doc("seconds to wait for association messages", 30.0)
     dimse_timeout: float = _doc("seconds to wait for DIMSE messages", 60.0)
     network_timeout: float = _doc("seconds an idle association stays open", 120.0)

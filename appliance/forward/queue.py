@@ -171,16 +171,20 @@ def record_instance(
     size: int,
     destinations: Iterable[str],
     now: float | None = None,
+    durable: bool = True,
 ) -> Recorded:
     """Commit an instance and its queue rows; idempotent for a repeated identical instance.
 
-    The same SOP Instance UID with the same bytes changes nothing (only destinations
-    added since are queued). With different bytes the new version replaces the old one
-    and is queued again for every destination.
+    ``digest`` names the version of the bytes (the receiver passes the kept version's
+    when the bytes are the same). The same SOP Instance UID with the same version changes
+    nothing (only destinations added since are queued). A new version replaces the old
+    one and is queued again for every destination. ``durable=False`` when the spooled
+    file is itself the durable record (the receiver: ``Receiver.recover`` queues a file
+    whose rows a power cut took back).
     """
     now = time.time() if now is None else now
     dests = list(destinations)
-    with store.write() as db:
+    with store.write(durable=durable) as db:
         row = db.execute(
             "SELECT id, digest, file FROM forward_instances WHERE sop_instance_uid = ?",
             (info.sop_instance_uid,),
@@ -239,6 +243,21 @@ def record_instance(
         )
         _add_rows(db, instance_id, dests, now)
         return Recorded(instance_id, "replaced", old_file=old_file)
+
+
+def kept_version(store: Store, sop_instance_uid: str) -> tuple[str, str] | None:
+    """(file, digest) of the instance's spooled version still kept, or None."""
+    rows = store.query(
+        "SELECT file, digest FROM forward_instances WHERE sop_instance_uid = ? "
+        "AND removed_at IS NULL",
+        (sop_instance_uid,),
+    )
+    return (rows[0]["file"], rows[0]["digest"]) if rows else None
+
+
+def recorded_files(store: Store) -> set[str]:
+    """Every spool file an instance row names (kept or removed)."""
+    return {r["file"] for r in store.query("SELECT file FROM forward_instances")}
 
 
 def _add_rows(db: sqlite_utils.Database, instance_id: int, dests: list[str], now: float) -> None:

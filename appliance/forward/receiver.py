@@ -1,9 +1,10 @@
 """Storage SCP (PS3.4 Annex B): received files go durably to the spool, then to the queue.
 
-pynetdicom streams each data set to a temporary file (``STORE_RECV_CHUNKED_DATASET``)
-with the File Meta group in front; ``Receiver.ingest`` reads only the header up to the
-pixel data for routing, moves the file into the spool (fsync, rename, fsync dir),
-commits the queue rows, and only then does ``handle_store`` answer Success.
+The intake (``appliance/forward/intake.py``) streams each data set from the socket to a
+temporary file with the File Meta group in front, hashing and fsyncing it; ``Receiver.admit``
+takes the routing header (from the intake, or read from the file up to the pixel data),
+moves the file into the spool (rename, fsync dir), commits the queue rows, and only then
+is Success answered. ``refusal_for`` turns a failure into the status that answers it.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -65,33 +66,122 @@ class Receiver:
         self.spool = spool
         self.on_queued = on_queued
         self.reserve_bytes = config.forward.reserve_mb * 1024 * 1024
+        self._count_lock = threading.Lock()
+        self.streamed = 0  # C-STORE data sets taken from the socket by the intake
+
+    def count_streamed(self) -> None:
+        with self._count_lock:
+            self.streamed += 1
+
+    def precheck(self, sop_class: str, sop_instance: str) -> tuple[int, str] | None:
+        """A refusal known before the data set arrives (reserve, UIDs), or None."""
+        try:
+            self._check_space()
+            check_uid(sop_class, "Affected SOP Class UID")
+            check_uid(sop_instance, "Affected SOP Instance UID")
+        except (StorageFull, ValidationError, OSError) as exc:
+            return refusal_for(exc, "")
+        return None
+
+    def _check_space(self) -> None:
+        if self.spool.free_bytes() < self.reserve_bytes:
+            raise StorageFull(
+                f"free space on the spool below the reserve of {self.config.forward.reserve_mb} MB"
+            )
 
     def ingest(
         self, path: Path, sop_class: str, sop_instance: str, transfer_syntax: str, calling_ae: str
     ) -> Received:
         """Spool and queue one received file; raises StorageFull or ValidationError."""
-        if self.spool.free_bytes() < self.reserve_bytes:
-            raise StorageFull(
-                f"free space on the spool below the reserve of {self.config.forward.reserve_mb} MB"
-            )
+        self._check_space()
+        return self.admit(path, sop_class, sop_instance, transfer_syntax, calling_ae)
+
+    def admit(
+        self,
+        path: Path | str,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        calling_ae: str,
+        synced: bool = False,
+        header: dict[int, str] | None = None,
+        size: int | None = None,
+    ) -> Received:
+        """Move a complete received file into the spool and commit its queue rows.
+
+        ``synced`` (and ``size``) when the caller fsynced the file as it wrote it; ``header`` the SOP
+        Instance UID (0008,0018) and Modality (0008,0060) when the caller read them
+        already, otherwise they are read from the file. A file with exactly the bytes of
+        the version kept is not stored twice.
+        """
+        path = Path(path)
         sop_class = check_uid(sop_class, "Affected SOP Class UID")
         sop_instance = check_uid(sop_instance, "Affected SOP Instance UID")
-        header = read_header(path)
-        in_data = str(header.get("SOPInstanceUID", "") or "")
+        if header is None:
+            ds = read_header(path)
+            in_data = str(ds.get("SOPInstanceUID", "") or "")
+            modality = str(ds.get("Modality", "") or "")
+        else:
+            in_data, modality = header[0x00080018], header[0x00080060]
         if not in_data:
             raise ValidationError("SOP Instance UID", "is missing from the data set")
         if in_data != sop_instance:
             raise ValidationError("SOP Instance UID", "differs from the Affected SOP Instance UID")
-        modality = str(header.get("Modality", "") or "")
         dests = routing.route(self.config.destinations, calling_ae, modality, sop_class)
-        sf = self.spool.commit(path)
         info = queue.InstanceInfo(sop_instance, sop_class, transfer_syntax, modality, calling_ae)
-        recorded = queue.record_instance(self.store, info, sf.rel, sf.digest, sf.size, dests)
-        if recorded.old_file and recorded.old_file != sf.rel:
+        kept = queue.kept_version(self.store, sop_instance)
+        if kept is not None and self.spool.same_bytes(kept[0], path):
+            path.unlink()
+            rel, version, size = kept[0], kept[1], self.spool.path(kept[0]).stat().st_size
+        else:
+            sf = self.spool.place(path, synced=synced, size=size)
+            rel, version, size = sf.rel, sf.token, sf.size
+        recorded = queue.record_instance(self.store, info, rel, version, size, dests, durable=False)
+        if recorded.old_file and recorded.old_file != rel:
             self.spool.delete(recorded.old_file)
         if dests:
             self.on_queued(dests)
         return Received(recorded, dests)
+
+    def recover(self) -> int:
+        """Queue spooled files no instance row names: acknowledged instances whose rows
+        a power cut took back (the receiver's commits do not wait for the disk; its
+        files do). Run before the listener opens; returns how many were queued."""
+        known = queue.recorded_files(self.store)
+        queued = 0
+        for rel in self.spool.spooled():
+            if rel in known:
+                continue
+            path = self.spool.path(rel)
+            try:
+                ds = dcmread(path, stop_before_pixels=True)
+                meta = ds.file_meta
+                sop_class = check_uid(meta.MediaStorageSOPClassUID, "SOP Class UID")
+                sop_instance = check_uid(ds.SOPInstanceUID, "SOP Instance UID")
+                calling = str(meta.get("SourceApplicationEntityTitle", "") or "").strip()
+                modality = str(ds.get("Modality", "") or "")
+                info = queue.InstanceInfo(
+                    sop_instance, sop_class, str(meta.TransferSyntaxUID), modality, calling
+                )
+            except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, AttributeError,
+                    TypeError, ValidationError) as exc:  # fmt: skip
+                log.error("spooled file %s cannot be queued again: %s", rel, type(exc).__name__)
+                continue
+            dests = routing.route(self.config.destinations, calling, modality, sop_class)
+            kept = queue.kept_version(self.store, sop_instance)
+            if kept is not None and self.spool.same_bytes(kept[0], path):
+                self.spool.delete(rel)
+                continue
+            version = Path(rel).stem
+            recorded = queue.record_instance(
+                self.store, info, rel, version, path.stat().st_size, dests
+            )
+            if recorded.old_file and recorded.old_file != rel:
+                self.spool.delete(recorded.old_file)
+            queued += 1
+        if queued:
+            log.warning("forward: %d spooled instances had no queue rows and were queued", queued)
+        return queued
 
 
 def read_header(path: Path) -> Dataset:
@@ -102,53 +192,23 @@ def read_header(path: Path) -> Dataset:
         raise ValidationError("Data Set", f"cannot be parsed ({type(exc).__name__})") from exc
 
 
-def _status(code: int, comment: str = "") -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
-    return ds
+def refusal_for(exc: BaseException, calling: str) -> tuple[int, str] | None:
+    """The status and ErrorComment that answer a failed ingest (logged), or None for a bug.
 
-
-def handle_store(event: Any, receiver: Receiver, access: Any) -> Dataset:
-    """EVT_C_STORE: spool durably, then Success; refusals carry an ErrorComment.
-
-    0124 not authorized for an AE title without the right to store (unknown AE under
-    verify-only); A700 when free space is below the reserve or the spool or queue
-    cannot be written (the modality retries later; nothing was acknowledged); C000 when
-    the data set cannot be parsed or its UIDs are invalid; Success for a repeated
-    identical instance.
+    A700 when free space is below the reserve or the spool or queue cannot be written
+    (the modality retries later; nothing was acknowledged); C000 when the data set
+    cannot be parsed or its UIDs are invalid.
     """
-    calling = event.assoc.requestor.ae_title.strip()
-    if not access.allowed(calling, SERVICE):
-        log.warning("C-STORE refused: AE title %r may not store", calling)
-        return _status(status.NOT_AUTHORIZED, "calling AE title may not store here")
-    req = event.request
-    try:
-        received = receiver.ingest(
-            event.dataset_path,
-            req.AffectedSOPClassUID,
-            req.AffectedSOPInstanceUID,
-            event.context.transfer_syntax,
-            calling,
-        )
-    except StorageFull as exc:
+    if isinstance(exc, StorageFull):
         log.warning("C-STORE from %s refused: %s", calling, exc)
-        return _status(status.OUT_OF_RESOURCES, "out of resources: spool disk reserve reached")
-    except ValidationError as exc:
+        return status.OUT_OF_RESOURCES, "out of resources: spool disk reserve reached"
+    if isinstance(exc, ValidationError):
         log.warning("C-STORE from %s refused: %s", calling, exc)
-        return _status(status.CANNOT_UNDERSTAND, str(exc))
-    except OSError as exc:
+        return status.CANNOT_UNDERSTAND, str(exc)
+    if isinstance(exc, OSError):
         log.error("C-STORE from %s: spool write failed: %s", calling, exc.strerror)
-        return _status(status.OUT_OF_RESOURCES, "out of resources: spool write failed")
-    except sqlite3.Error as exc:
+        return status.OUT_OF_RESOURCES, "out of resources: spool write failed"
+    if isinstance(exc, sqlite3.Error):
         log.error("C-STORE from %s: queue not committed: %s", calling, type(exc).__name__)
-        return _status(status.OUT_OF_RESOURCES, "out of resources: queue database busy")
-    log.debug(
-        "C-STORE %s from %s: %s, to %s",
-        req.AffectedSOPInstanceUID,
-        calling,
-        received.recorded.outcome,
-        received.destinations,
-    )
-    return _status(status.SUCCESS)
+        return status.OUT_OF_RESOURCES, "out of resources: queue database busy"
+    return None

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-from appliance.forward import commitment, queue
+from appliance.forward import commitment, intake, queue
 from appliance.forward.committer import Committer, handle_n_action, handle_n_event_report
-from appliance.forward.receiver import Receiver, handle_store
+from appliance.forward.receiver import Receiver
 from appliance.forward.retention import Retention
 from appliance.forward.sender import Sender
 from appliance.forward.spool import Spool
@@ -61,7 +60,6 @@ class ForwardService:
             for d in config.destinations
         }
         self.receiver = Receiver(config, self.store, self.spool, on_queued=self._wake)
-        self._old_tempdir: str | None = None
         self.state = "stopped"
 
     def contexts(self) -> list[tuple[Any, ...]]:
@@ -76,20 +74,17 @@ class ForwardService:
 
     def handlers(self) -> list[tuple[Any, ...]]:
         access = self.runtime.access
+        storage = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
         return [
-            (evt.EVT_C_STORE, handle_store, [self.receiver, access]),
+            # C-STORE data sets go from the socket to the spool (appliance/forward/intake.py).
+            (evt.EVT_CONN_OPEN, intake.install, [self.receiver, access, storage]),
             (evt.EVT_N_ACTION, handle_n_action, [self.committer, access]),
             (evt.EVT_N_EVENT_REPORT, handle_n_event_report, [self.committer]),
         ]
 
     def start(self) -> None:
         self.spool.prepare()
-        # pynetdicom writes each received data set to a NamedTemporaryFile in the default
-        # temporary directory; pointing it at the spool's own file system makes the
-        # final move into the spool a rename (the spool copies across file systems
-        # otherwise, so correctness never depends on this).
-        self._old_tempdir = tempfile.tempdir
-        tempfile.tempdir = str(self.spool.tmp)
+        self.receiver.recover()
         for lanes in self.senders.values():
             for sender in lanes:
                 sender.start()
@@ -103,8 +98,6 @@ class ForwardService:
         for lanes in self.senders.values():
             for sender in lanes:
                 sender.stop()
-        if tempfile.tempdir == str(self.spool.tmp):
-            tempfile.tempdir = self._old_tempdir
         self.state = "stopped"
 
     def _delivered(self, items: list[Any]) -> None:
@@ -143,6 +136,7 @@ class ForwardService:
         return {
             "state": state,
             "spool_free_mb": None if free is None else free // (1024 * 1024),
+            "received_since_start": self.receiver.streamed,
             "destinations": dests,
             "commitment": self.committer.health(),
             "retention": self.retention.health(),

@@ -1,22 +1,25 @@
-"""The spool: received instances kept as PS3.10 files, written durably, named by hashes.
+"""The spool: received instances kept as PS3.10 files, written durably, named at random.
 
-Durability order (design.md): the received file is fsynced, renamed into the spool
-(on the same file system, so the move is atomic) and the directory is fsynced; only
-then does the caller commit the queue rows and answer Success. A file's name is the
-SHA-256 of its bytes, never a UID or an AE title, so the same instance received twice
-lands on the same name.
+Durability order (design.md): the received file is fsynced (the intake starts the
+write-back as fragments arrive, so little is left to flush), renamed into the spool (on
+the same file system, so the move is atomic) and the directory is fsynced; only then
+does the caller commit the queue rows and answer Success. A file's name is a random
+token, never a UID or an AE title; its File Meta group carries everything needed to
+queue it again (``Receiver.recover``), so a file in ``objects/`` is itself the durable
+record of an acknowledged instance.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from appliance.fsutil import fsync_dir
 
@@ -25,23 +28,22 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class SpoolFile:
-    """A file now durable in the spool: its path relative to the spool root, digest, size."""
+    """A file now durable in the spool: its path relative to the spool root, its version
+    token (the name's random part) and size."""
 
     rel: str
-    digest: str
+    token: str
     size: int
-    existed: bool
 
 
-def file_digest(path: Path) -> tuple[str, int]:
-    """SHA-256 (hex) and size of a file, read in chunks."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+def dataset_offset(f: BinaryIO) -> int:
+    """Where the data set starts in a PS3.10 file: after the File Meta group, found by its
+    group length (0002,0000); 0 when the file does not start that way."""
+    f.seek(0)
+    head = f.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return 0
+    return 144 + int.from_bytes(head[140:144], "little")
 
 
 class Spool:
@@ -53,9 +55,18 @@ class Spool:
         self.tmp = self.root / "tmp"
 
     def prepare(self) -> None:
-        """Create the directories and remove temporary files a crash left behind."""
+        """Create the directories (the 256 shards of ``objects/`` too, so that no receive
+        pays for a mkdir) and remove temporary files a crash left behind."""
         self.objects.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        made = False
+        for n in range(256):
+            shard = self.objects / f"{n:02x}"
+            if not shard.exists():
+                shard.mkdir(exist_ok=True)
+                made = True
+        if made:
+            fsync_dir(self.objects)
         for leftover in self.tmp.iterdir():
             with contextlib.suppress(OSError):
                 leftover.unlink()
@@ -68,26 +79,52 @@ class Spool:
         """Absolute path of a spooled file."""
         return self.root / rel
 
-    def commit(self, src: Path) -> SpoolFile:
-        """Move a complete received file into the spool durably; ``src`` is consumed."""
-        digest, size = file_digest(src)
-        rel = f"objects/{digest[:2]}/{digest}.dcm"
+    def new_temp(self) -> tuple[int, str]:
+        """A new file in ``tmp/`` for a data set being received: (descriptor, path)."""
+        return tempfile.mkstemp(dir=self.tmp, suffix=".part")
+
+    def place(self, src: Path, synced: bool = False, size: int | None = None) -> SpoolFile:
+        """Move a complete received file into the spool durably; ``src`` is consumed.
+        ``synced`` when the writer fsynced it already; ``size`` when it knows it."""
+        token = secrets.token_hex(16)
+        rel = f"objects/{token[:2]}/{token}.dcm"
         dst = self.root / rel
-        if dst.exists():
-            return SpoolFile(rel, digest, size, existed=True)
         parent = dst.parent
         if not parent.exists():
             parent.mkdir(exist_ok=True)
             fsync_dir(self.objects)
+        size = os.stat(src).st_size if size is None else size
         try:
-            _fsync_file(src)
+            if not synced:
+                _fsync_file(src)
             os.rename(src, dst)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
             self._copy_in(src, dst)
+            os.unlink(src)
         fsync_dir(parent)
-        return SpoolFile(rel, digest, size, existed=False)
+        return SpoolFile(rel, token, size)
+
+    def same_bytes(self, rel: str, other: Path) -> bool:
+        """True when the spooled file ``rel`` exists and holds exactly the data set of
+        ``other`` (the File Meta groups may differ: they name who sent each copy)."""
+        try:
+            with open(self.root / rel, "rb") as a, open(other, "rb") as b:
+                a.seek(dataset_offset(a))
+                b.seek(dataset_offset(b))
+                while True:
+                    x, y = a.read(CHUNK), b.read(CHUNK)
+                    if x != y:
+                        return False
+                    if not x:
+                        return True
+        except OSError:
+            return False
+
+    def spooled(self) -> list[str]:
+        """Every file in ``objects/``, relative to the spool root."""
+        return [f"objects/{p.parent.name}/{p.name}" for p in self.objects.glob("*/*.dcm")]
 
     def _copy_in(self, src: Path, dst: Path) -> None:
         """Copy across file systems: temporary file in spool/tmp, fsync, rename."""

@@ -29,9 +29,9 @@ def env(tmp_path: Path):
 def _receive(store, spool: Spool, uid: str, size: int, dests: list[str], now: float) -> str:
     src = spool.tmp / "rx.dcm"
     src.write_bytes(uid.encode() * size)
-    sf = spool.commit(src)
+    sf = spool.place(src)
     info = queue.InstanceInfo(uid, CT, "1.2.840.10008.1.2.1", "CT", "CT1")
-    queue.record_instance(store, info, sf.rel, sf.digest, sf.size, dests, now=now)
+    queue.record_instance(store, info, sf.rel, sf.token, sf.size, dests, now=now)
     return sf.rel
 
 
@@ -91,9 +91,9 @@ def test_orphan_files_are_swept_but_not_fresh_ones(env) -> None:
     kept = _receive(store, spool, "4.1", 10, ["a"], now=0)
     src = spool.tmp / "rx.dcm"
     src.write_bytes(b"no row points at me")
-    orphan = spool.commit(src).rel
+    orphan = spool.place(src).rel
     src.write_bytes(b"being received right now")
-    fresh = spool.commit(src).rel
+    fresh = spool.place(src).rel
     old = time.time() - 2 * HOUR
     os.utime(spool.path(orphan), (old, old))
     os.utime(spool.path(kept), (old, old))

@@ -10,7 +10,7 @@ import pytest
 
 from appliance.db import open_store
 from appliance.forward import queue
-from appliance.forward.spool import Spool, file_digest
+from appliance.forward.spool import Spool
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ELE = "1.2.840.10008.1.2.1"
@@ -36,23 +36,26 @@ def _received(spool: Spool, content: bytes) -> Path:
     return src
 
 
-def test_commit_renames_into_a_hash_name(spool: Spool) -> None:
+def test_place_renames_into_a_random_name(spool: Spool) -> None:
     src = _received(spool, b"x" * 1000)
-    sf = spool.commit(src)
+    sf = spool.place(src)
     assert not src.exists()
     assert spool.path(sf.rel).read_bytes() == b"x" * 1000
-    assert (sf.digest, sf.size) == file_digest(spool.path(sf.rel))
-    assert sf.rel == f"objects/{sf.digest[:2]}/{sf.digest}.dcm" and not sf.existed
+    assert sf.size == 1000 and len(sf.token) == 32
+    assert sf.rel == f"objects/{sf.token[:2]}/{sf.token}.dcm"
+    again = spool.place(_received(spool, b"x" * 1000))
+    assert again.rel != sf.rel  # names never come from the content or the UIDs
+    assert sorted(spool.spooled()) == sorted([sf.rel, again.rel])
 
 
-def test_commit_of_identical_bytes_is_idempotent(spool: Spool) -> None:
-    a = spool.commit(_received(spool, b"same"))
-    b = spool.commit(_received(spool, b"same"))
-    assert a.rel == b.rel and b.existed
-    assert len(list(spool.objects.rglob("*.dcm"))) == 1
+def test_same_bytes_compares_whole_files(spool: Spool) -> None:
+    kept = spool.place(_received(spool, b"same" * 1000))
+    assert spool.same_bytes(kept.rel, _received(spool, b"same" * 1000))
+    assert not spool.same_bytes(kept.rel, _received(spool, b"same" * 999 + b"diff"))
+    assert not spool.same_bytes("objects/00/missing.dcm", _received(spool, b"same"))
 
 
-def test_commit_copies_across_file_systems(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_place_copies_across_file_systems(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     real_rename = os.rename
 
     def cross_device(src: str, dst: str) -> None:
@@ -62,8 +65,9 @@ def test_commit_copies_across_file_systems(spool: Spool, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(os, "rename", cross_device)
     src = _received(spool, b"elsewhere")
-    sf = spool.commit(src)
+    sf = spool.place(src)
     assert spool.path(sf.rel).read_bytes() == b"elsewhere"
+    assert not src.exists()
     assert [p for p in spool.tmp.iterdir() if p.suffix == ".part"] == []
 
 
