@@ -365,7 +365,10 @@ class Intake:
                 if is_command or context_id != self.context_id:
                     raise ProtocolViolation("a command fragment inside a C-STORE data set")
                 if self.sink is not None:
-                    self.sink.write(data)
+                    try:
+                        self.sink.write(data)
+                    except OSError as exc:  # a full disk: the rest is read and dropped
+                        self._sink_failed(exc)
                 if last:
                     if pos < len(view):
                         raise ProtocolViolation("data after the last fragment of a data set")
@@ -450,8 +453,14 @@ class Intake:
         try:
             self.sink = _Sink(self.receiver, meta)
         except OSError as exc:
-            log.error("C-STORE from %s: spool write failed: %s", calling, exc.strerror)
-            self.refusal = (status.OUT_OF_RESOURCES, "out of resources: spool write failed")
+            self._sink_failed(exc)
+
+    def _sink_failed(self, exc: OSError) -> None:
+        log.error("C-STORE from %s: spool write failed: %s", self._calling(), exc.strerror)
+        if self.sink is not None:
+            self.sink.discard()
+        self.sink = None
+        self.refusal = (status.OUT_OF_RESOURCES, "out of resources: spool write failed")
 
     def _finish(self) -> None:
         """The last fragment is in: spool durably, then answer."""

@@ -293,3 +293,32 @@ def test_a_pdu_longer_than_announced_aborts_the_association(
     wait_for(lambda: not _tmp_files(app), timeout=5)
     assert _rows(app) == []
     _still_serves(app, tmp_path)
+
+
+def test_a_full_disk_in_the_middle_is_out_of_resources(
+    start_appliance: Callable[..., Appliance], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from appliance.forward import intake
+
+    app = start_appliance(forward_config([NOWHERE]))
+    real_write = intake._Sink.write
+
+    def disk_full(self, data, header=True):  # the File Meta fits, the data set does not
+        if header:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, data, header)
+
+    monkeypatch.setattr(intake._Sink, "write", disk_full)
+    ae = AE(ae_title=MODALITY)
+    ds = make_ct()
+    ae.add_requested_context(ds.SOPClassUID, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE")
+    rsp = assoc.send_c_store(ds)
+    assert rsp.Status == status.OUT_OF_RESOURCES
+    assert rsp.ErrorComment == "out of resources: spool write failed"
+    monkeypatch.setattr(intake._Sink, "write", real_write)  # space freed: the retry works
+    assert assoc.send_c_store(ds).Status == status.SUCCESS
+    assoc.release()
+    assert len(_rows(app)) == 1 and _tmp_files(app) == []
