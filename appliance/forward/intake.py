@@ -309,16 +309,28 @@ class Intake:
         return bool(ready)
 
     def _recv(self, sock: socket.socket, size: int) -> bytearray | None:
+        """Exactly ``size`` bytes, or None when the peer closed the connection or sent
+        nothing for ``dicom.network_timeout`` seconds in the middle of a PDU."""
         buf = bytearray(size)
         view = memoryview(buf)
         got = 0
+        timeout = self.dul.network_timeout
         try:
             while got < size:
-                n = sock.recv_into(view[got:], size - got)
+                try:
+                    n = sock.recv_into(view[got:], size - got, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    ready, _, _ = select.select([sock], [], [], timeout)
+                    if not ready:
+                        log.warning(
+                            "nothing from %s for %s s inside a PDU", self._calling(), timeout
+                        )
+                        return None
+                    continue
                 if not n:
                     return None
                 got += n
-        except (OSError, TimeoutError):
+        except (OSError, ValueError):
             return None
         return buf
 

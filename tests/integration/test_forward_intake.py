@@ -322,3 +322,17 @@ def test_a_full_disk_in_the_middle_is_out_of_resources(
     assert assoc.send_c_store(ds).Status == status.SUCCESS
     assoc.release()
     assert len(_rows(app)) == 1 and _tmp_files(app) == []
+
+
+def test_a_peer_silent_inside_a_pdu_is_dropped_after_the_network_timeout(
+    start_appliance: Callable[..., Appliance], tmp_path: Path
+) -> None:
+    raw = forward_config([NOWHERE])
+    raw["dicom"] = {"network_timeout": 1}
+    app = start_appliance(raw)
+    assoc, sock, cx, _ = _half_sent(app)
+    sock.sendall(struct.pack(">BBI", 0x04, 0, 1000) + b"\0" * 10)  # 990 bytes never come
+    wait_for(lambda: assoc.is_aborted, timeout=5)
+    wait_for(lambda: not _tmp_files(app), timeout=5)
+    assert _rows(app) == []
+    _still_serves(app, tmp_path)
