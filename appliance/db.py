@@ -78,6 +78,21 @@ class Store:
             if not durable:
                 db.conn.execute("PRAGMA synchronous = FULL")
 
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite_utils.Database]:
+        """A read transaction: the queries inside see one snapshot (WAL), take no lock
+        that blocks writers; inside another transaction it is that one."""
+        db = self.db
+        if db.conn.in_transaction:
+            yield db
+            return
+        db.conn.execute("BEGIN DEFERRED")
+        try:
+            yield db
+        finally:
+            if db.conn.in_transaction:
+                db.conn.execute("COMMIT")
+
     def query(self, sql: str, params: tuple | dict = ()) -> list[dict]:
         """Run a read query and return rows as dicts."""
         cur = self.db.conn.execute(sql, params)

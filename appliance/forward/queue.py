@@ -393,6 +393,10 @@ def defer_destination(
 
 
 # -- what a queue page needs -------------------------------------------------------
+# (``waiting_page`` and ``dead_letter_page`` page through the lists with a keyset cursor.
+# The import is here so that the page functions stay apart from the sending code above.)
+
+from appliance import paging  # noqa: E402
 
 _COUNTS = ("waiting", "dead", "delivered", "delivered_last_minute")
 
@@ -447,19 +451,76 @@ def summary(
     return out
 
 
-def waiting_items(store: Store, destination: str, limit: int = 100) -> list[dict[str, Any]]:
-    """Waiting rows of a destination, oldest first, each with why it waits."""
-    rows = store.query(
-        """SELECT q.id, q.attempts, q.next_attempt, q.last_error, q.queued_at,
-                  i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae
-           FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id
-           WHERE q.destination = ? AND q.state = 'waiting'
-           ORDER BY q.queued_at, q.id LIMIT ?""",
-        (destination, limit),
+_WAITING_SELECT = """SELECT q.id, q.attempts, q.next_attempt, q.last_error, q.queued_at,
+       i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae
+    FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id"""
+_DEAD_SELECT = """SELECT q.id, q.destination, q.attempts, q.last_error AS reason, q.last_status,
+       q.updated_at, i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae
+    FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id"""
+# A waiting row keeps its queued_at; a dead row keeps its updated_at while it is dead:
+# stable keys, so a page never shifts when rows arrive or leave.
+WAITING_ORDER = paging.Order(("q.queued_at", "q.id"), ("queued_at", "id"), (float, int))
+DEAD_ORDER = paging.Order(
+    ("q.updated_at", "q.id"), ("updated_at", "id"), (float, int), descending=True
+)
+
+
+@migrations(name="0003_page_indexes")
+def _m0003(db: sqlite_utils.Database) -> None:
+    # The queue pages: waiting items oldest first and dead letters newest first, a page
+    # at a time. Partial indexes hold only those rows, so delivered rows cost nothing.
+    db.execute(
+        "CREATE INDEX forward_queue_waiting ON forward_queue(destination, state, queued_at) "
+        "WHERE state = 'waiting'"
     )
+    db.execute(
+        "CREATE INDEX forward_queue_dead ON forward_queue(state, updated_at) WHERE state = 'dead'"
+    )
+    db.execute(
+        "CREATE INDEX forward_queue_dead_dest ON forward_queue(destination, updated_at) "
+        "WHERE state = 'dead'"
+    )
+
+
+def _waiting_listing(destination: str) -> paging.Listing:
+    return paging.Listing(
+        _WAITING_SELECT,
+        "forward_queue q",
+        ["q.destination = ?", "q.state = 'waiting'"],
+        [destination],
+        WAITING_ORDER,
+    )
+
+
+def _dead_listing(destination: str | None) -> paging.Listing:
+    where, params = ["q.state = 'dead'"], []
+    if destination:
+        where.append("q.destination = ?")
+        params.append(destination)
+    return paging.Listing(_DEAD_SELECT, "forward_queue q", where, params, DEAD_ORDER)
+
+
+def _with_why(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         r["why"] = r["last_error"] or "queued, not tried yet"
     return rows
+
+
+def waiting_items(store: Store, destination: str, limit: int = 100) -> list[dict[str, Any]]:
+    """Waiting rows of a destination, oldest first, each with why it waits."""
+    rows = store.query(
+        f"{_WAITING_SELECT} WHERE q.destination = ? AND q.state = 'waiting' "
+        "ORDER BY q.queued_at, q.id LIMIT ?",
+        (destination, limit),
+    )
+    return _with_why(rows)
+
+
+def waiting_page(store: Store, destination: str, req: paging.PageRequest) -> paging.Page:
+    """A page of a destination's waiting rows, oldest first, each with why it waits."""
+    page = paging.fetch(store, _waiting_listing(destination), req)
+    _with_why(page.rows)
+    return page
 
 
 def dead_letters(
@@ -469,12 +530,13 @@ def dead_letters(
     where = "q.state = 'dead'" + (" AND q.destination = ?" if destination else "")
     params: tuple[Any, ...] = (destination, limit) if destination else (limit,)
     return store.query(
-        f"""SELECT q.id, q.destination, q.attempts, q.last_error AS reason, q.last_status,
-                   q.updated_at, i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae
-            FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id
-            WHERE {where} ORDER BY q.updated_at DESC, q.id DESC LIMIT ?""",
-        params,
+        f"{_DEAD_SELECT} WHERE {where} ORDER BY q.updated_at DESC, q.id DESC LIMIT ?", params
     )
+
+
+def dead_letter_page(store: Store, destination: str | None, req: paging.PageRequest) -> paging.Page:
+    """A page of the dead letters (of one destination or all), newest first."""
+    return paging.fetch(store, _dead_listing(destination), req)
 
 
 def retry_now(store: Store, destination: str | None = None, now: float | None = None) -> int:

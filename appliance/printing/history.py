@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance import paging
 from appliance.config import Config
 from appliance.db import Store
 from appliance.errors import NotFound, ValidationError
@@ -42,16 +43,22 @@ def _prints(config: Config) -> Path:
     return Path(config.data_dir) / PRINTS_DIR
 
 
-def list_jobs(
-    store: Store, flt: JobFilter | None = None, limit: int = 50, offset: int = 0
-) -> list[dict[str, Any]]:
-    """Jobs, newest first, matching the filter (uses the created_at/calling_ae indexes)."""
-    flt = flt or JobFilter()
+_JOB_COLUMNS = (
+    "SELECT uid, calling_ae, called_ae, label, printer, priority, copies, state, "
+    "state_info, films, pages, media, warnings, error, attempts, reprint_of, render_ms, "
+    "created_at, ready_at, finished_at FROM print_jobs"
+)
+# Newest first; the job UID breaks ties (the rowid of a table without an INTEGER PRIMARY
+# KEY may change in a VACUUM, so a cursor must not hold it).
+JOB_ORDER = paging.Order(("created_at", "uid"), ("created_at", "uid"), (str, str), descending=True)
+
+
+def _conditions(flt: JobFilter) -> tuple[list[str], list[Any]]:
+    """The WHERE conditions and their parameters for a filter."""
     if flt.state and flt.state not in JOB_STATES:
         raise ValidationError("state", f"{flt.state!r} is not one of {', '.join(JOB_STATES)}")
-    if not 1 <= limit <= MAX_LIMIT or offset < 0:
-        raise ValidationError("limit", f"must be 1-{MAX_LIMIT}, offset not negative")
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     for column, value in (("calling_ae", flt.calling_ae), ("state", flt.state),
                           ("printer", flt.printer)):  # fmt: skip
         if value:
@@ -67,14 +74,29 @@ def list_jobs(
     if flt.until:
         where.append("created_at < ?")
         params.append(flt.until)
+    return where, params
+
+
+def list_jobs(
+    store: Store, flt: JobFilter | None = None, limit: int = 50, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Jobs, newest first, matching the filter (uses the created_at/calling_ae indexes)."""
+    where, params = _conditions(flt or JobFilter())
+    if not 1 <= limit <= MAX_LIMIT or offset < 0:
+        raise ValidationError("limit", f"must be 1-{MAX_LIMIT}, offset not negative")
     sql = (
-        "SELECT uid, calling_ae, called_ae, label, printer, priority, copies, state, "
-        "state_info, films, pages, media, warnings, error, attempts, reprint_of, render_ms, "
-        "created_at, ready_at, finished_at FROM print_jobs"
+        _JOB_COLUMNS
         + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
+        + " ORDER BY created_at DESC, uid DESC LIMIT ? OFFSET ?"
     )
     return store.query(sql, (*params, limit, offset))
+
+
+def job_page(store: Store, flt: JobFilter, req: paging.PageRequest) -> paging.Page:
+    """A page of the jobs matching the filter, newest first, with the count of them all."""
+    where, params = _conditions(flt)
+    listing = paging.Listing(_JOB_COLUMNS, "print_jobs", where, params, JOB_ORDER)
+    return paging.fetch(store, listing, req)
 
 
 def get_job(store: Store, uid: str) -> dict[str, Any]:

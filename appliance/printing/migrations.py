@@ -93,3 +93,14 @@ def _printing_0001(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX print_jobs_created ON print_jobs(created_at)")
     db.execute("CREATE INDEX print_jobs_state ON print_jobs(state)")
     db.execute("CREATE INDEX print_jobs_calling ON print_jobs(calling_ae, created_at)")
+
+
+@printing(name="0002_history_paging")
+def _printing_0002(db: sqlite_utils.Database) -> None:
+    # Print history pages go newest first by (created_at, uid), a keyset cursor: an index
+    # holding the UID answers a page, with or without a device, as one range search.
+    # These replace the indexes on created_at and (calling_ae, created_at).
+    db.execute("CREATE INDEX print_jobs_created_uid ON print_jobs(created_at, uid)")
+    db.execute("CREATE INDEX print_jobs_calling_uid ON print_jobs(calling_ae, created_at, uid)")
+    db.execute("DROP INDEX print_jobs_created")
+    db.execute("DROP INDEX print_jobs_calling")

@@ -107,3 +107,29 @@ def test_non_durable_write_commits_and_restores_full_sync(tmp_path: Path) -> Non
             raise RuntimeError("x")
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
     store.close()
+
+
+def test_read_sees_one_snapshot_and_blocks_no_writer(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    count = "SELECT count(*) AS n FROM settings"
+
+    def write(key: str) -> None:  # another thread: its own connection
+        def run() -> None:
+            with store.write() as db:
+                db.execute("INSERT INTO settings(key, value) VALUES (?, '1')", (key,))
+
+        t = threading.Thread(target=run)
+        t.start()
+        t.join(timeout=5)
+        assert not t.is_alive()
+
+    with store.read():
+        assert store.query(count) == [{"n": 0}]
+        write("during")  # commits at once although a read is open
+        assert store.query(count) == [{"n": 0}]  # still the snapshot
+        with store.read():  # nested: the same snapshot
+            assert store.query(count) == [{"n": 0}]
+        assert store.db.conn.in_transaction
+    assert not store.db.conn.in_transaction
+    assert store.query(count) == [{"n": 1}]
+    store.close()
