@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,3 +83,28 @@ def post(client: FlaskClient, url: str, data: dict[str, Any] | None = None, **kw
 def field_errors(html: str) -> set[str]:
     """The fields that show a message next to them on a rendered form."""
     return set(re.findall(r'id="error-([A-Za-z0-9_.]+)"', html))
+
+
+PAGE_LINK = re.compile(r'id="page-(first|previous|next|last)" href="([^"]+)"')
+PAGE_RANGE = re.compile(r'<span class="range">([^<]*)')
+
+
+def pager(page: str) -> tuple[str, dict[str, str]]:
+    """A list page's range text ("101–200 of 250") and its page links by name."""
+    found = PAGE_RANGE.search(page)
+    assert found, "page has no pager"
+    return found.group(1).strip(), {k: html.unescape(v) for k, v in PAGE_LINK.findall(page)}
+
+
+def walk(client: FlaskClient, url: str, row_id: str, link: str = "next") -> list[list[str]]:
+    """Follow the ``link`` links from ``url`` to the end; the row ids of every page."""
+    pages = []
+    seen = set()
+    while url:
+        assert url not in seen, f"the pages go round in a circle at {url}"
+        seen.add(url)
+        resp = client.get(url)
+        assert resp.status_code == 200, (url, resp.status_code)
+        pages.append(re.findall(rf'id="{row_id}-([^"]+)"', resp.text))
+        url = pager(resp.text)[1].get(link, "")
+    return pages

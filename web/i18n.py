@@ -262,6 +262,22 @@ JA: dict[str, str] = {
     "queued, not tried yet": "受信済み、未送信",
     "resent by a person": "手動で再送",
     "replaced by a new version": "新しい版に置き換え",
+    "All %(n)s waiting items": "送信待ち %(n)s 件をすべて表示",
+    "All %(n)s dead letters": "送信不能 %(n)s 件をすべて表示",
+    "All destinations": "すべての送信先",
+    # paging through lists
+    "Page navigation": "ページ移動",
+    "%(first)s–%(last)s of %(total)s": "%(total)s 件中 %(first)s–%(last)s 件目",
+    "No rows": "0 件",
+    "« First": "« 最初",
+    "‹ Previous": "‹ 前へ",
+    "Next ›": "次へ ›",
+    "Last »": "最後 »",
+    "Rows per page": "表示件数",
+    "Oldest first": "古い順",
+    "Newest first": "新しい順",
+    "is not a position in this list": "この一覧の位置を示す値ではありません",
+    "cannot be given with after": "after と同時には指定できません",
 }
 
 PATTERNS: list[tuple[re.Pattern[str], str]] = [
@@ -271,6 +287,10 @@ PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^must not contain a backslash$"), "\\ は使えません"),
     (re.compile(r"^must be one of (.+)$"), r"次のいずれかにしてください: \1"),
     (re.compile(r"^is not a date YYYY-?MM-?DD$"), "日付ではありません"),
+    (
+        re.compile(r"^must be a whole number from (\d+) to (\d+)$"),
+        r"\1 から \2 までの整数にしてください",
+    ),
 ]
 
 CATALOGS = {"ja": JA}

@@ -1,7 +1,7 @@
-"""Printers and print history: live printer state, searchable jobs, page previews, the
-PDF and reprint. Front desk and admins may use every page here (a reprint changes no
-configuration); files are found from the job's UID in the database, never from a path
-in the request."""
+"""Printers and print history: live printer state, searchable jobs a page at a time
+(newest first, with the total), page previews, the PDF and reprint. Front desk and admins
+may use every page here (a reprint changes no configuration); files are found from the
+job's UID in the database, never from a path in the request."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ from flask import Blueprint, flash, redirect, render_template, request, send_fil
 from appliance import audit
 from appliance.errors import NotFound, ValidationError
 from appliance.printing import history
-from web import gettext, request_store, runtime, security
+from web import gettext, paging, request_store, runtime, security
 
 bp = Blueprint("prints", __name__)
 
 UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-PAGE_SIZE = 100
 
 
 def refuse(code: int, field: str, reason: str) -> Any:
@@ -63,7 +62,12 @@ def jobs() -> Any:
             errors[name] = "is not a date YYYY-MM-DD"
     if args["state"] and args["state"] not in history.JOB_STATES:
         errors["state"] = "must be one of " + ", ".join(history.JOB_STATES)
-    rows: list[dict[str, Any]] = []
+    page = None
+    try:
+        req = paging.page_request(request.args)
+    except ValidationError as exc:
+        errors[exc.field] = exc.reason
+        req = paging.page_request({})
     if not errors:
         flt = history.JobFilter(
             calling_ae=args["device"].upper(),
@@ -74,12 +78,16 @@ def jobs() -> Any:
             printer=args["printer"],
         )
         try:
-            rows = history.list_jobs(request_store(), flt, limit=PAGE_SIZE)
+            page = history.job_page(request_store(), flt, req)
         except ValidationError as exc:
             errors[exc.field] = exc.reason
     return render_template(
         "prints/jobs.html",
-        rows=rows,
+        page=page,
+        rows=page.rows if page else [],
+        links=paging.links(page, "prints.jobs", request.args) if page else None,
+        size=req.size,
+        sizes=paging.SIZES,
         args=args,
         errors=errors,
         states=history.JOB_STATES,

@@ -1,22 +1,27 @@
 """Destinations and their forward queues (admins): per destination the waiting count,
 oldest item, last error and throughput; waiting items with why each waits; retry now;
 dead letters with reasons and resend; a C-ECHO test; the routing rules (read-only,
-from the configuration file)."""
+from the configuration file). The overview shows the first rows of each list; the
+waiting items of a destination and the dead letters have their own pages to page
+through every row."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from appliance import audit
+from appliance.errors import ValidationError
 from appliance.forward import queue, sender
-from web import gettext, request_store, runtime, security
+from web import gettext, paging, request_store, runtime, security
 from web.prints import refuse
 
 bp = Blueprint("queues", __name__, url_prefix="/admin/destinations")
 
-ITEMS_SHOWN = 100
+PREVIEW = 10  # rows of each list on the overview; the list pages show them all
 
 
 @bp.before_request
@@ -36,19 +41,68 @@ def _known(name: str) -> bool:
     )
 
 
+def _back() -> str:
+    """Where a form sends the admin back to: the list page it came from (kept with its
+    filters and position) when that is one of these pages, else the overview."""
+    back = request.form.get("back", "")
+    parts = urlsplit(back)
+    if parts.scheme or parts.netloc or not parts.path.startswith(bp.url_prefix or "/"):
+        return url_for("queues.index")
+    return back
+
+
 @bp.get("", endpoint="index")
 def index() -> Any:
     store = request_store()
     configured = _configured()
     rows = queue.summary(store, configured)
-    waiting = {r["destination"]: queue.waiting_items(store, r["destination"], ITEMS_SHOWN)
+    waiting = {r["destination"]: queue.waiting_items(store, r["destination"], PREVIEW)
                for r in rows if r["waiting"]}  # fmt: skip
     return render_template(
         "admin/destinations.html",
         rows=rows,
         configured=configured,
         waiting=waiting,
-        dead=queue.dead_letters(store, limit=ITEMS_SHOWN),
+        dead=queue.dead_letters(store, limit=PREVIEW),
+        dead_total=sum(r["dead"] for r in rows),
+    )
+
+
+@bp.get("/<name>/waiting")
+def waiting(name: str) -> Any:
+    if not _known(name):
+        return refuse(404, "destination", "no such destination")
+    try:
+        page = queue.waiting_page(request_store(), name, paging.page_request(request.args))
+    except ValidationError as exc:
+        return refuse(400, exc.field, exc.reason)
+    return render_template(
+        "admin/waiting.html",
+        name=name,
+        page=page,
+        links=paging.links(page, "queues.waiting", request.args, name=name),
+        sizes=paging.SIZES,
+    )
+
+
+@bp.get("/dead")
+def dead() -> Any:
+    store = request_store()
+    destination = request.args.get("destination", "").strip()
+    if destination and not _known(destination):
+        return refuse(400, "destination", "no such destination")
+    try:
+        page = queue.dead_letter_page(store, destination or None,
+                                      paging.page_request(request.args))  # fmt: skip
+    except ValidationError as exc:
+        return refuse(400, exc.field, exc.reason)
+    return render_template(
+        "admin/dead.html",
+        destination=destination,
+        names=list(dict.fromkeys([*_configured(), *([destination] if destination else [])])),
+        page=page,
+        links=paging.links(page, "queues.dead", request.args),
+        sizes=paging.SIZES,
     )
 
 
@@ -61,7 +115,7 @@ def retry(name: str) -> Any:
     audit.record_now(store, security.actor(), "forward-retry", name, f"{n} items",
                      security.source())  # fmt: skip
     flash(gettext("%(n)s waiting items will be sent now.", n=n))
-    return redirect(url_for("queues.index"))
+    return redirect(_back())
 
 
 @bp.post("/<name>/resend")
@@ -77,7 +131,8 @@ def resend(name: str) -> Any:
     except ValueError:
         return refuse(400, "id", "is not a whole number")
     dead = {r["id"] for r in store.query(
-        "SELECT id FROM forward_queue WHERE destination = ? AND state = 'dead'", (name,))}  # fmt: skip
+        "SELECT id FROM forward_queue WHERE destination = ? AND state = 'dead' "
+        "AND id IN (SELECT value FROM json_each(?))", (name, json.dumps(ids)))}  # fmt: skip
     unknown = [i for i in ids if i not in dead]
     if unknown:
         return refuse(404, "id", "is not a dead letter of this destination")
@@ -89,7 +144,7 @@ def resend(name: str) -> Any:
                       n=n), "error")  # fmt: skip
     else:
         flash(gettext("%(n)s dead letters will be sent again.", n=n))
-    return redirect(url_for("queues.index"))
+    return redirect(_back())
 
 
 @bp.post("/<name>/echo")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from appliance import paging
 from web import ADMIN_MENU, i18n, stepform
 
 ROOT = Path(__file__).resolve().parents[2] / "web"
@@ -34,3 +35,8 @@ def test_messages_of_the_form_parser_have_japanese() -> None:
     assert messages
     missing = sorted(m for m in messages if i18n.translate(m, "ja") == m)
     assert missing == []
+
+
+def test_paging_reasons_have_japanese() -> None:
+    for reason in (paging.BAD_SIZE, paging.BAD_CURSOR, paging.BOTH_WAYS):
+        assert i18n.translate(reason, "ja") != reason, reason

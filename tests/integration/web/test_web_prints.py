@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask.testing import FlaskClient
@@ -13,10 +16,12 @@ from PIL import Image
 
 from appliance import accounts
 from appliance.printing import history
+from appliance.printing.repo import PrintRepo
+from appliance.printing.service import PRINTS_DIR
 from appliance.server import Appliance
 from tests.helpers import wait_for
 from tests.printscu import PrintSCU
-from tests.webclient import Web, post, session_csrf
+from tests.webclient import Web, pager, post, session_csrf, walk
 from web import create_app
 
 
@@ -192,3 +197,115 @@ def test_history_in_japanese(printed: tuple[Web, dict]) -> None:
     desk = web.login("desk", **{"Accept-Language": "ja"})
     assert "印刷履歴" in desk.get("/prints").text
     assert "再印刷" in desk.get(f"/prints/{jobs['CHEST']}").text
+
+
+# -- paging through the history ----------------------------------------------------
+
+T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)
+
+
+def _add_jobs(web: Web, n: int, first: int = 0, at: dt.datetime = T0) -> list[dict]:
+    """``n`` queued jobs, two to each second (ties on created_at): CT1 and MR1 in turn,
+    every seventh FAILURE. Returns the rows made."""
+    repo = PrintRepo(web.store, web.runtime.config.data_dir / PRINTS_DIR)
+    made = []
+    with web.store.write():  # one commit: the test stays fast
+        for i in range(first, first + n):
+            when = at + dt.timedelta(seconds=(i - first) // 2)
+            row = {
+                "uid": f"1.2.826.0.1.3680043.10.{i}",
+                "calling_ae": "MR1" if i % 3 == 0 else "CT1",
+                "called_ae": "APPLIANCE",
+                "label": f"FILM {i}",
+                "printer": "folder",
+                "state": "FAILURE" if i % 7 == 0 else "DONE",
+                "spec": {"films": [], "session": {}, "profile": {}},
+                "created_at": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            }
+            repo.create_job(row, [])
+            made.append(row)
+    return made
+
+
+def _newest_first(rows: list[dict]) -> list[str]:
+    return [r["uid"] for r in sorted(rows, key=lambda r: (r["created_at"], r["uid"]), reverse=True)]
+
+
+@pytest.fixture
+def many_jobs(web: Web) -> list[dict]:
+    """230 print jobs made through the print repository (no film printed)."""
+    return _add_jobs(web, 230)
+
+
+def test_history_pages_through_every_job_once_newest_first(web: Web, many_jobs: list) -> None:
+    desk = web.login("desk")
+    pages = walk(desk, "/prints", "job")
+    assert [len(p) for p in pages] == [100, 100, 30]
+    assert sum(pages, []) == _newest_first(many_jobs)
+    text, links = pager(desk.get("/prints").text)
+    assert text == "1–100 of 230" and set(links) == {"next", "last"}
+    assert pager(desk.get(links["next"]).text)[0] == "101–200 of 230"
+    last = desk.get(links["last"]).text
+    assert pager(last)[0] == "201–230 of 230"  # the page "Next" would reach
+    back = walk(desk, pager(last)[1]["previous"], "job", link="previous")
+    assert back == pages[1::-1]
+
+
+def test_history_links_keep_the_search(web: Web, many_jobs: list) -> None:
+    desk = web.login("desk")
+    url = "/prints?device=ct1&label=FILM&state=DONE&since=2026-03-01&until=2026-03-02&size=40"
+    pages = walk(desk, url, "job")
+    wanted = [r for r in many_jobs if r["calling_ae"] == "CT1" and r["state"] == "DONE"]
+    assert [len(p) for p in pages] == [40, 40, 40, 11]
+    assert sum(pages, []) == _newest_first(wanted)
+    first = desk.get(url).text
+    text, links = pager(first)
+    assert text == "1–40 of 131"
+    query = parse_qs(urlsplit(links["next"]).query)
+    expected = {"device": ["ct1"], "label": ["FILM"], "state": ["DONE"], "since": ["2026-03-01"],
+                "until": ["2026-03-02"], "size": ["40"]}  # fmt: skip
+    assert {k: v for k, v in query.items() if k != "after"} == expected
+    assert "<option selected>40</option>" in first  # the form shows the size in use
+    assert pager(desk.get("/prints?device=MR1&size=500").text)[0] == "1–77 of 77"
+
+
+def test_a_job_added_between_page_loads_neither_shifts_nor_repeats(
+    web: Web, many_jobs: list
+) -> None:
+    desk = web.login("desk")
+    everything = _newest_first(many_jobs)
+    first = desk.get("/prints?size=100").text
+    assert re.findall(r'id="job-([^"]+)"', first) == everything[:100]
+    [new] = _add_jobs(web, 1, first=900, at=T0 + dt.timedelta(days=1))  # the newest now
+    second = desk.get(pager(first)[1]["next"]).text
+    assert re.findall(r'id="job-([^"]+)"', second) == everything[100:200]
+    assert pager(second)[0] == "102–201 of 231"
+    assert re.findall(r'id="job-([^"]+)"', desk.get("/prints").text)[0] == new["uid"]
+
+
+@pytest.mark.parametrize(
+    "query,field",
+    [
+        ("size=0", "size"),
+        ("size=501", "size"),
+        ("size=many", "size"),
+        ("after=%25%25", "after"),
+        ("before=WzEsMl0", "before"),  # [1,2]: well formed, but the key is two texts
+        ("after=WyJhIiwiYiJd&before=end", "before"),
+    ],
+)
+def test_history_bad_paging_is_400_naming_the_parameter(
+    web: Web, many_jobs: list, query: str, field: str
+) -> None:
+    resp = web.login("desk").get(f"/prints?{query}")
+    assert resp.status_code == 400
+    assert f'id="error-{field}"' in resp.text
+    assert 'id="job-' not in resp.text
+
+
+def test_history_paging_in_japanese(web: Web, many_jobs: list) -> None:
+    desk = web.login("desk", **{"Accept-Language": "ja"})
+    page = desk.get("/prints").text
+    assert "230 件中 1–100 件目" in page and "新しい順" in page and "最後 »" in page
+    resp = desk.get("/prints?size=0")
+    assert resp.status_code == 400 and "1 から 500 までの整数にしてください" in resp.text

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -15,7 +17,7 @@ from appliance.forward import queue
 from appliance.server import Runtime
 from tests.forward_helpers import FakePacs
 from tests.helpers import make_config
-from tests.webclient import Web, post
+from tests.webclient import Web, pager, post, walk
 from web import create_app
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -77,11 +79,13 @@ def test_page_shows_counts_why_dead_letters_and_rules(web: Web, queued: dict) ->
     assert page.status_code == 200
     html = page.text
     main = html.split('id="dest-main"')[1].split("</tr>")[0]
-    assert '<td class="waiting">2</td>' in main and "no association" in main
+    waiting_link = '<a href="/admin/destinations/main/waiting">2</a>'
+    assert f'<td class="waiting">{waiting_link}</td>' in main and "no association" in main
     offsite = html.split('id="dest-offsite"')[1].split("</tr>")[0]
     assert '<td class="waiting">0</td>' in offsite
     assert '<td class="throughput">1</td>' in offsite  # delivered in the last minute
-    assert '<td class="dead">1</td>' in offsite and '<td class="dead">0</td>' in main
+    dead_link = '<a href="/admin/destinations/dead?destination=offsite">1</a>'
+    assert f'<td class="dead">{dead_link}</td>' in offsite and '<td class="dead">0</td>' in main
     assert html.count('<td class="why">no association</td>') == 2  # why each item waits
     dead = html.split(f'id="dead-item-{queued["dead"]}"')[1].split("</tr>")[0]
     assert "refused: 0xC000 cannot understand" in dead and "0xC000" in dead
@@ -164,3 +168,196 @@ def test_admin_only_sign_in_and_csrf(web: Web, queued: dict) -> None:
 def test_page_in_japanese(web: Web, queued: dict) -> None:
     page = web.login("admin", **{"Accept-Language": "ja"}).get("/admin/destinations").text
     assert "送信不能" in page and "振り分けルール" in page and "待っている理由" in page
+
+
+# -- paging through the lists --------------------------------------------------------
+
+
+def _receive_many(web: Web, prefix: str, n: int, dest: str, t0: float) -> list[int]:
+    """``n`` instances queued for ``dest``, two at each second (ties on queued_at);
+    returns their queue ids in the order they were received."""
+    with web.store.write():  # one commit: the test stays fast
+        for i in range(n):
+            info = queue.InstanceInfo(f"{prefix}.{i}", CT, ELE, "CT", "CT1")
+            queue.record_instance(web.store, info, f"f{prefix}.{i}", f"d{prefix}.{i}", 1,
+                                  [dest], now=t0 + i // 2, durable=False)  # fmt: skip
+    rows = web.store.query(
+        "SELECT q.id, i.sop_instance_uid AS uid FROM forward_queue q JOIN forward_instances i "
+        "ON i.id = q.instance_id WHERE q.destination = ? AND i.sop_instance_uid LIKE ?",
+        (dest, f"{prefix}.%"),
+    )
+    by_uid = {r["uid"]: r["id"] for r in rows}
+    return [by_uid[f"{prefix}.{i}"] for i in range(n)]
+
+
+@pytest.fixture
+def backlog(web: Web) -> list[int]:
+    """main: 250 waiting items (queue ids, oldest first); offsite: 30 others."""
+    t0 = time.time() - 86400
+    ids = _receive_many(web, "2.1", 250, "main", t0)
+    _receive_many(web, "2.2", 30, "offsite", t0)
+    return ids
+
+
+def _as_ids(pages: list[list[str]]) -> list[list[int]]:
+    return [[int(i) for i in page] for page in pages]
+
+
+def _ids(page: str, row: str = "item") -> list[int]:
+    """The queue ids of the rows of a page (``item-N`` or ``dead-item-N``)."""
+    return [int(i) for i in re.findall(rf'id="{row}-(\d+)"', page)]
+
+
+def test_waiting_items_page_through_every_row_once_in_order(web: Web, backlog: list) -> None:
+    admin = web.login("admin")
+    url = "/admin/destinations/main/waiting?size=100"
+    pages = _as_ids(walk(admin, url, "item"))
+    assert [len(p) for p in pages] == [100, 100, 50]
+    assert sum(pages, []) == backlog  # each exactly once, oldest first; none of offsite
+    first = admin.get(url).text
+    text, links = pager(first)
+    assert text == "1–100 of 250"
+    assert set(links) == {"next", "last"}  # no way before the first page
+    for name in ("next", "last"):
+        assert parse_qs(urlsplit(links[name]).query)["size"] == ["100"]  # size kept
+    second = admin.get(links["next"]).text
+    assert pager(second)[0] == "101–200 of 250"
+    last = admin.get(links["last"]).text
+    assert _ids(last) == pages[2]  # the page "Next" reaches
+    assert pager(last)[0] == "201–250 of 250" and set(pager(last)[1]) == {"first", "previous"}
+    # Back from the end with "Previous": the same pages, in the same order.
+    back = _as_ids(walk(admin, pager(last)[1]["previous"], "item", link="previous"))
+    assert back == [backlog[100:200], backlog[:100]]
+    assert pager(admin.get("/admin/destinations/main/waiting").text)[0] == "1–100 of 250"
+
+
+def test_a_row_added_between_page_loads_neither_shifts_nor_repeats(web: Web, backlog: list) -> None:
+    admin = web.login("admin")
+    t0 = time.time() - 2 * 86400
+    [early] = _receive_many(web, "2.3", 1, "main", t0)  # older than every waiting item
+    [item] = [i for i in queue.claim(web.store, "main", 1, now=t0 + 1) if i.id == early]
+    queue.mark_dead(web.store, item, "refused")
+    first = admin.get("/admin/destinations/main/waiting?size=100").text
+    assert _ids(first) == backlog[:100]
+    # Meanwhile: five of the first page are sent, the dead letter comes back at the
+    # front of the list, a new image arrives at the end.
+    sent = queue.claim(web.store, "main", 5, now=time.time())
+    assert [i.id for i in sent] == backlog[:5]
+    queue.mark_delivered(web.store, [(i, 0) for i in sent])
+    assert queue.resend(web.store, [early]) == 1
+    [late] = _receive_many(web, "2.4", 1, "main", time.time())
+    second = admin.get(pager(first)[1]["next"]).text
+    assert _ids(second) == backlog[100:200]
+    assert pager(second)[0] == "97–196 of 247"  # 95 before it now, plus the one resent
+    rest = _as_ids(walk(admin, pager(second)[1]["next"], "item"))
+    assert sum(rest, []) == [*backlog[200:], late]
+
+
+def _bury(web: Web, ids: list[int], dest: str, t0: float, batch: int = 10) -> None:
+    """Make the queue rows dead letters, ``batch`` at a time (ties on updated_at)."""
+    items = {i.id: i for i in queue.claim(web.store, dest, 500, now=time.time())}
+    for n in range(0, len(ids), batch):
+        group = [items[i] for i in ids[n : n + batch]]
+        queue.mark_retry(web.store, group, "refused", lambda _a: 0.0, max_attempts=1,
+                         now=t0 + n)  # fmt: skip
+
+
+def test_dead_letters_page_by_destination_keeping_the_filter(web: Web, backlog: list) -> None:
+    t0 = time.time() - 3600
+    offsite = _receive_many(web, "2.5", 120, "offsite", t0)
+    _bury(web, offsite, "offsite", t0)
+    _bury(web, backlog[:7], "main", t0)
+    admin = web.login("admin")
+    url = "/admin/destinations/dead?destination=offsite&size=50"
+    pages = _as_ids(walk(admin, url, "dead-item"))
+    assert [len(p) for p in pages] == [50, 50, 20]
+    newest_first = [i for n in range(110, -1, -10) for i in sorted(offsite[n : n + 10])[::-1]]
+    assert sum(pages, []) == newest_first
+    page = admin.get(url).text
+    text, links = pager(page)
+    assert text == "1–50 of 120"
+    query = parse_qs(urlsplit(links["next"]).query)
+    assert query["destination"] == ["offsite"] and query["size"] == ["50"]  # filter kept
+    everyone = _as_ids(walk(admin, "/admin/destinations/dead?size=100", "dead-item"))
+    assert sorted(sum(everyone, [])) == sorted([*offsite, *backlog[:7]])
+    overview = admin.get("/admin/destinations").text
+    assert 'id="all-dead" href="/admin/destinations/dead">All 127 dead letters' in overview
+    # Resend from the second page: back to that page, which now starts after the first.
+    second_url = links["next"]
+    chosen = pages[1][:3]
+    resp = post(admin, "/admin/destinations/offsite/resend",
+                {"id": [str(i) for i in chosen], "back": second_url})  # fmt: skip
+    assert resp.status_code == 302 and resp.headers["Location"] == second_url
+    again = admin.get(second_url).text
+    assert "3 dead letters will be sent again." in again
+    assert _ids(again, "dead-item") == pages[1][3:] + pages[2][:3]
+    assert pager(again)[0] == "51–100 of 117"
+
+
+def test_overview_shows_the_first_items_and_links_to_all(web: Web, backlog: list) -> None:
+    page = web.login("admin").get("/admin/destinations").text
+    main = page.split('id="waiting-main"')[1].split("</table>")[0]
+    assert _ids(main) == backlog[:10]
+    assert ">All 250 waiting items<" in page
+    assert 'href="/admin/destinations/main/waiting"' in page
+
+
+def test_retry_from_the_waiting_page_comes_back_to_it(web: Web, backlog: list) -> None:
+    admin = web.login("admin")
+    here = pager(admin.get("/admin/destinations/main/waiting?size=25").text)[1]["next"]
+    assert here.startswith("/admin/destinations/main/waiting?size=25&after=")
+    resp = post(admin, "/admin/destinations/main/retry", {"back": here})
+    assert resp.status_code == 302 and resp.headers["Location"] == here
+    for back in ("https://evil.example/", "//evil.example/x", "/login"):
+        resp = post(admin, "/admin/destinations/main/retry", {"back": back})
+        assert resp.headers["Location"] == "/admin/destinations", back
+
+
+@pytest.mark.parametrize(
+    "query,field",
+    [
+        ("size=0", "size"),
+        ("size=501", "size"),
+        ("size=ten", "size"),
+        ("size=-5", "size"),
+        ("size=1e3", "size"),
+        ("after=not-a-cursor", "after"),
+        ("before=WyJhIiwiYiJd", "before"),  # ["a","b"]: well formed, not this list's key
+        ("after=WzEuMF0", "after"),  # [1.0]: one value, not two
+        ("after=WzEuMCwxXQ&before=end", "before"),  # [1.0,1]: both ways at once
+    ],
+)
+def test_bad_paging_parameters_are_400_naming_them(
+    web: Web, backlog: list, query: str, field: str
+) -> None:
+    admin = web.login("admin")
+    for url in ("/admin/destinations/main/waiting", "/admin/destinations/dead"):
+        resp = admin.get(f"{url}?{query}")
+        if field == "before" and "WzEsMl0" in query and url.endswith("dead"):
+            pass  # [1, 2] is a valid key of the dead letters list (floats accept ints)
+        else:
+            assert resp.status_code == 400, (url, resp.status_code)
+            assert f"{field}: " in resp.text
+
+
+def test_unknown_destination_on_the_list_pages(web: Web) -> None:
+    admin = web.login("admin")
+    resp = admin.get("/admin/destinations/nowhere/waiting")
+    assert resp.status_code == 404 and "destination:" in resp.text
+    resp = admin.get("/admin/destinations/dead?destination=nowhere")
+    assert resp.status_code == 400 and "destination:" in resp.text
+    empty = admin.get("/admin/destinations/offsite/waiting")
+    assert empty.status_code == 200 and pager(empty.text) == ("No rows", {})
+    assert admin.get("/admin/destinations/dead?size=500").status_code == 200
+
+
+def test_list_pages_admin_only_and_in_japanese(web: Web, backlog: list) -> None:
+    desk = web.login("desk")
+    assert desk.get("/admin/destinations/main/waiting").status_code == 403
+    assert desk.get("/admin/destinations/dead").status_code == 403
+    ja = web.login("admin", **{"Accept-Language": "ja"})
+    page = ja.get("/admin/destinations/main/waiting?size=100").text
+    assert "250 件中 1–100 件目" in page and "次へ ›" in page and "古い順" in page
+    assert "表示件数" in page
+    resp = ja.get("/admin/destinations/main/waiting?size=0")
+    assert resp.status_code == 400 and "size: 1 から 500 までの整数にしてください" in resp.text
