@@ -4,8 +4,8 @@ States: ``waiting`` (to be sent; ``next_attempt`` says when, ``last_error`` says
 still waits), ``delivered`` (the PACS answered Success or a warning), ``dead`` (refused
 for good; ``last_error`` gives the reason; a person may resend). Every write is a
 short ``BEGIN IMMEDIATE`` transaction through ``Store.write()``.
-The functions at the end (``summary``, ``waiting_items``, ``dead_letters``,
-``retry_now``, ``resend``) are what a queue page needs.
+The functions at the end (``summary``, ``waiting_items`` and ``dead_letters`` with
+keyset paging, ``retry_now``, ``resend``) are what the queue pages need.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from appliance import paging
 from appliance.db import Store
 
 WAITING = "waiting"
@@ -127,6 +128,23 @@ def _m0002(db: sqlite_utils.Database) -> None:
     )
     db.execute(
         "CREATE INDEX forward_pacs_request_items_r ON forward_pacs_request_items(request_id)"
+    )
+
+
+@migrations(name="0003_page_indexes")
+def _m0003(db: sqlite_utils.Database) -> None:
+    # The queue pages: waiting items oldest first and dead letters newest first, a page
+    # at a time. Partial indexes hold only those rows, so delivered rows cost nothing.
+    db.execute(
+        "CREATE INDEX forward_queue_waiting ON forward_queue(destination, state, queued_at) "
+        "WHERE state = 'waiting'"
+    )
+    db.execute(
+        "CREATE INDEX forward_queue_dead ON forward_queue(state, updated_at) WHERE state = 'dead'"
+    )
+    db.execute(
+        "CREATE INDEX forward_queue_dead_dest ON forward_queue(destination, updated_at) "
+        "WHERE state = 'dead'"
     )
 
 
@@ -396,7 +414,6 @@ def defer_destination(
 # (``waiting_page`` and ``dead_letter_page`` page through the lists with a keyset cursor.
 # The import is here so that the page functions stay apart from the sending code above.)
 
-from appliance import paging  # noqa: E402
 
 _COUNTS = ("waiting", "dead", "delivered", "delivered_last_minute")
 
@@ -463,23 +480,6 @@ WAITING_ORDER = paging.Order(("q.queued_at", "q.id"), ("queued_at", "id"), (floa
 DEAD_ORDER = paging.Order(
     ("q.updated_at", "q.id"), ("updated_at", "id"), (float, int), descending=True
 )
-
-
-@migrations(name="0003_page_indexes")
-def _m0003(db: sqlite_utils.Database) -> None:
-    # The queue pages: waiting items oldest first and dead letters newest first, a page
-    # at a time. Partial indexes hold only those rows, so delivered rows cost nothing.
-    db.execute(
-        "CREATE INDEX forward_queue_waiting ON forward_queue(destination, state, queued_at) "
-        "WHERE state = 'waiting'"
-    )
-    db.execute(
-        "CREATE INDEX forward_queue_dead ON forward_queue(state, updated_at) WHERE state = 'dead'"
-    )
-    db.execute(
-        "CREATE INDEX forward_queue_dead_dest ON forward_queue(destination, updated_at) "
-        "WHERE state = 'dead'"
-    )
 
 
 def _waiting_listing(destination: str) -> paging.Listing:
