@@ -12,7 +12,12 @@ One DCMTK storescu association sends the same 300 CT images (512x512, 16-bit, ab
 Each round starts fresh peers and a fresh appliance; the medians and every round are
 printed, as Markdown for docs/benchmarks.md.
 
-    scripts/bench forward [--images 300] [--repeat 3]
+With ``--drain`` only the sender is measured: storescu queues the images in a fresh
+appliance whose PACS is not up yet, then Orthanc starts on the destination's port and
+the time runs from its DICOM port listening until it counts every image (the sender
+retries every 10-20 ms), against storescu straight to a fresh Orthanc in the same round.
+
+    scripts/bench forward [--images 300] [--repeat 3] [--drain]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -100,9 +106,9 @@ def storescu(port: int, called: str, images: Path) -> float:
 
 
 class Orthanc:
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, dicom: int | None = None) -> None:
         work.mkdir(parents=True)
-        self.http, self.dicom = free_port(), free_port()
+        self.http, self.dicom = free_port(), dicom or free_port()
         config = {
             "Name": "bench", "StorageDirectory": str(work / "db"), "IndexDirectory": str(work / "db"),
             "StorageCompression": False, "HttpPort": self.http, "DicomPort": self.dicom,
@@ -188,6 +194,42 @@ def round_direct(images: Path, work: Path, count: int) -> float:
         pacs.stop()
 
 
+def start_appliance(
+    work: Path, name: str, pacs_port: int | None, forward: str = ""
+) -> tuple[subprocess.Popen[bytes], int, Any]:
+    """An appliance process (its DICOM port, its log file); sends to ``pacs_port`` if set."""
+    data = work / name
+    port = free_port()
+    config = work / f"{name}.toml"
+    dest = (
+        f'[[destinations]]\nname = "pacs"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\n'
+        f"port = {pacs_port}\n"
+    )
+    config.write_text(
+        f'data_dir = "{data}"\n[dicom]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[web]\nhost = "127.0.0.1"\nport = {free_port()}\n[logging]\nlevel = "WARNING"\n'
+        f"[forward]\n{forward}\n"
+        '[[devices]]\nae_title = "BENCH"\n' + (dest if pacs_port else "")
+    )
+    log = open(work / f"{name}.log", "wb")  # noqa: SIM115
+    app = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+        cwd=ROOT, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: listening(port), 60, "the appliance")
+    except RuntimeError:
+        stop_appliance(app, log)
+        raise
+    return app, port, log
+
+
+def stop_appliance(app: subprocess.Popen[bytes], log: Any) -> None:
+    app.terminate()
+    app.wait(30)
+    log.close()
+
+
 def round_appliance(
     images: Path, work: Path, count: int, forward: bool = True
 ) -> tuple[float, float, float]:
@@ -196,25 +238,10 @@ def round_appliance(
     With ``forward`` False the appliance has no destination: ingest alone.
     """
     pacs = Orthanc(work / f"orthanc-fwd{int(forward)}")
-    data = work / f"appliance{int(forward)}"
-    port = free_port()
-    config = work / "appliance.toml"
-    dest = (
-        f'[[destinations]]\nname = "pacs"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\n'
-        f"port = {pacs.dicom}\n"
+    app, port, log = start_appliance(
+        work, f"appliance{int(forward)}", pacs.dicom if forward else None
     )
-    config.write_text(
-        f'data_dir = "{data}"\n[dicom]\nhost = "127.0.0.1"\nport = {port}\n'
-        f'[web]\nhost = "127.0.0.1"\nport = {free_port()}\n[logging]\nlevel = "WARNING"\n'
-        '[[devices]]\nae_title = "BENCH"\n' + (dest if forward else "")
-    )
-    log = open(work / "appliance.log", "wb")  # noqa: SIM115
-    app = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "serve", "--config", str(config)],
-        cwd=ROOT, stdout=log, stderr=log,
-    )  # fmt: skip
     try:
-        wait_until(lambda: listening(port), 60, "the appliance")
         t0 = time.perf_counter()
         ingest = storescu(port, "APPLIANCE", images)
         if not forward:
@@ -222,10 +249,27 @@ def round_appliance(
         done = wait_until(lambda: pacs.count() >= count, 600, "Orthanc to hold every image")
         return ingest, done - t0, vm_hwm_mb(app.pid)
     finally:
-        app.terminate()
-        app.wait(30)
-        log.close()
+        stop_appliance(app, log)
         pacs.stop()
+
+
+def round_drain(images: Path, work: Path, count: int) -> float:
+    """Seconds from the PACS coming up until it holds every image queued before."""
+    pacs_port = free_port()
+    # Retries 10-20 ms apart (each delay is drawn from 50-100 % of retry_max).
+    retries = "retry_initial = 0.02\nretry_max = 0.02"
+    app, port, log = start_appliance(work, "appliance-drain", pacs_port, retries)
+    pacs = None
+    try:
+        storescu(port, "APPLIANCE", images)  # every image is queued once storescu exits
+        pacs = Orthanc(work / "orthanc-drain", dicom=pacs_port)
+        t0 = wait_until(lambda: listening(pacs_port), 30, "Orthanc", interval=0.001)
+        done = wait_until(lambda: pacs.count() >= count, 600, "Orthanc to hold every image")
+        return done - t0
+    finally:
+        stop_appliance(app, log)
+        if pacs is not None:
+            pacs.stop()
 
 
 def machine() -> str:
@@ -244,10 +288,45 @@ def machine() -> str:
     )
 
 
+def drain(images: Path, work: Path, count: int, repeat: int) -> int:
+    """The --drain rounds and their table."""
+    rounds = []
+    for r in range(repeat):
+        rw = work / f"drain{r}"
+        rw.mkdir()
+        direct = round_direct(images, rw, count)
+        drained = round_drain(images, rw, count)
+        rounds.append((direct, drained))
+        print(
+            f"round {r + 1}: storescu -> Orthanc {direct:.2f} s, "
+            f"appliance queue -> Orthanc {drained:.2f} s, load {os.getloadavg()[0]:.2f}",
+            file=sys.stderr,
+        )
+        shutil.rmtree(rw, ignore_errors=True)
+    direct, drained = (statistics.median(r[i] for r in rounds) for i in range(2))
+    print(f"Machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the end.")
+    print()
+    print("| measure | appliance | storescu -> Orthanc | ratio (time) |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| {count} queued images drained into Orthanc | {drained:.2f} s "
+        f"({count / drained:.0f} img/s) | {direct:.2f} s ({count / direct:.0f} img/s) "
+        f"| {drained / direct:.2f} |"
+    )
+    print()
+    print(f"Medians of {len(rounds)} rounds; every round (s): storescu -> Orthanc / drain:")
+    for d, q in rounds:
+        print(f"- {d:.2f} / {q:.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--drain", action="store_true", help="only the sender: drain a queue into Orthanc"
+    )
     args = parser.parse_args()
     for tool in ("storescu", "storescp"):
         if not shutil.which(tool):
@@ -262,6 +341,8 @@ def main() -> int:
         images = work / "images"
         size = make_images(images, args.images)
         print(f"# {args.images} images, {size / 2**20:.0f} MB", file=sys.stderr)
+        if args.drain:
+            return drain(images, work, args.images, args.repeat)
         for r in range(args.repeat):
             rw = work / f"round{r}"
             rw.mkdir()
