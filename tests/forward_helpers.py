@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pynetdicom import AE
 
 from appliance import status
@@ -55,28 +59,53 @@ def pacs_destination(name: str, ae_title: str, port: int, **rules: Any) -> dict[
 class FakePacs:
     """A pynetdicom Storage SCP on 127.0.0.1 port 0 whose answers a test scripts.
 
-    ``statuses`` is consumed one per C-STORE (then Success); ``syntaxes`` limits the
-    transfer syntaxes it accepts; ``sop_classes`` limits the SOP classes.
+    ``statuses`` is consumed one per C-STORE (then Success), each a status or a
+    (status, Error Comment) pair; ``by_uid`` the same for each SOP Instance UID, first;
+    ``port`` may be a free port chosen earlier (0: any); ``syntaxes`` limits the transfer syntaxes it accepts;
+    ``sop_classes`` limits the SOP classes; ``max_pdu`` is its maximum PDU length (0 =
+    unlimited). Misbehaviour by C-STORE number (0-based): ``abort_at`` answers with an
+    A-ABORT, ``hang_at`` never answers (until ``close``), ``before_answer`` runs a
+    function of the event first (e.g. writing raw bytes on the socket). The first
+    ``abort_mid_dataset`` associations are aborted after a data set's third P-DATA-TF
+    (with ``reset``: the connection is reset instead, unread data and all).
     """
 
     def __init__(
         self,
         ae_title: str = "FAKEPACS",
-        statuses: Iterable[int] = (),
+        statuses: Iterable[int | tuple[int, str]] = (),
         syntaxes: Iterable[str] | None = None,
         sop_classes: Iterable[str] | None = None,
         abort_at: Iterable[int] = (),
+        hang_at: Iterable[int] = (),
+        before_answer: dict[int, Callable[[Any], None]] | None = None,
+        abort_mid_dataset: int = 0,
+        reset: bool = False,
+        max_pdu: int = 0,
+        by_uid: dict[str, list[int | tuple[int, str]]] | None = None,
+        port: int = 0,
     ) -> None:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
         self.ae_title = ae_title
         self.statuses = list(statuses)
+        self.by_uid = {uid: list(answers) for uid, answers in (by_uid or {}).items()}
         self.abort_at = set(abort_at)  # C-STORE numbers (0-based) answered with an A-ABORT
+        self.hang_at = set(hang_at)
+        self.before_answer = dict(before_answer or {})
+        self.abort_mid_dataset = abort_mid_dataset
+        self.reset = reset
+        self.aborted_mid_dataset = 0
+        self._pdata: dict[int, int] = {}  # P-DATA-TF PDUs received, by association
+        self._closing = threading.Event()
         self.requests = 0
         self.received: list[Any] = []  # (status answered, dataset, transfer syntax)
+        self.message_ids: list[int] = []  # of every C-STORE request, in order
         self.associations = 0
+        self.released = 0
+        self.aborted = 0
         self.ae = AE(ae_title=ae_title)
-        self.ae.maximum_pdu_size = 0
+        self.ae.maximum_pdu_size = max_pdu
         ts = list(syntaxes) if syntaxes is not None else list(ALL_TRANSFER_SYNTAXES)
         classes = (
             list(sop_classes)
@@ -89,23 +118,69 @@ class FakePacs:
         handlers = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_PDU_RECV, self._on_pdu),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
         ]
-        self.server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        self.server = self.ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
         self.port = int(self.server.server_address[1])
 
     def _on_established(self, event: Any) -> None:
         self.associations += 1
 
-    def _on_store(self, event: Any) -> int:
+    def _on_released(self, event: Any) -> None:
+        self.released += 1
+
+    def _on_aborted(self, event: Any) -> None:
+        self.aborted += 1
+
+    def _on_pdu(self, event: Any) -> None:
+        """In the DUL thread: A-ABORT in the middle of a data set, for the first associations."""
+        from pynetdicom.pdu import P_DATA_TF
+
+        if (
+            not isinstance(event.pdu, P_DATA_TF)
+            or self.aborted_mid_dataset >= self.abort_mid_dataset
+        ):
+            return
+        key = id(event.assoc)
+        self._pdata[key] = self._pdata.get(key, 0) + 1
+        if self._pdata[key] == 4:  # the command, then three data fragments
+            self.aborted_mid_dataset += 1
+            if not self.reset:
+                event.assoc.abort(block=False)
+                return
+            sock = event.assoc.dul.socket.socket
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # an RST: the requestor's writes fail
+
+    def _on_store(self, event: Any) -> Any:
         self.requests += 1
-        if self.requests - 1 in self.abort_at:
+        self.message_ids.append(int(event.request.MessageID))
+        number = self.requests - 1
+        if number in self.abort_at:
             event.assoc.abort()
             return status.PROCESSING_FAILURE  # never sent: the association is gone
-        code = self.statuses.pop(0) if self.statuses else status.SUCCESS
+        if number in self.hang_at:
+            self._closing.wait(60)
+            return status.PROCESSING_FAILURE  # too late: the requestor gave up
+        if number in self.before_answer:
+            self.before_answer[number](event)
         ds = event.dataset
+        mine = self.by_uid.get(str(ds.SOPInstanceUID))
+        if mine:
+            answer = mine.pop(0)
+        else:
+            answer = self.statuses.pop(0) if self.statuses else status.SUCCESS
+        code, comment = answer if isinstance(answer, tuple) else (answer, "")
         ds.file_meta = event.file_meta
         self.received.append((code, ds, event.context.transfer_syntax))
-        return code
+        if not comment:
+            return code
+        rsp = Dataset()
+        rsp.Status = code
+        rsp.ErrorComment = comment
+        return rsp
 
     def stored_uids(self) -> list[str]:
         """SOP Instance UIDs answered with Success or a warning, in order."""
@@ -116,6 +191,7 @@ class FakePacs:
         ]
 
     def close(self) -> None:
+        self._closing.set()
         self.server.shutdown()
 
 
@@ -169,6 +245,12 @@ class CommitmentModality:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def senders(app: Any, destination: str) -> list[Any]:
+    """The forward workers (one a parallel association) of a destination."""
+    forward = next(s for s in app.services if s.name == "forward")
+    return list(forward.senders[destination])
 
 
 def refs_of(paths: Iterable[Path]) -> list[tuple[str, str]]:

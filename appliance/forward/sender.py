@@ -5,7 +5,9 @@ presentation contexts cover the batch, and releases it after ``forward.idle_rele
 seconds without work. For each (SOP class, stored transfer syntax) it proposes the
 stored syntax and, for compressed ones, the uncompressed syntaxes as a separate
 context; when the PACS accepts only those, the file is decompressed with pydicom's
-pixel plugins and sent uncompressed. Outcomes follow ``retry.classify``.
+pixel plugins and sent uncompressed. A file whose stored syntax was accepted is
+streamed by ``store_wire`` straight onto the association's socket; pynetdicom still
+negotiates, releases and aborts. Outcomes follow ``retry.classify``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pynetdicom import AE, evt
 from appliance import status
 from appliance.config import DestinationSettings, DicomSettings, ForwardSettings
 from appliance.db import Store
-from appliance.forward import queue, retry
+from appliance.forward import queue, retry, store_wire
 from appliance.forward.spool import Spool
 from appliance.worker import Worker
 
@@ -49,6 +51,8 @@ def set_nodelay(event: Any) -> None:
 
 
 NODELAY: list[Any] = [(evt.EVT_CONN_OPEN, set_nodelay)]
+# The sender's associations: no Nagle delay, and the socket guard store_wire needs.
+SENDER_HANDLERS: list[Any] = [*NODELAY, (evt.EVT_CONN_OPEN, store_wire.install_guard)]
 
 
 class PermanentError(Exception):
@@ -91,12 +95,15 @@ class Sender(Worker):
         self.on_delivered = on_delivered
         super().__init__()
         self._assoc: Any = None
+        self._wire: store_wire.StoreWire | None = None
         self._pairs: set[tuple[str, str]] = set()
+        self._why = ""  # why the last C-STORE got no response
         self._last_work = 0.0
         self.failures = 0
         self.last_error = ""
         self.last_error_at: float | None = None
         self.delivered = 0
+        self.wire_stores = 0  # C-STOREs answered through store_wire (the others: pynetdicom)
         self.state = "stopped"
 
     # -- lifecycle --------------------------------------------------------------
@@ -168,7 +175,10 @@ class Sender(Worker):
         for sop_class, syntaxes in proposed_contexts(pairs):
             ae.add_requested_context(sop_class, syntaxes)
         assoc = ae.associate(
-            self.dest.host, self.dest.port, ae_title=self.dest.ae_title, evt_handlers=NODELAY
+            self.dest.host,
+            self.dest.port,
+            ae_title=self.dest.ae_title,
+            evt_handlers=SENDER_HANDLERS,
         )
         if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
             # The PACS answered but took none of these SOP classes, with any syntax.
@@ -191,6 +201,9 @@ class Sender(Worker):
                 )
             return None
         self._assoc = assoc
+        guard = store_wire.guard_of(assoc)
+        if guard is not None:
+            self._wire = store_wire.StoreWire(assoc, guard, self.timeouts.dimse_timeout)
         self._pairs = pairs
         return items
 
@@ -201,6 +214,7 @@ class Sender(Worker):
                     self._assoc.release()
             finally:
                 self._assoc = None
+                self._wire = None
                 self._pairs = set()
 
     def _destination_failed(self, error: str) -> None:
@@ -240,6 +254,8 @@ class Sender(Worker):
                     # tried and waits with the destination's backoff.
                     self._release()
                     error = "association aborted or timed out during C-STORE"
+                    if self._why:
+                        error += f" ({self._why})"
                     queue.mark_retry(
                         self.store, [item], error, self._delay, self.settings.max_attempts
                     )
@@ -281,12 +297,16 @@ class Sender(Worker):
         path = self.spool.path(item.file)
         if not path.exists():
             raise FileNotFoundError(path)
+        self._why = ""
         if self._assoc is None or not self._assoc.is_established:
             return None  # the PACS aborted or released between two C-STOREs
         stored = UID(item.transfer_syntax)
-        if self._accepted(item.sop_class_uid, [stored]):
+        context = self._context(item.sop_class_uid, [stored])
+        if context is not None and self._wire is not None:
+            return self._store_on_wire(self._wire, path, context.context_id, item)
+        if context is not None:
             rsp = self._assoc.send_c_store(path)
-        elif self._accepted(item.sop_class_uid, list(UNCOMPRESSED)):
+        elif self._context(item.sop_class_uid, list(UNCOMPRESSED)) is not None:
             rsp = self._assoc.send_c_store(_uncompressed(path, stored))
         else:
             raise PermanentError(
@@ -297,11 +317,26 @@ class Sender(Worker):
             return None
         return int(rsp.Status), str(rsp.get("ErrorComment", "") or "")
 
-    def _accepted(self, sop_class: str, syntaxes: list[UID]) -> bool:
+    def _store_on_wire(
+        self, wire: store_wire.StoreWire, path: Path, context_id: int, item: queue.Item
+    ) -> tuple[int, str] | None:
+        """The file as stored, written on the socket by store_wire."""
+        try:
+            rsp = wire.store(path, context_id, item.sop_class_uid, item.sop_instance_uid)
+        except store_wire.Unsendable as exc:
+            raise PermanentError(str(exc)) from exc
+        if rsp is None:
+            self._why = wire.failure
+        else:
+            self.wire_stores += 1
+        return rsp
+
+    def _context(self, sop_class: str, syntaxes: list[UID]) -> Any:
+        """The accepted presentation context for the SOP class in one of the syntaxes."""
         for cx in self._assoc.accepted_contexts:
             if cx.abstract_syntax == sop_class and cx.transfer_syntax[0] in syntaxes:
-                return True
-        return False
+                return cx
+        return None
 
     # -- health -----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from appliance import status
 from appliance.forward import queue
 from appliance.server import Appliance
 from tests.forward_factories import make_ct, write_series
-from tests.forward_helpers import FakePacs, forward_config, pacs_destination, send_files
+from tests.forward_helpers import FakePacs, forward_config, pacs_destination, send_files, senders
 from tests.helpers import peer_env, require_peer, wait_for
 from tests.orthanc import Orthanc
 
@@ -52,6 +52,7 @@ def test_pynetdicom_to_orthanc_every_instance_identical(
     # The queue records the deliveries once the batch's responses are in.
     wait_for(lambda: queue.summary(app.runtime.store)[0]["delivered"] == 12, timeout=10)
     assert queue.summary(app.runtime.store)[0]["waiting"] == 0
+    assert senders(app, "pacs")[0].wire_stores == 12  # all through the sender's own wire
 
 
 def test_dcmtk_storescu_to_orthanc(
@@ -89,6 +90,7 @@ def test_dcmtk_storescu_to_orthanc(
         assert out.returncode == 0, out.stdout + out.stderr
     wait_for(lambda: len(orthanc.instance_uids()) == 11, timeout=30)
     _assert_identical(orthanc, paths)
+    wait_for(lambda: senders(app, "pacs")[0].wire_stores == 11, timeout=10)
 
 
 def test_pacs_down_then_up(
@@ -150,6 +152,8 @@ def test_jpeg2000_kept_for_orthanc_and_decompressed_for_an_uncompressed_pacs(
         wait_for(lambda: len(orthanc.instance_uids()) == 1, timeout=30)
         _assert_identical(orthanc, [path])
         wait_for(lambda: plain.stored_uids() == [ds.SOPInstanceUID], timeout=30)
+        assert senders(app, "pacs")[0].wire_stores == 1  # JPEG 2000 as stored, on the wire
+        assert senders(app, "plain")[0].wire_stores == 0  # decompressed: through pynetdicom
         _, got, syntax = plain.received[0]
         assert syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
         assert np.array_equal(got.pixel_array, pixels)
