@@ -12,12 +12,14 @@ reads. Anything else on the wire (A-ABORT, A-RELEASE-RQ, a closed connection, a 
 garbage) gives the socket back and aborts the association through pynetdicom; the
 caller then retries.
 
-The DUL reactor reads the socket only in ``_is_transport_event``; ``install_guard``
-(an EVT_CONN_OPEN handler, so it runs in the reactor's own thread before any data
-transfer) replaces it on the DUL instance by one that reads only while it holds the
-guard's lock. A C-STORE holds that lock from its first byte out to its response's last
-byte in, so the reactor is never in the middle of a read when we write, and never reads
-what is ours.
+The DUL reactor reads the socket only in ``_is_transport_event`` and writes it only in
+its state machine's actions; ``install_guard`` (an EVT_CONN_OPEN handler, so it runs in
+the reactor's own thread before any data transfer) wraps both on the DUL instance so
+that they run only under the guard's lock. A C-STORE holds that lock from its first
+byte out to its response's last byte in, taken between two reactor actions: the reactor
+is never in the middle of a read or a write when we write, never reads what is ours,
+and an A-ABORT or A-RELEASE-RQ that another thread asks for goes out after the
+exchange, not inside one of our PDUs.
 """
 
 from __future__ import annotations
@@ -279,13 +281,22 @@ def dataset_offset(f: BinaryIO, path: Path) -> int:
 
 
 class SocketGuard:
-    """Keeps pynetdicom's DUL reactor off the socket while a C-STORE here owns it."""
+    """Keeps pynetdicom's DUL reactor off the socket while a C-STORE here owns it.
+
+    The reactor reads the socket only in ``_is_transport_event`` and writes it only in
+    the state machine's actions (``do_action``); both run under ``lock`` here. While the
+    lock is taken, a read is skipped and an action (say an A-ABORT asked for by another
+    thread) waits.
+    """
 
     def __init__(self, dul: Any) -> None:
         self.lock = threading.Lock()
         self.skipped = 0  # reactor rounds that left the socket alone
+        self.acting = 0  # reactor actions waiting for the lock or running (0 or 1)
         self._transport_event = dul._is_transport_event
+        self._do_action = dul.state_machine.do_action
         dul._is_transport_event = self._poll
+        dul.state_machine.do_action = self._act
 
     def _poll(self) -> bool:
         """The reactor's socket check, skipped while the socket is ours."""
@@ -296,6 +307,25 @@ class SocketGuard:
             return bool(self._transport_event())
         finally:
             self.lock.release()
+
+    def _act(self, event: str) -> None:
+        """A state machine action (PS3.8 9.2), after the socket is given back."""
+        self.acting += 1
+        try:
+            with self.lock:
+                self._do_action(event)
+        finally:
+            self.acting -= 1
+
+    def take(self, timeout: float) -> bool:
+        """Hold the lock, between two reactor actions; False after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            if not self.acting:
+                return True
+            self.lock.release()  # let the pending action run first
+            time.sleep(0.0005)
+        return False
 
 
 def install_guard(event: Any) -> None:
@@ -320,7 +350,6 @@ class StoreWire:
         self.max_data = max(peer_max - PDV_OVERHEAD, 1) if peer_max else UNLIMITED_PDV
         self.chunk = bytearray(max(1, BATCH_BYTES // self.max_data) * self.max_data)
         self.message_id = 0
-        self.stores = 0  # C-STOREs answered
         self.failure = ""  # why the last one failed
 
     def store(
@@ -343,13 +372,12 @@ class StoreWire:
             except WireError as exc:
                 self._abort(str(exc), exc.broken)
                 return None
-        self.stores += 1
         return rsp
 
     @contextlib.contextmanager
     def _owned(self) -> Iterator[socket.socket]:
         """The raw socket, the DUL reactor kept off it; given back with its timeout."""
-        if not self.guard.lock.acquire(timeout=self.timeout):
+        if not self.guard.take(self.timeout):
             raise WireError("the DUL reactor did not let go of the socket")
         dul = self.assoc.dul
         try:
@@ -361,7 +389,7 @@ class StoreWire:
                 or current != "Sta6"
                 or not dul.event_queue.empty()
             ):
-                # The PACS aborted or released between two messages.
+                # The PACS aborted between two messages, or a release or abort is due.
                 raise WireError("the association ended before the C-STORE")
             previous = sock.gettimeout()
             try:

@@ -360,25 +360,31 @@ def test_decompressed_and_wire_stores_share_an_association(
     assert len(pacs.stored_uids()) == 3
 
 
-def test_the_socket_guard_keeps_the_reactor_off_while_the_socket_is_owned(
-    fake_pacs: Callable[..., FakePacs],
-) -> None:
-    """A PDU that arrives while a C-STORE owns the socket is not read by pynetdicom."""
+def _guarded_association(pacs: FakePacs) -> Any:
     from pynetdicom import AE
 
     from appliance.forward.sender import SENDER_HANDLERS
 
-    pacs = fake_pacs()
     ae = AE("GUARDTEST")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", pacs.port, ae_title=pacs.ae_title,
-                         evt_handlers=SENDER_HANDLERS)  # fmt: skip
+    assoc = ae.associate(
+        "127.0.0.1", pacs.port, ae_title=pacs.ae_title, evt_handlers=SENDER_HANDLERS
+    )
+    assert assoc.is_established
+    return assoc
+
+
+def test_the_socket_guard_keeps_the_reactor_from_reading(
+    fake_pacs: Callable[..., FakePacs],
+) -> None:
+    """A PDU that arrives while a C-STORE owns the socket is not read by pynetdicom."""
+    pacs = fake_pacs()
+    assoc = _guarded_association(pacs)
     try:
-        assert assoc.is_established
         guard = store_wire.guard_of(assoc)
-        assert guard is not None
+        assert guard is not None and guard.take(1.0)
         sock = assoc.dul.socket.socket
-        with guard.lock:
+        try:
             # The peer writes a PDU on its own socket while ours is owned.
             pending = struct.pack(">BBI", 0x04, 0, 0)
             peer_sock = pacs.server.active_associations[0].dul.socket.socket
@@ -388,9 +394,29 @@ def test_the_socket_guard_keeps_the_reactor_off_while_the_socket_is_owned(
             wait_for(lambda: guard.skipped >= skipped + 20, timeout=5)  # reactor rounds
             assert assoc.dul.event_queue.empty()
             assert sock.recv(6) == pending  # still there for us
+        finally:
+            guard.lock.release()
         assert assoc.is_established
     finally:
         assoc.release()
+    wait_for(lambda: pacs.released == 1, timeout=5)
+
+
+def test_the_socket_guard_holds_an_abort_until_the_socket_is_given_back(
+    fake_pacs: Callable[..., FakePacs],
+) -> None:
+    """An A-ABORT asked for by another thread does not land inside our PDUs."""
+    pacs = fake_pacs()
+    assoc = _guarded_association(pacs)
+    guard = store_wire.guard_of(assoc)
+    assert guard is not None and guard.take(1.0)
+    try:
+        assoc.abort(block=False)
+        wait_for(lambda: guard.acting == 1, timeout=5)  # the action waits for the socket
+        assert pacs.aborted == 0 and assoc.dul.state_machine.current_state == "Sta6"
+    finally:
+        guard.lock.release()
+    wait_for(lambda: pacs.aborted == 1, timeout=5)
 
 
 def _readable(sock: socket.socket) -> bool:
