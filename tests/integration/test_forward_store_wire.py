@@ -170,10 +170,13 @@ def test_reader_refuses_another_message_and_a_closed_connection(
 def test_a_batch_goes_over_the_wire_with_increasing_message_ids_and_is_released(
     start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
 ) -> None:
-    pacs = fake_pacs(max_pdu=4096)
-    app = _start(start_appliance, pacs, idle_release=0.2, batch_size=10)
+    port = free_port()  # the PACS comes up once all six wait: one batch, one association
+    dest = pacs_destination("pacs", "FAKEPACS", port)
+    app = start_appliance(forward_config([dest], idle_release=0.2, batch_size=10))
     paths = write_series(tmp_path / "in", 6)
     assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 6
+    wait_for(lambda: _due_together(app, 6), timeout=10)
+    pacs = fake_pacs(max_pdu=4096, port=port)
     wait_for(lambda: _all_delivered(app, 6), timeout=10)
     wait_for(lambda: pacs.released == 1, timeout=10)  # an ordinary A-RELEASE afterwards
     assert pacs.aborted == 0 and pacs.associations == 1
