@@ -68,7 +68,7 @@ class Command:
     has_dataset: bool
 
 
-def parse_command(data: bytes) -> Command | None:
+def parse_command(data: bytes | bytearray) -> Command | None:
     """Decode an implicit VR little endian command set; None when it is not one."""
     values: dict[int, bytes] = {}
     pos, end = 0, len(data)
@@ -167,7 +167,7 @@ def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae
     return b"\0" * 128 + b"DICM" + el(0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
-def header_values(data: bytes, transfer_syntax: str) -> dict[int, str] | None:
+def header_values(data: bytes | bytearray, transfer_syntax: str) -> dict[int, str] | None:
     """SOP Instance UID (0008,0018) and Modality (0008,0060) from the start of a little
     endian data set; None when the start is not enough or not plain (deflated, big
     endian, undefined lengths): the caller then reads the file with pydicom."""
@@ -353,7 +353,7 @@ class Intake:
 
     # -- messages ----------------------------------------------------------------
 
-    def _pdata(self, header: bytes, body: bytearray) -> bool:
+    def _pdata(self, header: bytes | bytearray, body: bytearray) -> bool:
         """Handle one P-DATA-TF PDU; False when pynetdicom must act before the next read."""
         if self.mode == "pynetdicom":
             self._hand_over(bytes(header + body))
