@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import platform
 import shutil
@@ -181,6 +182,58 @@ def round_noop(images: Path) -> float:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def round_durable_floor(images: Path, work: Path) -> float:
+    """The disk work alone of the issue's durability order, no network, no DICOM: each
+    image's bytes (read beforehand) written to a new file, fdatasync, rename into another
+    directory, fsync of that directory. What any receiver that answers Success only after
+    that must spend per image on this disk, in the loop of a few system calls."""
+    blobs = [p.read_bytes() for p in sorted(images.iterdir())]
+    tmp, dst = work / "floor-tmp", work / "floor-objects"
+    tmp.mkdir()
+    dst.mkdir()
+    dfd = os.open(dst, os.O_RDONLY)
+    try:
+        t0 = time.perf_counter()
+        for i, blob in enumerate(blobs):
+            fd, name = tempfile.mkstemp(dir=tmp)
+            os.write(fd, blob)
+            os.fdatasync(fd)
+            os.close(fd)
+            os.rename(name, dst / f"{i:06d}.dcm")
+            os.fsync(dfd)
+        return time.perf_counter() - t0
+    finally:
+        os.close(dfd)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(dst, ignore_errors=True)
+
+
+def round_device_floor(images: Path, work: Path) -> float:
+    """The disk alone: each image's size (rounded up to 4 KiB) written synchronously
+    (O_DIRECT | O_DSYNC) into a file allocated beforehand, no page cache, no metadata:
+    the least time any receiver that keeps every image on this disk before answering can
+    spend, whatever its design."""
+    sizes = [(p.stat().st_size + 4095) // 4096 * 4096 for p in sorted(images.iterdir())]
+    path = work / "device-floor"
+    with open(path, "wb") as f:  # allocated and written once, outside the timing
+        f.write(b"\0" * sum(sizes))
+        f.flush()
+        os.fsync(f.fileno())
+    buf = mmap.mmap(-1, max(sizes))  # page-aligned, as O_DIRECT wants
+    buf.write(os.urandom(max(sizes)))
+    fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_DSYNC)
+    try:
+        t0 = time.perf_counter()
+        offset = 0
+        for size in sizes:
+            os.pwritev(fd, [memoryview(buf)[:size]], offset)
+            offset += size
+        return time.perf_counter() - t0
+    finally:
+        os.close(fd)
+        path.unlink()
 
 
 def round_direct(images: Path, work: Path, count: int) -> float:
@@ -347,13 +400,17 @@ def main() -> int:
             rw = work / f"round{r}"
             rw.mkdir()
             scp = round_storescp(images, rw)
+            floor = round_durable_floor(images, rw)
+            device = round_device_floor(images, rw)
             noop = round_noop(images)
             direct = round_direct(images, rw, args.images)
             alone, _, _ = round_appliance(images, rw, args.images, forward=False)
             ingest, complete, mem = round_appliance(images, rw, args.images)
-            rounds.append((scp, ingest, direct, complete, mem, noop, alone))
+            rounds.append((scp, ingest, direct, complete, mem, noop, alone, floor, device))
             print(
-                f"round {r + 1}: storescp {scp:.2f} s, no-op pynetdicom {noop:.2f} s, "
+                f"round {r + 1}: storescp {scp:.2f} s, durable-write floor {floor:.2f} s, "
+                f"device floor {device:.2f} s, "
+                f"no-op pynetdicom {noop:.2f} s, "
                 f"appliance ingest alone {alone:.2f} s, while forwarding {ingest:.2f} s, "
                 f"Orthanc direct {direct:.2f} s, via appliance {complete:.2f} s, peak {mem:.0f} MB",
                 file=sys.stderr,
@@ -365,6 +422,8 @@ def main() -> int:
     scp, ingest, direct, complete = (med(r[i] for r in rounds) for i in range(4))
     noop = med(r[5] for r in rounds)
     alone = med(r[6] for r in rounds)
+    floor = med(r[7] for r in rounds)
+    device = med(r[8] for r in rounds)
     mem = max(r[4] for r in rounds)
     n = args.images
     print(f"Machine: {machine()}.")
@@ -381,7 +440,23 @@ def main() -> int:
         f"| storescp | {scp / alone:.2f} (speed) | |"
     )
     print(
-        f"| ingest floor: pynetdicom SCP whose handler does nothing | {noop:.2f} s "
+        f"| durable-write floor: the same files written, fdatasync, rename, fsync dir, "
+        f"no network | {floor:.2f} s | storescp | {scp / floor:.2f} (speed) | |"
+    )
+    print(
+        f"| bound: storescp's own time plus the durable-write floor | {scp + floor:.2f} s "
+        f"| storescp | {scp / (scp + floor):.2f} (speed) | |"
+    )
+    print(
+        f"| device floor: the same bytes written O_DIRECT + O_DSYNC into a file allocated "
+        f"beforehand | {device:.2f} s | storescp | {scp / device:.2f} (speed) | |"
+    )
+    print(
+        f"| bound: storescp's own time plus the device floor | {scp + device:.2f} s "
+        f"| storescp | {scp / (scp + device):.2f} (speed) | |"
+    )
+    print(
+        f"| pynetdicom SCP whose C-STORE handler does nothing (not used) | {noop:.2f} s "
         f"({n / noop:.0f} img/s) | storescp | {scp / noop:.2f} (speed) | |"
     )
     print(
@@ -391,12 +466,15 @@ def main() -> int:
     print(f"| appliance peak memory (VmHWM) | {mem:.0f} MB | | | < 150 MB |")
     print()
     print(
-        f"Medians of {len(rounds)} rounds; every round (s): storescp / no-op pynetdicom / "
+        f"Medians of {len(rounds)} rounds; every round (s): storescp / durable-write floor / "
+        "device floor / no-op pynetdicom / "
         "ingest alone / ingest while forwarding / storescu -> Orthanc / via appliance:"
     )
-    for scp_r, ing_r, dir_r, com_r, mem_r, noop_r, alone_r in rounds:
+    for scp_r, ing_r, dir_r, com_r, mem_r, noop_r, alone_r, floor_r, dev_r in rounds:
         print(
-            f"- {scp_r:.2f} / {noop_r:.2f} / {alone_r:.2f} / {ing_r:.2f} / {dir_r:.2f} / "
+            f"- {scp_r:.2f} / {floor_r:.2f} / {dev_r:.2f} / {noop_r:.2f} / {alone_r:.2f} / "
+            f"{ing_r:.2f} / "
+            f"{dir_r:.2f} / "
             f"{com_r:.2f}, "
             f"peak {mem_r:.0f} MB"
         )
