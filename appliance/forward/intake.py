@@ -33,15 +33,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance import status
+from appliance.forward import wire
 from appliance.forward.receiver import SERVICE, Receiver, refusal_for
 from appliance.fsutil import start_writeback
 
 log = logging.getLogger(__name__)
 
-PDATA = 0x04
-C_STORE_RQ = 0x0001
-C_STORE_RSP = 0x8001
-NO_DATASET = 0x0101
 HEAD_BYTES = 64 * 1024  # the start of a data set kept for the routing header
 NO_LIMIT_CAP = 64 << 20  # the largest PDU read when no maximum was announced (dicom.max_pdu 0)
 WAIT_SLICE = 0.05  # seconds a wait for the next PDU lasts before the reactor gets a turn
@@ -70,68 +67,36 @@ class Command:
 
 def parse_command(data: bytes | bytearray) -> Command | None:
     """Decode an implicit VR little endian command set; None when it is not one."""
-    values: dict[int, bytes] = {}
-    pos, end = 0, len(data)
-    while pos + 8 <= end:
-        group, elem, length = struct.unpack_from("<HHI", data, pos)
-        pos += 8
-        if group != 0x0000 or pos + length > end:
-            return None
-        values[elem] = bytes(data[pos : pos + length])
-        pos += length
-    if pos != end or 0x0100 not in values:
+    try:
+        fields = wire.parse_command(data)
+        field = wire.us_of(fields, wire.COMMAND_FIELD)
+    except wire.WireError:
         return None
-
-    def us(elem: int, default: int = 0) -> int:
-        raw = values.get(elem)
-        return struct.unpack("<H", raw)[0] if raw is not None and len(raw) == 2 else default
-
-    def ui(elem: int) -> str:
-        return values.get(elem, b"").decode("ascii", "replace").rstrip("\0 ")
-
     return Command(
-        field=us(0x0100),
-        message_id=us(0x0110),
-        sop_class=ui(0x0002),
-        sop_instance=ui(0x1000),
-        has_dataset=us(0x0800, NO_DATASET) != NO_DATASET,
+        field=field,
+        message_id=wire.us_of(fields, wire.MESSAGE_ID, 0),
+        sop_class=wire.ui_of(fields, wire.AFFECTED_SOP_CLASS),
+        sop_instance=wire.ui_of(fields, wire.AFFECTED_SOP_INSTANCE),
+        has_dataset=wire.us_of(fields, wire.DATASET_TYPE, wire.NO_DATASET) != wire.NO_DATASET,
     )
-
-
-def _el(elem: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", 0x0000, elem, len(value)) + value
-
-
-def _uid(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
 
 
 def store_response(
     message_id: int, sop_class: str, sop_instance: str, code: int, comment: str = ""
 ) -> bytes:
     """A C-STORE-RSP command set, implicit VR little endian (PS3.7 9.3.1.2, E.1)."""
-    body = _el(0x0002, _uid(sop_class)) + _el(0x0100, struct.pack("<H", C_STORE_RSP))
-    body += _el(0x0120, struct.pack("<H", message_id))
-    body += _el(0x0800, struct.pack("<H", NO_DATASET)) + _el(0x0900, struct.pack("<H", code))
+    elements = [
+        (wire.AFFECTED_SOP_CLASS, wire.uid_bytes(sop_class)),
+        (wire.COMMAND_FIELD, wire.us(wire.C_STORE_RSP)),
+        (wire.RESPONDED_TO, wire.us(message_id)),
+        (wire.DATASET_TYPE, wire.us(wire.NO_DATASET)),
+        (wire.STATUS, wire.us(code)),
+    ]
     if comment:
         text = comment[:64].encode("ascii", "replace")
-        body += _el(0x0902, text + b" " if len(text) % 2 else text)
-    body += _el(0x1000, _uid(sop_instance))
-    return _el(0x0000, struct.pack("<I", len(body))) + body
-
-
-def pdata_pdus(context_id: int, data: bytes, command: bool, peer_max: int) -> bytes:
-    """P-DATA-TF PDUs carrying ``data`` in fragments no longer than the peer allows."""
-    step = (peer_max - 6) if peer_max else max(len(data), 1)
-    out = []
-    for start in range(0, max(len(data), 1), step):
-        chunk = data[start : start + step]
-        last = start + step >= len(data)
-        flags = (0x01 if command else 0x00) | (0x02 if last else 0x00)
-        pdv = struct.pack(">IBB", len(chunk) + 2, context_id, flags) + chunk
-        out.append(struct.pack(">BBI", PDATA, 0x00, len(pdv)) + pdv)
-    return b"".join(out)
+        elements.append((wire.ERROR_COMMENT, text + b" " if len(text) % 2 else text))
+    elements.append((wire.AFFECTED_SOP_INSTANCE, wire.uid_bytes(sop_instance)))
+    return wire.command(elements)
 
 
 def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str) -> bytes:
@@ -151,10 +116,10 @@ def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae
     ae = source_ae.encode("ascii", "replace")
     body = (
         el(0x0001, b"OB", b"\x00\x01")
-        + el(0x0002, b"UI", _uid(sop_class))
-        + el(0x0003, b"UI", _uid(sop_instance))
-        + el(0x0010, b"UI", _uid(transfer_syntax))
-        + el(0x0012, b"UI", _uid(IMPLEMENTATION_CLASS_UID))
+        + el(0x0002, b"UI", wire.uid_bytes(sop_class))
+        + el(0x0003, b"UI", wire.uid_bytes(sop_instance))
+        + el(0x0010, b"UI", wire.uid_bytes(transfer_syntax))
+        + el(0x0012, b"UI", wire.uid_bytes(IMPLEMENTATION_CLASS_UID))
         + el(
             0x0013,
             b"SH",
@@ -285,7 +250,7 @@ class Intake:
                 if body is None:
                     self._closed()
                     return
-                if pdu_type != PDATA:
+                if pdu_type != wire.P_DATA_TF:
                     self._reset()
                     self._hand_over(bytes(header + body))
                     return
@@ -362,17 +327,9 @@ class Intake:
         if self.mode is None:
             # Kept until the command is decoded: pynetdicom may have to take it.
             self.held.append(bytes(header + body))
-        view = memoryview(body)
-        pos = 0
-        while pos < len(view):
-            if pos + 6 > len(view):
-                raise ProtocolViolation("truncated PDV item")
-            item_len, context_id, flags = struct.unpack_from(">IBB", view, pos)
-            if item_len < 2 or pos + 4 + item_len > len(view):
-                raise ProtocolViolation("PDV item length beyond the PDU")
-            data = view[pos + 6 : pos + 4 + item_len]
-            pos += 4 + item_len
-            is_command, last = bool(flags & 0x01), bool(flags & 0x02)
+        items = self._pdvs(body)
+        for n, (context_id, flags, data) in enumerate(items):
+            is_command, last = bool(flags & wire.COMMAND), bool(flags & wire.LAST)
             if self.mode == "fast":
                 if is_command or context_id != self.context_id:
                     raise ProtocolViolation("a command fragment inside a C-STORE data set")
@@ -382,7 +339,7 @@ class Intake:
                     except OSError as exc:  # a full disk: the rest is read and dropped
                         self._sink_failed(exc)
                 if last:
-                    if pos < len(view):
+                    if n + 1 < len(items):
                         raise ProtocolViolation("data after the last fragment of a data set")
                     self._finish()
                 continue
@@ -402,6 +359,13 @@ class Intake:
             self._start(cmd, context_id)
         return True
 
+    @staticmethod
+    def _pdvs(body: bytearray) -> list[tuple[int, int, memoryview]]:
+        try:
+            return list(wire.pdv_items(body))
+        except wire.WireError as exc:
+            raise ProtocolViolation(str(exc)) from exc
+
     def _defer(self, cmd: Command | None, body: bytearray) -> bool:
         """pynetdicom takes this message: the PDUs held so far, and what follows."""
         for raw in self.held:
@@ -415,16 +379,12 @@ class Intake:
 
     def _track_end(self, body: bytearray) -> None:
         """Follow a message pynetdicom is taking until its last data set fragment."""
-        view = memoryview(body)
-        pos = 0
-        while pos + 6 <= len(view):
-            item_len, _, flags = struct.unpack_from(">IBB", view, pos)
-            pos += 4 + item_len
-            if not flags & 0x01 and flags & 0x02:
+        for _, flags, _ in self._pdvs(body):
+            if not flags & wire.COMMAND and flags & wire.LAST:
                 self.mode = None
 
     def _fast_eligible(self, cmd: Command | None, context_id: int) -> bool:
-        if cmd is None or cmd.field != C_STORE_RQ or not cmd.has_dataset:
+        if cmd is None or cmd.field != wire.C_STORE_RQ or not cmd.has_dataset:
             return False
         ctx = self._context(context_id)
         return ctx is not None and ctx[0] in self.storage_uids
@@ -516,8 +476,9 @@ class Intake:
     def _respond(self, cmd: Command, code: int, comment: str) -> None:
         rsp = store_response(cmd.message_id, cmd.sop_class, cmd.sop_instance, code, comment)
         peer_max = int(self.dul.assoc.requestor.maximum_length or 0)
+        step = wire.max_fragment(peer_max, max(len(rsp), 1))
         try:
-            self.dul.socket.socket.sendall(pdata_pdus(self.context_id, rsp, True, peer_max))
+            self.dul.socket.socket.sendall(wire.fragments(rsp, self.context_id, step, wire.COMMAND))
         except OSError:
             self._closed()
 

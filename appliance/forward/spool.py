@@ -19,8 +19,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
+from appliance.forward.wire import dataset_offset
 from appliance.fsutil import fsync_dir
 
 CHUNK = 1 << 20
@@ -34,16 +34,6 @@ class SpoolFile:
     rel: str
     token: str
     size: int
-
-
-def dataset_offset(f: BinaryIO) -> int:
-    """Where the data set starts in a PS3.10 file: after the File Meta group, found by its
-    group length (0002,0000); 0 when the file does not start that way."""
-    f.seek(0)
-    head = f.read(144)
-    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
-        return 0
-    return 144 + int.from_bytes(head[140:144], "little")
 
 
 class Spool:

@@ -34,47 +34,41 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pynetdicom.dsutils import split_dataset
+from appliance.forward.wire import (
+    COMMAND,
+    COMMAND_FIELD,
+    DATASET_TYPE,
+    ERROR_COMMENT,
+    LAST,
+    NO_DATASET,
+    P_DATA_TF,
+    PDV_OVERHEAD,
+    RESPONDED_TO,
+    STATUS,
+    Bytes,
+    WireError,
+    command,
+    dataset_offset,
+    fragments,
+    parse_command,
+    pdv_header,
+    pdv_items,
+    uid_bytes,
+    us,
+    us_of,
+)
 
-Bytes = bytes | bytearray | memoryview
-
-C_STORE_RQ = 0x0001
-C_STORE_RSP = 0x8001
-# PS3.7 E.1: any Command Data Set Type but 0x0101 means a data set follows; pynetdicom
-# and DCMTK send 0x0001.
-DATASET_PRESENT = 0x0001
-NO_DATASET = 0x0101
-PRIORITY_LOW = 0x0002  # PS3.7 9.1.1.1.7; what pynetdicom's send_c_store sends by default
-
-# PDU types (PS3.8 9.3.1) and PDV message control header bits (PS3.8 E.2).
-P_DATA_TF = 0x04
 A_RELEASE_RQ = 0x05
 A_ABORT = 0x07
-COMMAND = 0x01
-LAST = 0x02
-
-PDV_OVERHEAD = 6  # item length (4), context ID (1), message control header (1)
+C_STORE_RQ = 0x0001
+C_STORE_RSP = 0x8001
+DATASET_PRESENT = 0x0001
+PRIORITY_LOW = 0x0002  # PS3.7 9.1.1.1.7; what pynetdicom's send_c_store sends by default
 UNLIMITED_PDV = 1 << 20  # data bytes a PDV when the peer sets no maximum PDU length
 BATCH_BYTES = 1 << 20  # file bytes read and written with one sendall
 MAX_RESPONSE_PDU = 1 << 20  # a longer PDU is not a C-STORE-RSP
 
-# Command set elements (group 0000) the response is checked for.
-COMMAND_FIELD = 0x0100
-RESPONDED_TO = 0x0120
-DATASET_TYPE = 0x0800
-STATUS = 0x0900
-ERROR_COMMENT = 0x0902
-
-
-class WireError(Exception):
-    """The exchange failed; the association cannot be trusted any more.
-
-    ``broken``: a PDU may have gone out in part, so not even an A-ABORT can follow.
-    """
-
-    def __init__(self, message: str, broken: bool = False) -> None:
-        super().__init__(message)
-        self.broken = broken
+__all__ = ["WireError", "dataset_offset", "parse_command", "pdv_items"]
 
 
 class Unsendable(ValueError):
@@ -84,96 +78,34 @@ class Unsendable(ValueError):
 # -- encoding and decoding (no I/O) ---------------------------------------------------
 
 
-def _element(elem: int, value: bytes) -> bytes:
-    """One group 0000 element, implicit VR little endian (PS3.5 7.1.3)."""
-    return struct.pack("<HHI", 0x0000, elem, len(value)) + value
-
-
-def _uid(uid: str) -> bytes:
-    raw = uid.rstrip("\0 ").encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
-
-
 def command_set(
     sop_class_uid: str, sop_instance_uid: str, message_id: int, priority: int = PRIORITY_LOW
 ) -> bytes:
     """A C-STORE-RQ command set with a data set following (PS3.7 9.3.1.1, E.1)."""
-    body = (
-        _element(0x0002, _uid(sop_class_uid))
-        + _element(COMMAND_FIELD, struct.pack("<H", C_STORE_RQ))
-        + _element(0x0110, struct.pack("<H", message_id))
-        + _element(0x0700, struct.pack("<H", priority))
-        + _element(DATASET_TYPE, struct.pack("<H", DATASET_PRESENT))
-        + _element(0x1000, _uid(sop_instance_uid))
+    return command(
+        [
+            (0x0002, uid_bytes(sop_class_uid)),
+            (COMMAND_FIELD, us(C_STORE_RQ)),
+            (0x0110, us(message_id)),
+            (0x0700, us(priority)),
+            (DATASET_TYPE, us(DATASET_PRESENT)),
+            (0x1000, uid_bytes(sop_instance_uid)),
+        ]
     )
-    return _element(0x0000, struct.pack("<I", len(body))) + body
-
-
-def parse_command(data: Bytes) -> dict[int, bytes]:
-    """The elements of a command set (implicit VR little endian, group 0000) by number."""
-    out: dict[int, bytes] = {}
-    pos, end = 0, len(data)
-    while pos < end:
-        if end - pos < 8:
-            raise WireError("a truncated command set")
-        group, elem, length = struct.unpack_from("<HHI", data, pos)
-        pos += 8
-        if group != 0x0000 or length > end - pos:
-            raise WireError(f"a malformed command set element ({group:04X},{elem:04X})")
-        out[elem] = bytes(data[pos : pos + length])
-        pos += length
-    return out
-
-
-def _us(fields: dict[int, bytes], elem: int) -> int:
-    value = fields.get(elem)
-    if value is None or len(value) != 2:
-        raise WireError(f"the response lacks a valid (0000,{elem:04X})")
-    return int(struct.unpack("<H", value)[0])
 
 
 def c_store_response(fields: dict[int, bytes], message_id: int) -> tuple[int, str]:
     """(Status, Error Comment) of a C-STORE-RSP answering ``message_id`` (PS3.7 9.3.1.2)."""
-    command = _us(fields, COMMAND_FIELD)
-    if command != C_STORE_RSP:
-        raise WireError(f"a command 0x{command:04X} where a C-STORE-RSP was due")
-    answered = _us(fields, RESPONDED_TO)
+    command_field = us_of(fields, COMMAND_FIELD)
+    if command_field != C_STORE_RSP:
+        raise WireError(f"a command 0x{command_field:04X} where a C-STORE-RSP was due")
+    answered = us_of(fields, RESPONDED_TO)
     if answered != message_id:
         raise WireError(f"a response to message {answered} while {message_id} waited")
-    if DATASET_TYPE in fields and _us(fields, DATASET_TYPE) != NO_DATASET:
+    if DATASET_TYPE in fields and us_of(fields, DATASET_TYPE) != NO_DATASET:
         raise WireError("a C-STORE-RSP announcing a data set")
     comment = fields.get(ERROR_COMMENT, b"").decode("ascii", "replace").rstrip(" \0")
-    return _us(fields, STATUS), comment
-
-
-def pdv_items(body: Bytes) -> Iterator[tuple[int, int, memoryview]]:
-    """(context ID, message control header, fragment) of each PDV in a P-DATA-TF (PS3.8 9.3.5)."""
-    view = memoryview(body)
-    pos, end = 0, len(body)
-    while pos < end:
-        if end - pos < PDV_OVERHEAD:
-            raise WireError("a truncated presentation data value")
-        length, context_id, header = struct.unpack_from(">IBB", body, pos)
-        if length < 2 or length + 4 > end - pos:
-            raise WireError("a presentation data value of a wrong length")
-        yield context_id, header, view[pos + PDV_OVERHEAD : pos + 4 + length]
-        pos += 4 + length
-
-
-def pdv_header(context_id: int, fragment_length: int, control: int) -> bytes:
-    """The headers of a P-DATA-TF PDU holding one PDV of ``fragment_length`` bytes."""
-    pdv = fragment_length + 2
-    return struct.pack(">BBIIBB", P_DATA_TF, 0, pdv + 4, pdv, context_id, control)
-
-
-def fragments(data: bytes, context_id: int, max_data: int, control: int) -> bytes:
-    """``data`` as P-DATA-TF PDUs of at most ``max_data`` bytes a PDV, the last one marked."""
-    out = []
-    for start in range(0, max(len(data), 1), max_data):
-        piece = data[start : start + max_data]
-        last = LAST if start + max_data >= len(data) else 0
-        out.append(pdv_header(context_id, len(piece), control | last) + piece)
-    return b"".join(out)
+    return us_of(fields, STATUS), comment
 
 
 def request_pdus(
@@ -261,20 +193,6 @@ def _read_exact(sock: socket.socket, n: int, deadline: float, timeout: float) ->
 
 
 # -- the file --------------------------------------------------------------------------
-
-
-def dataset_offset(f: BinaryIO, path: Path) -> int:
-    """Where the data set starts in a PS3.10 file: after the preamble, "DICM" and the File
-    Meta group, whose length (0002,0000) says where it ends (PS3.10 7.1)."""
-    f.seek(0)
-    head = f.read(144)
-    if (
-        len(head) == 144
-        and head[128:132] == b"DICM"
-        and head[132:140] == b"\x02\x00\x00\x00UL\x04\x00"
-    ):
-        return 144 + int(struct.unpack_from("<I", head, 140)[0])
-    return int(split_dataset(path)[1])  # no group length: pydicom parses the group
 
 
 # -- the socket ------------------------------------------------------------------------

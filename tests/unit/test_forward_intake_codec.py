@@ -13,7 +13,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 
 from appliance.forward import intake
-from appliance.forward.spool import dataset_offset
+from appliance.forward.wire import dataset_offset
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 UID = "1.2.826.0.1.3680043.8.498.1234567890123"
@@ -127,19 +127,3 @@ def test_header_values_stops_at_an_undefined_length() -> None:
     seq = struct.pack("<HH", 0x0008, 0x0006) + b"SQ\0\0" + b"\xff\xff\xff\xff"
     raw = seq + _dataset(False, SOPInstanceUID=UID, Modality="CT")
     assert intake.header_values(raw, "1.2.840.10008.1.2.1") is None
-
-
-def test_pdata_pdus_fragment_within_the_peer_maximum() -> None:
-    data = bytes(range(256)) * 4
-    raw = intake.pdata_pdus(3, data, command=False, peer_max=100)
-    pos, got, flags = 0, b"", []
-    while pos < len(raw):
-        kind, _, length = struct.unpack_from(">BBI", raw, pos)
-        assert kind == 0x04 and length <= 100  # PS3.8 D.1: the PDU variable field
-        item_len, context_id, flag = struct.unpack_from(">IBB", raw, pos + 6)
-        assert context_id == 3 and item_len == length - 4
-        got += raw[pos + 12 : pos + 6 + length]
-        flags.append(flag)
-        pos += 6 + length
-    assert got == data
-    assert flags[:-1] == [0x00] * (len(flags) - 1) and flags[-1] == 0x02
