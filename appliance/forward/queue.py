@@ -325,10 +325,15 @@ def next_due(store: Store, destination: str, lane: int = 0, lanes: int = 1) -> f
 
 
 def mark_delivered(store: Store, done: Iterable[tuple[Item, int]], now: float | None = None) -> int:
-    """Record Success / warning responses; a row replaced meanwhile stays waiting."""
+    """Record Success / warning responses; a row replaced meanwhile stays waiting.
+
+    The commit does not wait for the disk: a delivery a power cut takes back is sent
+    again (at least once; the PACS keeps one copy of a SOP Instance). Retention deletes a
+    file only in a commit that waits, which makes every delivery before it durable too
+    (SQLite WAL commits are ordered)."""
     now = time.time() if now is None else now
     count = 0
-    with store.write() as db:
+    with store.write(durable=False) as db:
         for item, status_code in done:
             cur = db.execute(
                 """UPDATE forward_queue SET state = 'delivered', delivered_at = ?,
