@@ -35,7 +35,6 @@ from typing import Any
 from appliance import status
 from appliance.forward import wire
 from appliance.forward.receiver import SERVICE, Receiver, refusal_for
-from appliance.fsutil import start_writeback
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +168,11 @@ def header_values(data: bytes | bytearray, transfer_syntax: str) -> dict[int, st
 
 
 class _Sink:
-    """One data set on its way to a file in ``spool/tmp``: written as it comes, its
-    write-back started at once so that the final fsync has little left to wait for."""
+    """One data set on its way to a file in ``spool/tmp``, written as it comes.
+
+    (Starting the write-back of each fragment at once with sync_file_range was tried: it
+    cost more CPU than the final fdatasync saved, 0.41 against 0.53 s of CPU for 300
+    images.)"""
 
     def __init__(self, receiver: Receiver, meta: bytes) -> None:
         self.fd, self.path = receiver.spool.new_temp()
@@ -183,7 +185,6 @@ class _Sink:
         while view:
             written = os.write(self.fd, view)
             view = view[written:]
-        start_writeback(self.fd, self.size, len(data))
         self.size += len(data)
         if header and len(self.head) < HEAD_BYTES:
             self.head += data[: HEAD_BYTES - len(self.head)]
@@ -225,6 +226,7 @@ class Intake:
         self.sink: _Sink | None = None
         self.refusal: tuple[int, str] | None = None
         self.received = 0  # C-STOREs taken by this reader (tests and health)
+        self._buffer = bytearray()
 
     # -- pynetdicom's side -------------------------------------------------------
 
@@ -246,13 +248,13 @@ class Intake:
                 if length > self.max_pdu:
                     # PS3.8 9.3.1: longer than this side announced; never buffered.
                     raise ProtocolViolation(f"a PDU of {length} bytes (at most {self.max_pdu})")
-                body = self._recv(sock, length)
+                body = self._recv(sock, length, reuse=True)
                 if body is None:
                     self._closed()
                     return
                 if pdu_type != wire.P_DATA_TF:
                     self._reset()
-                    self._hand_over(bytes(header + body))
+                    self._hand_over(bytes(header) + bytes(body))
                     return
                 if not self._pdata(header, body) or not self._more(sock):
                     return
@@ -273,11 +275,16 @@ class Intake:
             return False
         return bool(ready)
 
-    def _recv(self, sock: socket.socket, size: int) -> bytearray | None:
+    def _recv(self, sock: socket.socket, size: int, reuse: bool = False) -> memoryview | None:
         """Exactly ``size`` bytes, or None when the peer closed the connection or sent
-        nothing for ``dicom.network_timeout`` seconds in the middle of a PDU."""
-        buf = bytearray(size)
-        view = memoryview(buf)
+        nothing for ``dicom.network_timeout`` seconds in the middle of a PDU. With
+        ``reuse`` they land in the reader's own buffer, valid until the next such read."""
+        if reuse:
+            if len(self._buffer) < size:
+                self._buffer = bytearray(size)
+            view = memoryview(self._buffer)[:size]
+        else:
+            view = memoryview(bytearray(size))
         got = 0
         timeout = self.dul.network_timeout
         try:
@@ -297,7 +304,7 @@ class Intake:
                 got += n
         except (OSError, ValueError):
             return None
-        return buf
+        return view
 
     def _closed(self) -> None:
         self._reset()
@@ -318,15 +325,15 @@ class Intake:
 
     # -- messages ----------------------------------------------------------------
 
-    def _pdata(self, header: bytes | bytearray, body: bytearray) -> bool:
+    def _pdata(self, header: memoryview, body: memoryview) -> bool:
         """Handle one P-DATA-TF PDU; False when pynetdicom must act before the next read."""
         if self.mode == "pynetdicom":
-            self._hand_over(bytes(header + body))
+            self._hand_over(bytes(header) + bytes(body))
             self._track_end(body)
             return False
         if self.mode is None:
             # Kept until the command is decoded: pynetdicom may have to take it.
-            self.held.append(bytes(header + body))
+            self.held.append(bytes(header) + bytes(body))
         items = self._pdvs(body)
         for n, (context_id, flags, data) in enumerate(items):
             is_command, last = bool(flags & wire.COMMAND), bool(flags & wire.LAST)
@@ -360,13 +367,13 @@ class Intake:
         return True
 
     @staticmethod
-    def _pdvs(body: bytearray) -> list[tuple[int, int, memoryview]]:
+    def _pdvs(body: memoryview) -> list[tuple[int, int, memoryview]]:
         try:
             return list(wire.pdv_items(body))
         except wire.WireError as exc:
             raise ProtocolViolation(str(exc)) from exc
 
-    def _defer(self, cmd: Command | None, body: bytearray) -> bool:
+    def _defer(self, cmd: Command | None, body: memoryview) -> bool:
         """pynetdicom takes this message: the PDUs held so far, and what follows."""
         for raw in self.held:
             self._hand_over(raw)
@@ -377,7 +384,7 @@ class Intake:
             self._track_end(body)
         return False
 
-    def _track_end(self, body: bytearray) -> None:
+    def _track_end(self, body: memoryview) -> None:
         """Follow a message pynetdicom is taking until its last data set fragment."""
         for _, flags, _ in self._pdvs(body):
             if not flags & wire.COMMAND and flags & wire.LAST:

@@ -1,7 +1,6 @@
 """The spool: received instances kept as PS3.10 files, written durably, named at random.
 
-Durability order (design.md): the received file is fsynced (the intake starts the
-write-back as fragments arrive, so little is left to flush), renamed into the spool (on
+Durability order (design.md): the received file is fsynced, renamed into the spool (on
 the same file system, so the move is atomic) and the directory is fsynced; only then
 does the caller commit the queue rows and answer Success. A file's name is a random
 token, never a UID or an AE title; its File Meta group carries everything needed to
