@@ -500,11 +500,29 @@ class Intake:
         self.held = []
 
 
+# What the intake uses of pynetdicom's DUL (pynetdicom 3.0); without any of them the
+# association keeps pynetdicom's own reader and C-STORE path (receiver.handle_store).
+DUL_INTERNALS = (
+    "_read_pdu_data", "_decode_pdu", "_recv_pdu", "event_queue", "to_provider_queue",
+    "state_machine", "_kill_thread", "network_timeout", "socket",
+)  # fmt: skip
+_warned: list[str] = []
+
+
 def install(event: Any, receiver: Receiver, access: Any, storage_uids: Iterable[str]) -> None:
     """EVT_CONN_OPEN: put the intake reader in front of pynetdicom's for an accepted
     connection (the appliance's own outgoing associations keep pynetdicom's reader)."""
     assoc = event.assoc
     if not assoc.is_acceptor:
+        return
+    missing = [name for name in DUL_INTERNALS if not hasattr(assoc.dul, name)]
+    if missing:
+        if not _warned:
+            _warned.append("yes")
+            log.warning(
+                "this pynetdicom lacks %s: C-STORE goes through pynetdicom (slower)",
+                ", ".join(missing),
+            )
         return
     intake = Intake(assoc.dul, receiver, access, frozenset(storage_uids))
     assoc.dul._read_pdu_data = intake.read_pdu_data

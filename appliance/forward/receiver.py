@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -212,3 +213,33 @@ def refusal_for(exc: BaseException, calling: str) -> tuple[int, str] | None:
         log.error("C-STORE from %s: queue not committed: %s", calling, type(exc).__name__)
         return status.OUT_OF_RESOURCES, "out of resources: queue database busy"
     return None
+
+
+def handle_store(event: Any, receiver: Receiver, access: Any) -> Dataset:
+    """EVT_C_STORE, the path pynetdicom takes when the intake is not installed (a
+    pynetdicom whose internals the intake does not know): pynetdicom has written the data
+    set to a temporary file, which is spooled and queued the same way; statuses as the
+    intake's."""
+    calling = event.assoc.requestor.ae_title.strip()
+    rsp = Dataset()
+    if not access.allowed(calling, SERVICE):
+        log.warning("C-STORE refused: AE title %r may not store", calling)
+        rsp.Status, rsp.ErrorComment = status.NOT_AUTHORIZED, "calling AE title may not store here"
+        return rsp
+    req = event.request
+    try:
+        receiver.ingest(
+            event.dataset_path,
+            req.AffectedSOPClassUID,
+            req.AffectedSOPInstanceUID,
+            event.context.transfer_syntax,
+            calling,
+        )
+    except Exception as exc:
+        refusal = refusal_for(exc, calling)
+        if refusal is None:
+            raise
+        rsp.Status, rsp.ErrorComment = refusal[0], refusal[1][:64]
+        return rsp
+    rsp.Status = status.SUCCESS
+    return rsp

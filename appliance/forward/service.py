@@ -11,7 +11,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, ev
 
 from appliance.forward import commitment, intake, queue
 from appliance.forward.committer import Committer, handle_n_action, handle_n_event_report
-from appliance.forward.receiver import Receiver
+from appliance.forward.receiver import Receiver, handle_store
 from appliance.forward.retention import Retention
 from appliance.forward.sender import Sender
 from appliance.forward.spool import Spool
@@ -76,8 +76,10 @@ class ForwardService:
         access = self.runtime.access
         storage = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
         return [
-            # C-STORE data sets go from the socket to the spool (appliance/forward/intake.py).
+            # C-STORE data sets go from the socket to the spool (appliance/forward/intake.py);
+            # pynetdicom's own C-STORE path only where the intake could not be installed.
             (evt.EVT_CONN_OPEN, intake.install, [self.receiver, access, storage]),
+            (evt.EVT_C_STORE, handle_store, [self.receiver, access]),
             (evt.EVT_N_ACTION, handle_n_action, [self.committer, access]),
             (evt.EVT_N_EVENT_REPORT, handle_n_event_report, [self.committer]),
         ]

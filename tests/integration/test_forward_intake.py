@@ -336,3 +336,26 @@ def test_a_peer_silent_inside_a_pdu_is_dropped_after_the_network_timeout(
     wait_for(lambda: not _tmp_files(app), timeout=5)
     assert _rows(app) == []
     _still_serves(app, tmp_path)
+
+
+def test_without_the_intake_pynetdicom_stores_the_same_way(
+    start_appliance: Callable[..., Appliance], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pynetdicom whose DUL lacks what the intake uses: C-STORE still spools and queues,
+    through pynetdicom's own path, with the same statuses."""
+    from appliance.forward import intake
+
+    monkeypatch.setattr(intake, "DUL_INTERNALS", (*intake.DUL_INTERNALS, "_not_in_pynetdicom"))
+    app = start_appliance(forward_config([NOWHERE]))
+    paths = write_series(tmp_path / "in", 2)
+    assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 2
+    assert send_files(app.dicom_port, paths[:1]) == [status.SUCCESS]  # a repeat: kept once
+    assert _streamed(app) == 0  # none came through the intake
+    rows = _rows(app)
+    assert len(rows) == 2 and {r["calling_ae"] for r in rows} == {MODALITY}
+    for path in paths:
+        sent = dcmread(path)
+        [row] = [r for r in rows if r["sop_instance_uid"] == sent.SOPInstanceUID]
+        assert _dataset_bytes(_spooled(app, row)) == _encoded(sent)
+    stranger = send_files(app.dicom_port, paths[:1], calling="STRANGER")
+    assert stranger == [status.NOT_AUTHORIZED]
