@@ -9,9 +9,9 @@ appliance's listener. While the association is established (Sta6), P-DATA-TF PDU
 
 - a C-STORE-RQ command (PS3.7 9.3.1.1) on a storage presentation context starts a
   stream: each data set fragment goes to a new file in ``spool/tmp`` as it arrives,
-  behind a File Meta group (PS3.10 7.1), and into its SHA-256; the last fragment ends
-  it, the receiver makes the file durable and queues it, and the C-STORE-RSP is written
-  on the socket; nothing of the data set is kept in memory;
+  behind a File Meta group (PS3.10 7.1); the last fragment ends it, the receiver makes
+  the file durable and queues it, and the C-STORE-RSP is written on the socket; nothing
+  of the data set is kept in memory beyond the PDU being read;
 - every other message (C-ECHO, N-ACTION, C-FIND ...) and every other PDU (release,
   abort) goes on to pynetdicom, byte for byte, as if this reader were not there.
 
@@ -307,8 +307,13 @@ class Intake:
         return view
 
     def _closed(self) -> None:
+        """The connection ended without a release (PS3.8 Evt17); a message in the middle
+        of its transfer is dropped."""
+        if self.mode is not None or self.command:
+            log.warning("connection from %s closed during a message", self._calling())
+        else:
+            log.info("connection from %s closed without a release", self._calling())
         self._reset()
-        log.warning("connection from %s closed during a message", self._calling())
         self.dul.event_queue.put("Evt17")
 
     def _hand_over(self, raw: bytes) -> None:
