@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 STUDY_ROOT = "1.2.826.0.1.3680043.10.1464"  # test UIDs under a fixed, private-looking root
@@ -61,3 +63,12 @@ def write_series(directory: Path, count: int, **kw: Any) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def encoded(ds: Dataset, implicit: bool = False) -> bytes:
+    """The data set alone (no File Meta) as sent on the wire: little endian, explicit VR
+    unless ``implicit``."""
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, implicit
+    write_dataset(buf, ds)
+    return buf.getvalue()

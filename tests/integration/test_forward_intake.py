@@ -31,7 +31,7 @@ from pynetdicom.sop_class import Verification
 
 from appliance import status
 from appliance.server import Appliance
-from tests.forward_factories import make_ct, write_series
+from tests.forward_factories import encoded, make_ct, write_series
 from tests.forward_helpers import MODALITY, forward_config, pacs_destination, send_files
 from tests.helpers import require_peer, wait_for
 
@@ -61,13 +61,6 @@ def _dataset_bytes(path: Path) -> bytes:
     return raw[144 + struct.unpack_from("<I", raw, 140)[0] :]
 
 
-def _encoded(ds, implicit: bool = False) -> bytes:
-    buf = DicomBytesIO()
-    buf.is_little_endian, buf.is_implicit_VR = True, implicit
-    write_dataset(buf, ds)
-    return buf.getvalue()
-
-
 def test_fragmented_commands_and_data_sets_are_reassembled(
     start_appliance: Callable[..., Appliance], tmp_path: Path
 ) -> None:
@@ -81,7 +74,7 @@ def test_fragmented_commands_and_data_sets_are_reassembled(
     by_uid = {r["sop_instance_uid"]: r for r in rows}
     for path in paths:
         sent = dcmread(path)
-        assert _dataset_bytes(_spooled(app, by_uid[sent.SOPInstanceUID])) == _encoded(sent)
+        assert _dataset_bytes(_spooled(app, by_uid[sent.SOPInstanceUID])) == encoded(sent)
     assert _tmp_files(app) == []
 
 
@@ -104,7 +97,7 @@ def test_storescu_with_small_and_large_pdus(
     assert len(by_uid) == 4 and _streamed(app) == 4
     for path in paths:
         sent = dcmread(path)
-        assert _dataset_bytes(_spooled(app, by_uid[sent.SOPInstanceUID])) == _encoded(sent)
+        assert _dataset_bytes(_spooled(app, by_uid[sent.SOPInstanceUID])) == encoded(sent)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +178,7 @@ def _half_sent(app: Appliance):
     assoc = ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE")
     assert assoc.is_established
     cx = assoc.accepted_contexts[0].context_id
-    data = _encoded(ds)
+    data = encoded(ds)
     sock = assoc.dul.socket.socket
     sock.sendall(_pdu(cx, _store_command(ds), command=True, last=True))
     sock.sendall(_pdu(cx, data[: len(data) // 2], command=False, last=False))
@@ -288,7 +281,7 @@ def test_a_pdu_longer_than_announced_aborts_the_association(
     cx = assoc.accepted_contexts[0].context_id
     sock = assoc.dul.socket.socket
     sock.sendall(_pdu(cx, _store_command(ds), command=True, last=True))
-    sock.sendall(_pdu(cx, _encoded(ds)[:8192], command=False, last=False))
+    sock.sendall(_pdu(cx, encoded(ds)[:8192], command=False, last=False))
     wait_for(lambda: assoc.is_aborted, timeout=5)
     wait_for(lambda: not _tmp_files(app), timeout=5)
     assert _rows(app) == []
@@ -356,6 +349,6 @@ def test_without_the_intake_pynetdicom_stores_the_same_way(
     for path in paths:
         sent = dcmread(path)
         [row] = [r for r in rows if r["sop_instance_uid"] == sent.SOPInstanceUID]
-        assert _dataset_bytes(_spooled(app, row)) == _encoded(sent)
+        assert _dataset_bytes(_spooled(app, row)) == encoded(sent)
     stranger = send_files(app.dicom_port, paths[:1], calling="STRANGER")
     assert stranger == [status.NOT_AUTHORIZED]

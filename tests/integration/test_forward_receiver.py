@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from appliance import status
 from appliance.forward import queue
 from appliance.server import Appliance
-from tests.forward_factories import make_ct, write_series
+from tests.forward_factories import encoded, make_ct, write_series
 from tests.forward_helpers import forward_config, pacs_destination, send_files
 
 NOWHERE = pacs_destination("pacs", "PACS", 9)  # nothing listens: rows stay waiting
@@ -29,14 +27,6 @@ def _instances(app: Appliance) -> list[dict]:
 
 def spool_files(app: Appliance) -> list[Path]:
     return list((app.config.data_dir / "spool" / "objects").glob("*/*.dcm"))
-
-
-def _encoded(ds) -> bytes:
-    """The data set (no meta) encoded as sent: Explicit VR Little Endian."""
-    buf = DicomBytesIO()
-    buf.is_little_endian, buf.is_implicit_VR = True, False
-    write_dataset(buf, ds)
-    return buf.getvalue()
 
 
 def test_success_leaves_a_part10_file_named_at_random(
@@ -61,7 +51,7 @@ def test_success_leaves_a_part10_file_named_at_random(
     assert got.file_meta.SourceApplicationEntityTitle == "MODALITY"
     # Taken from the socket by the intake, not by pynetdicom's C-STORE handler.
     assert app.health()["services"]["forward"]["received_since_start"] == 1
-    assert raw.endswith(_encoded(sent))  # the data set byte for byte as received
+    assert raw.endswith(encoded(sent))  # the data set byte for byte as received
     rows = app.runtime.store.query("SELECT destination, state FROM forward_queue")
     assert rows == [{"destination": "pacs", "state": queue.WAITING}]
 
