@@ -148,6 +148,52 @@ def _m0003(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0004_delivered_counts")
+def _m0004(db: sqlite_utils.Database) -> None:
+    # The queue overview and /healthz: delivered rows are never deleted, so counting them
+    # would read more each day. Triggers keep a count per destination in the statement
+    # that moves a row in or out of 'delivered' (batched with the deliveries: a received
+    # image's own commit does not touch it). Waiting and dead rows stay few and are
+    # counted from their partial indexes (0003).
+    db.execute(
+        """CREATE TABLE forward_delivered_counts (
+            destination TEXT PRIMARY KEY,
+            n INTEGER NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        "INSERT INTO forward_delivered_counts (destination, n) SELECT destination, COUNT(*) "
+        "FROM forward_queue WHERE state = 'delivered' GROUP BY destination"
+    )
+    add = (
+        "INSERT INTO forward_delivered_counts (destination, n) SELECT new.destination, 1 "
+        "WHERE new.state = 'delivered' ON CONFLICT (destination) DO UPDATE SET n = n + 1;"
+    )
+    remove = (
+        "UPDATE forward_delivered_counts SET n = n - 1 "
+        "WHERE old.state = 'delivered' AND destination = old.destination;"
+    )
+    db.execute(
+        "CREATE TRIGGER forward_delivered_insert AFTER INSERT ON forward_queue "
+        f"WHEN new.state = 'delivered' BEGIN {add} END"
+    )
+    db.execute(
+        "CREATE TRIGGER forward_delivered_update AFTER UPDATE OF state, destination "
+        "ON forward_queue WHEN (old.state = 'delivered' OR new.state = 'delivered') "
+        "AND (old.state IS NOT new.state OR old.destination IS NOT new.destination) "
+        f"BEGIN {remove} {add} END"
+    )
+    db.execute(
+        "CREATE TRIGGER forward_delivered_delete AFTER DELETE ON forward_queue "
+        f"WHEN old.state = 'delivered' BEGIN {remove} END"
+    )
+    # The last delivery and the last minute's deliveries of one destination.
+    db.execute(
+        "CREATE INDEX forward_queue_delivered_dest ON forward_queue(destination, delivered_at) "
+        "WHERE state = 'delivered'"
+    )
+
+
 @dataclass(frozen=True)
 class InstanceInfo:
     """What the receiver learned about one instance (from the command and the header)."""
@@ -422,54 +468,66 @@ def defer_destination(
 
 _COUNTS = ("waiting", "dead", "delivered", "delivered_last_minute")
 
+# Each part reads an index range, not the table: waiting and dead rows from their partial
+# indexes (few: the live backlog), delivered ones from the counts the triggers of 0004
+# keep, the rest one destination at a time by index, so the cost does not grow with the
+# delivered rows kept.
+_WAITING_BY_DEST = """SELECT destination, COUNT(*) AS waiting, MIN(queued_at) AS oldest_waiting_at
+    FROM forward_queue INDEXED BY forward_queue_waiting WHERE state = 'waiting'
+    GROUP BY destination"""
+_DEAD_BY_DEST = """SELECT destination, COUNT(*) AS dead
+    FROM forward_queue INDEXED BY forward_queue_dead_dest WHERE state = 'dead'
+    GROUP BY destination"""
+_DELIVERED_BY_DEST = "SELECT destination, n AS delivered FROM forward_delivered_counts WHERE n > 0"
+_ONE_DEST = """SELECT
+    (SELECT MIN(next_attempt) FROM forward_queue
+     WHERE destination = :dest AND state = 'waiting') AS next_attempt_at,
+    (SELECT COUNT(*) FROM forward_queue
+     WHERE destination = :dest AND state = 'delivered' AND delivered_at > :since)
+     AS delivered_last_minute,
+    (SELECT MAX(delivered_at) FROM forward_queue
+     WHERE destination = :dest AND state = 'delivered') AS last_delivered_at"""
+# The newest error of a row not delivered (waiting or dead: the only other states); the
+# newer row of two at the same time.
+_LAST_ERROR = """SELECT last_error, updated_at FROM (
+        SELECT id, last_error, updated_at FROM forward_queue
+        WHERE destination = :dest AND state = 'waiting' AND last_error != ''
+        UNION ALL
+        SELECT id, last_error, updated_at FROM forward_queue INDEXED BY forward_queue_dead_dest
+        WHERE destination = :dest AND state = 'dead' AND last_error != '')
+    ORDER BY updated_at DESC, id DESC LIMIT 1"""
+
 
 def summary(
     store: Store, destinations: Iterable[str] = (), now: float | None = None
 ) -> list[dict[str, Any]]:
-    """Per destination: waiting, dead and delivered counts, oldest waiting item, last error,
-    deliveries in the last minute (throughput)."""
+    """Per destination (those given, then any other with queue rows, by name): waiting,
+    dead and delivered counts, oldest waiting item, next attempt, last error, deliveries
+    in the last minute (throughput) and the last delivery."""
     now = time.time() if now is None else now
-    rows = store.query(
-        """SELECT q.destination,
-                  SUM(q.state = 'delivered' AND q.delivered_at > :since) AS delivered_last_minute,
-                  SUM(q.state = 'waiting') AS waiting,
-                  SUM(q.state = 'dead') AS dead,
-                  SUM(q.state = 'delivered') AS delivered,
-                  MIN(CASE WHEN q.state = 'waiting' THEN q.queued_at END) AS oldest_waiting_at,
-                  MIN(CASE WHEN q.state = 'waiting' THEN q.next_attempt END) AS next_attempt_at,
-                  MAX(q.delivered_at) AS last_delivered_at
-           FROM forward_queue q GROUP BY q.destination ORDER BY q.destination""",
-        {"since": now - 60.0},
-    )
-    by_name = {r["destination"]: r for r in rows}
-    out = []
-    for name in dict.fromkeys([*destinations, *by_name]):
-        r = by_name.get(name) or {
-            "destination": name,
-            "waiting": 0,
-            "dead": 0,
-            "delivered": 0,
-            "delivered_last_minute": 0,
-            "oldest_waiting_at": None,
-            "next_attempt_at": None,
-            "last_delivered_at": None,
-        }
-        last = store.query(
-            """SELECT last_error, updated_at FROM forward_queue
-               WHERE destination = ? AND last_error != '' AND state != 'delivered'
-               ORDER BY updated_at DESC LIMIT 1""",
-            (name,),
-        )
-        out.append(
-            {
-                **{
-                    k: (v or 0) if k in ("waiting", "dead", "delivered") else v
-                    for k, v in r.items()
-                },
-                "last_error": last[0]["last_error"] if last else "",
-                "last_error_at": last[0]["updated_at"] if last else None,
-            }
-        )
+    with store.read():
+        waiting = {r["destination"]: r for r in store.query(_WAITING_BY_DEST)}
+        dead = {r["destination"]: r["dead"] for r in store.query(_DEAD_BY_DEST)}
+        delivered = {r["destination"]: r["delivered"] for r in store.query(_DELIVERED_BY_DEST)}
+        others = sorted({*waiting, *dead, *delivered})
+        out = []
+        for name in dict.fromkeys([*destinations, *others]):
+            params = {"dest": name, "since": now - 60.0}
+            [one] = store.query(_ONE_DEST, params)
+            last = store.query(_LAST_ERROR, params)
+            w = waiting.get(name, {})
+            out.append(
+                {
+                    "destination": name,
+                    "waiting": w.get("waiting", 0),
+                    "dead": dead.get(name, 0),
+                    "delivered": delivered.get(name, 0),
+                    "oldest_waiting_at": w.get("oldest_waiting_at"),
+                    **one,
+                    "last_error": last[0]["last_error"] if last else "",
+                    "last_error_at": last[0]["updated_at"] if last else None,
+                }
+            )
     return out
 
 
