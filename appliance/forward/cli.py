@@ -1,8 +1,9 @@
 """``appliance forward ...``: the queues from the shell, beside (or without) a running box.
 
 ``status`` per destination; ``waiting DEST`` with why each item waits; ``dead`` letters
-with reasons; ``retry [DEST]`` makes waiting items due now; ``resend ID...`` puts dead
-letters back; ``echo DEST`` tries a C-ECHO. A running appliance's workers pick changes
+with reasons (both the first ``--limit N``, 100 by default, or ``--all``, and a last line
+saying how many were left out); ``retry [DEST]`` makes waiting items due now;
+``resend ID...`` puts dead letters back; ``echo DEST`` tries a C-ECHO. A running appliance's workers pick changes
 up within a second (they read the same SQLite database).
 """
 
@@ -16,6 +17,8 @@ from typing import Any
 
 from appliance.forward import queue
 
+DEFAULT_LIMIT = 100
+
 
 def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Any]:
     """Add the ``forward`` command and its actions."""
@@ -25,9 +28,11 @@ def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) ->
     waiting = actions.add_parser("waiting", help="waiting items of a destination and why")
     add_common(waiting)
     waiting.add_argument("destination")
+    _add_limit(waiting, "oldest")
     dead = actions.add_parser("dead", help="dead letters with their reasons")
     add_common(dead)
     dead.add_argument("destination", nargs="?")
+    _add_limit(dead, "newest")
     retry_now = actions.add_parser("retry", help="make waiting items due now")
     add_common(retry_now)
     retry_now.add_argument("destination", nargs="?")
@@ -38,6 +43,26 @@ def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) ->
     add_common(echo)
     echo.add_argument("destination")
     return {"forward": run}
+
+
+def _limit(raw: str) -> int:
+    """The value of ``--limit``: a whole number from 1."""
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, not {raw!r}")
+    return int(raw)
+
+
+def _add_limit(parser: argparse.ArgumentParser, which: str) -> None:
+    how_many = parser.add_mutually_exclusive_group()
+    how_many.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT, metavar="N",
+                          help=f"show the {which} N (default {DEFAULT_LIMIT})")  # fmt: skip
+    how_many.add_argument("--all", action="store_true", help="show every one")
+
+
+def _left_out(shown: int, total: int, what: str) -> None:
+    """The last line when rows were left out: how many of how many, how to see the rest."""
+    if shown < total:
+        print(f"{shown:,} of {total:,} {what} shown; --limit N shows more, --all every one")
 
 
 def _age(t: float | None, now: float) -> str:
@@ -68,15 +93,25 @@ def run(args: argparse.Namespace) -> int:
                 if row["last_error"]:
                     print(f"{'':<16} last error: {row['last_error']}")
         elif command == "waiting":
-            for item in queue.waiting_items(store, args.destination):
+            limit = None if args.all else args.limit
+            with store.read():  # the rows and their count from one snapshot
+                items = queue.waiting_items(store, args.destination, limit)
+                total = queue.waiting_count(store, args.destination)
+            for item in items:
                 due = max(0.0, item["next_attempt"] - now)
                 print(
                     f"{item['id']:>8} {item['modality'] or '-':<4} attempts {item['attempts']:<3} "
                     f"next in {due:.0f} s  {item['why']}"
                 )
+            _left_out(len(items), total, "waiting items (oldest first)")
         elif command == "dead":
-            for item in queue.dead_letters(store, args.destination):
+            limit = None if args.all else args.limit
+            with store.read():
+                items = queue.dead_letters(store, args.destination, limit)
+                total = queue.dead_count(store, args.destination)
+            for item in items:
                 print(f"{item['id']:>8} {item['destination']:<16} {item['reason']}")
+            _left_out(len(items), total, "dead letters (newest first)")
         elif command == "retry":
             print(f"{queue.retry_now(store, args.destination)} waiting items are due now")
         elif command == "resend":

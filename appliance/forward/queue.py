@@ -569,14 +569,24 @@ def _with_why(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def waiting_items(store: Store, destination: str, limit: int = 100) -> list[dict[str, Any]]:
-    """Waiting rows of a destination, oldest first, each with why it waits."""
+def waiting_items(store: Store, destination: str, limit: int | None = 100) -> list[dict[str, Any]]:
+    """Waiting rows of a destination (``limit`` of them, or all), oldest first, each with
+    why it waits."""
     rows = store.query(
         f"{_WAITING_SELECT} WHERE q.destination = ? AND q.state = 'waiting' "
         "ORDER BY q.queued_at, q.id LIMIT ?",
-        (destination, limit),
+        (destination, -1 if limit is None else limit),
     )
     return _with_why(rows)
+
+
+def waiting_count(store: Store, destination: str) -> int:
+    """How many rows of a destination wait (from the partial index of waiting rows)."""
+    rows = store.query(
+        "SELECT COUNT(*) AS n FROM forward_queue WHERE destination = ? AND state = 'waiting'",
+        (destination,),
+    )
+    return int(rows[0]["n"])
 
 
 def waiting_page(store: Store, destination: str, req: paging.PageRequest) -> paging.Page:
@@ -587,14 +597,24 @@ def waiting_page(store: Store, destination: str, req: paging.PageRequest) -> pag
 
 
 def dead_letters(
-    store: Store, destination: str | None = None, limit: int = 100
+    store: Store, destination: str | None = None, limit: int | None = 100
 ) -> list[dict[str, Any]]:
-    """Rows refused for good, newest first, with the reason and the last status."""
+    """Rows refused for good (``limit`` of them, or all), newest first, with the reason and
+    the last status."""
     where = "q.state = 'dead'" + (" AND q.destination = ?" if destination else "")
-    params: tuple[Any, ...] = (destination, limit) if destination else (limit,)
+    n = -1 if limit is None else limit
+    params: tuple[Any, ...] = (destination, n) if destination else (n,)
     return store.query(
         f"{_DEAD_SELECT} WHERE {where} ORDER BY q.updated_at DESC, q.id DESC LIMIT ?", params
     )
+
+
+def dead_count(store: Store, destination: str | None = None) -> int:
+    """How many dead letters there are (of one destination or all)."""
+    where = "state = 'dead'" + (" AND destination = ?" if destination else "")
+    rows = store.query(f"SELECT COUNT(*) AS n FROM forward_queue WHERE {where}",
+                       (destination,) if destination else ())  # fmt: skip
+    return int(rows[0]["n"])
 
 
 def dead_letter_page(store: Store, destination: str | None, req: paging.PageRequest) -> paging.Page:

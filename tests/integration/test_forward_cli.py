@@ -81,3 +81,72 @@ def test_echo(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["forward", "echo", "down", "--config", str(config)]) == 1
     assert "no association" in capsys.readouterr().out
     assert cli.main(["forward", "echo", "nosuch", "--config", str(config)]) == 2
+
+
+def _receive(config: Path, n: int, dest: str) -> None:
+    """``n`` more images queued for ``dest``, each a second after the one before."""
+    store = open_store(config.parent / "data")
+    for i in range(n):
+        info = queue.InstanceInfo(f"1.3.{dest}.{i}", CT, "1.2.840.10008.1.2.1", "CT", "CT1")
+        queue.record_instance(store, info, f"g{i}", f"e{i}", 1, [dest], now=200 + i,
+                              durable=False)  # fmt: skip
+    store.close()
+
+
+def _run(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[str]:
+    assert cli.main(["forward", *args, "--config", str(config)]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_waiting_shows_the_oldest_100_then_how_many_were_left_out(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _receive(config, 120, "down")  # 123 waiting
+    lines = _run(config, capsys, "waiting", "down")
+    assert len(lines) == 101
+    assert lines[-1] == (
+        "100 of 123 waiting items (oldest first) shown; --limit N shows more, --all every one"
+    )
+    assert all("no association with NOBODY" in line for line in lines[:3])  # the oldest
+    lines = _run(config, capsys, "waiting", "down", "--limit", "5")
+    assert len(lines) == 6 and lines[-1].startswith("5 of 123 waiting items")
+    assert len(_run(config, capsys, "waiting", "down", "--all")) == 123  # and no last line
+    assert len(_run(config, capsys, "waiting", "down", "--limit", "123")) == 123
+    assert len(_run(config, capsys, "waiting", "pacs")) == 2  # every one shown: no last line
+
+
+def test_dead_letters_limit_and_all_of_one_destination_or_every_one(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _receive(config, 9, "pacs")
+    store = open_store(config.parent / "data")
+    for item in queue.claim(store, "pacs", 100, now=10**10):
+        queue.mark_dead(store, item, f"refused {item.sop_instance_uid}")
+    store.close()  # 1 + 2 + 9 dead letters of pacs, none of down
+    lines = _run(config, capsys, "dead", "--limit", "4")
+    assert len(lines) == 5
+    assert lines[-1] == (
+        "4 of 12 dead letters (newest first) shown; --limit N shows more, --all every one"
+    )
+    assert len(_run(config, capsys, "dead", "pacs", "--all")) == 12
+    assert len(_run(config, capsys, "dead")) == 12  # fewer than 100: no last line
+    assert _run(config, capsys, "dead", "down", "--limit", "1") == []
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--limit", "0"], "--limit: must be a whole number from 1"),
+        (["--limit", "ten"], "--limit: must be a whole number from 1"),
+        (["--limit", "-3"], "--limit: must be a whole number from 1"),
+        (["--all", "--limit", "5"], "not allowed with argument --all"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_option(
+    config: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    for command in (["waiting", "down"], ["dead"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["forward", *command, *args, "--config", str(config)])
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
