@@ -35,6 +35,13 @@ def _core_0001(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX audit_at ON audit(at)")
 
 
+@core(name="0002_audit_action_index")
+def _core_0002(db: sqlite_utils.Database) -> None:
+    # The audit log page of one action, newest first, a page at a time (and its count),
+    # and the list of actions the log holds.
+    db.execute("CREATE INDEX audit_action_at ON audit(action, at)")
+
+
 def all_sets() -> list[Migrations]:
     """Every component's migration set, in the order they are applied."""
     sets = [core]

@@ -19,7 +19,8 @@ from flask import (
 from appliance import accounts, audit, catalog, devices
 from appliance.config import CHARSETS, DEVICE_ROLES, STATION_FILTERS, DeviceSettings
 from appliance.errors import Conflict, NotFound, ValidationError
-from web import gettext, request_store, runtime, security
+from web import gettext, paging, request_store, runtime, security
+from web.prints import refuse
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -326,19 +327,20 @@ def catalog_export() -> Any:
 
 # -- audit log -----------------------------------------------------------------------
 
-AUDIT_PAGE = 200
-
 
 @bp.get("/audit", endpoint="audit")
 def audit_page() -> Any:
     store = request_store()
-    action = request.args.get("action", "").strip() or None
-    actions = [
-        r["action"] for r in store.query("SELECT DISTINCT action FROM audit ORDER BY action")
-    ]
+    action = request.args.get("action", "").strip()
+    try:
+        page = audit.page(store, action or None, paging.page_request(request.args))
+    except ValidationError as exc:
+        return refuse(400, exc.field, exc.reason)
     return render_template(
         "admin/audit.html",
-        rows=audit.recent(store, AUDIT_PAGE, action),
-        actions=actions,
-        action=action or "",
+        page=page,
+        links=paging.links(page, "admin.audit", request.args),
+        sizes=paging.SIZES,
+        actions=audit.actions(store),
+        action=action,
     )

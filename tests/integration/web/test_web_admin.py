@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask.testing import FlaskClient
 
-from appliance import accounts, audit, catalog
-from tests.webclient import PASSWORD, Web, field_errors, post
+from appliance import accounts, audit, catalog, paging
+from tests.webclient import PASSWORD, Web, field_errors, pager, post, walk
 
 CT2 = {
     "ae_title": "CT2",
@@ -339,6 +341,115 @@ def test_audit_log_shows_who_did_what(web: Web, admin: FlaskClient) -> None:
     only = admin.get("/admin/audit?action=worklist-query").text
     table = only[only.index('id="audit"') :]
     assert "worklist-query" in table and "catalog-add" not in table
+
+
+def _log(web: Web, n: int) -> None:
+    """``n`` audit rows in one commit (many in the same millisecond: ties on ``at``);
+    every third a "schedule", the others "worklist-query"."""
+    with web.store.write() as db:
+        for i in range(n):
+            action = "schedule" if i % 3 == 0 else "worklist-query"
+            audit.record(db, "CT1", action, f"object {i}", f"{i} items", "dicom 10.0.0.21")
+
+
+def _newest_first(web: Web, action: str = "") -> list[str]:
+    where, params = ("WHERE action = ?", (action,)) if action else ("", ())
+    rows = web.store.query(f"SELECT id FROM audit {where} ORDER BY at DESC, id DESC", params)
+    return [str(r["id"]) for r in rows]
+
+
+def test_audit_log_pages_through_every_row_once_newest_first(web: Web, admin: FlaskClient) -> None:
+    _log(web, 250)
+    everything = _newest_first(web)
+    total = len(everything)  # and the rows of signing in and setting up
+    pages = walk(admin, "/admin/audit", "entry")
+    assert [len(p) for p in pages] == [100, 100, total - 200]
+    assert sum(pages, []) == everything
+    text, links = pager(admin.get("/admin/audit").text)
+    assert text == f"1–100 of {total}" and set(links) == {"next", "last"}
+    assert pager(admin.get(links["next"]).text)[0] == f"101–200 of {total}"
+    last = admin.get(links["last"]).text
+    assert pager(last)[0] == f"201–{total} of {total}"  # the page "Next" would reach
+    back = walk(admin, pager(last)[1]["previous"], "entry", link="previous")
+    assert back == pages[1::-1]
+
+
+def test_audit_log_links_keep_the_action_and_size(web: Web, admin: FlaskClient) -> None:
+    _log(web, 250)
+    wanted = _newest_first(web, "schedule")
+    url = "/admin/audit?action=schedule&size=40"
+    pages = walk(admin, url, "entry")
+    assert [len(p) for p in pages] == [40, 40, 4] and sum(pages, []) == wanted
+    first = admin.get(url).text
+    text, links = pager(first)
+    assert text == "1–40 of 84"
+    for name in ("next", "last"):
+        query = parse_qs(urlsplit(links[name]).query)
+        assert query["action"] == ["schedule"] and query["size"] == ["40"]
+    assert "<option selected>40</option>" in first and "<option selected>schedule</option>" in first
+    assert pager(admin.get("/admin/audit?action=nothing-like-it").text) == ("No rows", {})
+
+
+def test_audit_row_logged_between_page_loads_neither_shifts_nor_repeats(
+    web: Web, admin: FlaskClient
+) -> None:
+    _log(web, 250)
+    everything = _newest_first(web)
+    first = admin.get("/admin/audit").text
+    assert re.findall(r'id="entry-(\d+)"', first) == everything[:100]
+    audit.record_now(web.store, "admin", "device-add", "CT9")  # the newest now
+    second = admin.get(pager(first)[1]["next"]).text
+    assert re.findall(r'id="entry-(\d+)"', second) == everything[100:200]
+    assert pager(second)[0] == f"102–201 of {len(everything) + 1}"
+
+
+@pytest.mark.parametrize(
+    "query,field",
+    [
+        ("size=0", "size"),
+        ("size=501", "size"),
+        ("size=ten", "size"),
+        ("after=not-a-cursor", "after"),
+        ("before=WzEsMl0", "before"),  # [1,2]: well formed, but the key is a text and an id
+        ("after=WyJhIl0", "after"),  # ["a"]: one value, not two
+        ("after=WyJhIiwxXQ&before=end", "before"),  # ["a",1]: both ways at once
+    ],
+)
+def test_audit_log_bad_paging_is_400_naming_the_parameter(
+    admin: FlaskClient, query: str, field: str
+) -> None:
+    resp = admin.get(f"/admin/audit?action=schedule&{query}")
+    assert resp.status_code == 400
+    assert f"{field}: " in resp.text and 'id="entry-' not in resp.text
+
+
+def test_audit_log_paging_in_japanese(web: Web) -> None:
+    _log(web, 150)
+    ja = web.login("admin", **{"Accept-Language": "ja"})
+    page = ja.get("/admin/audit").text
+    total = len(_newest_first(web))
+    assert f"{total} 件中 1–100 件目" in page and "新しい順" in page and "次へ ›" in page
+    assert "表示件数" in page and "すべての操作" in page
+    resp = ja.get("/admin/audit?size=501")
+    assert resp.status_code == 400 and "size: 1 から 500 までの整数にしてください" in resp.text
+
+
+def test_audit_log_queries_read_index_ranges(web: Web) -> None:
+    _log(web, 300)
+    statements: list[str] = []
+    conn = web.store.db.conn
+    conn.set_trace_callback(statements.append)
+    first = audit.page(web.store, "schedule", paging.PageRequest(50))
+    audit.page(web.store, "schedule", paging.PageRequest(50, after=first.last))
+    audit.page(web.store, "schedule", paging.PageRequest(50, before=paging.END))
+    actions = audit.actions(web.store)
+    conn.set_trace_callback(None)
+    distinct = web.store.query("SELECT DISTINCT action FROM audit ORDER BY action")
+    assert actions == [r["action"] for r in distinct] and "schedule" in actions
+    plans = [r[3] for sql in statements if sql.lstrip().startswith(("SELECT", "WITH"))
+             for r in conn.execute("EXPLAIN QUERY PLAN " + sql)]  # fmt: skip
+    assert plans and not [p for p in plans if p.startswith("SCAN audit") or "TEMP B-TREE" in p]
+    assert any("audit_action_at (action=? AND at<?)" in p for p in plans)
 
 
 def test_admin_menu_keeps_places_for_printers_and_destinations(
