@@ -466,8 +466,6 @@ def defer_destination(
 # The import is here so that the page functions stay apart from the sending code above.)
 
 
-_COUNTS = ("waiting", "dead", "delivered", "delivered_last_minute")
-
 # Each part reads an index range, not the table: waiting and dead rows from their partial
 # indexes (few: the live backlog), delivered ones from the counts the triggers of 0004
 # keep, the rest one destination at a time by index, so the cost does not grow with the
