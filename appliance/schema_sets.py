@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlite_utils.migrations import Migrations
 
-from appliance import accounts, catalog, devices
+from appliance import accounts, catalog, destinations, devices
 from appliance.forward.queue import migrations as forward
 from appliance.printing.migrations import printing
 from appliance.worklist.schema import migrations as worklist
@@ -16,4 +16,5 @@ SETS: list[Migrations] = [
     accounts.migrations,
     devices.migrations,
     catalog.migrations,
+    destinations.migrations,
 ]

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from appliance import access
+from appliance import access, destinations
 from appliance.config import Config
 from appliance.db import Store, open_store
 
@@ -51,12 +51,17 @@ class Service(Protocol):
 
 @dataclass
 class Runtime:
-    """What services and the web app share: configuration, database, live device list."""
+    """What services and the web app share: configuration, database, live device list,
+    live destination list (the file's ``[[destinations]]`` synced in when it is built)."""
 
     config: Config
     store: Store
     access: access.Access
     started_at: float = field(default_factory=time.time)
+    destinations: destinations.Live = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.destinations = destinations.Live(self.store, self.config.destinations)
 
 
 def configure_pynetdicom(config: Config) -> None:

@@ -78,13 +78,13 @@ def run(args: argparse.Namespace) -> int:
     if command is None:
         print("usage: appliance forward {status|waiting|dead|retry|resend|echo}", file=sys.stderr)
         return 2
-    if command == "echo":
-        return _echo(cfg, args.destination)
     store = open_store(cfg.data_dir)
     now = time.time()
     try:
+        if command == "echo":
+            return _echo(cfg, _destinations(cfg, store), args.destination)
         if command == "status":
-            for row in queue.summary(store, [d.name for d in cfg.destinations], now):
+            for row in queue.summary(store, [d.name for d in _destinations(cfg, store)], now):
                 print(
                     f"{row['destination']:<16} waiting {row['waiting']:<6} dead {row['dead']:<5} "
                     f"delivered {row['delivered']:<7} last minute {row['delivered_last_minute']:<5} "
@@ -121,10 +121,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _echo(cfg: Any, name: str) -> int:
+def _destinations(cfg: Any, store: Any) -> list[Any]:
+    """The destinations the appliance works with: the database's (the file's synced in at
+    every start, and the web's), then any the file declares that no start synced yet."""
+    from appliance import destinations
+
+    known = destinations.load(store)
+    names = {d.name for d in known}
+    return [*known, *(d for d in cfg.destinations if d.name not in names)]
+
+
+def _echo(cfg: Any, dests: list[Any], name: str) -> int:
     from appliance.forward.sender import echo
 
-    dest = next((d for d in cfg.destinations if d.name == name), None)
+    dest = next((d for d in dests if d.name == name), None)
     if dest is None:
         print(f"no destination named {name!r}", file=sys.stderr)
         return 2

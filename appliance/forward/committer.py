@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -44,13 +45,19 @@ def _status(code: int, comment: str = "") -> Dataset:
 class Committer(Worker):
     """Resolves modality requests, asks PACS for commitment, sends the reports."""
 
-    def __init__(self, config: Config, store: Store, access: Any) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        access: Any,
+        destinations: Callable[[], Iterable[DestinationSettings]] | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.access = access
         self.ae_title = config.dicom.ae_title
-        self.policies = {d.name: d.commitment for d in config.destinations}
-        self.pacs = {d.name: d for d in config.destinations if d.commitment == "pacs"}
+        # The current destinations (the live list, edited in the web UI), else the file's.
+        self.destinations = destinations or (lambda: config.destinations)
         self._pacs_retry: dict[str, tuple[int, float]] = {}
         super().__init__()
         self.last_error = ""
@@ -71,9 +78,11 @@ class Committer(Worker):
         """One round: ask the PACS, resolve requests, send due reports."""
         if not commitment.has_open_requests(self.store):
             return
-        for dest in self.pacs.values():
-            self._ask_pacs(dest)
-        commitment.evaluate(self.store, self.policies, now)
+        dests = list(self.destinations())
+        for dest in dests:
+            if dest.commitment == "pacs":
+                self._ask_pacs(dest)
+        commitment.evaluate(self.store, {d.name: d.commitment for d in dests}, now)
         for c in commitment.due_reports(self.store, now):
             self._report(c)
 

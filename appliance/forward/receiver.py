@@ -13,7 +13,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from appliance import status
-from appliance.config import Config
+from appliance.config import Config, DestinationSettings
 from appliance.db import Store
 from appliance.errors import StorageFull, ValidationError
 from appliance.forward import queue, routing
@@ -61,8 +61,11 @@ class Receiver:
         store: Store,
         spool: Spool,
         on_queued: Callable[[list[str]], None] = lambda names: None,
+        destinations: Callable[[], Iterable[DestinationSettings]] | None = None,
     ) -> None:
         self.config = config
+        # The current destinations (the live list, edited in the web UI), else the file's.
+        self.destinations = destinations or (lambda: config.destinations)
         self.store = store
         self.spool = spool
         self.on_queued = on_queued
@@ -128,7 +131,7 @@ class Receiver:
             raise ValidationError("SOP Instance UID", "is missing from the data set")
         if in_data != sop_instance:
             raise ValidationError("SOP Instance UID", "differs from the Affected SOP Instance UID")
-        dests = routing.route(self.config.destinations, calling_ae, modality, sop_class)
+        dests = routing.route(self.destinations(), calling_ae, modality, sop_class)
         info = queue.InstanceInfo(sop_instance, sop_class, transfer_syntax, modality, calling_ae)
         kept = queue.kept_version(self.store, sop_instance)
         if kept is not None and self.spool.same_bytes(kept[0], path):
@@ -168,7 +171,7 @@ class Receiver:
                     TypeError, ValidationError) as exc:  # fmt: skip
                 log.error("spooled file %s cannot be queued again: %s", rel, type(exc).__name__)
                 continue
-            dests = routing.route(self.config.destinations, calling, modality, sop_class)
+            dests = routing.route(self.destinations(), calling, modality, sop_class)
             kept = queue.kept_version(self.store, sop_instance)
             if kept is not None and self.spool.same_bytes(kept[0], path):
                 self.spool.delete(rel)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
+from appliance import destinations
+from appliance.config import DestinationSettings
 from appliance.forward import commitment, intake, queue
 from appliance.forward.committer import Committer, handle_n_action, handle_n_event_report
 from appliance.forward.receiver import Receiver, handle_store
 from appliance.forward.retention import Retention
 from appliance.forward.sender import Sender
 from appliance.forward.spool import Spool
+from appliance.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,8 @@ ACCEPTED_SYNTAXES = [
 
 
 class ForwardService:
-    """Storage SCP into a durable spool, and one sender per ``[[destinations]]`` entry."""
+    """Storage SCP into a durable spool, and senders for every destination of the live
+    list (``runtime.destinations``: the file's ``[[destinations]]`` and the web's)."""
 
     name = "forward"
 
@@ -38,29 +43,67 @@ class ForwardService:
         config = runtime.config
         self.config = config
         self.store = runtime.store
+        self.live = runtime.destinations
         self.spool = Spool(config.data_dir / "spool")
-        self.committer = Committer(config, self.store, runtime.access)
+        self.committer = Committer(config, self.store, runtime.access, self.live.current)
         fwd = config.forward
         self.retention = Retention(self.store, self.spool, fwd.retention_hours, fwd.budget_mb)
-        # One worker per destination and parallel association (forward.associations).
+        # Per destination, one worker per parallel association (forward.associations).
+        # Replaced as a whole (never changed in place) when the destinations change.
         self.senders: dict[str, list[Sender]] = {
-            d.name: [
-                Sender(
-                    d,
-                    config.dicom,
-                    self.store,
-                    self.spool,
-                    fwd,
-                    on_delivered=self._delivered,
-                    lane=lane,
-                    lanes=fwd.associations,
-                )
-                for lane in range(fwd.associations)
-            ]
-            for d in config.destinations
+            d.name: self._lanes(d) for d in self.live.current()
         }
-        self.receiver = Receiver(config, self.store, self.spool, on_queued=self._wake)
+        self._reconcile_lock = threading.Lock()
+        self.watcher = DestinationWatcher(self)
+        self.receiver = Receiver(
+            config, self.store, self.spool, on_queued=self._wake, destinations=self.live.current
+        )
         self.state = "stopped"
+
+    def _lanes(self, dest: DestinationSettings) -> list[Sender]:
+        fwd = self.config.forward
+        return [
+            Sender(
+                dest,
+                self.config.dicom,
+                self.store,
+                self.spool,
+                fwd,
+                on_delivered=self._delivered,
+                lane=lane,
+                lanes=fwd.associations,
+            )
+            for lane in range(fwd.associations)
+        ]
+
+    def reconcile(self) -> None:
+        """Make the senders match the live destination list: start workers of a new
+        destination, stop and drop those of a removed one, restart those of a changed one.
+        The queue rows of a removed destination stay; they wait until it is added again."""
+        with self._reconcile_lock:
+            wanted = {d.name: d for d in self.live.current()}
+            old = self.senders
+            keep = {
+                n: lanes for n, lanes in old.items() if n in wanted and lanes[0].dest == wanted[n]
+            }
+            gone = [lanes for n, lanes in old.items() if n not in keep]
+            fresh = {n: self._lanes(d) for n, d in wanted.items() if n not in keep}
+            if not gone and not fresh:
+                return
+            for lanes in gone:
+                for sender in lanes:
+                    sender.stop()
+            self.senders = {n: keep.get(n) or fresh[n] for n in wanted}
+            for lanes in fresh.values():
+                for sender in lanes:
+                    sender.start()
+            log.info(
+                "forward destinations now %s (started %s, stopped %s)",
+                ", ".join(wanted) or "none",
+                ", ".join(fresh) or "none",
+                ", ".join(lanes[0].dest.name for lanes in gone) or "none",
+            )
+        self.committer.wake()
 
     def contexts(self) -> list[tuple[Any, ...]]:
         """Every storage SOP class with every transfer syntax (kept as proposed), and
@@ -92,9 +135,13 @@ class ForwardService:
                 sender.start()
         self.committer.start()
         self.retention.start()
+        self.live.subscribe(self.watcher.wake)
+        self.watcher.start()
         self.state = "running"
 
     def stop(self) -> None:
+        self.live.unsubscribe(self.watcher.wake)
+        self.watcher.stop()
         self.retention.stop()
         self.committer.stop()
         for lanes in self.senders.values():
@@ -128,7 +175,7 @@ class ForwardService:
                 # Why items wait now (from the queue rows); each worker's own last error,
                 # stale once it recovered, is under "associations".
                 "last_error": row["last_error"],
-                "associations": [s.health() for s in lanes] or [{"state": "not configured"}],
+                "associations": [s.health() for s in lanes] or [{"state": "destination removed"}],
             }
         free = self.spool.free_bytes() if self.spool.root.exists() else None
         state = self.state
@@ -143,3 +190,25 @@ class ForwardService:
             "commitment": self.committer.health(),
             "retention": self.retention.health(),
         }
+
+
+class DestinationWatcher(Worker):
+    """Applies destination changes to the forwarder's senders, off the web's and the
+    listener's threads: woken by the live list when it changes in this process, and
+    looking every ``REFRESH_S`` seconds for a change made by another process."""
+
+    def __init__(self, service: ForwardService) -> None:
+        super().__init__()
+        self.service = service
+
+    def thread_name(self) -> str:
+        return "forward-destinations"
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.service.reconcile()
+            except Exception:  # a bug must not kill the watcher; logged, tried again
+                log.exception("forward: applying destination changes failed")
+            if self._wake.wait(destinations.REFRESH_S):
+                self._wake.clear()
