@@ -71,9 +71,10 @@ def create_app(
     if token is not None:
         announce(token)
 
-    from web import admin, api, auth, board, prints, queues, steps
+    from web import admin, api, auth, board, destinations, prints, queues, steps
 
-    for bp in (auth.bp, board.bp, steps.bp, admin.bp, prints.bp, queues.bp, api.bp):
+    blueprints = (auth, board, steps, admin, prints, queues, destinations, api)
+    for bp in (module.bp for module in blueprints):
         app.register_blueprint(bp)
 
     @app.get("/healthz")

@@ -1,4 +1,4 @@
-"""JSON API under /api/v1/: procedures (scheduled steps) and devices. See docs/api.md.
+"""JSON API under /api/v1/: procedures (scheduled steps), devices, destinations. See docs/api.md.
 
 Authentication: ``Authorization: Bearer <token>`` (tokens are made on the Users page)
 or the browser session (unsafe methods then need the ``X-CSRF-Token`` header). Bad
@@ -13,11 +13,12 @@ from typing import Any
 
 from flask import Blueprint, abort, g, jsonify, request
 
-from appliance import devices
+from appliance import destinations, devices
 from appliance.errors import Conflict, NotFound, ValidationError
 from appliance.worklist.repo import WorklistRepo
 from web import board, request_store, runtime, security, stepform
 from web.admin import device_from
+from web.destinations import destination_from
 from web.steps import lookups
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -216,4 +217,70 @@ def device_delete(ae_title: str) -> Any:
     except ValidationError as exc:
         return invalid({exc.field: exc.reason})
     devices.publish(store, runtime().access)
+    return "", 204
+
+
+# -- destinations (admins only) -----------------------------------------------------
+
+
+def destination_json(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row[k] for k in destinations.FIELDS}
+    out["managed_by"] = row["managed_by"]
+    return out
+
+
+@bp.get("/destinations")
+def destinations_list() -> Any:
+    _admin()
+    return jsonify(destinations=[destination_json(r) for r in destinations.rows(request_store())])
+
+
+@bp.get("/destinations/<name>")
+def destination_get(name: str) -> Any:
+    _admin()
+    try:
+        return jsonify(destination_json(destinations.get(request_store(), name)))
+    except NotFound:
+        abort(404, description=f"no destination {name}")
+
+
+def _destination_write(original: str | None) -> Any:
+    _admin()
+    store = request_store()
+    dest, errors = destination_from(body())
+    if dest is None:
+        return invalid(errors)
+    try:
+        destinations.save(store, dest, original, security.actor(), security.source())
+    except ValidationError as exc:
+        return invalid({exc.field: exc.reason})
+    except NotFound:
+        abort(404, description=f"no destination {original}")
+    destinations.publish(store, runtime().destinations)
+    return jsonify(destination_json(destinations.get(store, dest.name))), (
+        201 if original is None else 200
+    )
+
+
+@bp.post("/destinations")
+def destination_create() -> Any:
+    return _destination_write(None)
+
+
+@bp.put("/destinations/<name>")
+def destination_update(name: str) -> Any:
+    return _destination_write(name)
+
+
+@bp.delete("/destinations/<name>")
+def destination_delete(name: str) -> Any:
+    _admin()
+    store = request_store()
+    try:
+        destinations.delete(store, name, security.actor(), security.source())
+    except NotFound:
+        abort(404, description=f"no destination {name}")
+    except ValidationError as exc:
+        return invalid({exc.field: exc.reason})
+    destinations.publish(store, runtime().destinations)
     return "", 204

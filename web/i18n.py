@@ -244,13 +244,24 @@ JA: dict[str, str] = {
     "No dead letters.": "送信不能はありません。",
     "Resend": "再送",
     "Routing rules": "振り分けルール",
-    "Routing rules come from the configuration file; change them there. An empty rule matches everything.": "振り分けルールは設定ファイルから読み込まれます。変更は設定ファイルで行ってください。空のルールはすべてに一致します。",
     "From calling AE titles": "送信元 AE タイトル",
     "Modalities": "モダリティ",
     "SOP classes": "SOP クラス",
     "Storage Commitment": "保存確認 (Storage Commitment)",
     "any": "すべて",
-    "not in the configuration": "設定にありません",
+    "destination removed": "削除された送信先",
+    "New destination": "新しい送信先",
+    "Edit destination": "送信先の編集",
+    "Destination name": "送信先名",
+    "pacs: ask the PACS to commit": "pacs: PACS に保存確認を依頼する",
+    "delivery: a sent image counts as committed": "delivery: 送信できた画像を保存済みとみなす",
+    "Separate several values with commas. An empty rule matches everything.": "複数の値はカンマで区切ってください。空のルールはすべてに一致します。",
+    "Destinations from the configuration file are read from it at every start; change them there. Those added here are kept. An empty rule matches everything.": "設定ファイルの送信先は起動時に設定ファイルから読み込まれます。変更は設定ファイルで行ってください。ここで追加した送信先は保持されます。空のルールはすべてに一致します。",
+    "%(name)s removed; its waiting items stay until it is added again.": "%(name)s を削除しました。送信待ちの画像は同じ名前で追加し直すまで残ります。",
+    "is already used by another destination": "既に他の送信先が使っています",
+    "must be Modality codes such as CT or MR": "CT や MR などのモダリティコードにしてください",
+    "must be SOP Class UIDs (digits and dots)": "SOP クラス UID (数字とドット) にしてください",
+    "must not be empty": "空欄にはできません",
     "%(n)s waiting items will be sent now.": "送信待ち %(n)s 件を今すぐ送信します。",
     "%(n)s dead letters will be sent again.": "送信不能 %(n)s 件を再送します。",
     "%(n)s of the dead letters were sent again; the others' files are gone.": "送信不能のうち %(n)s 件を再送しました。残りはファイルが削除済みです。",
@@ -281,6 +292,25 @@ JA: dict[str, str] = {
 }
 
 PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # the configuration loader's reasons, which name the value (destination form)
+    (
+        re.compile(r"^(.+) must be 1-32 letters, digits, '_' or '-'$"),
+        r"\1: 英数字・'_'・'-' の 1-32 文字にしてください",
+    ),
+    (
+        re.compile(r"^(-?\d+) is not a port number \((\d+)-(\d+)\)$"),
+        r"\1 はポート番号 (\2-\3) ではありません",
+    ),
+    (
+        re.compile(r"^(.+) is neither an IP address nor a host name$"),
+        r"\1 は IP アドレスでもホスト名でもありません",
+    ),
+    (re.compile(r"^(.+) is longer than (\d+) characters$"), r"\1: \2 文字以内で入力してください"),
+    (
+        re.compile(r"^(.+) contains a backslash or a control character$"),
+        r"\1: \\ や制御文字は使えません",
+    ),
+    (re.compile(r"^(.+) is not one of (.+)$"), r"\1: 次のいずれかにしてください: \2"),
     (re.compile(r"^is longer than (\d+) characters$"), r"\1 文字以内で入力してください"),
     (re.compile(r"^must be at least (\d+) characters long$"), r"\1 文字以上必要です"),
     (re.compile(r"^contains control characters$"), "制御文字が含まれています"),

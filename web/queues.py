@@ -1,7 +1,8 @@
 """Destinations and their forward queues (admins): per destination the waiting count,
 oldest item, last error and throughput; waiting items with why each waits; retry now;
-dead letters with reasons and resend; a C-ECHO test; the routing rules (read-only,
-from the configuration file). The overview shows the first rows of each list; the
+dead letters with reasons and resend; a C-ECHO test; the destinations themselves with
+their routing rules (added and edited in web/destinations.py; those of the
+configuration file read-only). The overview shows the first rows of each list; the
 waiting items of a destination and the dead letters have their own pages to page
 through every row."""
 
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from appliance import audit
+from appliance import audit, destinations
 from appliance.errors import ValidationError
 from appliance.forward import queue, sender
 from web import gettext, paging, request_store, runtime, security
@@ -31,11 +32,12 @@ def _admins_only() -> None:
 
 
 def _configured() -> dict[str, Any]:
-    return {d.name: d for d in runtime().config.destinations}
+    """The destinations now (the file's and the web's), by name, in routing order."""
+    return {d.name: d for d in runtime().destinations.current()}
 
 
 def _known(name: str) -> bool:
-    """A destination of the configuration, or one that still has queue rows."""
+    """A current destination, or one that still has queue rows (a removed one)."""
     return name in _configured() or bool(
         request_store().query("SELECT 1 FROM forward_queue WHERE destination = ? LIMIT 1", (name,))
     )
@@ -62,6 +64,7 @@ def index() -> Any:
         "admin/destinations.html",
         rows=rows,
         configured=configured,
+        managed={r["name"]: r["managed_by"] for r in destinations.rows(store)},
         waiting=waiting,
         dead=queue.dead_letters(store, limit=PREVIEW),
         dead_total=sum(r["dead"] for r in rows),
