@@ -28,11 +28,10 @@ from appliance import audit
 from appliance.config import DestinationSettings, _validate_destination
 from appliance.db import Store
 from appliance.errors import ConfigError, NotFound, ValidationError
+from appliance.managed import NOW, ManagedTable
 
-CONFIG, WEB = "config", "web"
 FIELDS = tuple(f.name for f in dataclasses.fields(DestinationSettings))
 LISTS = ("from_ae", "modalities", "sop_classes")  # kept as JSON arrays
-NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
 VERSION_KEY = "destinations_version"
 # How often a process looks for destination changes made by another process (seconds).
 REFRESH_S = 2.0
@@ -59,19 +58,9 @@ def _m0001(db: sqlite_utils.Database) -> None:
     )
 
 
-def _bump(db: sqlite_utils.Database) -> None:
-    """Count every change, so another process (``serve --only dicom``) notices it."""
-    db.execute(
-        """INSERT INTO settings(key, value) VALUES (?, '1')
-           ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1""",
-        (VERSION_KEY,),
-    )
-
-
 def version(store: Store) -> int:
     """The change counter of the destination list."""
-    rows = store.query("SELECT value FROM settings WHERE key = ?", (VERSION_KEY,))
-    return int(rows[0]["value"]) if rows else 0
+    return TABLE.version(store)
 
 
 def validate(dest: DestinationSettings) -> DestinationSettings:
@@ -96,40 +85,34 @@ def _values(dest: DestinationSettings) -> list[Any]:
     ]
 
 
-_ORDER = "ORDER BY managed_by = 'web', position, name"  # the file's order, then the web's
+TABLE = ManagedTable(
+    table="destinations",
+    key="name",
+    noun="destination",
+    fields=FIELDS,
+    encode=_values,
+    decode=_settings,
+    order="managed_by = 'web', position, name",  # the file's order, then the web's
+    version_key=VERSION_KEY,
+    positioned=True,
+)
 
 
 def sync_from_config(
     store: Store, configured: tuple[DestinationSettings, ...]
 ) -> list[DestinationSettings]:
     """Write the file's destinations over the database's; returns the resulting list."""
-    columns = ", ".join(FIELDS)
-    marks = ", ".join("?" * len(FIELDS))
-    names = [d.name for d in configured]
-    with store.write() as db:
-        db.execute(
-            f"DELETE FROM destinations WHERE managed_by = ? "
-            f"AND name NOT IN ({','.join('?' * len(names))})",
-            (CONFIG, *names),
-        )
-        for position, dest in enumerate(configured):
-            db.execute(
-                f"""INSERT OR REPLACE INTO destinations({columns}, position, managed_by,
-                    updated_at) VALUES ({marks}, ?, ?, {NOW})""",
-                (*_values(dest), position, CONFIG),
-            )
-        _bump(db)
-    return load(store)
+    return TABLE.sync_from_config(store, configured)
 
 
 def load(store: Store) -> list[DestinationSettings]:
     """Every destination, as the forwarder sees it: the file's in its order, then the web's."""
-    return [_settings(row) for row in store.query(f"SELECT * FROM destinations {_ORDER}")]
+    return TABLE.load(store)
 
 
 def rows(store: Store) -> list[dict[str, Any]]:
     """Every destination row (with ``managed_by``), lists decoded."""
-    out = store.query(f"SELECT * FROM destinations {_ORDER}")
+    out = TABLE.rows(store)
     for row in out:
         for name in LISTS:
             row[name] = json.loads(row[name])
@@ -143,11 +126,6 @@ def get(store: Store, name: str) -> dict[str, Any]:
     return found[0]
 
 
-def _managed_by(db: sqlite_utils.Database, name: str) -> str | None:
-    row = db.execute("SELECT managed_by FROM destinations WHERE name = ?", (name,)).fetchone()
-    return None if row is None else str(row[0])
-
-
 def save(
     store: Store,
     dest: DestinationSettings,
@@ -158,22 +136,7 @@ def save(
     """Add a destination (original None) or change one; file-managed ones are read-only."""
     dest = validate(dest)
     with store.write() as db:
-        if original is not None:
-            managed = _managed_by(db, original)
-            if managed is None:
-                raise NotFound(f"no destination {original!r}")
-            if managed == CONFIG:
-                raise ValidationError("name", "is managed by the configuration file")
-        if dest.name != original and _managed_by(db, dest.name) is not None:
-            raise ValidationError("name", "is already used by another destination")
-        if original is not None:
-            db.execute("DELETE FROM destinations WHERE name = ?", (original,))
-        db.execute(
-            f"""INSERT INTO destinations({", ".join(FIELDS)}, managed_by)
-                VALUES ({", ".join("?" * len(FIELDS))}, ?)""",
-            (*_values(dest), WEB),
-        )
-        _bump(db)
+        TABLE.put(db, dest, original)
         action = "destination-add" if original is None else "destination-change"
         detail = f"{dest.ae_title}@{dest.host}:{dest.port}"
         if original is not None and original != dest.name:
@@ -185,13 +148,7 @@ def save(
 def delete(store: Store, name: str, actor: str = "system", source: str = "") -> None:
     """Remove a web-managed destination; its queue rows stay (shown as removed)."""
     with store.write() as db:
-        managed = _managed_by(db, name)
-        if managed is None:
-            raise NotFound(f"no destination {name!r}")
-        if managed == CONFIG:
-            raise ValidationError("name", "is managed by the configuration file")
-        db.execute("DELETE FROM destinations WHERE name = ?", (name,))
-        _bump(db)
+        TABLE.remove(db, name)
         audit.record(db, actor, "destination-delete", f"destination {name}", "", source)
 
 

@@ -19,10 +19,9 @@ from appliance import audit
 from appliance.config import DeviceSettings, _validate_device
 from appliance.db import Store
 from appliance.errors import ConfigError, NotFound, ValidationError
+from appliance.managed import NOW, ManagedTable
 
-CONFIG, WEB = "config", "web"
 FIELDS = tuple(f.name for f in dataclasses.fields(DeviceSettings))
-NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
 VERSION_KEY = "devices_version"
 
 migrations = Migrations("devices")
@@ -48,19 +47,9 @@ def _m0001(db: sqlite_utils.Database) -> None:
     )
 
 
-def _bump(db: sqlite_utils.Database) -> None:
-    """Count every change, so another process (``serve --only dicom``) notices it."""
-    db.execute(
-        """INSERT INTO settings(key, value) VALUES (?, '1')
-           ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1""",
-        (VERSION_KEY,),
-    )
-
-
 def version(store: Store) -> int:
     """The change counter of the device list."""
-    rows = store.query("SELECT value FROM settings WHERE key = ?", (VERSION_KEY,))
-    return int(rows[0]["value"]) if rows else 0
+    return TABLE.version(store)
 
 
 def validate(device: DeviceSettings) -> DeviceSettings:
@@ -83,36 +72,33 @@ def _values(device: DeviceSettings) -> list[Any]:
     ]
 
 
+TABLE = ManagedTable(
+    table="devices",
+    key="ae_title",
+    noun="device",
+    fields=FIELDS,
+    encode=_values,
+    decode=_settings,
+    order="ae_title",
+    version_key=VERSION_KEY,
+)
+
+
 def sync_from_config(store: Store, configured: tuple[DeviceSettings, ...]) -> list[DeviceSettings]:
     """Write the file's devices over the database's; returns the resulting live list."""
-    columns = ", ".join(FIELDS)
-    marks = ", ".join("?" * len(FIELDS))
-    with store.write() as db:
-        names = [d.ae_title for d in configured]
-        db.execute(
-            f"DELETE FROM devices WHERE managed_by = ? AND ae_title NOT IN ({','.join('?' * len(names))})",
-            (CONFIG, *names),
-        )
-        for device in configured:
-            db.execute(
-                f"""INSERT OR REPLACE INTO devices({columns}, managed_by, updated_at)
-                    VALUES ({marks}, ?, {NOW})""",
-                (*_values(device), CONFIG),
-            )
-        _bump(db)
-    return load(store)
+    return TABLE.sync_from_config(store, configured)
 
 
 def load(store: Store) -> list[DeviceSettings]:
     """Every device, as the DICOM side sees it."""
-    return [_settings(row) for row in store.query("SELECT * FROM devices ORDER BY ae_title")]
+    return TABLE.load(store)
 
 
 def rows(store: Store, role: str | None = None) -> list[dict[str, Any]]:
     """Every device row (with ``managed_by``), optionally of one role."""
     if role:
         return store.query("SELECT * FROM devices WHERE role = ? ORDER BY ae_title", (role,))
-    return store.query("SELECT * FROM devices ORDER BY ae_title")
+    return TABLE.rows(store)
 
 
 def get(store: Store, ae_title: str) -> dict[str, Any]:
@@ -132,25 +118,7 @@ def save(
     """Add a device (original_ae None) or change one; file-managed devices are read-only."""
     device = validate(device)
     with store.write() as db:
-        if original_ae is not None:
-            row = db.execute(
-                "SELECT managed_by FROM devices WHERE ae_title = ?", (original_ae,)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no device {original_ae!r}")
-            if row[0] == CONFIG:
-                raise ValidationError("ae_title", "is managed by the configuration file")
-        taken = db.execute("SELECT managed_by FROM devices WHERE ae_title = ?", (device.ae_title,))
-        if taken.fetchone() is not None and device.ae_title != original_ae:
-            raise ValidationError("ae_title", "is already used by another device")
-        if original_ae is not None:
-            db.execute("DELETE FROM devices WHERE ae_title = ?", (original_ae,))
-        db.execute(
-            f"""INSERT INTO devices({", ".join(FIELDS)}, managed_by)
-                VALUES ({", ".join("?" * len(FIELDS))}, ?)""",
-            (*_values(device), WEB),
-        )
-        _bump(db)
+        TABLE.put(db, device, original_ae)
         action = "device-add" if original_ae is None else "device-change"
         audit.record(db, actor, action, f"device {device.ae_title}", f"role {device.role}", source)
     return device
@@ -158,15 +126,7 @@ def save(
 
 def delete(store: Store, ae_title: str, actor: str = "system", source: str = "") -> None:
     with store.write() as db:
-        row = db.execute(
-            "SELECT managed_by FROM devices WHERE ae_title = ?", (ae_title,)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"no device {ae_title!r}")
-        if row[0] == CONFIG:
-            raise ValidationError("ae_title", "is managed by the configuration file")
-        db.execute("DELETE FROM devices WHERE ae_title = ?", (ae_title,))
-        _bump(db)
+        TABLE.remove(db, ae_title)
         audit.record(db, actor, "device-delete", f"device {ae_title}", "", source)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from appliance import destinations
+from appliance import destinations, managed
 from appliance.config import COMMITMENT_POLICIES, DestinationSettings
 from appliance.errors import NotFound, ValidationError
 from web import gettext, request_store, runtime, security
@@ -89,7 +89,7 @@ def _save(original: str | None) -> Any:
             row = destinations.get(store, original)
         except NotFound:
             abort(404)
-        if row["managed_by"] == destinations.CONFIG:
+        if row["managed_by"] == managed.CONFIG:
             abort(404)  # read-only: the file's entries have no form
         return _form(row, {}, original)
     dest, errors = destination_from(request.form)
