@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or creation inside ``path`` durable (POSIX: fsync the directory)."""
+def fsync_path(path: Path | str) -> None:
+    """fsync a file, or a directory to make a rename or creation inside it durable (POSIX)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

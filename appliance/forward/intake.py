@@ -225,7 +225,6 @@ class Intake:
         self.request: Command | None = None
         self.sink: _Sink | None = None
         self.refusal: tuple[int, str] | None = None
-        self.received = 0  # C-STOREs taken by this reader (tests and health)
         self._buffer = bytearray()
 
     # -- pynetdicom's side -------------------------------------------------------
@@ -481,7 +480,6 @@ class Intake:
                     if refusal is None:
                         raise
                     code, comment = refusal
-        self.received += 1
         self.receiver.count_streamed()
         self._respond(cmd, code, comment)
 
@@ -531,4 +529,3 @@ def install(event: Any, receiver: Receiver, access: Any, storage_uids: Iterable[
         return
     intake = Intake(assoc.dul, receiver, access, frozenset(storage_uids))
     assoc.dul._read_pdu_data = intake.read_pdu_data
-    assoc.dul.intake = intake

@@ -227,6 +227,13 @@ class Item:
     transfer_syntax: str
 
 
+# What one received version of an instance sets, in this order (new or replacing).
+_VERSION_COLUMNS = (
+    "sop_class_uid", "transfer_syntax", "modality", "calling_ae", "file", "digest", "size",
+    "received_at",
+)  # fmt: skip
+
+
 def record_instance(
     store: Store,
     info: InstanceInfo,
@@ -248,6 +255,10 @@ def record_instance(
     """
     now = time.time() if now is None else now
     dests = list(destinations)
+    version = (
+        info.sop_class_uid, info.transfer_syntax, info.modality, info.calling_ae,
+        file, digest, size, now,
+    )  # fmt: skip
     with store.write(durable=durable) as db:
         row = db.execute(
             "SELECT id, digest, file FROM forward_instances WHERE sop_instance_uid = ?",
@@ -255,20 +266,9 @@ def record_instance(
         ).fetchone()
         if row is None:
             cur = db.execute(
-                """INSERT INTO forward_instances (sop_instance_uid, sop_class_uid,
-                   transfer_syntax, modality, calling_ae, file, digest, size, received_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    info.sop_instance_uid,
-                    info.sop_class_uid,
-                    info.transfer_syntax,
-                    info.modality,
-                    info.calling_ae,
-                    file,
-                    digest,
-                    size,
-                    now,
-                ),
+                f"""INSERT INTO forward_instances (sop_instance_uid, {", ".join(_VERSION_COLUMNS)})
+                   VALUES (?, {", ".join("?" * len(_VERSION_COLUMNS))})""",
+                (info.sop_instance_uid, *version),
             )
             instance_id = int(cur.lastrowid or 0)
             _add_rows(db, instance_id, dests, now)
@@ -282,20 +282,9 @@ def record_instance(
             _add_rows(db, instance_id, dests, now)
             return Recorded(instance_id, "duplicate")
         db.execute(
-            """UPDATE forward_instances SET sop_class_uid = ?, transfer_syntax = ?,
-               modality = ?, calling_ae = ?, file = ?, digest = ?, size = ?,
-               received_at = ?, removed_at = NULL WHERE id = ?""",
-            (
-                info.sop_class_uid,
-                info.transfer_syntax,
-                info.modality,
-                info.calling_ae,
-                file,
-                digest,
-                size,
-                now,
-                instance_id,
-            ),
+            f"""UPDATE forward_instances SET {", ".join(c + " = ?" for c in _VERSION_COLUMNS)},
+               removed_at = NULL WHERE id = ?""",
+            (*version, instance_id),
         )
         db.execute(
             """UPDATE forward_queue SET state = 'waiting', attempts = 0, next_attempt = ?,

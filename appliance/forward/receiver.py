@@ -113,9 +113,9 @@ class Receiver:
     ) -> Received:
         """Move a complete received file into the spool and commit its queue rows.
 
-        ``synced`` (and ``size``) when the caller fsynced the file as it wrote it; ``header`` the SOP
-        Instance UID (0008,0018) and Modality (0008,0060) when the caller read them
-        already, otherwise they are read from the file. A file with exactly the bytes of
+        ``synced`` (and ``size``) when the caller fsynced the file as it wrote it;
+        ``header`` the SOP Instance UID (0008,0018) and Modality (0008,0060) when the caller
+        read them already, otherwise they are read from the file. A file with exactly the bytes of
         the version kept is not stored twice.
         """
         path = Path(path)
@@ -133,19 +133,39 @@ class Receiver:
             raise ValidationError("SOP Instance UID", "differs from the Affected SOP Instance UID")
         dests = routing.route(self.destinations(), calling_ae, modality, sop_class)
         info = queue.InstanceInfo(sop_instance, sop_class, transfer_syntax, modality, calling_ae)
-        kept = queue.kept_version(self.store, sop_instance)
-        if kept is not None and self.spool.same_bytes(kept[0], path):
+        kept = self._kept_copy(sop_instance, path)
+        if kept is not None:
             path.unlink()
             rel, version, size = kept[0], kept[1], self.spool.path(kept[0]).stat().st_size
         else:
             sf = self.spool.place(path, synced=synced, size=size)
             rel, version, size = sf.rel, sf.token, sf.size
-        recorded = queue.record_instance(self.store, info, rel, version, size, dests, durable=False)
-        if recorded.old_file and recorded.old_file != rel:
-            self.spool.delete(recorded.old_file)
+        recorded = self._record(info, rel, version, size, dests, durable=False)
         if dests:
             self.on_queued(dests)
         return Received(recorded, dests)
+
+    def _kept_copy(self, sop_instance: str, path: Path) -> tuple[str, str] | None:
+        """(file, version) of the spooled copy when it holds exactly ``path``'s data set."""
+        kept = queue.kept_version(self.store, sop_instance)
+        return kept if kept is not None and self.spool.same_bytes(kept[0], path) else None
+
+    def _record(
+        self,
+        info: queue.InstanceInfo,
+        rel: str,
+        version: str,
+        size: int,
+        dests: list[str],
+        durable: bool,
+    ) -> queue.Recorded:
+        """Commit the queue rows of the spooled ``rel``; a version it replaces is deleted."""
+        recorded = queue.record_instance(
+            self.store, info, rel, version, size, dests, durable=durable
+        )
+        if recorded.old_file and recorded.old_file != rel:
+            self.spool.delete(recorded.old_file)
+        return recorded
 
     def recover(self) -> int:
         """Queue spooled files no instance row names: acknowledged instances whose rows
@@ -172,16 +192,10 @@ class Receiver:
                 log.error("spooled file %s cannot be queued again: %s", rel, type(exc).__name__)
                 continue
             dests = routing.route(self.destinations(), calling, modality, sop_class)
-            kept = queue.kept_version(self.store, sop_instance)
-            if kept is not None and self.spool.same_bytes(kept[0], path):
+            if self._kept_copy(sop_instance, path) is not None:
                 self.spool.delete(rel)
                 continue
-            version = Path(rel).stem
-            recorded = queue.record_instance(
-                self.store, info, rel, version, path.stat().st_size, dests
-            )
-            if recorded.old_file and recorded.old_file != rel:
-                self.spool.delete(recorded.old_file)
+            self._record(info, rel, Path(rel).stem, path.stat().st_size, dests, durable=True)
             queued += 1
         if queued:
             log.warning("forward: %d spooled instances had no queue rows and were queued", queued)

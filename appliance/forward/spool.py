@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.forward.wire import dataset_offset
-from appliance.fsutil import fsync_dir
+from appliance.fsutil import fsync_path
 
 CHUNK = 1 << 20
 
@@ -55,7 +55,7 @@ class Spool:
                 shard.mkdir(exist_ok=True)
                 made = True
         if made:
-            fsync_dir(self.objects)
+            fsync_path(self.objects)
         for leftover in self.tmp.iterdir():
             with contextlib.suppress(OSError):
                 leftover.unlink()
@@ -81,18 +81,18 @@ class Spool:
         parent = dst.parent
         if not parent.exists():
             parent.mkdir(exist_ok=True)
-            fsync_dir(self.objects)
+            fsync_path(self.objects)
         size = os.stat(src).st_size if size is None else size
         try:
             if not synced:
-                _fsync_file(src)
+                fsync_path(src)
             os.rename(src, dst)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
             self._copy_in(src, dst)
             os.unlink(src)
-        fsync_dir(parent)
+        fsync_path(parent)
         return SpoolFile(rel, token, size)
 
     def same_bytes(self, rel: str, other: Path) -> bool:
@@ -138,11 +138,3 @@ class Spool:
         except FileNotFoundError:
             return 0
         return size
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -68,8 +68,6 @@ UNLIMITED_PDV = 1 << 20  # data bytes a PDV when the peer sets no maximum PDU le
 BATCH_BYTES = 1 << 20  # file bytes read and written with one sendall
 MAX_RESPONSE_PDU = 1 << 20  # a longer PDU is not a C-STORE-RSP
 
-__all__ = ["WireError", "dataset_offset", "parse_command", "pdv_items"]
-
 
 class Unsendable(ValueError):
     """The spooled file has no data set to send."""

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.fsutil import fsync_dir
+from appliance.fsutil import fsync_path
 from appliance.printing import session as rules
 from appliance.printing.output import Delivery, DeliveryError, Output
 from appliance.printing.repo import PrintRepo
@@ -262,7 +262,7 @@ class JobRunner:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, pdf_path)
-        fsync_dir(out_dir)
+        fsync_path(out_dir)
         elapsed = round((time.perf_counter() - started) * 1000)
         self.repo.update_job(
             job["uid"],

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from appliance.db import Store
-from appliance.fsutil import fsync_dir
+from appliance.fsutil import fsync_path
 
 PIXELS_DIR = "pixels"
 JOBS_DIR = "jobs"
@@ -52,7 +52,7 @@ class PrintRepo:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
         return name
 
     def load_pixels(self, name: str) -> np.ndarray:
