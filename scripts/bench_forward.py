@@ -141,20 +141,23 @@ def vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
+def storescu_against(argv: list[str], port: int, called: str, images: Path) -> float:
+    """Start a receiver process (listening on ``port``), time storescu into it, kill it."""
+    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: listening(port), 30, called)
+        return storescu(port, called, images)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
 def round_storescp(images: Path, work: Path) -> float:
     out = work / "storescp"
     out.mkdir()
     port = free_port()
-    proc = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_until(lambda: listening(port), 30, "storescp")
-        return storescu(port, "STORESCP", images)
-    finally:
-        proc.kill()
-        proc.wait(10)
+    argv = ["storescp", "-aet", "STORESCP", "-od", str(out), str(port)]
+    return storescu_against(argv, port, "STORESCP", images)
 
 
 NOOP_SCP = """
@@ -175,13 +178,7 @@ ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=handlers)
 def round_noop(images: Path) -> float:
     """The floor of any pynetdicom receiver: chunked receive, a handler that does nothing."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", NOOP_SCP, str(port)])
-    try:
-        wait_until(lambda: listening(port), 30, "the no-op pynetdicom SCP")
-        return storescu(port, "NOOPSCP", images)
-    finally:
-        proc.kill()
-        proc.wait(10)
+    return storescu_against([sys.executable, "-c", NOOP_SCP, str(port)], port, "NOOPSCP", images)
 
 
 def round_durable_floor(images: Path, work: Path) -> float:
