@@ -41,6 +41,19 @@ def send_files(
     return out
 
 
+def store_dataset(port: int, ds: Any, calling: str = MODALITY) -> Any:
+    """C-STORE one data set over its own association; the response (its Status and
+    ErrorComment)."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    assoc = ae.associate("127.0.0.1", port, ae_title="APPLIANCE")
+    assert assoc.is_established, "the appliance refused the association"
+    try:
+        return assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+
+
 def forward_config(
     destinations: list[dict[str, Any]], devices: Iterable[str] = (MODALITY,), **forward: Any
 ) -> dict[str, Any]:

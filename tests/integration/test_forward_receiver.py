@@ -16,7 +16,7 @@ from appliance import status
 from appliance.forward import queue
 from appliance.server import Appliance
 from tests.forward_factories import encoded, make_ct, write_series
-from tests.forward_helpers import forward_config, pacs_destination, send_files
+from tests.forward_helpers import forward_config, pacs_destination, send_files, store_dataset
 
 NOWHERE = pacs_destination("pacs", "PACS", 9)  # nothing listens: rows stay waiting
 
@@ -60,12 +60,7 @@ def test_disk_reserve_gives_out_of_resources(
     start_appliance: Callable[..., Appliance], tmp_path: Path
 ) -> None:
     app = start_appliance(forward_config([NOWHERE], reserve_mb=1 << 40))  # a petabyte kept free
-    ae = AE(ae_title="MODALITY")
-    ds = make_ct()
-    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
-    assoc = ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE")
-    rsp = assoc.send_c_store(ds)
-    assoc.release()
+    rsp = store_dataset(app.dicom_port, make_ct())
     assert rsp.Status == status.OUT_OF_RESOURCES
     assert "reserve" in rsp.ErrorComment
     assert _instances(app) == []
@@ -147,12 +142,7 @@ def test_queue_database_failure_is_out_of_resources_not_success(
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(queue, "record_instance", locked)
-    ae = AE(ae_title="MODALITY")
-    ds = make_ct()
-    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
-    assoc = ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE")
-    rsp = assoc.send_c_store(ds)
-    assoc.release()
+    rsp = store_dataset(app.dicom_port, make_ct())
     assert rsp.Status == status.OUT_OF_RESOURCES
     assert "queue" in rsp.ErrorComment
 
