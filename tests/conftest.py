@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from appliance.server import Appliance
+from tests.forward_helpers import FakePacs
 from tests.helpers import make_config
 
 
@@ -32,3 +33,25 @@ def start_appliance(tmp_path: Path) -> Iterator[Callable[..., Appliance]]:
 def appliance(start_appliance: Callable[..., Appliance]) -> Appliance:
     """An appliance on the embedded defaults (ports 0, temporary data directory)."""
     return start_appliance()
+
+
+@pytest.fixture
+def fake_pacs() -> Iterator[Callable[..., FakePacs]]:
+    """Factory: a scripted pynetdicom Storage SCP (tests/forward_helpers.FakePacs) on port 0;
+    closed at teardown."""
+    started: list[FakePacs] = []
+
+    def start(**kw: Any) -> FakePacs:
+        pacs = FakePacs(**kw)
+        started.append(pacs)
+        return pacs
+
+    yield start
+    for pacs in started:
+        pacs.close()
+
+
+@pytest.fixture
+def pacs(fake_pacs: Callable[..., FakePacs]) -> FakePacs:
+    """One FakePacs with its defaults (a Storage SCP without Storage Commitment)."""
+    return fake_pacs()

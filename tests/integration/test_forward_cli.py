@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ from appliance.forward import queue
 from tests.forward_helpers import FakePacs
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
-
-
-@pytest.fixture
-def pacs() -> Iterator[FakePacs]:
-    p = FakePacs()
-    yield p
-    p.close()
 
 
 @pytest.fixture

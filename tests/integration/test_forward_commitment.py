@@ -31,13 +31,6 @@ def modality() -> Iterator[CommitmentModality]:
     m.close()
 
 
-@pytest.fixture
-def pacs() -> Iterator[FakePacs]:
-    p = FakePacs()  # a Storage SCP without Storage Commitment
-    yield p
-    p.close()
-
-
 def _start(
     start_appliance: Callable[..., Appliance],
     modality: CommitmentModality,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 from pydicom import dcmread
 from pydicom.uid import (
     CTImageStorage,
@@ -22,20 +21,6 @@ from appliance.server import Appliance
 from tests.forward_factories import make_ct, write_series
 from tests.forward_helpers import FakePacs, forward_config, pacs_destination, send_files
 from tests.helpers import wait_for
-
-
-@pytest.fixture
-def fake_pacs() -> Iterator[Callable[..., FakePacs]]:
-    started: list[FakePacs] = []
-
-    def start(**kw: object) -> FakePacs:
-        pacs = FakePacs(**kw)  # type: ignore[arg-type]
-        started.append(pacs)
-        return pacs
-
-    yield start
-    for pacs in started:
-        pacs.close()
 
 
 def _one_destination(start_appliance: Callable[..., Appliance], pacs: FakePacs, **fwd: object):

@@ -32,20 +32,6 @@ from tests.helpers import wait_for
 from tests.orthanc import free_port
 
 
-@pytest.fixture
-def fake_pacs() -> Iterator[Callable[..., FakePacs]]:
-    started: list[FakePacs] = []
-
-    def start(**kw: Any) -> FakePacs:
-        pacs = FakePacs(**kw)
-        started.append(pacs)
-        return pacs
-
-    yield start
-    for pacs in started:
-        pacs.close()
-
-
 def _start(
     start_appliance: Callable[..., Appliance], pacs: FakePacs, dicom: dict | None = None, **fwd: Any
 ) -> Appliance:

@@ -25,13 +25,6 @@ ELE = "1.2.840.10008.1.2.1"
 
 
 @pytest.fixture
-def pacs() -> Iterator[FakePacs]:
-    p = FakePacs()
-    yield p
-    p.close()
-
-
-@pytest.fixture
 def web(tmp_path: Path, pacs: FakePacs) -> Iterator[Web]:
     """The web app with two destinations (no sender threads: the queue is only rows)."""
     cfg = make_config(
