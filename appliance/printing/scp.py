@@ -168,7 +168,8 @@ def _only(ds: Dataset, wanted: Any) -> Dataset:
     """Keep the attributes the request asked for (all when it asked for none)."""
     if not wanted:
         return ds
-    tags = {int(t) for t in wanted}
+    # A list of one tag arrives from pydicom as a single BaseTag (VM 1), not a list.
+    tags = {int(wanted)} if isinstance(wanted, int) else {int(t) for t in wanted}
     out = Dataset()
     for elem in ds:
         if int(elem.tag) in tags:

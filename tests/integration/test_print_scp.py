@@ -118,6 +118,11 @@ def check_events_and_n_get(scu: PrintSCU, job: str) -> None:
     st, ds = scu.get(PRINTER, PRINTER_INSTANCE, [0x21100010, 0x21100020])
     assert st == 0 and (ds.PrinterStatus, ds.PrinterStatusInfo) == ("NORMAL", "NORMAL")
     assert "PrinterName" not in ds
+    # One tag in the Attribute Identifier List (only Printer Status, as many modalities ask):
+    # pydicom hands it over as a single tag, not a list; it used to answer 0x0110.
+    st, ds = scu.get(PRINTER, PRINTER_INSTANCE, [0x21100010])
+    assert st == 0 and ds.PrinterStatus == "NORMAL"
+    assert "PrinterStatusInfo" not in ds and "PrinterName" not in ds
 
 
 def test_no_events_unless_the_profile_asks(printer_app: Appliance, scu: PrintSCU) -> None:

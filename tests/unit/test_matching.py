@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re as _re
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from appliance.worklist import matching
-from appliance.worklist.matching import combined_bounds, match_pn, match_text, match_time, norm_time
+from appliance.worklist.matching import Glob, combined_bounds, match_pn, match_text, match_time, norm_time
 from appliance.worklist.model import fold
 
 
@@ -267,3 +269,26 @@ def test_date_range_agrees_with_comparison(a, b) -> None:
 
     expected = lo.strftime("%Y%m%d") <= stored <= hi.strftime("%Y%m%d")
     assert match_date(f"{lo:%Y%m%d}-{hi:%Y%m%d}", stored) is expected
+
+
+# --- wildcard matching without backtracking (issue 11, point 1) ---
+
+
+def _regex_reference(pattern: str, text: str) -> bool:
+    rx = "".join(".*" if c == "*" else "." if c == "?" else _re.escape(c) for c in pattern)
+    return _re.fullmatch(rx, text, _re.DOTALL) is not None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="ab*?^", max_size=8), st.text(alphabet="ab^", max_size=10))
+def test_glob_agrees_with_the_regex_definition(pattern, text):
+    assert Glob(pattern).fullmatch(text) == _regex_reference(pattern, text)
+
+
+def test_pathological_pattern_answers_at_once():
+    # 12 `*` then N?? took 43 s with the regex; 200 of them against a long name is immediate here
+    # (pytest-timeout would stop a backtracking matcher long before it answered).
+    name = "YAMADA^TARO" * 20
+    assert not match_pn("*" * 200 + "N??", name)
+    assert not Glob("*a" * 60 + "b").fullmatch("a" * 400)
+    assert Glob("*" * 50 + "N??").fullmatch("DOE^JONES")
