@@ -23,6 +23,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.uid import (
     UID,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
@@ -133,11 +134,22 @@ class Sender(Worker):
                     lanes=self.lanes,
                 )
                 if items:
-                    self._send_batch(items)
+                    try:
+                        self._send_batch(items)
+                    except Exception as exc:
+                        # A bug must neither kill the worker nor loop on the same batch
+                        # uncharged: every claimed row not yet settled counts an attempt.
+                        log.exception("forward to %s: unexpected error", self.dest.name)
+                        self._release()
+                        error = f"unexpected error: {type(exc).__name__}: {exc}"
+                        queue.mark_retry(
+                            self.store, items, error, self._delay, self.settings.max_attempts
+                        )
+                        self._note_error(error)
                     self._last_work = time.monotonic()
                     continue
                 self._wait_for_work()
-            except Exception:  # a bug must not kill the worker; it is logged and retried
+            except Exception:  # the queue itself failed (database): logged, tried again later
                 log.exception("forward to %s: unexpected error", self.dest.name)
                 self._release()
                 self._stop.wait(self.settings.retry_initial)
@@ -248,6 +260,18 @@ class Sender(Worker):
                     continue
                 except FileNotFoundError:
                     queue.mark_dead(self.store, item, "the spooled file is missing")
+                    continue
+                except Exception as exc:  # anything else while preparing or sending this one
+                    # Charged to this instance (its own backoff, a dead letter after its
+                    # attempts); the rest of the batch goes on at once.
+                    error = f"cannot send this instance: {type(exc).__name__}: {exc}"
+                    queue.mark_retry(
+                        self.store, [item], error, self._delay, self.settings.max_attempts
+                    )
+                    self._note_error(error)
+                    if self._assoc is None or not self._assoc.is_established:
+                        self._release()
+                        return
                     continue
                 if rsp is None:
                     # The item in flight counts an attempt; the rest of the batch was not
@@ -362,7 +386,44 @@ def _uncompressed(path: Path, stored: UID) -> Any:
                 f"the PACS takes only uncompressed data and {stored.name} could not be "
                 f"decompressed ({type(exc).__name__})"
             ) from exc
+    elif stored == ExplicitVRBigEndian:
+        _to_little_endian(ds)
+    if ds.file_meta.TransferSyntaxUID not in UNCOMPRESSED:
+        # Big endian (now swapped) and deflate (inflated on reading) go as explicit VR LE.
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.set_original_encoding(False, True, ds.get("SpecificCharacterSet"))
     return ds
+
+
+# Bytes per value of the binary VRs whose values a big endian file stores byte-swapped.
+_SWAP_WIDTH = {"OW": 2, "US or OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def _to_little_endian(ds: Any) -> None:
+    """Swap the raw values of OW/OF/OL/OD/OV elements (pixel data, waveforms, LUTs).
+
+    pydicom converts every other VR itself when it writes little endian; raw binary
+    values it keeps as read, so a big endian file's words would arrive byte-swapped.
+    """
+    import numpy as np
+
+    def swap(dataset: Any) -> None:
+        for elem in dataset:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    swap(item)
+                continue
+            width = _SWAP_WIDTH.get(elem.VR)
+            if width and isinstance(elem.value, bytes | bytearray) and elem.value:
+                raw = bytes(elem.value)
+                if len(raw) % width:
+                    raise PermanentError(
+                        f"{elem.keyword or elem.tag}: {len(raw)} bytes is not a whole number of "
+                        f"{elem.VR} values; cannot convert from big endian"
+                    )
+                elem.value = np.frombuffer(raw, dtype=f">u{width}").astype(f"<u{width}").tobytes()
+
+    swap(ds)
 
 
 def echo(dest: DestinationSettings, dicom: DicomSettings) -> tuple[bool, str]:
