@@ -73,8 +73,8 @@ def test_one_unsendable_instance_ahead_of_fifty_is_charged_alone(
     first = _rows(app)[0]
     assert first["sop_instance_uid"] == bad.SOPInstanceUID
     spooled = Spool(app.runtime.config.data_dir / "spool").path(first["file"])
-    data = spooled.read_bytes()
-    spooled.write_bytes(data[:150])  # cut inside the File Meta group: unreadable
+    spooled.unlink()
+    spooled.mkdir()  # exists, but any read fails (IsADirectoryError): not a known refusal
     pacs = fake_pacs(port=port, syntaxes=UNCOMPRESSED)
     queue.retry_now(app.runtime.store, "pacs")
     wait_for(lambda: len(pacs.stored_uids()) == 50, timeout=30)
@@ -82,5 +82,6 @@ def test_one_unsendable_instance_ahead_of_fifty_is_charged_alone(
     assert len(dead) == 1
     assert bad.SOPInstanceUID not in pacs.stored_uids()
     row = _rows(app)[0]
-    assert row["state"] == queue.DEAD and 1 <= row["attempts"] <= 3
-    assert "RLE Lossless" in row["last_error"] or "cannot send this instance" in row["last_error"]
+    assert row["state"] == queue.DEAD and row["attempts"] == 3
+    assert "gave up after 3 attempts" in row["last_error"]
+    assert "cannot send this instance: IsADirectoryError" in row["last_error"]
