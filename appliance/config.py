@@ -59,6 +59,11 @@ class DicomSettings:
     acse_timeout: float = _doc("seconds to wait for association messages", 30.0)
     dimse_timeout: float = _doc("seconds to wait for DIMSE messages", 60.0)
     network_timeout: float = _doc("seconds an idle association stays open", 120.0)
+    max_associations: int = _doc(
+        "associations served at once; one more is rejected (A-ASSOCIATE-RJ "
+        "local-limit-exceeded)",
+        32,
+    )
     unknown_ae: str = _doc(
         "what an AE title not listed in [[devices]] may do: verify-only, reject, accept",
         "verify-only",
@@ -334,6 +339,8 @@ def _validate_dicom(d: DicomSettings) -> DicomSettings:
     for name in ("acse_timeout", "dimse_timeout", "network_timeout"):
         if getattr(d, name) <= 0:
             raise ConfigError(f"dicom.{name}", "must be a positive number of seconds")
+    if not 1 <= d.max_associations <= 1024:
+        raise ConfigError("dicom.max_associations", f"{d.max_associations} is not between 1 and 1024")
     _check_choice(d.unknown_ae, "dicom.unknown_ae", UNKNOWN_AE_POLICIES)
     return dataclasses.replace(d, ae_title=ae)
 

@@ -226,7 +226,7 @@ class Appliance:
         ae.acse_timeout = cfg.acse_timeout
         ae.dimse_timeout = cfg.dimse_timeout
         ae.network_timeout = cfg.network_timeout
-        ae.maximum_associations = 32
+        ae.maximum_associations = cfg.max_associations
         # Reject associations addressed to another AE title (PS3.8 A-ASSOCIATE-RJ reason 7).
         ae.require_called_aet = True
         ae.add_supported_context(Verification)
