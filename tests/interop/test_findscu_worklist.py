@@ -271,3 +271,14 @@ def test_runner_type(start_appliance: Callable[..., Appliance]) -> None:
     """The module fixture and the function fixture can coexist (sanity of the harness)."""
     app = start_appliance()
     assert app.dicom_port
+
+
+def test_runs_of_wildcards_answer_like_one(box: Appliance, tmp_path: Path) -> None:
+    """16 `*` then `N??` froze the box with a backtracking regex (issue 11); now it answers
+    what `*N??` answers (findscu's own 60 s limit would fail the old matcher)."""
+    one, _ = findscu(box, tmp_path, with_keys(PatientName="*N??"))
+    many, _ = findscu(box, tmp_path, with_keys(PatientName="*" * 16 + "N??"))
+    assert "P103" in ids(one)  # Smith^Anna
+    assert ids(many) == ids(one)
+    wide, _ = findscu(box, tmp_path, with_keys(PatientName="*?*?*" * 6 + "Z"))
+    assert ids(wide) == []
