@@ -224,6 +224,12 @@ def set_password(
         audit.record(db, actor, "user-password", f"user {user.username}", "", source)
 
 
+def end_sessions(store: Store, pk: int) -> None:
+    """Sign a user out everywhere: a session cookie kept from before no longer opens a page."""
+    with store.write() as db:
+        db.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE pk = ?", (pk,))
+
+
 def update_user(
     store: Store,
     pk: int,

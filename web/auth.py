@@ -76,6 +76,11 @@ def login() -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
+    uid = session.get("uid")
+    if uid is not None:
+        # The signed cookie alone cannot be revoked: moving the user's epoch on ends it on the
+        # server too (a copy saved before logout is refused), in every browser of that user.
+        accounts.end_sessions(request_store(), int(uid))
     security.end_session()
     return redirect(url_for("auth.login"))
 

@@ -108,9 +108,14 @@ def test_login_then_board_then_logout(web: Web) -> None:
     c = web.login("desk")
     assert c.get("/").status_code == 200
     assert web.count("audit", "action = 'login' AND actor = 'desk'") == 1
+    saved = c.get_cookie("appliance_session").value
     resp = post(c, "/logout")
     assert resp.status_code == 302
     assert c.get("/").status_code == 302
+    # A copy of the cookie kept from before logout no longer opens a page (issue 11).
+    c.set_cookie("appliance_session", saved)
+    assert c.get("/").status_code == 302
+    assert web.login("desk").get("/").status_code == 200  # signing in again works
 
 
 def test_signed_in_user_skips_the_login_page(web: Web) -> None:
