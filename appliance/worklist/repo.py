@@ -387,8 +387,9 @@ class WorklistRepo:
         folded = name_key(text.strip())
         return self.store.query(
             """SELECT pk, patient_id, issuer, name, birth_date, sex FROM patients
-               WHERE instr(name_key, ?) > 0 OR patient_id LIKE ? ORDER BY name LIMIT ?""",
-            (folded, text.strip() + "%", limit),
+               WHERE instr(name_key, ?) > 0 OR patient_id LIKE ? ESCAPE '\\' ORDER BY name
+               LIMIT ?""",
+            (folded, _like_literal(text.strip()) + "%", limit),
         )
 
     def changed_since(self, since: str, day: date | None = None) -> list[dict]:
@@ -481,3 +482,8 @@ def row_to_item(row: dict[str, Any]) -> Item:
     )
     item["ScheduledProcedureStepSequence"] = [sps]
     return item
+
+
+def _like_literal(text: str) -> str:
+    """The text as a LIKE pattern that matches only itself (`%`, `_` and `\\` escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -240,6 +240,9 @@ def test_find_patients(web: Web, desk: FlaskClient) -> None:
         hits = desk.get("/patients.json", query_string={"q": q}).json["patients"]
         assert [h["patient_id"] for h in hits] == ["P0001"], q
     assert desk.get("/patients.json?q=zz").json["patients"] == []
+    # LIKE wildcards in the search are plain characters (issue 11): no patient ID has them.
+    for q in ("%", "P%1", "P0_01", "_"):
+        assert desk.get("/patients.json", query_string={"q": q}).json["patients"] == [], q
 
 
 def test_a_double_submit_schedules_once(web: Web, desk: FlaskClient) -> None:
