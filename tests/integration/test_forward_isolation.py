@@ -8,7 +8,12 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
 
 from appliance import status
 from appliance.forward import queue

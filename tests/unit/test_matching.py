@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from appliance.worklist import matching
-from appliance.worklist.matching import Glob, combined_bounds, match_pn, match_text, match_time, norm_time
+from appliance.worklist.matching import (
+    Glob,
+    combined_bounds,
+    match_pn,
+    match_text,
+    match_time,
+    norm_time,
+)
 from appliance.worklist.model import fold
 
 
