@@ -64,6 +64,27 @@ class DicomSettings:
         "local-limit-exceeded)",
         32,
     )
+    max_pending: int = _doc(
+        "connections that have not yet sent their A-ASSOCIATE-RQ, at once; one more is "
+        "closed at once (port scans and TCP health checks cannot fill the association slots)",
+        16,
+    )
+    max_per_address: int = _doc(
+        "connections from one IP address at once (associated or not); one more is refused",
+        16,
+    )
+    associate_timeout: float = _doc(
+        "seconds from TCP connect to a complete A-ASSOCIATE-RQ, however slowly it trickles",
+        10.0,
+    )
+    pdu_timeout: float = _doc(
+        "seconds one PDU may take to arrive once it has begun, however slowly it trickles",
+        30.0,
+    )
+    query_time_limit: float = _doc(
+        "seconds of matching one C-FIND may take; then it ends with A700 and an ErrorComment",
+        10.0,
+    )
     unknown_ae: str = _doc(
         "what an AE title not listed in [[devices]] may do: verify-only, reject, accept",
         "verify-only",
@@ -336,11 +357,17 @@ def _validate_dicom(d: DicomSettings) -> DicomSettings:
     _check_port(d.port, "dicom.port")
     if d.max_pdu < 0:
         raise ConfigError("dicom.max_pdu", "must be 0 (unlimited) or a positive number of bytes")
-    for name in ("acse_timeout", "dimse_timeout", "network_timeout"):
+    for name in (
+        "acse_timeout", "dimse_timeout", "network_timeout", "associate_timeout", "pdu_timeout",
+        "query_time_limit",
+    ):  # fmt: skip
         if getattr(d, name) <= 0:
             raise ConfigError(f"dicom.{name}", "must be a positive number of seconds")
     if not 1 <= d.max_associations <= 1024:
         raise ConfigError("dicom.max_associations", f"{d.max_associations} is not between 1 and 1024")
+    for name in ("max_pending", "max_per_address"):
+        if not 1 <= getattr(d, name) <= 1024:
+            raise ConfigError(f"dicom.{name}", f"{getattr(d, name)} is not between 1 and 1024")
     _check_choice(d.unknown_ae, "dicom.unknown_ae", UNKNOWN_AE_POLICIES)
     return dataclasses.replace(d, ae_title=ae)
 
