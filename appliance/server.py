@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from appliance import access, destinations
+from appliance import access, destinations, edge
 from appliance.config import Config
 from appliance.db import Store, open_store
 
@@ -251,9 +251,7 @@ class Appliance:
         self.runtime.access.bind(ae)
         for service in self.services:
             service.start()
-        self._dicom_server = ae.start_server(
-            (cfg.host, cfg.port), block=False, evt_handlers=handlers
-        )
+        self._dicom_server = edge.start_server(ae, (cfg.host, cfg.port), cfg, evt_handlers=handlers)
         self._dicom_server.contexts = ContextsCopiedCheaply(self._dicom_server.contexts)
         self.dicom_port = self._dicom_server.server_address[1]
 
@@ -318,10 +316,13 @@ class Appliance:
         """Each part's state, for /healthz and ``appliance status``."""
         parts: dict[str, Any] = {}
         if "dicom" in self.only:
+            server = self._dicom_server
             parts["dicom"] = {
-                "state": "running" if self._dicom_server is not None else "stopped",
+                "state": "running" if server is not None else "stopped",
                 "ae_title": self.config.dicom.ae_title,
                 "port": self.dicom_port,
+                "associations": len(server.active_associations) if server else 0,
+                
             }
             for service in self.services:
                 parts[service.name] = service.health()

@@ -28,11 +28,12 @@ import os
 import select
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from appliance import status
+from appliance import edge, status
 from appliance.forward import wire
 from appliance.forward.receiver import SERVICE, Receiver, refusal_for
 
@@ -218,6 +219,7 @@ class Intake:
         self.original: Callable[[], None] = dul._read_pdu_data
         self.max_pdu = int(dul.assoc.acceptor.maximum_length or 0) or NO_LIMIT_CAP
         self.contexts: dict[int, tuple[str, str]] | None = None
+        self.accepted: frozenset[int] | None = None
         self.mode: str | None = None  # None between messages, "fast", or "pynetdicom"
         self.command = bytearray()
         self.held: list[bytes] = []  # raw PDUs of a command not yet decided
@@ -258,10 +260,15 @@ class Intake:
                 if not self._pdata(header, body) or not self._more(sock):
                     return
         except ProtocolViolation as exc:
-            # pynetdicom's reactor logs it and sends an A-ABORT (PS3.8 9.3.8).
+            # PS3.8 9.3.8: A-ABORT (invalid PDU parameter), then as a closed transport
+            # (Evt17); one log line, where pynetdicom's reactor would log a traceback.
             log.warning("association from %s aborted: %s", self._calling(), exc)
             self._reset()
-            raise
+            with contextlib.suppress(OSError):
+                sock.sendall(edge.abort_pdu(edge.INVALID_PARAMETER))
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            dul.event_queue.put("Evt17")
 
     def _more(self, sock: socket.socket) -> bool:
         """Wait a slice for the next PDU; False gives the reactor its turn."""
@@ -285,17 +292,24 @@ class Intake:
         else:
             view = memoryview(bytearray(size))
         got = 0
-        timeout = self.dul.network_timeout
+        # However slowly it trickles, a PDU arrives whole within the edge's pdu_timeout.
+        # and never stays silent in it for longer than dicom.network_timeout.
+        idle = self.dul.network_timeout
+        whole = getattr(self.dul.socket, "pdu_timeout", None) or idle
+        deadline = time.monotonic() + whole
         try:
             while got < size:
                 try:
                     n = sock.recv_into(view[got:], size - got, socket.MSG_DONTWAIT)
                 except BlockingIOError:
-                    ready, _, _ = select.select([sock], [], [], timeout)
+                    remaining = deadline - time.monotonic()
+                    ready, _, _ = select.select([sock], [], [], max(min(remaining, idle), 0))
                     if not ready:
                         log.warning(
-                            "nothing from %s for %s s inside a PDU", self._calling(), timeout
-                        )
+                            "association from %s closed: %s", self._calling(),
+                            f"a PDU not complete within {whole} s" if remaining <= idle
+                            else f"nothing for {idle} s inside a PDU",
+                        )  # fmt: skip
                         return None
                     continue
                 if not n:
@@ -341,6 +355,9 @@ class Intake:
         items = self._pdvs(body)
         for n, (context_id, flags, data) in enumerate(items):
             is_command, last = bool(flags & wire.COMMAND), bool(flags & wire.LAST)
+            if context_id not in self._accepted():
+                # pynetdicom's DIMSE layer would take it for a message and stall.
+                raise ProtocolViolation(f"a PDV on presentation context {context_id}, not accepted")
             if self.mode == "fast":
                 if is_command or context_id != self.context_id:
                     raise ProtocolViolation("a command fragment inside a C-STORE data set")
@@ -362,6 +379,9 @@ class Intake:
             if not last:
                 continue
             cmd = parse_command(self.command)
+            if cmd is None:
+                # pynetdicom's reactor thread dies on a command set without Command Field.
+                raise ProtocolViolation("a command set that does not decode")
             if not self._fast_eligible(cmd, context_id):
                 return self._defer(cmd, body)
             assert cmd is not None
@@ -399,6 +419,11 @@ class Intake:
             return False
         ctx = self._context(context_id)
         return ctx is not None and ctx[0] in self.storage_uids
+
+    def _accepted(self) -> frozenset[int]:
+        if self.accepted is None:
+            self.accepted = frozenset(int(cx.context_id) for cx in self.dul.assoc.accepted_contexts)
+        return self.accepted
 
     def _context(self, context_id: int) -> tuple[str, str] | None:
         if self.contexts is None:
