@@ -7,13 +7,14 @@ that, after everything, memory and threads are back where they started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -326,6 +327,65 @@ def test_random_bytes_and_truncated_pdus(app: Appliance) -> None:
             pass
         sock.close()
     _serves(app)
+
+
+def test_thirty_four_trickling_peers_do_not_stop_echo(app: Appliance) -> None:
+    """Before association they make room for a real peer; inside a P-DATA they hold
+    association slots only until the PDU timeout."""
+    rq = associate_rq()
+    before = [connect(app.dicom_port, source=f"127.0.5.{n + 1}") for n in range(34)]
+    for sock in before:
+        sock.sendall(rq[:3])
+    time.sleep(0.6)
+    assert echo_seconds(app.dicom_port) < 1.0
+    for sock in before:
+        sock.close()
+    inside = []
+    for n in range(34):
+        sock = connect(app.dicom_port, source=f"127.0.6.{n + 1}")
+        sock.sendall(rq)
+        answer = read_pdu(sock)
+        if answer is not None and answer[0] == A_ASSOCIATE_AC:
+            sock.sendall(struct.pack(">BBL", 0x04, 0, 1000) + b"\0")
+            inside.append(sock)
+        else:
+            sock.close()
+    assert len(inside) == 32  # dicom.max_associations; the others were rejected
+    start = time.monotonic()
+    deadline = start + TIMEOUTS["pdu_timeout"] + 3
+    while time.monotonic() < deadline:
+        for sock in inside:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"\0")
+        try:
+            echo_seconds(app.dicom_port)
+            break
+        except AssertionError:
+            time.sleep(0.1)
+    took = time.monotonic() - start
+    for sock in inside:
+        sock.close()
+    assert took < TIMEOUTS["pdu_timeout"] + 1.5, f"C-ECHO refused for {took:.1f} s"
+    _serves(app)
+
+
+def test_connections_per_address_are_limited(start_appliance: Callable[..., Appliance]) -> None:
+    other = start_appliance({"dicom": {"max_per_address": 3, **TIMEOUTS}})
+    held = []
+    for _ in range(3):
+        sock = connect(other.dicom_port)
+        sock.sendall(associate_rq())
+        assert read_pdu(sock)[0] == A_ASSOCIATE_AC  # type: ignore[index]
+        held.append(sock)
+    try:
+        sock = connect(other.dicom_port)
+        assert closed_within(sock, 2) is not None  # the fourth from 127.0.0.1: closed
+        sock.close()
+        assert echo_seconds(other.dicom_port, source="127.0.7.1") < 1.0
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: echo_seconds(other.dicom_port) < 1.0, timeout=5)
 
 
 def test_afterwards_memory_and_threads_are_back(app: Appliance, baseline: dict[str, int]) -> None:
