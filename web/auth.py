@@ -119,16 +119,19 @@ def setup() -> Any:
     return render_template("setup.html", errors=errors, values=values), 400 if errors else 200
 
 
-@bp.get("/language/", defaults={"lang": ""})
-@bp.get("/language/<lang>")
+@bp.post("/language/", defaults={"lang": ""})
+@bp.post("/language/<lang>")
 def language(lang: str) -> Any:
-    """Choose a language: for a signed-in user it is saved, for others kept in a cookie."""
+    """Choose a language: for a signed-in user it is saved, for others kept in a cookie.
+
+    A POST with the CSRF token (checked before the view), never a GET: it changes state.
+    """
     if lang not in ("en", "ja", ""):
         lang = ""
     user = security.session_user(touch=False)
     if user is not None:
         accounts.set_language(request_store(), user.pk, lang)
-    resp = redirect(_safe_next(request.args.get("next")))
+    resp = redirect(_safe_next(request.form.get("next")))
     resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="Lax", httponly=True)
     return resp
 

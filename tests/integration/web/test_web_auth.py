@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -271,23 +272,27 @@ def test_front_desk_cannot_post_admin_forms(web: Web, desk: FlaskClient) -> None
 def test_language_from_browser_then_user_choice(web: Web) -> None:
     c = web.login("desk", **{"Accept-Language": "ja,en;q=0.5"})
     assert "予約ボード" in c.get("/").text
-    resp = c.get("/language/en?next=/")
-    assert resp.status_code == 302
+    resp = post(c, "/language/en", {"next": "/"})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/"
     assert accounts.find_user(web.store, "desk").language == "en"
     page = c.get("/").text
     assert "Schedule board" in page and "予約ボード" not in page
     page = c.get("/account").text
-    back_to_browser = page.split('href="')[1:]
-    links = [
-        h.split('"')[0].replace("&amp;", "&") for h in back_to_browser if h.startswith("/language/")
-    ]
-    assert len(links) == 4  # header link + browser / English / Japanese
-    assert c.get(links[1]).status_code == 302
+    actions = re.findall(r'<form method="post" action="(/language/[^"]*)"', page)
+    assert actions == ["/language/ja", "/language/", "/language/en", "/language/ja"]  # header + 3
+    assert post(c, actions[1], {"next": "/account"}).status_code == 302
     assert accounts.find_user(web.store, "desk").language == ""
     assert "予約ボード" in c.get("/").text  # the browser's language again
-    c.get("/language/ja")
+    post(c, "/language/ja")
     assert accounts.find_user(web.store, "desk").language == "ja"
     assert "予約ボード" in web.login("desk").get("/").text
+
+
+def test_language_is_not_changed_by_a_get_or_a_post_without_csrf(web: Web) -> None:
+    c = web.login("desk")
+    assert c.get("/language/ja").status_code == 405
+    assert c.post("/language/ja", data={"next": "/"}).status_code == 400
+    assert accounts.find_user(web.store, "desk").language == ""
 
 
 def test_login_page_in_japanese_for_a_japanese_browser(web: Web) -> None:
