@@ -4,6 +4,7 @@ Blueprints: ``auth`` (sign-in, first-run setup, own account), ``board`` (the sch
 board and its live updates), ``steps`` (schedule form), ``admin`` (devices, users,
 catalog, audit log) and ``api`` (JSON under /api/v1/). Every page but sign-in, setup,
 static files and ``/healthz`` needs a signed-in user; the API also takes Bearer tokens.
+``/healthz`` tells anonymous callers only up or down.
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ def create_app(
     health: Callable[[], dict[str, Any]] | None = None,
     test_config: dict[str, Any] | None = None,
     announce: Callable[[str], None] = _announce_setup,
+    health_key: str = "",
 ) -> Flask:
-    """Build the Flask app for this runtime (config, store, access)."""
+    """Build the Flask app for this runtime (config, store, access).
+
+    ``health_key``: the box's status key (appliance.statuskey); a caller sending it as a
+    Bearer token sees the full /healthz report, as a signed-in user or an API token does.
+    """
     app = Flask(__name__)
     store = runtime.store
     app.config.update(
@@ -62,6 +68,7 @@ def create_app(
         BOARD_POLL_MS=3000,
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
         LOGIN_LIMITER=security.LoginLimiter(),
+        HEALTH_KEY=health_key,
     )
     app.config.update(test_config or {})
     app.extensions["appliance"] = runtime
@@ -79,8 +86,12 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> Any:
+        """Up or down for anyone; each part's state only for a user, an API token or the
+        box's own status key (names, hosts and ports are not for anonymous callers)."""
         report = health() if health is not None else {"status": "ok", "services": {}}
         code = 200 if report["status"] == "ok" else 503
+        if not security.may_see_health():
+            report = {"status": report["status"]}
         return jsonify(report), code
 
     app.before_request(_authenticate)

@@ -93,6 +93,18 @@ def bearer_user() -> accounts.User | None:
     return accounts.user_for_token(current_app.extensions["appliance"].store, token.strip())
 
 
+def may_see_health() -> bool:
+    """True for a signed-in user, an API token or the box's status key (``HEALTH_KEY``)."""
+    if getattr(g, "user", None) is not None:
+        return True
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    key = current_app.config.get("HEALTH_KEY") or ""
+    if scheme.lower() == "bearer" and key and hmac.compare_digest(key, token.strip()):
+        return True
+    return bearer_user() is not None
+
+
 def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
     """Only admins may use this view (403 for others)."""
 

@@ -57,9 +57,24 @@ API = [
 ]
 
 
-def test_healthz_needs_no_login(web: Web) -> None:
+def test_healthz_needs_no_login_and_tells_anonymous_callers_only_up_or_down(web: Web) -> None:
     resp = web.client().get("/healthz")
-    assert resp.status_code == 200 and resp.json["status"] == "ok"
+    assert resp.status_code == 200 and resp.json == {"status": "ok"}
+    for wrong in ("Bearer apl_not-a-token", "Bearer ", "Basic YWRtaW46YWRtaW4="):
+        assert web.client(Authorization=wrong).get("/healthz").json == {"status": "ok"}
+
+
+def test_healthz_details_for_a_user_a_token_or_the_status_key(web: Web) -> None:
+    web.app.config["HEALTH_KEY"] = "the-box-status-key"
+    token = accounts.create_token(web.store, web.user("ris"), "monitoring")
+    callers = [
+        web.login("desk"),
+        web.client(Authorization=f"Bearer {token}"),
+        web.client(Authorization="Bearer the-box-status-key"),
+    ]
+    for client in callers:
+        resp = client.get("/healthz")
+        assert resp.status_code == 200 and set(resp.json) == {"status", "services"}
 
 
 @pytest.mark.parametrize("path", PAGES)
