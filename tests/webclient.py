@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
 
 from flask import Flask
@@ -108,3 +109,46 @@ def walk(client: FlaskClient, url: str, row_id: str, link: str = "next") -> list
         pages.append(re.findall(rf'id="{row_id}-([^"]+)"', resp.text))
         url = pager(resp.text)[1].get(link, "")
     return pages
+
+
+class _InlineCode(HTMLParser):
+    """Collects what a CSP without 'unsafe-inline' would block on a page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = dict(attrs)
+        for name, value in attrs:
+            if name.startswith("on"):
+                self.found.append(f"<{tag} {name}=...>")
+            elif name == "style":
+                self.found.append(f"<{tag} style=...>")
+            elif name in ("href", "src", "action") and (value or "").strip().lower().startswith(
+                "javascript:"
+            ):
+                self.found.append(f"<{tag} {name}=javascript:...>")
+        if tag == "script":
+            self._in_script = True
+            if not names.get("src"):
+                self.found.append("<script> without src")
+        elif tag == "style":
+            self.found.append("<style> element")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.found.append("<script> with inline code")
+
+
+def inline_code(page: str) -> list[str]:
+    """Inline scripts, event handler and style attributes, javascript: URLs on a page."""
+    parser = _InlineCode()
+    parser.feed(page)
+    parser.close()
+    return parser.found

@@ -389,7 +389,10 @@ def test_setup_creates_the_admin_once(web_bare: Web) -> None:
 def test_security_headers(web: Web, desk: FlaskClient) -> None:
     resp = desk.get("/")
     assert resp.headers["X-Frame-Options"] == "DENY"
-    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    csp = [d.strip() for d in resp.headers["Content-Security-Policy"].split(";")]
+    assert "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "'unsafe-inline'" not in resp.headers["Content-Security-Policy"]
     assert resp.headers["Cache-Control"] == "no-store"
     cookie = resp.headers.get("Set-Cookie", "")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
