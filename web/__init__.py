@@ -67,7 +67,7 @@ def create_app(
         ABSOLUTE_TIMEOUT_S=12 * 3600,
         BOARD_POLL_MS=3000,
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
-        LOGIN_LIMITER=security.LoginLimiter(),
+        LOGIN_THROTTLE=security.LoginThrottle(),
         HEALTH_KEY=health_key,
     )
     app.config.update(test_config or {})
