@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from appliance import accounts
 from tests.webclient import PASSWORD, Web, csrf_of, post
+from web import create_app
 
 PAGES = [
     "/",
@@ -62,6 +63,16 @@ def test_healthz_needs_no_login_and_tells_anonymous_callers_only_up_or_down(web:
     assert resp.status_code == 200 and resp.json == {"status": "ok"}
     for wrong in ("Bearer apl_not-a-token", "Bearer ", "Basic YWRtaW46YWRtaW4="):
         assert web.client(Authorization=wrong).get("/healthz").json == {"status": "ok"}
+
+
+def test_healthz_degraded_is_503_and_still_only_the_status(web: Web) -> None:
+    report = {"status": "degraded", "services": {"offsite": {"state": "failed", "host": "pacs"}}}
+    app = create_app(web.runtime, health=lambda: report, announce=lambda _: None)
+    anonymous = app.test_client().get("/healthz")
+    assert anonymous.status_code == 503 and anonymous.json == {"status": "degraded"}
+    token = accounts.create_token(web.store, web.user("ris"), "monitoring")
+    full = app.test_client().get("/healthz", headers={"Authorization": f"Bearer {token}"})
+    assert full.status_code == 503 and full.json == report
 
 
 def test_healthz_details_for_a_user_a_token_or_the_status_key(web: Web) -> None:
