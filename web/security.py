@@ -9,6 +9,7 @@ without a page view and ``ABSOLUTE_TIMEOUT_S`` after sign-in.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
@@ -171,7 +172,7 @@ class LoginThrottle:
     user name from anywhere, each attempt for it waits up to ``user_cap_s``, but only
     from addresses that are failing themselves: the right password from an address
     without recent failures signs in at once, however many guesses come from elsewhere.
-    A sign-in clears its address. Failures are forgotten ``forget_s`` after the last
+    A sign-in clears its address. An IPv6 address counts as its /64. Failures are forgotten ``forget_s`` after the last
     one; each table keeps at most ``max_keys`` keys (the oldest go), so memory stays
     bounded however many addresses an attacker has.
     """
@@ -200,11 +201,24 @@ class LoginThrottle:
     def _user_key(username: str) -> str:
         return username.strip().casefold()[:64]
 
+    @staticmethod
+    def _address_key(address: str) -> str:
+        """An IPv4 address, or the /64 of an IPv6 one (one host usually has a whole /64)."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address[:64]
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+        return str(ip)
+
     def retry_after(self, username: str, address: str) -> float:
         """Seconds until this address may try this user name again (0 = now)."""
         now = self.clock()
         with self._lock:
-            failing = self._addresses.get(address, now, self.forget_s)
+            failing = self._addresses.get(self._address_key(address), now, self.forget_s)
             if failing is None:
                 return 0.0
             wait = failing.until - now
@@ -217,7 +231,8 @@ class LoginThrottle:
         """A wrong password (user names that do not exist count for the address only)."""
         now = self.clock()
         with self._lock:
-            self._addresses.fail(address, now, self.forget_s, self.address_free, self.address_cap_s)
+            key = self._address_key(address)
+            self._addresses.fail(key, now, self.forget_s, self.address_free, self.address_cap_s)
             if known_user:
                 self._users.fail(
                     self._user_key(username), now, self.forget_s, self.user_free, self.user_cap_s
@@ -226,7 +241,7 @@ class LoginThrottle:
     def succeeded(self, address: str) -> None:
         """A sign-in: this address starts afresh (the user name's count decays by itself)."""
         with self._lock:
-            self._addresses.clear(address)
+            self._addresses.clear(self._address_key(address))
 
     def sizes(self) -> tuple[int, int]:
         """How many addresses and user names are remembered (for tests and health)."""

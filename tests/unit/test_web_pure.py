@@ -120,6 +120,17 @@ def test_login_throttle_slows_the_failing_address_down_exponentially() -> None:
     assert t.retry_after("admin", "10.0.0.1") == 0
 
 
+def test_login_throttle_counts_an_ipv6_address_as_its_64() -> None:
+    t = LoginThrottle(address_free=1, user_free=100, clock=lambda: 0.0)
+    t.failed("admin", "2001:db8:1:2::10")
+    t.failed("admin", "2001:db8:1:2:ffff::1")  # the same /64: the same client
+    assert t.retry_after("admin", "2001:db8:1:2::99") == 1
+    assert t.retry_after("admin", "2001:db8:1:3::10") == 0
+    t.failed("admin", "::ffff:192.0.2.1")
+    t.failed("admin", "192.0.2.1")  # v4-mapped is the IPv4 address
+    assert t.retry_after("admin", "192.0.2.1") == 1
+
+
 def test_login_throttle_per_user_only_for_failing_addresses() -> None:
     now = [0.0]
     t = LoginThrottle(address_free=100, user_free=2, user_cap_s=5, clock=lambda: now[0])
