@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ log = logging.getLogger("appliance")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+ENV_TOKEN = "APPLIANCE_TOKEN"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -61,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="ask a running appliance what runs")
     _add_common(status)
     status.add_argument("--json", action="store_true", help="print the raw health report")
+    status.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="API token for the full report (default: $APPLIANCE_TOKEN, else the running "
+        "box's DATA_DIR/status.key; without either only up or down is shown)",
+    )
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
@@ -139,11 +147,21 @@ def _local(host: str) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print what a running appliance reports at /healthz, plus a C-ECHO of its listener."""
+    """Print what a running appliance reports at /healthz, plus a C-ECHO of its listener.
+
+    /healthz gives each part's state only with a token: ``--token``, ``$APPLIANCE_TOKEN``
+    or the status key the box wrote to its data directory; else only up or down.
+    """
+    from appliance import statuskey
+
     cfg = load_config(args)
     url = f"http://{_local(cfg.web.host)}:{cfg.web.port}/healthz"
+    token = args.token or os.environ.get(ENV_TOKEN) or statuskey.read(cfg.data_dir)
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5) as resp:
             report = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         report = json.loads(exc.read() or b"{}")
@@ -153,7 +171,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK if report.get("status") == "ok" else EXIT_FAILURE
-    print(f"appliance: {report.get('status')} (up {report.get('uptime_s')} s)")
+    if "services" in report:
+        print(f"appliance: {report.get('status')} (up {report.get('uptime_s')} s)")
+    else:
+        print(
+            f"appliance: {report.get('status')} (details need --token, ${ENV_TOKEN} or read "
+            f"access to {cfg.data_dir / statuskey.FILE_NAME})"
+        )
     for name, part in report.get("services", {}).items():
         extra = ", ".join(f"{k}={v}" for k, v in part.items() if k != "state")
         print(f"  {name:<12} {part.get('state'):<18} {extra}")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from appliance import access, destinations, edge
+from appliance import access, destinations, edge, statuskey
 from appliance.config import Config
 from appliance.db import Store, open_store
 
@@ -261,7 +261,8 @@ class Appliance:
         from web import create_app
 
         assert self.runtime is not None
-        app = create_app(self.runtime, health=self.health)
+        key = statuskey.write(self.config.data_dir)
+        app = create_app(self.runtime, health=self.health, health_key=key)
         cfg = self.config.web
         server = create_server(
             app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import html
+import http.client
 import re
+import urllib.parse
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
 
 from flask import Flask
@@ -108,3 +111,119 @@ def walk(client: FlaskClient, url: str, row_id: str, link: str = "next") -> list
         pages.append(re.findall(rf'id="{row_id}-([^"]+)"', resp.text))
         url = pager(resp.text)[1].get(link, "")
     return pages
+
+
+class _InlineCode(HTMLParser):
+    """Collects what a CSP without 'unsafe-inline' would block on a page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = dict(attrs)
+        for name, value in attrs:
+            if name.startswith("on"):
+                self.found.append(f"<{tag} {name}=...>")
+            elif name == "style":
+                self.found.append(f"<{tag} style=...>")
+            elif name in ("href", "src", "action") and (value or "").strip().lower().startswith(
+                "javascript:"
+            ):
+                self.found.append(f"<{tag} {name}=javascript:...>")
+        if tag == "script":
+            self._in_script = True
+            if not names.get("src"):
+                self.found.append("<script> without src")
+        elif tag == "style":
+            self.found.append("<style> element")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.found.append("<script> with inline code")
+
+
+def inline_code(page: str) -> list[str]:
+    """Inline scripts, event handler and style attributes, javascript: URLs on a page."""
+    parser = _InlineCode()
+    parser.feed(page)
+    parser.close()
+    return parser.found
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    text: str
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.text)
+
+
+class SocketClient:
+    """A cookie-keeping HTTP client over a real socket to the running appliance, from a
+    chosen loopback source address (127.0.0.0/8 all reach 127.0.0.1 on Linux)."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
+        self.port = port
+        self.source = source
+        self.cookies: dict[str, str] = {}
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> Reply:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=10, source_address=(self.source, 0)
+        )
+        sent = dict(headers or {})
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        elif json_body is not None:
+            import json
+
+            body = json.dumps(json_body)
+            sent["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=body, headers=sent)
+            resp = conn.getresponse()
+            text = resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+        for cookie in resp.headers.get_all("Set-Cookie") or []:
+            name, _, rest = cookie.partition("=")
+            value = rest.split(";", 1)[0]
+            if value and "Max-Age=0" not in cookie and "1970" not in cookie:
+                self.cookies[name.strip()] = value
+            else:
+                self.cookies.pop(name.strip(), None)
+        return Reply(resp.status, resp.headers, text)
+
+    def get(self, path: str, **headers: str) -> Reply:
+        return self.request("GET", path, headers=headers)
+
+    def post(self, path: str, form: dict[str, str]) -> Reply:
+        return self.request("POST", path, form=form)
+
+    def sign_in(self, username: str, password: str = PASSWORD) -> Reply:
+        """The login form as a browser sends it: GET for the CSRF token, then POST."""
+        token = csrf_of(self.get("/login").text)
+        return self.post(
+            "/login", {"csrf_token": token, "username": username, "password": password}
+        )

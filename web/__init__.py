@@ -4,6 +4,7 @@ Blueprints: ``auth`` (sign-in, first-run setup, own account), ``board`` (the sch
 board and its live updates), ``steps`` (schedule form), ``admin`` (devices, users,
 catalog, audit log) and ``api`` (JSON under /api/v1/). Every page but sign-in, setup,
 static files and ``/healthz`` needs a signed-in user; the API also takes Bearer tokens.
+``/healthz`` tells anonymous callers only up or down.
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ def create_app(
     health: Callable[[], dict[str, Any]] | None = None,
     test_config: dict[str, Any] | None = None,
     announce: Callable[[str], None] = _announce_setup,
+    health_key: str = "",
 ) -> Flask:
-    """Build the Flask app for this runtime (config, store, access)."""
+    """Build the Flask app for this runtime (config, store, access).
+
+    ``health_key``: the box's status key (appliance.statuskey); a caller sending it as a
+    Bearer token sees the full /healthz report, as a signed-in user or an API token does.
+    """
     app = Flask(__name__)
     store = runtime.store
     app.config.update(
@@ -61,7 +67,8 @@ def create_app(
         ABSOLUTE_TIMEOUT_S=12 * 3600,
         BOARD_POLL_MS=3000,
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
-        LOGIN_LIMITER=security.LoginLimiter(),
+        LOGIN_THROTTLE=security.LoginThrottle(),
+        HEALTH_KEY=health_key,
     )
     app.config.update(test_config or {})
     app.extensions["appliance"] = runtime
@@ -79,8 +86,12 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> Any:
+        """Up or down for anyone; each part's state only for a user, an API token or the
+        box's own status key (names, hosts and ports are not for anonymous callers)."""
         report = health() if health is not None else {"status": "ok", "services": {}}
         code = 200 if report["status"] == "ok" else 503
+        if not security.may_see_health():
+            report = {"status": report["status"]}
         return jsonify(report), code
 
     app.before_request(_authenticate)
@@ -165,14 +176,15 @@ def _authenticate() -> Any:
 
 
 def _security_headers(resp: Any) -> Any:
-    """No framing, no MIME sniffing, scripts only from this box; pages are never cached."""
+    """No framing, no MIME sniffing, scripts and styles only from this box's files (no inline
+    script, event handler or style attribute); pages are never cached."""
     resp.headers.setdefault("X-Frame-Options", "DENY")
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     resp.headers.setdefault("Referrer-Policy", "same-origin")
     resp.headers.setdefault(
         "Content-Security-Policy",
-        "default-src 'self'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
-        "form-action 'self'; base-uri 'none'",
+        "default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     )
     if request.endpoint != "static":
         resp.headers.setdefault("Cache-Control", "no-store")

@@ -46,32 +46,34 @@ def login() -> Any:
         error = gettext("Your session has ended; please sign in again.")
     username = ""
     status = 200
+    headers: dict[str, str] = {}
     if request.method == "POST":
         username = request.form.get("username", "")
         password = request.form.get("password", "")
-        limiter: security.LoginLimiter = current_app.config["LOGIN_LIMITER"]
+        throttle: security.LoginThrottle = current_app.config["LOGIN_THROTTLE"]
         address = request.remote_addr or ""
-        wait = limiter.retry_after(username, address)
+        wait = math.ceil(throttle.retry_after(username, address))
         if wait > 0:
-            error = gettext(
-                "Too many failed sign-ins; try again in %(m)s minutes.", m=math.ceil(wait / 60)
-            )
-            status = 429
+            # Not checked at all (right or wrong): this address has been failing.
+            error = gettext("Too many failed sign-ins; try again in %(s)s seconds.", s=wait)
+            status, headers = 429, {"Retry-After": str(wait)}
         else:
             user = accounts.authenticate(store, username, password)
             if user is None:
-                limiter.failed(username, address)
+                known = accounts.find_user(store, username) is not None
+                throttle.failed(username, address, known_user=known)
                 audit.record_now(
                     store, username[:64] or "?", "login-failed", "", "", security.source()
                 )
                 error = gettext("Wrong user name or password.")
                 status = 401
             else:
-                limiter.succeeded(username)
+                throttle.succeeded(address)
                 security.start_session(user)
                 audit.record_now(store, user.username, "login", "", "", security.source())
                 return redirect(_safe_next(request.args.get("next")))
-    return render_template("login.html", error=error, username=username), status
+    page = render_template("login.html", error=error, username=username)
+    return page, status, headers
 
 
 @bp.post("/logout")
@@ -119,16 +121,19 @@ def setup() -> Any:
     return render_template("setup.html", errors=errors, values=values), 400 if errors else 200
 
 
-@bp.get("/language/", defaults={"lang": ""})
-@bp.get("/language/<lang>")
+@bp.post("/language/", defaults={"lang": ""})
+@bp.post("/language/<lang>")
 def language(lang: str) -> Any:
-    """Choose a language: for a signed-in user it is saved, for others kept in a cookie."""
+    """Choose a language: for a signed-in user it is saved, for others kept in a cookie.
+
+    A POST with the CSRF token (checked before the view), never a GET: it changes state.
+    """
     if lang not in ("en", "ja", ""):
         lang = ""
     user = security.session_user(touch=False)
     if user is not None:
         accounts.set_language(request_store(), user.pk, lang)
-    resp = redirect(_safe_next(request.args.get("next")))
+    resp = redirect(_safe_next(request.form.get("next")))
     resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="Lax", httponly=True)
     return resp
 

@@ -173,7 +173,7 @@ JA: dict[str, str] = {
     "Not found": "見つかりません",
     "The form has expired; please try again.": "フォームの有効期限が切れました。もう一度お試しください。",
     "Wrong user name or password.": "ユーザー名またはパスワードが違います。",
-    "Too many failed sign-ins; try again in %(m)s minutes.": "ログインの失敗が多すぎます。%(m)s 分後に再度お試しください。",
+    "Too many failed sign-ins; try again in %(s)s seconds.": "ログインの失敗が多すぎます。%(s)s 秒後に再度お試しください。",
     "Your session has ended; please sign in again.": "セッションが終了しました。再度ログインしてください。",
     "is required": "必須です",
     "is not a date": "日付ではありません",

@@ -1,4 +1,4 @@
-"""Sign-in, sessions, CSRF and login rate limiting for the web edge.
+"""Sign-in, sessions, CSRF and the sign-in throttle for the web edge.
 
 Sessions are Flask's signed cookies keyed by a secret kept in the database. A session
 holds the user's pk and *session epoch*; changing a password, role or active flag moves
@@ -9,11 +9,13 @@ without a page view and ``ABSOLUTE_TIMEOUT_S`` after sign-in.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
@@ -93,6 +95,18 @@ def bearer_user() -> accounts.User | None:
     return accounts.user_for_token(current_app.extensions["appliance"].store, token.strip())
 
 
+def may_see_health() -> bool:
+    """True for a signed-in user, an API token or the box's status key (``HEALTH_KEY``)."""
+    if getattr(g, "user", None) is not None:
+        return True
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    key = current_app.config.get("HEALTH_KEY") or ""
+    if scheme.lower() == "bearer" and key and hmac.compare_digest(key, token.strip()):
+        return True
+    return bearer_user() is not None
+
+
 def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
     """Only admins may use this view (403 for others)."""
 
@@ -113,49 +127,123 @@ def source() -> str:
     return f"web {request.remote_addr or ''}".strip()
 
 
-class LoginLimiter:
-    """Failed sign-ins per user name and per client address in a sliding window."""
+@dataclass
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+    until: float = 0.0  # no attempt before this time (the clock's)
+
+
+class _FailureTable:
+    """Recent failures by key; the least recently failing key goes first when full."""
+
+    def __init__(self, max_keys: int) -> None:
+        self.max_keys = max_keys
+        self.rows: OrderedDict[str, _Failures] = OrderedDict()
+
+    def get(self, key: str, now: float, forget_s: float) -> _Failures | None:
+        row = self.rows.get(key)
+        if row is not None and now - row.last > forget_s:
+            del self.rows[key]
+            return None
+        return row
+
+    def fail(self, key: str, now: float, forget_s: float, free: int, cap_s: float) -> None:
+        """One more failure: past ``free`` of them, each waits twice as long (capped)."""
+        row = self.get(key, now, forget_s) or _Failures()
+        row.count += 1
+        row.last = now
+        if row.count > free:
+            row.until = now + min(cap_s, 2.0 ** min(row.count - free - 1, 16))
+        self.rows[key] = row
+        self.rows.move_to_end(key)
+        while len(self.rows) > self.max_keys:
+            self.rows.popitem(last=False)
+
+    def clear(self, key: str) -> None:
+        self.rows.pop(key, None)
+
+
+class LoginThrottle:
+    """Failed sign-ins slow the failing client down; nobody is locked out.
+
+    After ``address_free`` failures from one address, each further attempt from it must
+    wait 1, 2, 4 ... s (at most ``address_cap_s``). After ``user_free`` failures for one
+    user name from anywhere, each attempt for it waits up to ``user_cap_s``, but only
+    from addresses that are failing themselves: the right password from an address
+    without recent failures signs in at once, however many guesses come from elsewhere.
+    A sign-in clears its address. An IPv6 address counts as its /64. Failures are forgotten ``forget_s`` after the last
+    one; each table keeps at most ``max_keys`` keys (the oldest go), so memory stays
+    bounded however many addresses an attacker has.
+    """
 
     def __init__(
         self,
-        per_user: int = 5,
-        per_address: int = 20,
-        window_s: float = 900.0,
+        address_free: int = 5,
+        address_cap_s: float = 60.0,
+        user_free: int = 10,
+        user_cap_s: float = 30.0,
+        forget_s: float = 900.0,
+        max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.per_user = per_user
-        self.per_address = per_address
-        self.window_s = window_s
+        self.address_free = address_free
+        self.address_cap_s = address_cap_s
+        self.user_free = user_free
+        self.user_cap_s = user_cap_s
+        self.forget_s = forget_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._failures: dict[str, deque[float]] = {}
+        self._addresses = _FailureTable(max_keys)
+        self._users = _FailureTable(max_keys)
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
-        while q and now - q[0] > self.window_s:
-            q.popleft()
-        return q
+    @staticmethod
+    def _user_key(username: str) -> str:
+        return username.strip().casefold()[:64]
+
+    @staticmethod
+    def _address_key(address: str) -> str:
+        """An IPv4 address, or the /64 of an IPv6 one (one host usually has a whole /64)."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address[:64]
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+        return str(ip)
 
     def retry_after(self, username: str, address: str) -> float:
-        """Seconds until another attempt is allowed (0 = allowed now)."""
-        now = self.clock()
-        wait = 0.0
-        with self._lock:
-            for key, limit in (
-                (f"u:{username.strip().casefold()}", self.per_user),
-                (f"a:{address}", self.per_address),
-            ):
-                q = self._recent(key, now)
-                if len(q) >= limit:
-                    wait = max(wait, self.window_s - (now - q[0]))
-        return wait
-
-    def failed(self, username: str, address: str) -> None:
+        """Seconds until this address may try this user name again (0 = now)."""
         now = self.clock()
         with self._lock:
-            for key in (f"u:{username.strip().casefold()}", f"a:{address}"):
-                self._recent(key, now).append(now)
+            failing = self._addresses.get(self._address_key(address), now, self.forget_s)
+            if failing is None:
+                return 0.0
+            wait = failing.until - now
+            user = self._users.get(self._user_key(username), now, self.forget_s)
+            if user is not None:
+                wait = max(wait, user.until - now)
+        return max(wait, 0.0)
 
-    def succeeded(self, username: str) -> None:
+    def failed(self, username: str, address: str, known_user: bool = True) -> None:
+        """A wrong password (user names that do not exist count for the address only)."""
+        now = self.clock()
         with self._lock:
-            self._failures.pop(f"u:{username.strip().casefold()}", None)
+            key = self._address_key(address)
+            self._addresses.fail(key, now, self.forget_s, self.address_free, self.address_cap_s)
+            if known_user:
+                self._users.fail(
+                    self._user_key(username), now, self.forget_s, self.user_free, self.user_cap_s
+                )
+
+    def succeeded(self, address: str) -> None:
+        """A sign-in: this address starts afresh (the user name's count decays by itself)."""
+        with self._lock:
+            self._addresses.clear(self._address_key(address))
+
+    def sizes(self) -> tuple[int, int]:
+        """How many addresses and user names are remembered (for tests and health)."""
+        with self._lock:
+            return len(self._addresses.rows), len(self._users.rows)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +19,7 @@ PY = sys.executable
 
 
 def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("env", {k: v for k, v in os.environ.items() if k != "APPLIANCE_TOKEN"})
     return subprocess.run(
         [PY, "-m", "appliance", *args], capture_output=True, text=True, timeout=60, **kw
     )
@@ -88,25 +91,29 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
     )
     try:
 
-        def healthy() -> dict | None:
+        def healthy(headers: dict[str, str] | None = None) -> dict | None:
+            url = f"http://127.0.0.1:{wport}/healthz"
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{wport}/healthz", timeout=1) as r:
+                req = urllib.request.Request(url, headers=headers or {})
+                with urllib.request.urlopen(req, timeout=1) as r:
                     return json.loads(r.read())
             except OSError:
                 return None
 
-        report = wait_for(healthy, timeout=20)
-        assert report["services"]["dicom"]["port"] == dport
-        status = run(
-            "status",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--web-port",
-            str(wport),
-            "--dicom-port",
-            str(dport),
-        )
+        assert wait_for(healthy, timeout=20) == {"status": "ok"}  # anonymous: up or down only
+        key = (tmp_path / "d" / "status.key").read_text().strip()
+        report = healthy({"Authorization": f"Bearer {key}"})
+        assert report is not None and report["services"]["dicom"]["port"] == dport
+        ports = ("--web-port", str(wport), "--dicom-port", str(dport))
+        status = run("status", "--data-dir", str(tmp_path / "d"), *ports)
         assert status.returncode == 0, status.stdout + status.stderr
+        assert re.search(rf"dicom +running +ae_title=APPLIANCE, port={dport}", status.stdout)
+        assert f"C-ECHO APPLIANCE@{dport}: success" in status.stdout
+        # Without the box's key (another data directory, no token): up or down only.
+        status = run("status", "--data-dir", str(tmp_path / "elsewhere"), *ports)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "appliance: ok (details need --token" in status.stdout
+        assert "ae_title" not in status.stdout
         assert f"C-ECHO APPLIANCE@{dport}: success" in status.stdout
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)

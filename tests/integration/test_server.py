@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from appliance import statuskey
 from appliance.server import Appliance
 
 
@@ -23,9 +24,12 @@ def echo(port: int, calling: str = "TESTSCU", called: str = "APPLIANCE") -> tupl
     return True, int(status.Status) if status else None
 
 
-def get_json(port: int, path: str) -> tuple[int, dict]:
+def get_json(port: int, path: str, token: str = "") -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -37,7 +41,9 @@ def test_c_echo_from_pynetdicom(appliance: Appliance) -> None:
 
 
 def test_healthz_reports_each_service(appliance: Appliance) -> None:
-    code, report = get_json(appliance.web_port, "/healthz")
+    key = statuskey.read(appliance.config.data_dir)
+    assert key
+    code, report = get_json(appliance.web_port, "/healthz", token=key)
     assert code == 200
     assert report["status"] == "ok"
     services = report["services"]

@@ -116,6 +116,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             locale="en-US",
             viewport={"width": 1280, "height": 860},
         )
+        context.csp_refusals = []  # what the CSP blocked, read by test_csp_blocked_nothing
+        context.on("console", lambda msg: _note_csp(context, msg))
         yield context
         context.close()
 
@@ -125,6 +127,11 @@ def page(browser: Any) -> Any:
     pg = browser.new_page()
     pg.set_default_timeout(15_000)
     return pg
+
+
+def _note_csp(context: Any, msg: Any) -> None:
+    if "Content Security Policy" in msg.text:
+        context.csp_refusals.append(f"{msg.page.url if msg.page else '?'}: {msg.text}")
 
 
 def shot(page: Any, name: str) -> None:
@@ -216,7 +223,7 @@ def test_newcomer_first_hour(box: Box, page: Any, tmp_path: Path) -> None:
     page.fill("#password2", PASSWORD)
     shot(page, "setup")  # before the token goes in: it differs each run
     page.fill("#token", box.setup_token)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     page.wait_for_url(re.compile(r"/admin/devices$"))
 
     # 2. Add a CT room; a bad port is refused next to the field first.
@@ -245,7 +252,7 @@ def test_newcomer_first_hour(box: Box, page: Any, tmp_path: Path) -> None:
     shot(page, "catalog")
 
     # 4. Japanese from here on (saved for this user), then the schedule form.
-    page.click("a.lang")
+    page.click("button.lang")
     page.wait_for_selector("html[lang=ja]")
     page.goto(box.url + "/steps/new")
     page.click("#save")  # empty: every required field gets its message
@@ -313,13 +320,16 @@ def test_newcomer_first_hour(box: Box, page: Any, tmp_path: Path) -> None:
     page.fill("#q", "やまだ")
     page.press("#q", "Enter")
     assert "JP-0001" in page.inner_text("#results")
-    page.click("a.lang")  # back to English for the admin pages
+    page.click("button.lang")  # back to English for the admin pages
     page.wait_for_selector("html[lang=en]")
     page.goto(box.url + "/admin/audit")
     audit = page.inner_text("#audit")
     assert re.search(r"admin\s+schedule", audit)
     assert re.search(r"CT1\s+worklist-query", audit)
     shot(page, "audit")
+    page.select_option("#audit-filter select[name=action]", "schedule")  # sends itself (page.js)
+    page.wait_for_url(re.compile(r"action=schedule"))
+    assert "worklist-query" not in page.inner_text("#audit")
     page.goto(box.url + "/")
     shot(page, "board-en")
 
@@ -346,7 +356,7 @@ def test_front_desk_schedules_again_for_a_known_patient(box: Box, page: Any) -> 
     page.wait_for_url(re.compile(r"/login"))
     page.fill("#username", "hanako")
     page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     page.wait_for_selector("#board")
     assert page.locator("html").get_attribute("lang") == "ja"  # her own language
     assert page.locator("details.dropdown").count() == 0  # no admin menu
@@ -404,3 +414,8 @@ def test_pages_fit_a_narrow_screen(box: Box, browser: Any, width: int) -> None:
         overflow = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} is {overflow}px too wide at {width}px"
     pg.close()
+
+
+def test_csp_blocked_nothing(browser: Any) -> None:
+    """Last: no page of the tests above had a script or style the CSP refused."""
+    assert browser.csp_refusals == []

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from appliance import catalog
 from web import i18n, stepform
-from web.security import LoginLimiter
+from web.security import LoginThrottle
 
 LOOKUPS = stepform.Lookups(
     station=lambda ae: {"ae_title": ae, "modality": "CT"} if ae == "CT1" else None,
@@ -105,20 +105,60 @@ def test_language_choice() -> None:
     assert i18n.pick("", LanguageAccept([("fr", 1)])) == "en"
 
 
-def test_login_limiter_window() -> None:
+def test_login_throttle_slows_the_failing_address_down_exponentially() -> None:
     now = [0.0]
-    lim = LoginLimiter(per_user=2, per_address=3, window_s=60, clock=lambda: now[0])
-    lim.failed("a", "1.1.1.1")
-    assert lim.retry_after("a", "1.1.1.1") == 0
-    lim.failed("A", "1.1.1.1")
-    assert lim.retry_after("a", "2.2.2.2") == 60  # per user, case-insensitive
-    lim.failed("b", "1.1.1.1")
-    assert lim.retry_after("c", "1.1.1.1") > 0  # per address
+    t = LoginThrottle(address_free=3, address_cap_s=10, user_free=100, clock=lambda: now[0])
+    waits = []
+    for _ in range(8):
+        now[0] += waits[-1] if waits else 0  # the client waits as told
+        t.failed("admin", "10.0.0.1")
+        waits.append(t.retry_after("admin", "10.0.0.1"))
+    assert waits == [0, 0, 0, 1, 2, 4, 8, 10]  # then capped
+    assert t.retry_after("other", "10.0.0.1") == 10  # the address, whatever the name
+    assert t.retry_after("admin", "10.0.0.2") == 0  # another address: at once
+    t.succeeded("10.0.0.1")
+    assert t.retry_after("admin", "10.0.0.1") == 0
+
+
+def test_login_throttle_counts_an_ipv6_address_as_its_64() -> None:
+    t = LoginThrottle(address_free=1, user_free=100, clock=lambda: 0.0)
+    t.failed("admin", "2001:db8:1:2::10")
+    t.failed("admin", "2001:db8:1:2:ffff::1")  # the same /64: the same client
+    assert t.retry_after("admin", "2001:db8:1:2::99") == 1
+    assert t.retry_after("admin", "2001:db8:1:3::10") == 0
+    t.failed("admin", "::ffff:192.0.2.1")
+    t.failed("admin", "192.0.2.1")  # v4-mapped is the IPv4 address
+    assert t.retry_after("admin", "192.0.2.1") == 1
+
+
+def test_login_throttle_per_user_only_for_failing_addresses() -> None:
+    now = [0.0]
+    t = LoginThrottle(address_free=100, user_free=2, user_cap_s=5, clock=lambda: now[0])
+    for i in range(6):
+        t.failed("Admin", f"10.0.0.{i}")  # one guess from each of six addresses
+    assert t.retry_after("admin", "10.0.0.1") == 5  # per user name (case-insensitive), capped
+    assert t.retry_after("other", "10.0.0.1") == 0
+    assert t.retry_after("admin", "192.168.1.5") == 0  # an address that has not failed
+    t.failed("nobody", "10.0.0.9", known_user=False)
+    assert t.sizes() == (7, 1)  # unknown names are not remembered
+
+
+def test_login_throttle_forgets_and_stays_bounded() -> None:
+    now = [0.0]
+    t = LoginThrottle(address_free=1, forget_s=60, max_keys=100, clock=lambda: now[0])
+    t.failed("admin", "10.0.0.1")
+    t.failed("admin", "10.0.0.1")
+    assert t.retry_after("admin", "10.0.0.1") == 1
     now[0] = 61
-    assert lim.retry_after("a", "1.1.1.1") == 0
-    lim.failed("a", "9.9.9.9")
-    lim.succeeded("a")
-    assert lim.retry_after("a", "8.8.8.8") == 0
+    assert t.retry_after("admin", "10.0.0.1") == 0
+    t.failed("admin", "10.0.0.1")
+    assert t.retry_after("admin", "10.0.0.1") == 0  # counting from zero again
+    for i in range(5000):
+        t.failed(f"user{i}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+    assert t.sizes() == (100, 100)
+    for _ in range(10_000):
+        t.failed("admin", "10.0.0.1")  # no overflow however long it goes on
+    assert t.retry_after("admin", "10.0.0.1") == 60
 
 
 def test_names_for_people() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from flask.testing import FlaskClient
 
 from appliance import accounts
 from tests.webclient import PASSWORD, Web, csrf_of, post
+from web import create_app
 
 PAGES = [
     "/",
@@ -56,9 +58,34 @@ API = [
 ]
 
 
-def test_healthz_needs_no_login(web: Web) -> None:
+def test_healthz_needs_no_login_and_tells_anonymous_callers_only_up_or_down(web: Web) -> None:
     resp = web.client().get("/healthz")
-    assert resp.status_code == 200 and resp.json["status"] == "ok"
+    assert resp.status_code == 200 and resp.json == {"status": "ok"}
+    for wrong in ("Bearer apl_not-a-token", "Bearer ", "Basic YWRtaW46YWRtaW4="):
+        assert web.client(Authorization=wrong).get("/healthz").json == {"status": "ok"}
+
+
+def test_healthz_degraded_is_503_and_still_only_the_status(web: Web) -> None:
+    report = {"status": "degraded", "services": {"offsite": {"state": "failed", "host": "pacs"}}}
+    app = create_app(web.runtime, health=lambda: report, announce=lambda _: None)
+    anonymous = app.test_client().get("/healthz")
+    assert anonymous.status_code == 503 and anonymous.json == {"status": "degraded"}
+    token = accounts.create_token(web.store, web.user("ris"), "monitoring")
+    full = app.test_client().get("/healthz", headers={"Authorization": f"Bearer {token}"})
+    assert full.status_code == 503 and full.json == report
+
+
+def test_healthz_details_for_a_user_a_token_or_the_status_key(web: Web) -> None:
+    web.app.config["HEALTH_KEY"] = "the-box-status-key"
+    token = accounts.create_token(web.store, web.user("ris"), "monitoring")
+    callers = [
+        web.login("desk"),
+        web.client(Authorization=f"Bearer {token}"),
+        web.client(Authorization="Bearer the-box-status-key"),
+    ]
+    for client in callers:
+        resp = client.get("/healthz")
+        assert resp.status_code == 200 and set(resp.json) == {"status", "services"}
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -161,24 +188,39 @@ def test_inactive_user_cannot_sign_in(web: Web) -> None:
     assert resp.status_code == 401
 
 
-def test_login_attempts_are_rate_limited(web: Web) -> None:
+def test_failed_sign_ins_slow_the_address_down_without_locking_the_user_out(web: Web) -> None:
     now = [1000.0]
-    web.app.config["LOGIN_LIMITER"].clock = lambda: now[0]
+    web.app.config["LOGIN_THROTTLE"].clock = lambda: now[0]
     web.user("desk")
     c = web.client()
     token = csrf_of(c.get("/login").text)
+
+    def attempt(password: str) -> Any:
+        return c.post(
+            "/login", data={"csrf_token": token, "username": "desk", "password": password}
+        )
+
     for _ in range(5):
+        assert attempt("wrong-wrong").status_code == 401
+    assert attempt("wrong-wrong").status_code == 401  # the sixth is checked, then waits begin
+    resp = attempt(PASSWORD)  # not even checked: this address has been failing
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
+    assert "Too many failed sign-ins; try again in 1 seconds." in resp.text
+    assert c.get("/").status_code == 302
+    now[0] += 1
+    assert attempt(PASSWORD).status_code == 302  # a few seconds, never 15 minutes
+
+
+def test_slow_down_message_in_japanese(web: Web) -> None:
+    web.user("desk")
+    c = web.client(**{"Accept-Language": "ja"})
+    token = csrf_of(c.get("/login").text)
+    for _ in range(7):
         resp = c.post(
             "/login", data={"csrf_token": token, "username": "desk", "password": "wrong-wrong"}
         )
-        assert resp.status_code == 401
-    resp = c.post("/login", data={"csrf_token": token, "username": "desk", "password": PASSWORD})
-    assert resp.status_code == 429
-    assert "Too many failed sign-ins" in resp.text
-    assert c.get("/").status_code == 302
-    now[0] += 901
-    resp = c.post("/login", data={"csrf_token": token, "username": "desk", "password": PASSWORD})
-    assert resp.status_code == 302
+    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert "ログインの失敗が多すぎます。" in resp.text and "秒後に再度お試しください" in resp.text
 
 
 def test_idle_session_expires(web: Web) -> None:
@@ -271,23 +313,27 @@ def test_front_desk_cannot_post_admin_forms(web: Web, desk: FlaskClient) -> None
 def test_language_from_browser_then_user_choice(web: Web) -> None:
     c = web.login("desk", **{"Accept-Language": "ja,en;q=0.5"})
     assert "予約ボード" in c.get("/").text
-    resp = c.get("/language/en?next=/")
-    assert resp.status_code == 302
+    resp = post(c, "/language/en", {"next": "/"})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/"
     assert accounts.find_user(web.store, "desk").language == "en"
     page = c.get("/").text
     assert "Schedule board" in page and "予約ボード" not in page
     page = c.get("/account").text
-    back_to_browser = page.split('href="')[1:]
-    links = [
-        h.split('"')[0].replace("&amp;", "&") for h in back_to_browser if h.startswith("/language/")
-    ]
-    assert len(links) == 4  # header link + browser / English / Japanese
-    assert c.get(links[1]).status_code == 302
+    actions = re.findall(r'<form method="post" action="(/language/[^"]*)"', page)
+    assert actions == ["/language/ja", "/language/", "/language/en", "/language/ja"]  # header + 3
+    assert post(c, actions[1], {"next": "/account"}).status_code == 302
     assert accounts.find_user(web.store, "desk").language == ""
     assert "予約ボード" in c.get("/").text  # the browser's language again
-    c.get("/language/ja")
+    post(c, "/language/ja")
     assert accounts.find_user(web.store, "desk").language == "ja"
     assert "予約ボード" in web.login("desk").get("/").text
+
+
+def test_language_is_not_changed_by_a_get_or_a_post_without_csrf(web: Web) -> None:
+    c = web.login("desk")
+    assert c.get("/language/ja").status_code == 405
+    assert c.post("/language/ja", data={"next": "/"}).status_code == 400
+    assert accounts.find_user(web.store, "desk").language == ""
 
 
 def test_login_page_in_japanese_for_a_japanese_browser(web: Web) -> None:
@@ -369,7 +415,10 @@ def test_setup_creates_the_admin_once(web_bare: Web) -> None:
 def test_security_headers(web: Web, desk: FlaskClient) -> None:
     resp = desk.get("/")
     assert resp.headers["X-Frame-Options"] == "DENY"
-    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    csp = [d.strip() for d in resp.headers["Content-Security-Policy"].split(";")]
+    assert "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "'unsafe-inline'" not in resp.headers["Content-Security-Policy"]
     assert resp.headers["Cache-Control"] == "no-store"
     cookie = resp.headers.get("Set-Cookie", "")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
