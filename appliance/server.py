@@ -323,7 +323,7 @@ class Appliance:
                 "ae_title": self.config.dicom.ae_title,
                 "port": self.dicom_port,
                 "associations": len(server.active_associations) if server else 0,
-                
+                **(server.connection_counts() if server else {}),
             }
             for service in self.services:
                 parts[service.name] = service.health()

@@ -107,7 +107,7 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
         ports = ("--web-port", str(wport), "--dicom-port", str(dport))
         status = run("status", "--data-dir", str(tmp_path / "d"), *ports)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert re.search(rf"dicom +running +ae_title=APPLIANCE, port={dport}", status.stdout)
+        assert re.search(rf"dicom +running +.*ae_title=APPLIANCE, .*port={dport}\b", status.stdout)
         assert f"C-ECHO APPLIANCE@{dport}: success" in status.stdout
         # Without the box's key (another data directory, no token): up or down only.
         status = run("status", "--data-dir", str(tmp_path / "elsewhere"), *ports)
