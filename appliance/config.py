@@ -60,8 +60,7 @@ class DicomSettings:
     dimse_timeout: float = _doc("seconds to wait for DIMSE messages", 60.0)
     network_timeout: float = _doc("seconds an idle association stays open", 120.0)
     max_associations: int = _doc(
-        "associations served at once; one more is rejected (A-ASSOCIATE-RJ "
-        "local-limit-exceeded)",
+        "associations served at once; one more is rejected (A-ASSOCIATE-RJ local-limit-exceeded)",
         32,
     )
     max_pending: int = _doc(
@@ -172,6 +171,11 @@ class ForwardSettings:
         "transient failures before an instance is dead-lettered (0 = retry for ever)", 0
     )
     idle_release: float = _doc("seconds an idle association to a PACS stays open", 2.0)
+    stall_minutes: float = _doc(
+        "minutes a destination may make no progress while items wait before the queue page, "
+        "/healthz and `appliance forward status` say it is stalled (0 = never)",
+        15.0,
+    )
     commitment_timeout: float = _doc(
         "seconds to wait for a PACS's commitment before reporting failure to the modality", 600.0
     )
@@ -364,7 +368,9 @@ def _validate_dicom(d: DicomSettings) -> DicomSettings:
         if getattr(d, name) <= 0:
             raise ConfigError(f"dicom.{name}", "must be a positive number of seconds")
     if not 1 <= d.max_associations <= 1024:
-        raise ConfigError("dicom.max_associations", f"{d.max_associations} is not between 1 and 1024")
+        raise ConfigError(
+            "dicom.max_associations", f"{d.max_associations} is not between 1 and 1024"
+        )
     for name in ("max_pending", "max_per_address"):
         if not 1 <= getattr(d, name) <= 1024:
             raise ConfigError(f"dicom.{name}", f"{getattr(d, name)} is not between 1 and 1024")
@@ -411,7 +417,7 @@ def _validate_destination(d: DestinationSettings, where: str) -> DestinationSett
 
 
 def _validate_forward(f: ForwardSettings) -> ForwardSettings:
-    for name in ("reserve_mb", "budget_mb", "max_attempts"):
+    for name in ("reserve_mb", "budget_mb", "max_attempts", "stall_minutes"):
         if getattr(f, name) < 0:
             raise ConfigError(f"forward.{name}", "must be 0 or positive")
     if not 1 <= f.associations <= 8:

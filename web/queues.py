@@ -57,7 +57,7 @@ def _back() -> str:
 def index() -> Any:
     store = request_store()
     configured = _configured()
-    rows = queue.summary(store, configured)
+    rows = queue.summary(store, configured, stall_after=runtime().config.forward.stall_minutes * 60)
     waiting = {r["destination"]: queue.waiting_items(store, r["destination"], PREVIEW)
                for r in rows if r["waiting"]}  # fmt: skip
     return render_template(

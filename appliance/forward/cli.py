@@ -84,12 +84,19 @@ def run(args: argparse.Namespace) -> int:
         if command == "echo":
             return _echo(cfg, _destinations(cfg, store), args.destination)
         if command == "status":
-            for row in queue.summary(store, [d.name for d in _destinations(cfg, store)], now):
+            names = [d.name for d in _destinations(cfg, store)]
+            for row in queue.summary(store, names, now, cfg.forward.stall_minutes * 60):
                 print(
-                    f"{row['destination']:<16} waiting {row['waiting']:<6} dead {row['dead']:<5} "
-                    f"delivered {row['delivered']:<7} last minute {row['delivered_last_minute']:<5} "
+                    f"{row['destination']:<16} waiting {row['waiting']:<6} held {row['held']:<5} "
+                    f"dead {row['dead']:<5} delivered {row['delivered']:<7} "
+                    f"last minute {row['delivered_last_minute']:<5} "
                     f"oldest {_age(row['oldest_waiting_at'], now)}"
                 )
+                if row["stalled_s"] is not None:
+                    print(
+                        f"{'':<16} STALLED: no progress for {row['stalled_s'] / 60:.0f} min "
+                        "while items wait"
+                    )
                 if row["last_error"]:
                     print(f"{'':<16} last error: {row['last_error']}")
         elif command == "waiting":
@@ -99,9 +106,11 @@ def run(args: argparse.Namespace) -> int:
                 total = queue.waiting_count(store, args.destination)
             for item in items:
                 due = max(0.0, item["next_attempt"] - now)
+                held = "HELD " if item["held"] else ""
+                behind = f" (destination: {item['waits_for']})" if item["waits_for"] else ""
                 print(
                     f"{item['id']:>8} {item['modality'] or '-':<4} attempts {item['attempts']:<3} "
-                    f"next in {due:.0f} s  {item['why']}"
+                    f"next in {due:.0f} s  {held}{item['why']}{behind}"
                 )
             _left_out(len(items), total, "waiting items (oldest first)")
         elif command == "dead":

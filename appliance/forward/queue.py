@@ -439,11 +439,15 @@ def mark_dead(
 def defer_destination(
     store: Store, destination: str, until: float, error: str, now: float | None = None
 ) -> int:
-    """The PACS cannot be reached: every due waiting row waits until ``until``, with why."""
+    """The PACS cannot be reached: every due waiting row waits until ``until``. A row not
+    tried yet takes the destination's error as why it waits; a held row (one that failed
+    on its own) keeps its own error and its attempts."""
     now = time.time() if now is None else now
     with store.write() as db:
         cur = db.execute(
-            """UPDATE forward_queue SET next_attempt = ?, last_error = ?, updated_at = ?
+            """UPDATE forward_queue SET next_attempt = ?,
+                   last_error = CASE WHEN attempts = 0 THEN ? ELSE last_error END,
+                   updated_at = ?
                WHERE destination = ? AND state = 'waiting' AND next_attempt < ?""",
             (until, error, now, destination, until),
         )
@@ -473,7 +477,9 @@ _ONE_DEST = """SELECT
      WHERE destination = :dest AND state = 'delivered' AND delivered_at > :since)
      AS delivered_last_minute,
     (SELECT MAX(delivered_at) FROM forward_queue
-     WHERE destination = :dest AND state = 'delivered') AS last_delivered_at"""
+     WHERE destination = :dest AND state = 'delivered') AS last_delivered_at,
+    (SELECT COUNT(*) FROM forward_queue
+     WHERE destination = :dest AND state = 'waiting' AND attempts > 0) AS held"""
 # The newest error of a row not delivered (waiting or dead: the only other states); the
 # newer row of two at the same time.
 _LAST_ERROR = """SELECT last_error, updated_at FROM (
@@ -485,12 +491,26 @@ _LAST_ERROR = """SELECT last_error, updated_at FROM (
     ORDER BY updated_at DESC, id DESC LIMIT 1"""
 
 
+def stalled_for(row: dict[str, Any], now: float) -> float | None:
+    """Seconds a destination has made no progress while items wait (since its last
+    delivery or its oldest waiting item, whichever is later); None when nothing waits."""
+    if not row.get("waiting"):
+        return None
+    since = max(row.get("last_delivered_at") or 0.0, row.get("oldest_waiting_at") or now)
+    return max(0.0, now - since)
+
+
 def summary(
-    store: Store, destinations: Iterable[str] = (), now: float | None = None
+    store: Store,
+    destinations: Iterable[str] = (),
+    now: float | None = None,
+    stall_after: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Per destination (those given, then any other with queue rows, by name): waiting,
-    dead and delivered counts, oldest waiting item, next attempt, last error, deliveries
-    in the last minute (throughput) and the last delivery."""
+    held (waiting after failing on their own), dead and delivered counts, oldest waiting
+    item, next attempt, last error, deliveries in the last minute (throughput), the last
+    delivery, and ``stalled_s`` when it made no progress for ``stall_after`` seconds
+    (> 0) while items wait."""
     now = time.time() if now is None else now
     with store.read():
         waiting = {r["destination"]: r for r in store.query(_WAITING_BY_DEST)}
@@ -515,6 +535,11 @@ def summary(
                     "last_error_at": last[0]["updated_at"] if last else None,
                 }
             )
+            stalled = stalled_for(out[-1], now)
+            out[-1]["stalled_s"] = (
+                round(stalled) if stall_after > 0 and stalled is not None and stalled >= stall_after
+                else None
+            )  # fmt: skip
     return out
 
 
@@ -551,8 +576,14 @@ def _dead_listing(destination: str | None) -> paging.Listing:
 
 
 def _with_why(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Why each row waits: a held row (it failed on its own: attempts > 0) its own error;
+    a row not tried yet says so, with the destination's error it waits behind, if any."""
     for r in rows:
-        r["why"] = r["last_error"] or "queued, not tried yet"
+        r["held"] = r["attempts"] > 0
+        if r["held"]:
+            r["why"], r["waits_for"] = r["last_error"] or "failed, waiting to be retried", ""
+        else:
+            r["why"], r["waits_for"] = "queued, not tried yet", r["last_error"] or ""
     return rows
 
 

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1-255
 IDLE_POLL = 1.0  # seconds between looks at the queue when nothing is due (web edits, retries)
+# An error of one instance (no acceptable context, no conversion, an exception preparing
+# it) is retried on the instance's own backoff this many times (or forward.max_attempts,
+# if lower), then it is a dead letter; a PACS configuration or a decoder may fix it.
+INSTANCE_ATTEMPTS = 5
 
 
 def set_nodelay(event: Any) -> None:
@@ -99,6 +103,7 @@ class Sender(Worker):
         self._wire: store_wire.StoreWire | None = None
         self._pairs: set[tuple[str, str]] = set()
         self._why = ""  # why the last C-STORE got no response
+        self._settled: set[int] = set()  # queue ids of the batch already charged or done
         self._last_work = 0.0
         self.failures = 0
         self.last_error = ""
@@ -134,16 +139,19 @@ class Sender(Worker):
                     lanes=self.lanes,
                 )
                 if items:
+                    self._settled = set()
                     try:
                         self._send_batch(items)
                     except Exception as exc:
                         # A bug must neither kill the worker nor loop on the same batch
-                        # uncharged: every claimed row not yet settled counts an attempt.
+                        # uncharged: every claimed row not yet settled counts an attempt
+                        # (once: a row already charged or delivered is not charged again).
                         log.exception("forward to %s: unexpected error", self.dest.name)
                         self._release()
                         error = f"unexpected error: {type(exc).__name__}: {exc}"
+                        left = [i for i in items if i.id not in self._settled]
                         queue.mark_retry(
-                            self.store, items, error, self._delay, self.settings.max_attempts
+                            self.store, left, error, self._delay, self._instance_attempts()
                         )
                         self._note_error(error)
                     self._last_work = time.monotonic()
@@ -193,15 +201,14 @@ class Sender(Worker):
             evt_handlers=SENDER_HANDLERS,
         )
         if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
-            # The PACS answered but took none of these SOP classes, with any syntax.
+            # The PACS answered but took none of these SOP classes, with any syntax: each
+            # instance is charged (the destination is not backed off for them).
             for item in items:
-                queue.mark_dead(
-                    self.store,
+                self._charge(
                     item,
                     f"{self.dest.ae_title} accepted no presentation context for SOP class "
                     f"{item.sop_class_uid}",
                 )
-            self._note_error(f"{self.dest.ae_title} refused every proposed presentation context")
             return None
         if not assoc.is_established:
             where = f"{self.dest.ae_title}@{self.dest.host}:{self.dest.port}"
@@ -236,6 +243,20 @@ class Sender(Worker):
         queue.defer_destination(self.store, self.dest.name, time.time() + delay, error)
         self._note_error(f"{error}; next try in {delay:.1f} s")
 
+    def _instance_attempts(self) -> int:
+        limit = self.settings.max_attempts
+        return min(limit, INSTANCE_ATTEMPTS) if limit else INSTANCE_ATTEMPTS
+
+    def _charge(self, item: queue.Item, error: str, status_code: int | None = None) -> None:
+        """An error of this instance alone: its attempt counts, it waits on its own
+        backoff (a dead letter after its attempts); the others go on."""
+        queue.mark_retry(
+            self.store, [item], error, self._delay, self._instance_attempts(),
+            status_code=status_code,
+        )  # fmt: skip
+        self._settled.add(item.id)
+        self._note_error(f"instance held: {error}")
+
     def _note_error(self, error: str) -> None:
         self.last_error = error
         self.last_error_at = time.time()
@@ -255,20 +276,16 @@ class Sender(Worker):
                 try:
                     rsp = self._store_one(item)
                 except PermanentError as exc:
-                    queue.mark_dead(self.store, item, str(exc))
-                    self._note_error(f"instance refused for good: {exc}")
+                    self._charge(item, str(exc))
                     continue
                 except FileNotFoundError:
                     queue.mark_dead(self.store, item, "the spooled file is missing")
+                    self._settled.add(item.id)
                     continue
                 except Exception as exc:  # anything else while preparing or sending this one
                     # Charged to this instance (its own backoff, a dead letter after its
                     # attempts); the rest of the batch goes on at once.
-                    error = f"cannot send this instance: {type(exc).__name__}: {exc}"
-                    queue.mark_retry(
-                        self.store, [item], error, self._delay, self.settings.max_attempts
-                    )
-                    self._note_error(error)
+                    self._charge(item, f"cannot send this instance: {type(exc).__name__}: {exc}")
                     if self._assoc is None or not self._assoc.is_established:
                         self._release()
                         return
@@ -283,6 +300,7 @@ class Sender(Worker):
                     queue.mark_retry(
                         self.store, [item], error, self._delay, self.settings.max_attempts
                     )
+                    self._settled.add(item.id)
                     self._destination_failed(error)
                     return
                 code, comment = rsp
@@ -292,6 +310,8 @@ class Sender(Worker):
                         log.warning("forward to %s: %s", self.dest.name, retry.describe(code))
                     delivered.append((item, code))
                 elif outcome is retry.Outcome.TRANSIENT:
+                    # Out of resources (A7xx) is the PACS's state, not this instance's:
+                    # the attempt counts, and the destination backs off.
                     error = retry.describe(code) + (f": {comment}" if comment else "")
                     queue.mark_retry(
                         self.store,
@@ -301,14 +321,19 @@ class Sender(Worker):
                         self.settings.max_attempts,
                         status_code=code,
                     )
-                    self._note_error(error)
+                    self._settled.add(item.id)
+                    self._release()
+                    self._destination_failed(error)
+                    return
                 else:
                     reason = retry.describe(code) + (f": {comment}" if comment else "")
                     queue.mark_dead(self.store, item, reason, status_code=code)
+                    self._settled.add(item.id)
                     self._note_error(f"instance refused for good: {reason}")
             self.failures = 0
         finally:
             if delivered:
+                self._settled.update(i.id for i, _ in delivered)
                 queue.mark_delivered(self.store, delivered)
                 self.delivered += len(delivered)
                 self.on_delivered([i for i, _ in delivered])

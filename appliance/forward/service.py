@@ -162,12 +162,16 @@ class ForwardService:
         """State, free spool space and, per destination, what waits and why."""
         now = time.time()
         dests = {}
-        for row in queue.summary(self.store, self.senders):
+        stall_after = self.config.forward.stall_minutes * 60
+        stalled = []
+        for row in queue.summary(self.store, self.senders, now, stall_after):
             name = row["destination"]
             lanes = self.senders.get(name, [])
             oldest = row["oldest_waiting_at"]
             dests[name] = {
                 "waiting": row["waiting"],
+                "held": row["held"],
+                "stalled_s": row["stalled_s"],
                 "dead": row["dead"],
                 "delivered": row["delivered"],
                 "delivered_last_minute": row["delivered_last_minute"],
@@ -177,8 +181,13 @@ class ForwardService:
                 "last_error": row["last_error"],
                 "associations": [s.health() for s in lanes] or [{"state": "destination removed"}],
             }
+            if row["stalled_s"] is not None:
+                stalled.append(name)
         free = self.spool.free_bytes() if self.spool.root.exists() else None
         state = self.state
+        if state == "running" and stalled:
+            # Images wait and none arrives: someone must look (forward.stall_minutes).
+            state = f"stalled: no progress to {', '.join(stalled)} while images wait"
         if state == "running" and free is not None and free < self.receiver.reserve_bytes:
             # C-STORE answers A700 until space is freed: the box is not healthy.
             state = "refusing images: spool free space below forward.reserve_mb"

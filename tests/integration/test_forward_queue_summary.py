@@ -27,13 +27,15 @@ FULL_SCAN = """SELECT q.destination,
       SUM(q.state = 'delivered') AS delivered,
       MIN(CASE WHEN q.state = 'waiting' THEN q.queued_at END) AS oldest_waiting_at,
       MIN(CASE WHEN q.state = 'waiting' THEN q.next_attempt END) AS next_attempt_at,
-      MAX(q.delivered_at) AS last_delivered_at
+      MAX(q.delivered_at) AS last_delivered_at,
+      SUM(q.state = 'waiting' AND q.attempts > 0) AS held
     FROM forward_queue q GROUP BY q.destination ORDER BY q.destination"""
 LAST_ERROR = """SELECT last_error, updated_at FROM forward_queue
     WHERE destination = ? AND last_error != '' AND state != 'delivered'
     ORDER BY updated_at DESC, id DESC LIMIT 1"""
 EMPTY = {"waiting": 0, "dead": 0, "delivered": 0, "delivered_last_minute": 0,
-         "oldest_waiting_at": None, "next_attempt_at": None, "last_delivered_at": None}  # fmt: skip
+         "oldest_waiting_at": None, "next_attempt_at": None, "last_delivered_at": None,
+         "held": 0, "stalled_s": None}  # fmt: skip
 
 
 def full_scan(store: Store, configured: list[str], now: float) -> list[dict[str, Any]]:
@@ -41,7 +43,7 @@ def full_scan(store: Store, configured: list[str], now: float) -> list[dict[str,
     out = []
     for name in dict.fromkeys([*configured, *by_name]):
         r = {**EMPTY, **by_name.get(name, {}), "destination": name}
-        for k in ("waiting", "dead", "delivered", "delivered_last_minute"):
+        for k in ("waiting", "dead", "delivered", "delivered_last_minute", "held"):
             r[k] = r[k] or 0
         last = store.query(LAST_ERROR, (name,))
         r["last_error"] = last[0]["last_error"] if last else ""

@@ -16,7 +16,7 @@ from pydicom.uid import (
 )
 
 from appliance import status
-from appliance.forward import queue
+from appliance.forward import queue, sender
 from appliance.server import Appliance
 from tests.forward_factories import make_ct, write_series
 from tests.forward_helpers import FakePacs, forward_config, pacs_destination, send_files
@@ -126,6 +126,9 @@ def test_sop_class_refused_by_pacs_is_dead_with_reason(
     dead = wait_for(lambda: queue.dead_letters(app.runtime.store), timeout=10)
     assert "accepted no presentation context" in dead[0]["reason"]
     assert CTImageStorage in dead[0]["reason"]
+    # Retried on its own backoff first (a PACS configuration may change), then dead.
+    assert dead[0]["attempts"] == sender.INSTANCE_ATTEMPTS
+    assert dead[0]["reason"].startswith(f"gave up after {sender.INSTANCE_ATTEMPTS} attempts")
 
 
 def test_a_batch_goes_over_one_association(

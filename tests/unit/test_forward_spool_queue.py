@@ -132,10 +132,43 @@ def test_page_functions(store) -> None:
     assert summary["a"]["next_attempt_at"] == 500 and summary["a"]["last_error"] == "PACS down"
     assert summary["b"]["dead"] == 1 and summary["b"]["waiting"] == 0
     assert summary["z"]["waiting"] == 0 and summary["z"]["last_error"] == ""
-    assert [w["why"] for w in queue.waiting_items(store, "a")] == ["PACS down", "PACS down"]
+    waiting = queue.waiting_items(store, "a")
+    # Not tried yet: said so, with the destination's error they wait behind.
+    assert [(w["why"], w["waits_for"], w["held"]) for w in waiting] == [
+        ("queued, not tried yet", "PACS down", False)
+    ] * 2
     assert queue.retry_now(store, "a", now=130) == 2
     assert len(queue.claim(store, "a", 10, now=130)) == 2
     [dead] = queue.dead_letters(store, "b")
     assert queue.resend(store, [dead["id"]], now=140) == 1
     assert queue.dead_letters(store) == []
     assert queue.claim(store, "b", 1, now=140)[0].sop_instance_uid == "1.1"
+
+
+def test_a_held_row_keeps_its_own_error_when_the_destination_backs_off(store) -> None:
+    queue.record_instance(store, _info("1.1"), "f1", "d1", 1, ["a"], now=100)
+    queue.record_instance(store, _info("1.2"), "f2", "d2", 1, ["a"], now=101)
+    first, _ = queue.claim(store, "a", 2, now=110)
+    queue.mark_retry(store, [first], "no decoder for JPEG Extended", lambda n: 0.0, now=110)
+    assert queue.defer_destination(store, "a", until=500, error="PACS down", now=120) == 2
+    held, fresh = queue.waiting_items(store, "a")
+    assert (held["held"], held["why"], held["attempts"]) == (
+        True,
+        "no decoder for JPEG Extended",
+        1,
+    )
+    assert (fresh["held"], fresh["waits_for"]) == (False, "PACS down")
+    [row] = queue.summary(store, ["a"], now=130)
+    assert row["held"] == 1 and row["stalled_s"] is None
+
+
+def test_a_destination_without_progress_is_stalled(store) -> None:
+    queue.record_instance(store, _info("1.1"), "f1", "d1", 1, ["a"], now=100)
+    [row] = queue.summary(store, ["a"], now=100 + 899, stall_after=900)
+    assert row["stalled_s"] is None
+    [row] = queue.summary(store, ["a"], now=100 + 901, stall_after=900)
+    assert row["stalled_s"] == 901
+    [it] = queue.claim(store, "a", 1, now=1001)
+    queue.mark_delivered(store, [(it, 0)], now=1002)
+    [row] = queue.summary(store, ["a"], now=5000, stall_after=900)
+    assert row["stalled_s"] is None  # nothing waits
