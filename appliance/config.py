@@ -171,6 +171,12 @@ class ForwardSettings:
         "transient failures before an instance is dead-lettered (0 = retry for ever)", 0
     )
     idle_release: float = _doc("seconds an idle association to a PACS stays open", 2.0)
+    prefer: str = _doc(
+        "transfer syntax accepted when a modality offers several in one presentation "
+        "context: lossless (a lossless compressed one first, then explicit VR) or "
+        "uncompressed (explicit VR first)",
+        "lossless",
+    )
     stall_minutes: float = _doc(
         "minutes a destination may make no progress while items wait before the queue page, "
         "/healthz and `appliance forward status` say it is stalled (0 = never)",
@@ -431,6 +437,7 @@ def _validate_forward(f: ForwardSettings) -> ForwardSettings:
         raise ConfigError("forward.retry_max", "must not be below forward.retry_initial")
     if f.retention_hours < 0:
         raise ConfigError("forward.retention_hours", "must be 0 or positive")
+    _check_choice(f.prefer, "forward.prefer", ("lossless", "uncompressed"))
     return f
 
 

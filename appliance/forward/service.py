@@ -7,7 +7,20 @@ import threading
 import time
 from typing import Any
 
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.pixels import get_decoder
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
 from appliance import destinations
@@ -22,14 +35,41 @@ from appliance.worker import Worker
 
 log = logging.getLogger(__name__)
 
-# When one presentation context proposes several, the first of these the requestor
-# offers is accepted (pynetdicom picks in the acceptor's order): explicit VR first, so
-# the spooled file keeps its VRs, then every other syntax pynetdicom knows, compressed
-# ones included, each kept byte for byte as received.
-ACCEPTED_SYNTAXES = [
+# When one presentation context proposes several syntaxes, the first of the acceptor's
+# list that the requestor offers is accepted (pynetdicom picks in the acceptor's order).
+# forward.prefer = "lossless": a lossless compressed syntax first (fewer bytes in the spool
+# and on the link, the same pixels), then explicit VR little endian (the spooled file keeps
+# its VRs), then the other uncompressed ones, lossy syntaxes last (taken only when nothing
+# else is offered, so nothing is lost twice). "uncompressed": explicit VR first, then the
+# rest in pynetdicom's order. Every file is kept byte for byte as received.
+LOSSLESS = [
+    JPEGLSLossless, JPEG2000Lossless, HTJ2KLossless, HTJ2KLosslessRPCL, JPEGLosslessSV1,
+    JPEGLossless, RLELossless,
+]  # fmt: skip
+UNCOMPRESSED_FIRST = [
     ExplicitVRLittleEndian,
-    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts != ExplicitVRLittleEndian),
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
 ]
+
+
+def _decodable(uid: UID) -> bool:
+    """A pixel plugin is installed that decodes this syntax (the forwarder may need to)."""
+    try:
+        return bool(get_decoder(uid).is_available)
+    except Exception:  # no decoder is registered for it
+        return False
+
+
+def accepted_syntaxes(prefer: str) -> list[UID]:
+    """The storage contexts' transfer syntaxes, most preferred first (see above)."""
+    first = [ExplicitVRLittleEndian]
+    if prefer == "lossless":
+        first = [*(ts for ts in LOSSLESS if _decodable(ts)), *UNCOMPRESSED_FIRST]
+    rest = [ts for ts in ALL_TRANSFER_SYNTAXES if ts not in first]
+    if prefer == "lossless":
+        rest.sort(key=lambda ts: UID(ts).is_compressed)  # big endian before lossy ones
+    return [*first, *rest]
 
 
 class ForwardService:
@@ -106,11 +146,12 @@ class ForwardService:
         self.committer.wake()
 
     def contexts(self) -> list[tuple[Any, ...]]:
-        """Every storage SOP class with every transfer syntax (kept as proposed), and
+        """Every storage SOP class with every transfer syntax (in forward.prefer's order), and
         Storage Commitment, whose reports a PACS sends as association requestor in the
         SCP role (role selection accepted)."""
+        syntaxes = accepted_syntaxes(self.config.forward.prefer)
         out: list[tuple[Any, ...]] = [
-            (str(cx.abstract_syntax), ACCEPTED_SYNTAXES) for cx in AllStoragePresentationContexts
+            (str(cx.abstract_syntax), syntaxes) for cx in AllStoragePresentationContexts
         ]
         out.append((commitment.SOP_CLASS, None, {"scu_role": True, "scp_role": True}))
         return out
