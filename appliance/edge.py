@@ -379,7 +379,8 @@ class EdgeHandler(RequestHandler):
         sock, first = self.request
         self.request = sock
         assoc = self._create_edge_association(sock, first)
-        self.server.edge_associations[threading.get_ident()] = assoc
+        server: EdgeServer = self.server  # type: ignore[assignment]
+        server.edge_associations[threading.get_ident()] = assoc
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         assoc.start()
 
@@ -407,7 +408,7 @@ class EdgeHandler(RequestHandler):
                 assoc.bind(event, *bound)
             elif isinstance(event, evt.NotificationEvent):
                 for handler in bound:
-                    assoc.bind(event, handler[0], handler[1])
+                    assoc.bind(event, handler[0], handler[1])  # type: ignore[index]
         return assoc
 
 
@@ -487,7 +488,8 @@ class EdgeServer(ThreadedAssociationServer):
     def _associate(self, sock: socket.socket, first: bytes, client_address: Any) -> None:
         """Hand the connection to pynetdicom and wait for its association to end."""
         try:
-            self.finish_request((sock, first), client_address)
+            # EdgeHandler takes the socket and the A-ASSOCIATE-RQ read from it.
+            self.finish_request((sock, first), client_address)  # type: ignore[arg-type]
         except Exception:
             log.exception("association from %s could not start", client_address[0])
             return

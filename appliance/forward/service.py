@@ -63,12 +63,12 @@ def _decodable(uid: UID) -> bool:
 
 def accepted_syntaxes(prefer: str) -> list[UID]:
     """The storage contexts' transfer syntaxes, most preferred first (see above)."""
-    first = [ExplicitVRLittleEndian]
+    first: list[UID] = [ExplicitVRLittleEndian]
     if prefer == "lossless":
         first = [*(ts for ts in LOSSLESS if _decodable(ts)), *UNCOMPRESSED_FIRST]
-    rest = [ts for ts in ALL_TRANSFER_SYNTAXES if ts not in first]
+    rest = [UID(ts) for ts in ALL_TRANSFER_SYNTAXES if ts not in first]
     if prefer == "lossless":
-        rest.sort(key=lambda ts: UID(ts).is_compressed)  # big endian before lossy ones
+        rest.sort(key=lambda ts: ts.is_compressed)  # big endian before lossy ones
     return [*first, *rest]
 
 

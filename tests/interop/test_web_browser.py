@@ -4,7 +4,8 @@ findscu and a pynetdicom MPPS client as the modality.
 Start the box, set the admin password with the setup token it printed, add a CT room,
 import the procedure catalog, schedule a Japanese patient through the form (in Japanese),
 find it with ``findscu -W`` as the CT would, send MPPS IN PROGRESS and COMPLETED and watch
-the board change without a reload. Screenshots of the main pages go to docs/screenshots/.
+the board change without a reload. Screenshots of the main pages go to build/screenshots/
+(scripts/screenshots copies them to docs/screenshots/).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from tests.helpers import peer_env, require_peer, wait_for
 pytestmark = pytest.mark.interop
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
+# Written to the build folder; scripts/screenshots copies them to docs/screenshots/.
+SHOTS = ROOT / "build" / "screenshots"
 PASSWORD = "a long admin passphrase"
 JP_NAME = "Yamada^Tarou=山田^太郎=やまだ^たろう"
 CHROMIUM_ARGS = [
