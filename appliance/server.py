@@ -7,7 +7,6 @@ works for tests); ``stop()`` closes them and the workers within a few seconds.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import socket
 import threading
@@ -19,9 +18,10 @@ from typing import Any, Protocol
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from appliance import access, destinations, edge, statuskey
+from appliance import access, destinations, statuskey
 from appliance.config import Config
 from appliance.db import Store, open_store
+from appliance.dicom import compat, edge
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,7 @@ class ContextsCopiedCheaply(list):  # type: ignore[type-arg]
     (UIDs are immutable strings), so a shallow copy with its own list is the same copy."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
-        out = []
-        for cx in self:
-            clone = copy.copy(cx)
-            clone._transfer_syntax = list(cx._transfer_syntax)
-            out.append(clone)
-        return out
+        return [compat.copy_context(cx) for cx in self]
 
 
 def handle_echo(event: evt.Event, rt: Runtime) -> int:
@@ -122,9 +117,7 @@ def _shutdown_promptly(server: Any) -> None:
     stopper = threading.Thread(target=server.shutdown, name="dicom-shutdown")
     stopper.start()
     deadline = time.monotonic() + 1.0
-    while (
-        not getattr(server, "_BaseServer__shutdown_request", True) and time.monotonic() < deadline
-    ):
+    while not compat.shutdown_requested(server) and time.monotonic() < deadline:
         time.sleep(0.001)
     host, port = server.server_address[:2]
     with contextlib.suppress(OSError):
@@ -291,9 +284,8 @@ class Appliance:
             server.task_dispatcher.shutdown(timeout=2)
 
             def close_all() -> None:  # runs in the web thread, between two polls
-                for channel in list(server._map.values()):
-                    if channel not in (server, server.trigger):
-                        channel.close()
+                for channel in compat.waitress_channels(server):
+                    channel.close()
                 server.close()  # the listening socket and the trigger: the map is empty
 
             server.trigger.pull_trigger(close_all)

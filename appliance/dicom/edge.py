@@ -38,6 +38,8 @@ from pynetdicom.association import Association
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from appliance.dicom import compat
+
 log = logging.getLogger(__name__)
 
 # PS3.8 has no limit for an A-ASSOCIATE-RQ; 128 presentation contexts with a dozen
@@ -385,31 +387,14 @@ class EdgeHandler(RequestHandler):
         assoc.start()
 
     def _create_edge_association(self, sock: socket.socket, first: bytes) -> Association:
-        """As ``RequestHandler._create_association`` (pynetdicom 3.0), with an EdgeSocket."""
-        from pynetdicom._globals import MODE_ACCEPTOR
-
+        """An acceptor as pynetdicom makes it, on an EdgeSocket that replays ``first``."""
         server: EdgeServer = self.server  # type: ignore[assignment]
-        ae = self.ae
-        assoc = Association(ae, MODE_ACCEPTOR)
-        assoc._server = server
-        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        cap = ae.maximum_pdu_size or UNLIMITED_PDU_CAP
         # A PDU's length counts its 6-byte header (PS3.8 9.3.1 counts only the rest).
-        assoc.set_socket(EdgeSocket(assoc, sock, first, server.pdu_timeout, cap + 6))
-        assoc.acceptor.maximum_length = ae.maximum_pdu_size
-        assoc.acceptor.ae_title = server.ae_title
-        assoc.acceptor.address_info = self.local
-        assoc.acceptor.implementation_class_uid = ae.implementation_class_uid
-        assoc.acceptor.implementation_version_name = ae.implementation_version_name
-        assoc.acceptor.supported_contexts = server.copy_contexts()
-        assoc.requestor.address_info = self.remote
-        for event, bound in server._handlers.items():
-            if event.is_intervention and bound:
-                assoc.bind(event, *bound)
-            elif isinstance(event, evt.NotificationEvent):
-                for handler in bound:
-                    assoc.bind(event, handler[0], handler[1])  # type: ignore[index]
-        return assoc
+        cap = (self.ae.maximum_pdu_size or UNLIMITED_PDU_CAP) + 6
+        return compat.new_acceptor(
+            server, self.ae, self.local, self.remote,
+            lambda assoc: EdgeSocket(assoc, sock, first, server.pdu_timeout, cap),
+        )  # fmt: skip
 
 
 class EdgeServer(ThreadedAssociationServer):
@@ -427,11 +412,6 @@ class EdgeServer(ThreadedAssociationServer):
         self.edge_associations: dict[int, Association] = {}
         self._throttle = _Throttled()
         super().__init__(*args, **kwargs)
-
-    def copy_contexts(self) -> Any:
-        import copy
-
-        return copy.deepcopy(self.contexts)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """In the accept loop: admit within the budgets, or close at once."""
