@@ -40,6 +40,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="data directory (database, spool/, prints/); default ./appliance-data",
     )
     p.add_argument("--dicom-port", type=int, metavar="PORT", help="override dicom.port")
+    p.add_argument("--dicom-tls-port", type=int, metavar="PORT", help="override dicom.tls_port")
     p.add_argument("--web-port", type=int, metavar="PORT", help="override web.port")
 
 
@@ -99,6 +100,7 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
         cfg,
         data_dir=getattr(args, "data_dir", None),
         dicom_port=getattr(args, "dicom_port", None),
+        dicom_tls_port=getattr(args, "dicom_tls_port", None),
         web_port=getattr(args, "web_port", None),
         dicom_host=host,
         web_host=host,

@@ -84,6 +84,18 @@ class DicomSettings:
         "seconds of matching one C-FIND may take; then it ends with A700 and an ErrorComment",
         10.0,
     )
+    tls: bool = _doc("serve DICOM over TLS as well, on tls_port (PS3.15 Annex B, BCP 195)", True)
+    tls_port: int = _doc("TCP port of the DICOM TLS listener (0 picks a free port)", 2762)
+    tls_cert: str = _doc(
+        "certificate file (PEM) of the TLS listener ('' = a self-signed one made in "
+        "DATA_DIR/tls/ at the first start)",
+        "",
+    )
+    tls_key: str = _doc("private key file (PEM) of tls_cert", "")
+    tls_ca: str = _doc(
+        "CA file (PEM): when set, a peer on the TLS port must present a certificate it signed",
+        "",
+    )
     unknown_ae: str = _doc(
         "what an AE title not listed in [[devices]] may do: verify-only, reject, accept",
         "verify-only",
@@ -365,6 +377,17 @@ def _validate_dicom(d: DicomSettings) -> DicomSettings:
     ae = validate_ae_title(d.ae_title, "dicom.ae_title")
     _check_host(d.host, "dicom.host", required=True)
     _check_port(d.port, "dicom.port")
+    _check_port(d.tls_port, "dicom.tls_port")
+    if d.tls and d.tls_port and d.tls_port == d.port:
+        raise ConfigError("dicom.tls_port", "must differ from dicom.port")
+    if bool(d.tls_cert) != bool(d.tls_key):
+        raise ConfigError(
+            "dicom.tls_key" if d.tls_cert else "dicom.tls_cert", "give both or neither"
+        )
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        value = getattr(d, name)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"dicom.{name}", f"{value} is not a readable file")
     if d.max_pdu < 0:
         raise ConfigError("dicom.max_pdu", "must be 0 (unlimited) or a positive number of bytes")
     for name in (
@@ -575,6 +598,8 @@ def with_overrides(config: Config, **changes: Any) -> Config:
             top["data_dir"] = Path(value)
         elif key == "dicom_port":
             dicom = dataclasses.replace(dicom, port=_check_port(value, "dicom.port"))
+        elif key == "dicom_tls_port":
+            dicom = dataclasses.replace(dicom, tls_port=_check_port(value, "dicom.tls_port"))
         elif key == "web_port":
             web = dataclasses.replace(web, port=_check_port(value, "web.port"))
         elif key == "dicom_host":

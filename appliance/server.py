@@ -21,7 +21,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from appliance import access, destinations, statuskey
 from appliance.config import Config
 from appliance.db import Store, open_store
-from appliance.dicom import compat, edge
+from appliance.dicom import compat, edge, tls
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,10 @@ class Appliance:
         self._web_server: Any = None
         self._web_thread: threading.Thread | None = None
         self.dicom_port: int | None = None
+        self._dicom_tls_server: Any = None
+        self.dicom_tls_port: int | None = None
+        self.tls_fingerprint = ""
+        self.tls_error = ""
         self.web_port: int | None = None
         self._health_extra: list[Callable[[], dict[str, Any]]] = []
 
@@ -247,6 +251,27 @@ class Appliance:
         self._dicom_server = edge.start_server(ae, (cfg.host, cfg.port), cfg, evt_handlers=handlers)
         self._dicom_server.contexts = ContextsCopiedCheaply(self._dicom_server.contexts)
         self.dicom_port = self._dicom_server.server_address[1]
+        if cfg.tls:
+            self._start_dicom_tls(ae, handlers)
+
+    def _start_dicom_tls(self, ae: AE, handlers: list[tuple[Any, ...]]) -> None:
+        """The same services on the TLS port; a port that cannot be bound leaves the box
+        serving plain DICOM, degraded and saying why (never silently without TLS)."""
+        cfg = self.config.dicom
+        try:
+            cert, key = tls.certificate_files(self.config.data_dir, cfg.tls_cert, cfg.tls_key)
+            context = tls.server_context(cert, key, cfg.tls_ca)
+            server = edge.start_server(
+                ae, (cfg.host, cfg.tls_port), cfg, evt_handlers=handlers, tls=context
+            )
+        except (OSError, ValueError) as exc:
+            self.tls_error = f"{type(exc).__name__}: {exc}"
+            log.error("DICOM TLS listener on port %s not started: %s", cfg.tls_port, exc)
+            return
+        server.contexts = ContextsCopiedCheaply(server.contexts)
+        self._dicom_tls_server = server
+        self.dicom_tls_port = server.server_address[1]
+        self.tls_fingerprint = tls.fingerprint(cert)
 
     def _start_web(self) -> None:
         from waitress import create_server
@@ -267,12 +292,13 @@ class Appliance:
 
     def stop(self) -> None:
         """Stop listeners and workers and close the database; safe to call twice."""
-        if self._dicom_server is not None:
-            # Open associations end with the listener, as they would with the process.
-            for assoc in self._dicom_server.active_associations:
-                assoc.abort()
-            _shutdown_promptly(self._dicom_server)
-            self._dicom_server = None
+        for server in (self._dicom_server, self._dicom_tls_server):
+            if server is not None:
+                # Open associations end with the listener, as they would with the process.
+                for assoc in server.active_associations:
+                    assoc.abort()
+                _shutdown_promptly(server)
+        self._dicom_server = self._dicom_tls_server = None
         for service in reversed(self.services):
             try:
                 service.stop()
@@ -317,6 +343,13 @@ class Appliance:
                 "associations": len(server.active_associations) if server else 0,
                 **(server.connection_counts() if server else {}),
             }
+            if self.config.dicom.tls:
+                parts["dicom_tls"] = (
+                    {"state": "running", "port": self.dicom_tls_port,
+                     "fingerprint_sha256": self.tls_fingerprint}
+                    if self._dicom_tls_server is not None
+                    else {"state": f"failed: {self.tls_error}" if self.tls_error else "stopped"}
+                )  # fmt: skip
             for service in self.services:
                 parts[service.name] = service.health()
         else:

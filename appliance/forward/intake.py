@@ -27,6 +27,7 @@ import logging
 import os
 import select
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -276,6 +277,8 @@ class Intake:
         dul = self.dul
         if compat.dul_has_work(dul):
             return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
         try:
             ready, _, _ = select.select([sock], [], [], WAIT_SLICE)
         except (OSError, ValueError):
@@ -298,6 +301,8 @@ class Intake:
         idle = self.dul.network_timeout
         whole = getattr(self.dul.socket, "pdu_timeout", None) or idle
         deadline = time.monotonic() + whole
+        if isinstance(sock, ssl.SSLSocket):
+            return self._recv_tls(sock, view, deadline, idle, whole)
         try:
             while got < size:
                 try:
@@ -313,6 +318,36 @@ class Intake:
                         )  # fmt: skip
                         return None
                     continue
+                if not n:
+                    return None
+                got += n
+        except (OSError, ValueError):
+            return None
+        return view
+
+    def _recv_tls(
+        self, sock: ssl.SSLSocket, view: memoryview, deadline: float, idle: float, whole: float
+    ) -> memoryview | None:
+        """``_recv`` on a TLS connection: no MSG_DONTWAIT there, decrypted bytes may wait
+        unseen by select, and a record may arrive in parts, so each read has a timeout."""
+        got, size = 0, len(view)
+        try:
+            while got < size:
+                remaining = deadline - time.monotonic()
+                wait = max(min(remaining, idle), 0)
+                ready = sock.pending() or select.select([sock], [], [], wait)[0]
+                if not ready or remaining <= 0:
+                    log.warning(
+                        "association from %s closed: %s", self._calling(),
+                        f"a PDU not complete within {whole} s" if remaining <= idle
+                        else f"nothing for {idle} s inside a PDU",
+                    )  # fmt: skip
+                    return None
+                sock.settimeout(wait)
+                try:
+                    n = sock.recv_into(view[got:], size - got)
+                finally:
+                    sock.settimeout(None)
                 if not n:
                     return None
                 got += n

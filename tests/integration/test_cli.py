@@ -84,6 +84,8 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
             str(dport),
             "--web-port",
             str(wport),
+            "--dicom-tls-port",
+            "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

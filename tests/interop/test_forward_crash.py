@@ -29,6 +29,7 @@ def _write_config(path: Path, data_dir: Path, pacs: Orthanc) -> None:
 [dicom]
 host = "127.0.0.1"
 port = 0
+tls_port = 0
 [web]
 host = "127.0.0.1"
 port = 0

@@ -58,7 +58,7 @@ class Box:
         cfg = data / "appliance.toml"
         cfg.write_text(
             f'data_dir = "{data / "data"}"\n'
-            '[dicom]\nhost = "127.0.0.1"\nport = 0\n'
+            '[dicom]\nhost = "127.0.0.1"\nport = 0\ntls_port = 0\n'
             '[web]\nhost = "127.0.0.1"\nport = 0\n'
         )
         self.lines: list[str] = []
