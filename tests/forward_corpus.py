@@ -25,16 +25,16 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
     UID,
     BasicTextSRStorage,
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
-    HTJ2K,
     HTJ2KLossless,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -73,6 +73,7 @@ class Entry:
     sop_instance: str
     syntax: UID
     pixels: np.ndarray | None  # None: no pixel data
+    waveforms: tuple[np.ndarray, ...] = ()  # the source's, one array a multiplex group
 
 
 # -- source instances ---------------------------------------------------------------
@@ -473,4 +474,6 @@ def _entry(name: str, path: Path, source: Dataset, syntax: UID) -> Entry:
     if "PixelData" in source:
         # Lossy: what the file itself decodes to (a forwarder must add no further loss).
         pixels = written.pixel_array if syntax in LOSSY else source.pixel_array
-    return Entry(name, path, str(source.SOPClassUID), str(source.SOPInstanceUID), syntax, pixels)
+    waves = tuple(source.waveform_array(i) for i in range(len(source.get("WaveformSequence", []))))
+    uids = str(source.SOPClassUID), str(source.SOPInstanceUID)
+    return Entry(name, path, *uids, syntax, pixels, waves)
