@@ -182,25 +182,39 @@ def _corrupt_jpeg_ls(tmp_path: Path) -> Path:
 def test_one_undecodable_instance_does_not_hold_fifty_good_ones(
     start_appliance: Callable[..., Appliance], tmp_path: Path
 ) -> None:
+    """The bad one is retried on its own backoff (2 s doubling to 4 s, jittered: its five
+    attempts span at least 7 s) while the 50 behind it arrive at once."""
     plain = Orthanc(tmp_path / "plain", aet="PLAINPACS", AcceptedTransferSyntaxes=UNCOMPRESSED)
     plain.start()
     try:
-        app = _start(start_appliance, plain)
+        dest = pacs_destination("plain", plain.aet, plain.dicom_port)
+        app = start_appliance(forward_config([dest], retry_initial=2.0, retry_max=4.0))
+        store = app.runtime.store
         bad = _corrupt_jpeg_ls(tmp_path)
+        bad_uid = dcmread(bad).SOPInstanceUID
         good = write_series(tmp_path / "good", 50, rows=64, columns=64)
         started = time.monotonic()
         assert send_files(app.dicom_port, [bad, *good]) == [status.SUCCESS] * 51
-        wait_for(lambda: len(plain.instance_uids()) == 50, timeout=15)
-        dead = wait_for(lambda: queue.dead_letters(app.runtime.store), timeout=15)
+        wait_for(lambda: len(plain.instance_uids()) == 50, timeout=5)
+        wait_for(lambda: queue.summary(store)[0]["delivered"] == 50, timeout=2)
+        assert time.monotonic() - started < 7  # before the bad one's attempts could end
+        assert set(plain.instance_uids()) == {dcmread(p).SOPInstanceUID for p in good}
+        # Meanwhile the bad one is held, with its reason, not yet dead.
+        [held] = queue.waiting_items(store, "plain")
+        assert (held["sop_instance_uid"], held["held"]) == (bad_uid, True)
+        assert f"{JPEGLSLossless.name} could not be decompressed" in held["why"], held
+        assert queue.dead_letters(store) == []
+
+        dead = wait_for(lambda: queue.dead_letters(store), timeout=20)
         elapsed = time.monotonic() - started
-        assert elapsed < 20, f"50 instances and one dead letter took {elapsed:.1f} s"
-        assert [d["sop_instance_uid"] for d in dead] == [dcmread(bad).SOPInstanceUID]
+        assert elapsed < 25, f"50 instances and one dead letter took {elapsed:.1f} s"
+        assert [d["sop_instance_uid"] for d in dead] == [bad_uid]
         reason = dead[0]["reason"]
         assert reason.startswith(f"gave up after {sender.INSTANCE_ATTEMPTS} attempts"), reason
         assert f"{JPEGLSLossless.name} could not be decompressed" in reason, reason
         assert dead[0]["attempts"] == sender.INSTANCE_ATTEMPTS
-        assert set(plain.instance_uids()) == {dcmread(p).SOPInstanceUID for p in good}
-        summary = queue.summary(app.runtime.store)[0]
+        summary = queue.summary(store)[0]
         assert (summary["delivered"], summary["dead"], summary["waiting"]) == (50, 1, 0)
+        assert len(plain.instance_uids()) == 50
     finally:
         plain.kill()
