@@ -28,7 +28,7 @@ from appliance.forward import queue, sender
 from appliance.server import Appliance
 from tests.forward_corpus import UNKNOWN_TO_DCMTK, Entry, build_corpus
 from tests.forward_factories import write_series
-from tests.forward_helpers import forward_config, pacs_destination, send_files
+from tests.forward_helpers import forward_config, pacs_destination, send_files, senders
 from tests.helpers import peer_env, require_peer, wait_for
 from tests.orthanc import Orthanc
 
@@ -161,6 +161,13 @@ def test_corpus_reaches_both_pacs_kept_or_converted(
             _assert_converted(got, sent, entry)
     # Orthanc 1.10 (DCMTK 3.6.7) takes every syntax but HTJ2K, which it gets decoded.
     assert converted_by_every == UNKNOWN_TO_DCMTK
+    # What was kept went through the sender's own wire, what was converted through pynetdicom.
+    as_stored = {
+        "everypacs": len(entries) - len(others),
+        "plainpacs": sum(1 for e in entries if e.syntax in UNCOMPRESSED),
+    }
+    for name, count in as_stored.items():
+        assert sum(s.wire_stores for s in senders(app, name)) == count, name
 
 
 def _corrupt_jpeg_ls(tmp_path: Path) -> Path:
