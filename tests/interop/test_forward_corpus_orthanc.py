@@ -21,7 +21,13 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLossless
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    JPEGLSLossless,
+)
 
 from appliance import status
 from appliance.forward import queue, sender
@@ -170,58 +176,78 @@ def test_corpus_reaches_both_pacs_kept_or_converted(
         assert sum(s.wire_stores for s in senders(app, name)) == count, name
 
 
-def _corrupt_jpeg_ls(tmp_path: Path) -> Path:
-    """A JPEG-LS instance whose one frame is garbage after its start-of-image marker."""
-    src = write_series(tmp_path / "bad-src", 1)[0]
-    good = tmp_path / "bad.jls.dcm"
-    subprocess.run(
-        [require_peer("dcmcjpls"), "+el", str(src), str(good)], check=True, env=peer_env()
-    )
-    ds = dcmread(good)
+def _undecodable(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Two instances no plugin can decompress, each with the reason a person must read:
+    a JPEG-LS frame that is garbage after its start-of-image marker, and a JPEG 2000
+    Part 2 instance (a syntax pydicom has no decoder for)."""
+    src = write_series(tmp_path / "bad-src", 2)
+    corrupt, part2 = tmp_path / "bad.jls.dcm", tmp_path / "bad.jpx.dcm"
+    subprocess.run([require_peer("dcmcjpls"), "+el", "+un", str(src[0]), str(corrupt)],
+                   check=True, env=peer_env())  # fmt: skip
+    ds = dcmread(corrupt)
     data = bytearray(ds.PixelData)
     start = data.index(b"\xff\xd8")  # the frame's SOI, after the item tags
     data[start + 2 :] = bytes((start * 37 + i * 11) % 251 for i in range(len(data) - start - 2))
     ds.PixelData = bytes(data)
-    ds.save_as(good, enforce_file_format=True)
-    return good
+    ds.save_as(corrupt, enforce_file_format=True)
+    ds = dcmread(src[1])
+    ds.compress(JPEG2000Lossless, generate_instance_uid=False)
+    ds.file_meta.TransferSyntaxUID = JPEG2000MCLossless  # Part 2 is a superset of Part 1
+    ds.save_as(part2, enforce_file_format=True)
+    return {
+        dcmread(corrupt).SOPInstanceUID: (
+            corrupt,
+            f"{JPEGLSLossless.name} could not be decompressed: RuntimeError: pylibjpeg: "
+            "libjpeg error",
+        ),
+        dcmread(part2).SOPInstanceUID: (
+            part2,
+            f"{JPEG2000MCLossless.name} could not be decompressed: no installed pixel "
+            "plugin decodes this syntax",
+        ),
+    }
 
 
-def test_one_undecodable_instance_does_not_hold_fifty_good_ones(
+def test_undecodable_instances_do_not_hold_fifty_good_ones(
     start_appliance: Callable[..., Appliance], tmp_path: Path
 ) -> None:
-    """The bad one is retried on its own backoff (2 s doubling to 4 s, jittered: its five
-    attempts span at least 7 s) while the 50 behind it arrive at once."""
+    """Each bad one is retried on its own backoff (2 s doubling to 4 s, jittered: five
+    attempts span at least 7 s) while the 50 behind them arrive at once."""
     plain = Orthanc(tmp_path / "plain", aet="PLAINPACS", AcceptedTransferSyntaxes=UNCOMPRESSED)
     plain.start()
     try:
         dest = pacs_destination("plain", plain.aet, plain.dicom_port)
         app = start_appliance(forward_config([dest], retry_initial=2.0, retry_max=4.0))
         store = app.runtime.store
-        bad = _corrupt_jpeg_ls(tmp_path)
-        bad_uid = dcmread(bad).SOPInstanceUID
+        bad = _undecodable(tmp_path)
         good = write_series(tmp_path / "good", 50, rows=64, columns=64)
         started = time.monotonic()
-        assert send_files(app.dicom_port, [bad, *good]) == [status.SUCCESS] * 51
+        sent = send_files(app.dicom_port, [*(path for path, _ in bad.values()), *good])
+        assert sent == [status.SUCCESS] * 52
         wait_for(lambda: len(plain.instance_uids()) == 50, timeout=5)
         wait_for(lambda: queue.summary(store)[0]["delivered"] == 50, timeout=2)
-        assert time.monotonic() - started < 7  # before the bad one's attempts could end
+        assert time.monotonic() - started < 7  # before the bad ones' attempts could end
         assert set(plain.instance_uids()) == {dcmread(p).SOPInstanceUID for p in good}
-        # Meanwhile the bad one is held, with its reason, not yet dead.
-        [held] = queue.waiting_items(store, "plain")
-        assert (held["sop_instance_uid"], held["held"]) == (bad_uid, True)
-        assert f"{JPEGLSLossless.name} could not be decompressed" in held["why"], held
+        # Meanwhile the bad ones are held, each with its reason, not yet dead.
+        held = {r["sop_instance_uid"]: r for r in queue.waiting_items(store, "plain")}
+        assert set(held) == set(bad)
+        for uid, (_, reason) in bad.items():
+            assert held[uid]["held"], held[uid]
+            assert reason in held[uid]["why"], held[uid]
         assert queue.dead_letters(store) == []
 
-        dead = wait_for(lambda: queue.dead_letters(store), timeout=20)
+        dead = wait_for(lambda: len(queue.dead_letters(store)) == 2 and queue.dead_letters(store),
+                        timeout=20)  # fmt: skip
         elapsed = time.monotonic() - started
-        assert elapsed < 25, f"50 instances and one dead letter took {elapsed:.1f} s"
-        assert [d["sop_instance_uid"] for d in dead] == [bad_uid]
-        reason = dead[0]["reason"]
-        assert reason.startswith(f"gave up after {sender.INSTANCE_ATTEMPTS} attempts"), reason
-        assert f"{JPEGLSLossless.name} could not be decompressed" in reason, reason
-        assert dead[0]["attempts"] == sender.INSTANCE_ATTEMPTS
+        assert elapsed < 25, f"50 instances and two dead letters took {elapsed:.1f} s"
+        assert {d["sop_instance_uid"] for d in dead} == set(bad)
+        for letter in dead:
+            reason = letter["reason"]
+            assert reason.startswith(f"gave up after {sender.INSTANCE_ATTEMPTS} attempts"), reason
+            assert bad[letter["sop_instance_uid"]][1] in reason, reason
+            assert letter["attempts"] == sender.INSTANCE_ATTEMPTS
         summary = queue.summary(store)[0]
-        assert (summary["delivered"], summary["dead"], summary["waiting"]) == (50, 1, 0)
+        assert (summary["delivered"], summary["dead"], summary["waiting"]) == (50, 2, 0)
         assert len(plain.instance_uids()) == 50
     finally:
         plain.kill()
