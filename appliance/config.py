@@ -384,10 +384,13 @@ def _validate_dicom(d: DicomSettings) -> DicomSettings:
         raise ConfigError(
             "dicom.tls_key" if d.tls_cert else "dicom.tls_cert", "give both or neither"
         )
+    files = {}
     for name in ("tls_cert", "tls_key", "tls_ca"):
         value = getattr(d, name)
-        if value and not Path(value).is_file():
+        if value and not Path(value).expanduser().is_file():
             raise ConfigError(f"dicom.{name}", f"{value} is not a readable file")
+        files[name] = str(Path(value).expanduser().absolute()) if value else ""
+    d = dataclasses.replace(d, **files)
     if d.max_pdu < 0:
         raise ConfigError("dicom.max_pdu", "must be 0 (unlimited) or a positive number of bytes")
     for name in (
@@ -540,7 +543,11 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         path = Path(raw["data_dir"]).expanduser()
         if base_dir is not None and not path.is_absolute():
             path = base_dir / path
-        kwargs["data_dir"] = path
+        kwargs["data_dir"] = path.absolute()
+    else:
+        # Made absolute once, here: a relative path would be looked up elsewhere by code
+        # that runs with another working directory (Flask's send_file, say).
+        kwargs["data_dir"] = Config.__dataclass_fields__["data_dir"].default.absolute()
     kwargs["dicom"] = _validate_dicom(_coerce(DicomSettings, raw.get("dicom", {}), "dicom"))
     kwargs["web"] = _validate_web(_coerce(WebSettings, raw.get("web", {}), "web"))
     logging_settings = _coerce(LoggingSettings, raw.get("logging", {}), "logging")
@@ -595,7 +602,7 @@ def with_overrides(config: Config, **changes: Any) -> Config:
         if value is None:
             continue
         if key == "data_dir":
-            top["data_dir"] = Path(value)
+            top["data_dir"] = Path(value).expanduser().absolute()
         elif key == "dicom_port":
             dicom = dataclasses.replace(dicom, port=_check_port(value, "dicom.port"))
         elif key == "dicom_tls_port":
