@@ -44,6 +44,9 @@ def _doc_list(text: str) -> Any:
     return field(default_factory=tuple, metadata={"doc": text})
 
 
+DEFAULT_DATA_DIR = Path("appliance-data")
+
+
 @dataclass(frozen=True)
 class DicomSettings:
     """[dicom]: the DICOM listener shared by every service."""
@@ -261,7 +264,7 @@ class PrintProfileSettings:
 class Config:
     """The whole configuration, as loaded at start."""
 
-    data_dir: Path = _doc("directory for the database, spool/ and prints/", Path("appliance-data"))
+    data_dir: Path = _doc("directory for the database, spool/ and prints/", DEFAULT_DATA_DIR)
     dicom: DicomSettings = field(default_factory=DicomSettings)
     web: WebSettings = field(default_factory=WebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
@@ -384,7 +387,7 @@ def _validate_dicom(d: DicomSettings) -> DicomSettings:
         raise ConfigError(
             "dicom.tls_key" if d.tls_cert else "dicom.tls_cert", "give both or neither"
         )
-    files = {}
+    files: dict[str, Any] = {}
     for name in ("tls_cert", "tls_key", "tls_ca"):
         value = getattr(d, name)
         if value and not Path(value).expanduser().is_file():
@@ -547,7 +550,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
     else:
         # Made absolute once, here: a relative path would be looked up elsewhere by code
         # that runs with another working directory (Flask's send_file, say).
-        kwargs["data_dir"] = Config.__dataclass_fields__["data_dir"].default.absolute()
+        kwargs["data_dir"] = DEFAULT_DATA_DIR.absolute()
     kwargs["dicom"] = _validate_dicom(_coerce(DicomSettings, raw.get("dicom", {}), "dicom"))
     kwargs["web"] = _validate_web(_coerce(WebSettings, raw.get("web", {}), "web"))
     logging_settings = _coerce(LoggingSettings, raw.get("logging", {}), "logging")
