@@ -272,6 +272,7 @@ JA: dict[str, str] = {
     "is not a dead letter of this destination": "この送信先の送信不能ではありません",
     "queued, not tried yet": "受信済み、未送信",
     "held": "保留",
+    "assigned when saved: %(n)s": "保存時に採番: %(n)s",
     "Unrouted images": "送信先のない画像",
     "No unrouted images.": "送信先のない画像はありません。",
     "Received and kept, but no destination took them (none existed, or no rule matched). Send them to a destination:": "受信して保存済みですが、どの送信先にも振り分けられていません (送信先がなかったか、どのルールにも一致しませんでした)。送信先を選んで送信します:",

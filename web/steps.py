@@ -94,7 +94,8 @@ def _prefill_patient(values: dict[str, str], patient_id: str) -> None:
 def new() -> Any:
     repo = WorklistRepo(request_store())
     if request.method == "GET":
-        values = {"accession_number": repo.new_accession_number(), "priority": "ROUTINE"}
+        # Numbered when saved: the form only shows which number that will be.
+        values = {"priority": "ROUTINE", "next_accession": repo.next_accession_number()}
         if request.args.get("patient_id"):
             _prefill_patient(values, request.args["patient_id"])
         if request.args.get("date"):
