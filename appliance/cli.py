@@ -136,11 +136,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg.data_dir,
         {"dicom": app.dicom_port, "dicom_tls": app.dicom_tls_port, "web": app.web_port},
     )
-    tls = f", DICOM TLS on port {app.dicom_tls_port}" if app.dicom_tls_port else ""
+    tls = f"DICOM TLS on port {app.dicom_tls_port}; " if app.dicom_tls_port else ""
     urls = " or ".join(f"http://{host}:{app.web_port}/" for host in _addresses(cfg.web.host))
     print(
-        f"appliance: DICOM {cfg.dicom.ae_title} on port {app.dicom_port}{tls}, "
-        f"web on {urls} (data in {cfg.data_dir})",
+        f"appliance: DICOM {cfg.dicom.ae_title} on port {app.dicom_port}, "
+        f"web on {urls} ({tls}data in {cfg.data_dir})",
         file=sys.stderr,
         flush=True,
     )
