@@ -163,6 +163,11 @@ def _check_sub_items(body: bytes, offset: int, end: int, uids: dict[int, str]) -
         offset += 4 + length
 
 
+def _titles(rq: bytes) -> tuple[str, str]:
+    """(calling, called) AE titles of a checked A-ASSOCIATE-RQ (header included)."""
+    return rq[26:42].decode("ascii").strip(), rq[10:26].decode("ascii").strip()
+
+
 def read_until(sock: socket.socket, size: int, deadline: float, idle: float | None = None) -> bytes:
     """``size`` bytes, or fewer when the peer closed, ``deadline`` (monotonic) passed or
     nothing came for ``idle`` seconds."""
@@ -437,6 +442,8 @@ class EdgeServer(ThreadedAssociationServer):
         self.edge_associations: dict[int, Association] = {}
         self._throttle = _Throttled()
         self.tls: ssl.SSLContext | None = kwargs.pop("tls", None)
+        # gate.admits(calling, called, address) -> bool: the calling AE title policy.
+        self.gate: Any = kwargs.pop("gate", None)
         super().__init__(*args, **kwargs)
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -529,6 +536,13 @@ class EdgeServer(ThreadedAssociationServer):
                     with contextlib.suppress(OSError):
                         sock.settimeout(1.0)
                         sock.sendall(refusal.pdu)
+                return
+            calling, called = _titles(first)
+            if self.gate is not None and not self.gate.admits(calling, called, address):
+                log.warning("association from %s@%s rejected: unknown AE title", calling, address)
+                with contextlib.suppress(OSError):
+                    sock.settimeout(1.0)
+                    sock.sendall(reject_pdu(1, 1, 3))  # calling AE title not recognized
                 return
             if not self.budget.associated(sock):
                 return  # evicted while its A-ASSOCIATE-RQ was arriving

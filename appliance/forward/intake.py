@@ -477,7 +477,7 @@ class Intake:
         self.sink = None
         calling = self._calling()
         _, transfer_syntax = self._context(context_id) or ("", "")
-        if not self.access.allowed(calling, SERVICE):
+        if not self.access.allowed(calling, SERVICE, str(self.dul.assoc.requestor.address)):
             log.warning("C-STORE refused: AE title %r may not store", calling)
             self.refusal = (status.NOT_AUTHORIZED, "calling AE title may not store here")
             return
