@@ -373,3 +373,19 @@ def read(
     except CONVERSION_ERRORS as exc:
         raise Malformed(ENCODING, f"data set cannot be read ({type(exc).__name__})") from exc
     return ds
+
+
+def read_request(
+    event: Any, attribute: str, limits: Limits, charset: list[str] | None = None
+) -> Dataset:
+    """A request's data set ("Identifier", "AttributeList", "ModificationList") read with
+    ``read`` in the transfer syntax of its presentation context."""
+    ts = event.context.transfer_syntax
+    stream = getattr(event.request, attribute)
+    return read(stream, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated, limits, charset)
+
+
+def peer(event: Any) -> str:
+    """The calling AE title and address of an event's association, for a log line."""
+    requestor = event.assoc.requestor
+    return f"{requestor.ae_title.strip()} at {requestor.address}:{requestor.port}"
