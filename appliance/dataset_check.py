@@ -158,8 +158,7 @@ class _Walk:
             if pos == size and f.end is None:
                 raise Malformed(ENCODING, "truncated: a sequence or an item has no end")
             if pos + 8 > limit:
-                what = "an item" if len(self.stack) > 1 else "the data set"
-                raise Malformed(ENCODING, f"truncated: {what} ends inside an element header")
+                raise Malformed(ENCODING, "truncated: the data ends inside an element header")
             group, elem = struct.unpack_from("<HH" if f.little else ">HH", self.buf, pos)
             tag = group << 16 | elem
             if f.kind == "sequence":
@@ -204,7 +203,7 @@ class _Walk:
                 raise Malformed(ENCODING, f"unknown VR {_vr_text(raw_vr)} in {_name(tag)}", tag)
             if vr in LONG_LENGTH_VRS:
                 if pos + 12 > limit:
-                    raise Malformed(ENCODING, "truncated: the data set ends inside an element header")
+                    raise Malformed(ENCODING, "truncated: the data ends inside an element header")
                 (length,) = struct.unpack_from(e + "L", self.buf, pos + 8)
                 pos += 12
             else:
@@ -218,7 +217,7 @@ class _Walk:
             self._open_sequence(tag, None, f)
             return pos
         if pos + length > limit:
-            raise Malformed(ENCODING, f"truncated: {_name(tag)} is longer than the data left", tag)
+            raise Malformed(ENCODING, f"truncated: {_name(tag)} runs past the end", tag)
         if vr == "UN" and not (f.implicit and _implicit_vr(tag) == "UN") and not _private(tag):
             vr = _implicit_vr(tag)  # pydicom replaces UN by the dictionary's VR
         if vr == "SQ" or (vr == "UN" and self.buf[pos : pos + 4] == b"\xfe\xff\x00\xe0"):
