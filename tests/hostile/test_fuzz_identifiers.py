@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -189,6 +189,13 @@ def associate(app: Appliance, uid: str, ts: str) -> Iterator[Any]:
             assoc.release()
 
 
+def _taken_by_the_client(trap: LogTrap) -> bool:
+    """pynetdicom 3.0.4's requestor can take the response it waits for in its own reactor
+    (a race in its pause handshake: "Received unexpected C-ECHO service message"); then the
+    appliance did answer and the example says nothing either way."""
+    return any("Received unexpected" in line for line in trap.lines())
+
+
 def answered(
     app: Appliance, trap: LogTrap, uid: str, ts: str, send: Callable[[Any], list[Any]]
 ) -> None:
@@ -196,6 +203,8 @@ def answered(
     trap.clear()
     with associate(app, uid, ts) as assoc:
         statuses = send(assoc)
+        if not all("Status" in rsp for rsp in statuses) and _taken_by_the_client(trap):
+            reject()
         assert statuses, "no response: the association was dropped"
         for rsp in statuses:
             code = rsp.get("Status")
@@ -204,7 +213,10 @@ def answered(
             if code == status.PROCESSING_FAILURE:
                 assert rsp.get("ErrorComment"), "0110 without a reason: a handler raised"
         assert assoc.is_established
-        assert assoc.send_c_echo().Status == status.SUCCESS
+        echo = assoc.send_c_echo()
+        if "Status" not in echo and _taken_by_the_client(trap):
+            reject()
+        assert echo.Status == status.SUCCESS
     text = trap.text
     assert "Traceback" not in text and "Exception in" not in text, text[-2000:]
 
