@@ -155,6 +155,8 @@ class _Walk:
             if f.end is not None and pos == f.end:
                 self.stack.pop()
                 continue
+            if pos > limit:  # what it holds (of undefined length) ran past its own end
+                raise Malformed(ENCODING, "an item or a sequence is shorter than its contents")
             if pos == size and f.end is None:
                 raise Malformed(ENCODING, "truncated: a sequence or an item has no end")
             if pos + 8 > limit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from io import BytesIO
 
 import pytest
@@ -113,3 +114,10 @@ def test_any_bytes_are_read_or_refused_with_malformed(data: bytes, implicit: boo
         read(data, implicit)
     except dc.Malformed as exc:
         assert 0 < len(exc.reason) <= 64 and "\\" not in exc.reason
+
+
+def test_contents_running_past_their_item_are_refused() -> None:
+    inner = sq(0x00400100, item(el(0x00080060, "CS", b"CT")))  # undefined length
+    body = struct.pack("<HHL", 0xFFFE, 0xE000, 12) + inner  # the item says 12 bytes
+    reason = refusal(el(0x00400100, "SQ", body)).reason
+    assert reason == "an item or a sequence is shorter than its contents"
