@@ -12,8 +12,10 @@ import contextlib
 import logging
 import struct
 import threading
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from unittest import mock
 
 from pydicom.dataset import Dataset
@@ -89,6 +91,30 @@ def nested(tag: int, depth: int, leaf: bytes = b"", implicit: bool = False) -> b
     for _ in range(depth):
         data = sq(tag, item(data), implicit=implicit)
     return data
+
+
+def steady(assoc: Any) -> Any:
+    """The association with its send_*() methods made safe from pynetdicom 3.0.4's race
+    (pydicom/pynetdicom#875): send_*() pauses the requestor's reactor by waiting for a flag
+    that the reactor sets just before it waits, so a reactor past its wait but not yet at its
+    queue read takes the response ("Received unexpected C-ECHO service message") and the
+    call times out. Here the reactor is held before each call, and given a moment to reach
+    its wait, so no response is taken from the caller."""
+    for name in ("send_c_echo", "send_c_find", "send_c_store", "send_n_create", "send_n_set"):
+        setattr(assoc, name, _held(assoc, getattr(assoc, name)))
+    return assoc
+
+
+def _held(assoc: Any, method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        assoc._reactor_checkpoint.clear()
+        deadline = time.monotonic() + 1.0
+        while not assoc._is_paused and time.monotonic() < deadline:
+            time.sleep(0.0001)
+        time.sleep(0.002)  # the flag may be stale: let the reactor get to its wait
+        return method(*args, **kwargs)
+
+    return call
 
 
 class LogTrap(logging.Handler):

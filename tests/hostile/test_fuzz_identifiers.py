@@ -46,6 +46,7 @@ from tests.raw_dimse import (
     encode,
     item,
     sending_raw,
+    steady,
     trapped_log,
 )
 
@@ -180,7 +181,7 @@ def associate(app: Appliance, uid: str, ts: str) -> Iterator[Any]:
     ae.add_requested_context(uid, [ts])
     ae.add_requested_context(Verification)
     ae.dimse_timeout = 20
-    assoc = ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE")
+    assoc = steady(ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE"))
     assert assoc.is_established
     try:
         yield assoc

@@ -29,7 +29,17 @@ from appliance.worklist.repo import WorklistRepo
 from tests.factories import make_mwl_query, make_step_request
 from tests.helpers import make_config
 from tests.printscu import FILM_SESSION, GRAY_META
-from tests.raw_dimse import LogTrap, deflate, el, encode, item, nested, sending_raw, trapped_log
+from tests.raw_dimse import (
+    LogTrap,
+    deflate,
+    el,
+    encode,
+    item,
+    nested,
+    sending_raw,
+    steady,
+    trapped_log,
+)
 
 MWL = ModalityWorklistInformationFind
 MPPS = ModalityPerformedProcedureStep
@@ -67,7 +77,7 @@ def associate(app: Appliance, *contexts: tuple[str, str]) -> Iterator[Any]:
     for uid, ts in contexts:
         ae.add_requested_context(uid, [ts])
     ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE")
+    assoc = steady(ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE"))
     assert assoc.is_established
     try:
         yield assoc
