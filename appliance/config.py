@@ -63,8 +63,7 @@ class DicomSettings:
     dimse_timeout: float = _doc("seconds to wait for DIMSE messages", 60.0)
     network_timeout: float = _doc("seconds an idle association stays open", 120.0)
     max_associations: int = _doc(
-        "associations served at once; one more is rejected (A-ASSOCIATE-RJ "
-        "local-limit-exceeded)",
+        "associations served at once; one more is rejected (A-ASSOCIATE-RJ local-limit-exceeded)",
         32,
     )
     max_pending: int = _doc(
@@ -405,7 +404,9 @@ def _validate_dicom(d: DicomSettings) -> DicomSettings:
         if getattr(d, name) <= 0:
             raise ConfigError(f"dicom.{name}", "must be a positive number of seconds")
     if not 1 <= d.max_associations <= 1024:
-        raise ConfigError("dicom.max_associations", f"{d.max_associations} is not between 1 and 1024")
+        raise ConfigError(
+            "dicom.max_associations", f"{d.max_associations} is not between 1 and 1024"
+        )
     for name in ("max_pending", "max_per_address"):
         if not 1 <= getattr(d, name) <= 1024:
             raise ConfigError(f"dicom.{name}", f"{getattr(d, name)} is not between 1 and 1024")
