@@ -84,7 +84,8 @@ class DicomSettings:
         30.0,
     )
     query_time_limit: float = _doc(
-        "seconds of matching one C-FIND may take; then it ends with A700 and an ErrorComment",
+        "seconds of CPU the matching of one C-FIND may take; then it ends with A700 "
+        "'Query exceeded N s' (the matches found so far are sent)",
         10.0,
     )
     tls: bool = _doc("serve DICOM over TLS as well, on tls_port (PS3.15 Annex B, BCP 195)", True)
