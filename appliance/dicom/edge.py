@@ -305,11 +305,12 @@ class _Budget:
     """Connections not yet associated, and connections per address.
 
     When a budget is full, the connection that has waited longest to associate makes
-    room if it has waited ``STALE`` seconds: a real peer sends its A-ASSOCIATE-RQ within
-    milliseconds of connecting, so silent sockets (however many) cannot keep it out.
+    room: a real peer sends its A-ASSOCIATE-RQ within milliseconds of connecting, so the
+    one waiting longest is almost always a silent or trickling socket, and a flood of
+    them (however fast) cannot keep a real peer out.
     """
 
-    STALE = 0.5
+    STALE = 0.0  # least time waited before a connection may be evicted (0: any)
 
     def __init__(self, max_pending: int, max_per_address: int) -> None:
         self.max_pending = max_pending

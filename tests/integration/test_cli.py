@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.helpers import wait_for
+from tests.orthanc import free_port
 
 PY = sys.executable
 
@@ -23,12 +23,6 @@ def run(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PY, "-m", "appliance", *args], capture_output=True, text=True, timeout=60, **kw
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_help_lists_the_commands() -> None:
