@@ -272,6 +272,8 @@ JA: dict[str, str] = {
     "is not a dead letter of this destination": "この送信先の送信不能ではありません",
     "queued, not tried yet": "受信済み、未送信",
     "held": "保留",
+    "The appliance does not answer: this board has not been updated since": "アプライアンスが応答しません。このボードの最終更新:",
+    "It updates again by itself when the appliance is back.": "アプライアンスが復旧すると自動的に更新されます。",
     "assigned when saved: %(n)s": "保存時に採番: %(n)s",
     "Unrouted images": "送信先のない画像",
     "No unrouted images.": "送信先のない画像はありません。",
