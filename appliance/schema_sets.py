@@ -7,11 +7,13 @@ from sqlite_utils.migrations import Migrations
 from appliance import accounts, catalog, destinations, devices
 from appliance.forward.queue import migrations as forward
 from appliance.printing.migrations import printing
+from appliance.qr.index import migrations as qr
 from appliance.worklist.schema import migrations as worklist
 
 SETS: list[Migrations] = [
     worklist,
     forward,
+    qr,
     printing,
     accounts.migrations,
     devices.migrations,

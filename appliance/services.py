@@ -7,6 +7,12 @@ from typing import Any
 
 from appliance.forward.service import ForwardService
 from appliance.printing.service import make_service as make_print_service
+from appliance.qr.scp import QueryRetrieveService
 from appliance.worklist.scp import WorklistService
 
-FACTORIES: list[Callable[[Any], Any]] = [WorklistService, ForwardService, make_print_service]
+FACTORIES: list[Callable[[Any], Any]] = [
+    WorklistService,
+    ForwardService,
+    make_print_service,
+    QueryRetrieveService,
+]

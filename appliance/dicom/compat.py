@@ -205,3 +205,49 @@ def waitress_channels(server: Any) -> list[Any]:
     """The open channels of a waitress server (its asyncore ``_map``), minus the server
     socket and its trigger."""
     return [c for c in list(server._map.values()) if c not in (server, server.trigger)]
+
+
+# -- Query/Retrieve C-MOVE and C-GET (pynetdicom 3.0.4 service_class) -------------------
+
+_WHOLE_RETRIEVES: set[str] = set()
+_REPLACED_RETRIEVES: dict[str, Callable[..., None]] = {}
+
+
+def serve_retrieves_whole(sop_classes: Any) -> None:
+    """C-MOVE and C-GET requests on these SOP classes are answered by the bound handler as
+    a whole: it yields every response primitive (pending ones and the final one) and
+    does its own sub-operations. pynetdicom's ``QueryRetrieveServiceClass._move_scp``
+    cannot answer A801 with an ErrorComment, sends only data sets held in memory, and
+    opens the sub-association with the listener's timeouts; its ``_get_scp`` likewise
+    needs decoded data sets. Other SOP classes keep pynetdicom's own handling."""
+    from pynetdicom.service_class import QueryRetrieveServiceClass
+
+    _WHOLE_RETRIEVES.update(str(uid) for uid in sop_classes)
+    if _REPLACED_RETRIEVES:
+        return
+    for name, event in (("_move_scp", evt.EVT_C_MOVE), ("_get_scp", evt.EVT_C_GET)):
+        original = getattr(QueryRetrieveServiceClass, name)
+        _REPLACED_RETRIEVES[name] = original
+        setattr(QueryRetrieveServiceClass, name, _whole_retrieve(original, event))
+
+
+def _whole_retrieve(original: Callable[..., None], event_type: Any) -> Callable[..., None]:
+    def scp(self: Any, req: Any, context: Any) -> None:
+        bound = self.assoc.get_handlers(event_type)
+        handler, args = bound if isinstance(bound, tuple) else (None, None)
+        if str(context.abstract_syntax) not in _WHOLE_RETRIEVES or handler is None:
+            original(self, req, context)
+            return
+        event = evt.Event(
+            self.assoc,
+            event_type,
+            {"request": req, "context": context.as_tuple, "_is_cancelled": self.is_cancelled},
+        )
+        for rsp in handler(event, *(args or [])):
+            rsp.MessageIDBeingRespondedTo = req.MessageID
+            rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+            if not self.assoc.is_established:
+                return
+            self.dimse.send_msg(rsp, context.context_id)
+
+    return scp

@@ -11,7 +11,7 @@ keyset paging, ``retry_now``, ``resend``) are what the queue pages need.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlite_utils.migrations import Migrations
 
 from appliance import paging
 from appliance.db import Store
+from appliance.qr import index as qr_index
 
 WAITING = "waiting"
 DELIVERED = "delivered"
@@ -243,6 +244,7 @@ def record_instance(
     destinations: Iterable[str],
     now: float | None = None,
     durable: bool = True,
+    indexed: Mapping[str, str] | None = None,
 ) -> Recorded:
     """Commit an instance and its queue rows; idempotent for a repeated identical instance.
 
@@ -251,7 +253,8 @@ def record_instance(
     nothing (only destinations added since are queued). A new version replaces the old
     one and is queued again for every destination. ``durable=False`` when the spooled
     file is itself the durable record (the receiver: ``Receiver.recover`` queues a file
-    whose rows a power cut took back).
+    whose rows a power cut took back). ``indexed``: the Query/Retrieve index columns of
+    the instance (``appliance.qr.index``), written in the same transaction.
     """
     now = time.time() if now is None else now
     dests = list(destinations)
@@ -272,6 +275,7 @@ def record_instance(
             )
             instance_id = int(cur.lastrowid or 0)
             _add_rows(db, instance_id, dests, now)
+            _index(db, instance_id, indexed)
             return Recorded(instance_id, "new")
         instance_id, old_digest, old_file = int(row[0]), row[1], row[2]
         if old_digest == digest:
@@ -280,6 +284,7 @@ def record_instance(
                 (file, instance_id),
             )
             _add_rows(db, instance_id, dests, now)
+            _index(db, instance_id, indexed)
             return Recorded(instance_id, "duplicate")
         db.execute(
             f"""UPDATE forward_instances SET {", ".join(c + " = ?" for c in _VERSION_COLUMNS)},
@@ -295,7 +300,13 @@ def record_instance(
             (now, now, instance_id),
         )
         _add_rows(db, instance_id, dests, now)
+        _index(db, instance_id, indexed)
         return Recorded(instance_id, "replaced", old_file=old_file)
+
+
+def _index(db: sqlite_utils.Database, instance_id: int, indexed: Mapping[str, str] | None) -> None:
+    if indexed is not None:
+        qr_index.record(db, instance_id, indexed)
 
 
 def kept_version(store: Store, sop_instance_uid: str) -> tuple[str, str] | None:

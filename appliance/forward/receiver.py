@@ -28,6 +28,7 @@ from appliance.db import Store
 from appliance.errors import StorageFull, ValidationError
 from appliance.forward import queue, routing
 from appliance.forward.spool import Spool
+from appliance.qr import index as qr_index
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,11 @@ class Receiver:
         dests: list[str],
         durable: bool,
     ) -> queue.Recorded:
-        """Commit the queue rows of the spooled ``rel``; a version it replaces is deleted."""
+        """Commit the queue rows and the Query/Retrieve index row of the spooled ``rel``
+        (one transaction); a version it replaces is deleted."""
+        indexed = qr_index.read_attributes(self.spool.path(rel))
         recorded = queue.record_instance(
-            self.store, info, rel, version, size, dests, durable=durable
+            self.store, info, rel, version, size, dests, durable=durable, indexed=indexed
         )
         if recorded.old_file and recorded.old_file != rel:
             self.spool.delete(recorded.old_file)

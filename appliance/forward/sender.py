@@ -356,7 +356,7 @@ class Sender(Worker):
         if context is not None:
             rsp = self._assoc.send_c_store(path)
         elif self._context(item.sop_class_uid, list(UNCOMPRESSED)) is not None:
-            rsp = self._assoc.send_c_store(_uncompressed(path, stored))
+            rsp = self._assoc.send_c_store(uncompressed(path, stored))
         else:
             raise PermanentError(
                 f"{self.dest.ae_title} accepted no presentation context for SOP class "
@@ -400,7 +400,7 @@ class Sender(Worker):
         }
 
 
-def _uncompressed(path: Path, stored: UID) -> Any:
+def uncompressed(path: Path, stored: UID) -> Any:
     """The instance decoded and, when compressed, decompressed (same SOP Instance UID)."""
     ds = dcmread(path)
     if stored.is_compressed:

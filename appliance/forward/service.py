@@ -146,12 +146,16 @@ class ForwardService:
         self.committer.wake()
 
     def contexts(self) -> list[tuple[Any, ...]]:
-        """Every storage SOP class with every transfer syntax (in forward.prefer's order), and
+        """Every storage SOP class with every transfer syntax (in forward.prefer's order) and
+        role selection accepted, and
         Storage Commitment, whose reports a PACS sends as association requestor in the
         SCP role (role selection accepted)."""
         syntaxes = accepted_syntaxes(self.config.forward.prefer)
+        # Either role is accepted when proposed (PS3.7 D.3.3.4): a C-GET SCU takes the
+        # Query/Retrieve service's C-STORE sub-operations as SCP on these contexts.
+        roles = {"scu_role": True, "scp_role": True}
         out: list[tuple[Any, ...]] = [
-            (str(cx.abstract_syntax), syntaxes) for cx in AllStoragePresentationContexts
+            (str(cx.abstract_syntax), syntaxes, roles) for cx in AllStoragePresentationContexts
         ]
         out.append((commitment.SOP_CLASS, None, {"scu_role": True, "scp_role": True}))
         return out

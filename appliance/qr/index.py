@@ -1,0 +1,111 @@
+"""The index of held instances: patient, study, series and image attributes of every
+spooled instance (PS3.4 C.6.1.1, C.6.2.1), written in the transaction that queues it.
+
+One row per instance (``qr_instances.instance_id`` is ``forward_instances.id``); the
+study, series and patient levels are grouped from it. A row goes when retention marks
+its instance removed (a trigger on ``forward_instances.removed_at``), and comes back
+when the same instance is received again. Names are stored decoded (Unicode) with the
+data set's Specific Character Set, every component group kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("qr")
+
+# Keyword -> column, by level (PS3.4 C.6.1.1.2-C.6.1.1.5, C.6.2.1).
+PATIENT = {
+    "PatientName": "patient_name",
+    "PatientID": "patient_id",
+    "PatientBirthDate": "patient_birth_date",
+    "PatientSex": "patient_sex",
+}
+STUDY = {
+    "StudyInstanceUID": "study_uid",
+    "StudyDate": "study_date",
+    "StudyTime": "study_time",
+    "AccessionNumber": "accession_number",
+    "StudyID": "study_id",
+    "StudyDescription": "study_description",
+    "ReferringPhysicianName": "referring_physician",
+}
+SERIES = {
+    "SeriesInstanceUID": "series_uid",
+    "Modality": "modality",
+    "SeriesNumber": "series_number",
+    "SeriesDescription": "series_description",
+}
+IMAGE = {
+    "SOPInstanceUID": "sop_instance_uid",
+    "SOPClassUID": "sop_class_uid",
+    "InstanceNumber": "instance_number",
+}
+COLUMNS: dict[str, str] = {**PATIENT, **STUDY, **SERIES, **IMAGE}
+HEADER_TAGS = ["SpecificCharacterSet", *COLUMNS]
+
+
+@migrations(name="0001_instances")
+def _m0001(db: sqlite_utils.Database) -> None:
+    cols = ",\n".join(f"{c} TEXT NOT NULL DEFAULT ''" for c in COLUMNS.values())
+    db.execute(
+        f"""CREATE TABLE qr_instances (
+            instance_id INTEGER PRIMARY KEY REFERENCES forward_instances(id),
+            {cols}
+        )"""
+    )
+    for col in ("patient_id", "study_uid", "series_uid", "study_date", "accession_number"):
+        db.execute(f"CREATE INDEX qr_instances_{col} ON qr_instances({col})")
+    db.execute("CREATE INDEX qr_instances_sop ON qr_instances(sop_instance_uid)")
+    # Retention marks an instance removed when it deletes the file: its row goes with it.
+    db.execute(
+        "CREATE TRIGGER qr_instances_removed AFTER UPDATE OF removed_at ON forward_instances "
+        "WHEN new.removed_at IS NOT NULL "
+        "BEGIN DELETE FROM qr_instances WHERE instance_id = new.id; END"
+    )
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(_text(v) for v in value)
+    return str(value).strip("\0 ")
+
+
+def attributes(ds: Dataset) -> dict[str, str]:
+    """The index columns of one data set, its texts decoded with its character set."""
+    out: dict[str, str] = {}
+    for keyword, column in COLUMNS.items():
+        try:
+            out[column] = _text(ds.get(keyword))
+        except (ValueError, TypeError, LookupError):  # a value pydicom cannot convert
+            out[column] = ""
+    return out
+
+
+def read_attributes(path: Path) -> dict[str, str] | None:
+    """The index columns read from a spooled file (up to the pixel data), or None."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError):
+        return None
+    return attributes(ds)
+
+
+def record(db: sqlite_utils.Database, instance_id: int, attrs: Mapping[str, str]) -> None:
+    """Write (or replace) the index row of an instance, inside the caller's transaction."""
+    cols = list(COLUMNS.values())
+    db.execute(
+        f"INSERT OR REPLACE INTO qr_instances (instance_id, {', '.join(cols)}) "
+        f"VALUES (?, {', '.join('?' * len(cols))})",
+        (instance_id, *(attrs.get(c, "") for c in cols)),
+    )

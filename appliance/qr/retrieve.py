@@ -1,0 +1,174 @@
+"""C-STORE sub-operations of C-MOVE and C-GET (PS3.4 C.4.2.3, C.4.3.3).
+
+Each held file is sent as stored when the peer accepted its transfer syntax, else
+decoded to an uncompressed syntax (as the forwarder does); a pending response follows
+every sub-operation, and the final one carries the counts and the failed SOP Instance
+UIDs. The sub-operations stop at a C-CANCEL (final FE00) or when the association that
+carries them is lost (the remaining ones fail).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import AE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dsutils import encode
+
+from appliance import status
+from appliance.config import DicomSettings
+from appliance.forward.sender import NODELAY, UNCOMPRESSED, PermanentError, uncompressed
+from appliance.forward.sender import proposed_contexts as _proposed
+from appliance.forward.spool import Spool
+from appliance.qr.repo import HeldFile
+
+log = logging.getLogger(__name__)
+
+MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1-255
+
+
+@dataclass
+class Tally:
+    """The sub-operation counts of one retrieve."""
+
+    remaining: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+
+    def final_status(self) -> int:
+        """0000 all sent, A702 none sent, B000 some failed or warned (PS3.4 C.4.2.1.5)."""
+        if not self.failed and not self.warning:
+            return status.SUCCESS
+        if not self.completed and not self.warning:
+            return status.UNABLE_TO_PERFORM_SUBOPERATIONS
+        return status.SUBOPERATIONS_COMPLETE_WITH_FAILURES
+
+
+def response(
+    kind: type[C_MOVE] | type[C_GET],
+    code: int,
+    tally: Tally | None,
+    transfer_syntax: UID,
+    comment: str = "",
+    pending: bool = False,
+) -> C_MOVE | C_GET:
+    """A C-MOVE or C-GET response with the counts (remaining only while pending)."""
+    rsp = kind()
+    rsp.Status = code
+    if comment:
+        rsp.ErrorComment = comment.replace("\\", "/")[:64]  # type: ignore[assignment]
+    if tally is not None:
+        if pending or code == status.CANCEL:
+            rsp.NumberOfRemainingSuboperations = tally.remaining
+        rsp.NumberOfCompletedSuboperations = tally.completed
+        rsp.NumberOfFailedSuboperations = tally.failed
+        rsp.NumberOfWarningSuboperations = tally.warning
+        if not pending and tally.failed_uids:
+            ds = Dataset()
+            ds.FailedSOPInstanceUIDList = tally.failed_uids
+            raw = encode(
+                ds,
+                transfer_syntax.is_implicit_VR,
+                transfer_syntax.is_little_endian,
+                transfer_syntax.is_deflated,
+            )
+            rsp.Identifier = BytesIO(raw or b"")
+    return rsp
+
+
+def _accepted(assoc: Any, sop_class: str, syntaxes: list[UID] | tuple[UID, ...]) -> bool:
+    for cx in assoc.accepted_contexts:
+        if cx.abstract_syntax == sop_class and cx.transfer_syntax[0] in syntaxes and cx.as_scu:
+            return True
+    return False
+
+
+def store_one(
+    assoc: Any, held: HeldFile, spool: Spool, originator: str, message_id: int
+) -> tuple[int | None, str]:
+    """Send one held file; (C-STORE status or None when nothing was answered, why)."""
+    path = spool.path(held.file)
+    stored = UID(held.transfer_syntax)
+    # Move Originator (PS3.7 9.1.1.1): C-MOVE sub-operations only.
+    extra: dict[str, Any] = (
+        {"originator_aet": originator, "originator_id": message_id} if originator else {}
+    )
+    try:
+        if _accepted(assoc, held.sop_class_uid, [stored]):
+            rsp = assoc.send_c_store(path, **extra)
+        elif _accepted(assoc, held.sop_class_uid, UNCOMPRESSED):
+            rsp = assoc.send_c_store(uncompressed(path, stored), **extra)
+        else:
+            return None, f"no accepted presentation context for {held.sop_class_uid}"
+    except PermanentError as exc:
+        return None, str(exc)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
+        return None, f"file cannot be sent ({type(exc).__name__})"
+    if not rsp or "Status" not in rsp:
+        return None, "no C-STORE response (association lost or timed out)"
+    return int(rsp.Status), ""
+
+
+def sub_operations(
+    kind: type[C_MOVE] | type[C_GET],
+    assoc: Any,
+    files: list[HeldFile],
+    spool: Spool,
+    transfer_syntax: UID,
+    cancelled: Callable[[], bool],
+    originator: str,
+    message_id: int,
+) -> Iterator[C_MOVE | C_GET]:
+    """Send every file on ``assoc``; yields a pending response after each, then the final."""
+    tally = Tally(remaining=len(files))
+    for n, held in enumerate(files):
+        if cancelled():
+            tally.failed_uids.extend(h.sop_instance_uid for h in files[n:])
+            yield response(kind, status.CANCEL, tally, transfer_syntax)
+            return
+        if not assoc.is_established:
+            tally.failed += tally.remaining
+            tally.failed_uids.extend(h.sop_instance_uid for h in files[n:])
+            tally.remaining = 0
+            break
+        code, why = store_one(assoc, held, spool, originator, message_id)
+        tally.remaining -= 1
+        if code is None or status.is_failure(code):
+            tally.failed += 1
+            tally.failed_uids.append(held.sop_instance_uid)
+            log.warning(
+                "retrieve sub-operation failed for %s: %s",
+                held.sop_instance_uid,
+                why or f"status 0x{code or 0:04X}",
+            )
+        elif code in status.WARNING_RANGE:
+            tally.warning += 1
+        else:
+            tally.completed += 1
+        if tally.remaining:
+            yield response(kind, status.PENDING, tally, transfer_syntax, pending=True)
+    yield response(kind, tally.final_status(), tally, transfer_syntax)
+
+
+def open_destination(
+    dicom: DicomSettings, ae_title: str, host: str, port: int, files: list[HeldFile]
+) -> Any:
+    """An association with a C-MOVE destination proposing the files' SOP classes, each
+    with its stored syntax and the uncompressed ones (dicom.* timeouts)."""
+    ae = AE(ae_title=dicom.ae_title)
+    ae.acse_timeout = dicom.acse_timeout
+    ae.dimse_timeout = dicom.dimse_timeout
+    ae.network_timeout = dicom.network_timeout
+    ae.connection_timeout = dicom.acse_timeout
+    pairs = sorted({(f.sop_class_uid, f.transfer_syntax) for f in files})
+    for sop_class, syntaxes in _proposed(set(pairs[: MAX_CONTEXTS // 2])):
+        ae.add_requested_context(sop_class, syntaxes)
+    return ae.associate(host, port, ae_title=ae_title, evt_handlers=NODELAY)

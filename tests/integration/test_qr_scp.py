@@ -1,0 +1,224 @@
+"""The Query/Retrieve SCP over real associations: studies stored by C-STORE, then
+queried at each level, moved to a Storage SCP and got over the same association."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance import status
+from appliance.server import Appliance
+from tests.forward_helpers import FakePacs
+from tests.qr_helpers import (
+    JAPANESE,
+    PATIENT_FIND,
+    PATIENT_MOVE,
+    Held,
+    find,
+    get,
+    identifier,
+    matches,
+    move,
+    qr_config,
+    store_studies,
+)
+
+
+@pytest.fixture
+def dest(fake_pacs: Callable[..., FakePacs]) -> FakePacs:
+    return fake_pacs(ae_title="DEST")
+
+
+@pytest.fixture
+def held_box(
+    start_appliance: Callable[..., Appliance], dest: FakePacs, tmp_path: Path
+) -> tuple[Appliance, Held]:
+    app = start_appliance(qr_config(dest.port))
+    return app, store_studies(app.dicom_port, tmp_path / "images")
+
+
+def test_patient_level_lists_each_patient_with_counts(held_box: Any) -> None:
+    app, held = held_box
+    q = identifier(
+        "PATIENT", PatientID="", PatientName="", NumberOfPatientRelatedStudies="",
+        NumberOfPatientRelatedInstances="",
+    )  # fmt: skip
+    found = {str(d.PatientID): d for d in matches(find(app.dicom_port, q, PATIENT_FIND))}
+    assert sorted(found) == ["P1", "P2", "P3"]
+    assert str(found["P1"].PatientName) == "Doe^John"
+    assert int(found["P1"].NumberOfPatientRelatedStudies) == 2
+    assert int(found["P1"].NumberOfPatientRelatedInstances) == 7
+    assert found["P1"].QueryRetrieveLevel == "PATIENT"
+
+
+def test_study_level_returns_exactly_the_keys_asked_with_derived_values(held_box: Any) -> None:
+    app, held = held_box
+    q = identifier(
+        "STUDY", PatientID="P1", StudyDate="20261201", StudyInstanceUID="",
+        ModalitiesInStudy="", NumberOfStudyRelatedSeries="", NumberOfStudyRelatedInstances="",
+        AccessionNumber="",
+    )  # fmt: skip
+    (study,) = matches(find(app.dicom_port, q))
+    assert study.StudyInstanceUID == next(iter(held.studies))
+    assert list(study.ModalitiesInStudy) == ["CT", "MR"]
+    assert int(study.NumberOfStudyRelatedSeries) == 2
+    assert int(study.NumberOfStudyRelatedInstances) == 5
+    assert study.AccessionNumber == "ACC1"
+    assert "PatientName" not in study and "StudyDescription" not in study
+
+
+def test_wildcards_and_ranges(held_box: Any) -> None:
+    app, _ = held_box
+
+    def accessions(**keys: Any) -> list[str]:
+        keys.setdefault("AccessionNumber", "")
+        q = identifier("STUDY", **keys)
+        return sorted(str(d.AccessionNumber) for d in matches(find(app.dicom_port, q)))
+
+    assert accessions(PatientName="doe*") == ["ACC1", "ACC2"]  # PN: case-insensitive
+    assert accessions(PatientName="R?e^Jane") == ["ACC3"]
+    assert accessions(StudyDate="20261201-20261202") == ["ACC1", "ACC3"]
+    assert accessions(StudyDate="-20261130") == ["ACC2"]
+    assert accessions(StudyDate="20261203-") == ["ACC4"]
+    assert accessions(StudyTime="0800-1000") == ["ACC1", "ACC3", "ACC4"]
+    assert accessions(ModalitiesInStudy="MR") == ["ACC1"]
+    assert accessions(StudyDescription="chest") == []  # LO: case-sensitive
+    assert accessions(StudyDescription="Ch*") == ["ACC1"]
+    assert accessions(AccessionNumber="ACC4\\ACC2") == ["ACC2", "ACC4"]  # as the worklist
+
+
+def test_series_and_image_levels_within_a_study(held_box: Any) -> None:
+    app, held = held_box
+    study = next(iter(held.studies))
+    q = identifier(
+        "SERIES", StudyInstanceUID=study, SeriesInstanceUID="", Modality="",
+        NumberOfSeriesRelatedInstances="",
+    )  # fmt: skip
+    series = {str(d.Modality): d for d in matches(find(app.dicom_port, q))}
+    assert sorted(series) == ["CT", "MR"]
+    assert int(series["CT"].NumberOfSeriesRelatedInstances) == 3
+    ct = str(series["CT"].SeriesInstanceUID)
+    q = identifier("IMAGE", StudyInstanceUID=study, SeriesInstanceUID=ct, SOPInstanceUID="",
+                   InstanceNumber="")  # fmt: skip
+    images = matches(find(app.dicom_port, q))
+    assert sorted(str(d.SOPInstanceUID) for d in images) == sorted(held.studies[study][ct])
+    two = "\\".join(held.studies[study][ct][:2])
+    q = identifier("IMAGE", SeriesInstanceUID=ct, SOPInstanceUID=two)
+    assert len(matches(find(app.dicom_port, q))) == 2  # UID list matching
+
+
+def test_japanese_name_round_trips_with_its_three_component_groups(held_box: Any) -> None:
+    app, _ = held_box
+    q = identifier("PATIENT", PatientID="P3", PatientName="")
+    q.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    (patient,) = matches(find(app.dicom_port, q, PATIENT_FIND))
+    assert list(patient.SpecificCharacterSet) == ["", "ISO 2022 IR 87"]
+    assert str(patient.PatientName) == JAPANESE
+    # Matched on any component group: the ideographic one.
+    q = identifier("PATIENT", PatientID="", PatientName="山田*")
+    q.SpecificCharacterSet = "ISO_IR 192"
+    (patient,) = matches(find(app.dicom_port, q, PATIENT_FIND))
+    assert patient.PatientID == "P3" and str(patient.PatientName) == JAPANESE
+
+
+def test_move_a_study_to_a_device(held_box: Any, dest: FakePacs) -> None:
+    app, held = held_box
+    study = next(iter(held.studies))
+    rsp = move(app.dicom_port, identifier("STUDY", StudyInstanceUID=study), "DEST")
+    final = rsp[-1][2]
+    assert rsp[-1][0] == status.SUCCESS
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (5, 0)
+    pending = [r[2] for r in rsp[:-1]]
+    assert [int(p.NumberOfRemainingSuboperations) for p in pending] == [4, 3, 2, 1]
+    got = sorted(str(ds.SOPInstanceUID) for _, ds, _ in dest.received)
+    assert got == sorted(held.instances(study))
+
+
+def test_move_a_patient_in_patient_root(held_box: Any, dest: FakePacs) -> None:
+    app, held = held_box
+    rsp = move(app.dicom_port, identifier("PATIENT", PatientID="P2"), "DEST", PATIENT_MOVE)
+    assert rsp[-1][0] == status.SUCCESS
+    assert len(dest.received) == 2
+
+
+def test_unknown_move_destination_is_a801_naming_it(held_box: Any, dest: FakePacs) -> None:
+    app, held = held_box
+    study = next(iter(held.studies))
+    for ae in ("NOBODY", "NOHOST"):
+        rsp = move(app.dicom_port, identifier("STUDY", StudyInstanceUID=study), ae)
+        assert [r[0] for r in rsp] == [status.MOVE_DESTINATION_UNKNOWN]
+        assert ae in str(rsp[-1][2].ErrorComment)
+    assert dest.received == []
+
+
+def test_move_with_some_refused_is_b000_and_all_refused_a702(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    picky = fake_pacs(ae_title="DEST", statuses=[0xA700, 0x0000, 0xA700, 0xA700, 0xA700])
+    app = start_appliance(qr_config(picky.port))
+    held = store_studies(app.dicom_port, tmp_path / "images")
+    first, second = list(held.studies)[:2]
+    rsp = move(app.dicom_port, identifier("STUDY", StudyInstanceUID=first), "DEST")
+    final = rsp[-1][2]
+    assert rsp[-1][0] == status.SUBOPERATIONS_COMPLETE_WITH_FAILURES
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (1, 4)
+    assert len(rsp[-1][1].FailedSOPInstanceUIDList) == 4
+    picky.statuses = [0xA700, 0xA700]
+    rsp = move(app.dicom_port, identifier("STUDY", StudyInstanceUID=second), "DEST")
+    assert rsp[-1][0] == status.UNABLE_TO_PERFORM_SUBOPERATIONS
+    assert rsp[-1][2].NumberOfFailedSuboperations == 2
+
+
+def test_get_a_series_over_the_same_association(held_box: Any) -> None:
+    app, held = held_box
+    study = next(iter(held.studies))
+    series, uids = next(iter(held.studies[study].items()))
+    rsp, received = get(app.dicom_port, identifier("SERIES", SeriesInstanceUID=series))
+    assert rsp[-1][0] == status.SUCCESS
+    assert rsp[-1][2].NumberOfCompletedSuboperations == len(uids) == 3
+    assert sorted(str(d.SOPInstanceUID) for d in received) == sorted(uids)
+    assert received[0].PixelData  # the whole instance, as stored
+
+
+def test_retrieve_needs_the_unique_key_of_its_level(held_box: Any) -> None:
+    app, _ = held_box
+    rsp = move(app.dicom_port, identifier("STUDY", PatientID="P1"), "DEST")
+    assert [r[0] for r in rsp] == [status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS]
+    assert "StudyInstanceUID" in str(rsp[0][2].ErrorComment)
+
+
+def test_unknown_calling_ae_is_refused(
+    start_appliance: Callable[..., Appliance], dest: FakePacs
+) -> None:
+    app = start_appliance(qr_config(dest.port))
+    rsp = find(app.dicom_port, identifier("STUDY", StudyInstanceUID=""), calling="STRANGER")
+    assert [r[0] for r in rsp] == [status.NOT_AUTHORIZED]
+    rsp = move(app.dicom_port, identifier("STUDY", StudyInstanceUID="1.2.3"), "DEST",
+               calling="STRANGER")  # fmt: skip
+    assert [r[0] for r in rsp] == [status.NOT_AUTHORIZED]
+
+
+def test_removed_instances_leave_the_index(held_box: Any) -> None:
+    app, held = held_box
+    study = list(held.studies)[1]
+    with app.runtime.store.write() as db:
+        db.execute(
+            "UPDATE forward_instances SET removed_at = 1 WHERE sop_instance_uid = ?",
+            (held.instances(study)[0],),
+        )
+    q = identifier("STUDY", StudyInstanceUID=study, NumberOfStudyRelatedInstances="")
+    (found,) = matches(find(app.dicom_port, q))
+    assert int(found.NumberOfStudyRelatedInstances) == 1
+    rows = app.runtime.store.query("SELECT COUNT(*) AS n FROM qr_instances")
+    assert rows[0]["n"] == 9
+
+
+def test_index_is_written_with_the_queue_row(held_box: Any) -> None:
+    app, held = held_box
+    rows = app.runtime.store.query(
+        "SELECT COUNT(*) AS n FROM forward_instances f JOIN qr_instances q ON q.instance_id = f.id"
+    )
+    assert rows[0]["n"] == 10
