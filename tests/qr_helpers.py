@@ -21,6 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from tests.forward_factories import make_ct
 from tests.forward_helpers import MODALITY, send_files
+from tests.raw_dimse import steady
 
 QR_SCU = "QRSCU"
 PATIENT_FIND = PatientRootQueryRetrieveInformationModelFind
@@ -111,7 +112,7 @@ def _assoc(port: int, contexts: list[str], calling: str = QR_SCU, **kw: Any) -> 
     ae = AE(ae_title=calling)
     for uid in contexts:
         ae.add_requested_context(uid)
-    assoc = ae.associate("127.0.0.1", port, ae_title="APPLIANCE", **kw)
+    assoc = steady(ae.associate("127.0.0.1", port, ae_title="APPLIANCE", **kw))
     assert assoc.is_established
     return assoc
 
@@ -159,10 +160,10 @@ def get(
     for uid in (CTImageStorage, MRImageStorage):
         ae.add_requested_context(uid)
         roles.append(build_role(uid, scp_role=True))
-    assoc = ae.associate(
+    assoc = steady(ae.associate(
         "127.0.0.1", port, ae_title="APPLIANCE", ext_neg=roles,
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
-    )  # fmt: skip
+    ))  # fmt: skip
     assert assoc.is_established
     try:
         rsp = [(int(st.Status), ds, st) for st, ds in assoc.send_c_get(query, model)]

@@ -100,7 +100,10 @@ def steady(assoc: Any) -> Any:
     queue read takes the response ("Received unexpected C-ECHO service message") and the
     call times out. Here the reactor is held before each call, and given a moment to reach
     its wait, so no response is taken from the caller."""
-    for name in ("send_c_echo", "send_c_find", "send_c_store", "send_n_create", "send_n_set"):
+    for name in (
+        "send_c_echo", "send_c_find", "send_c_store", "send_n_create", "send_n_set",
+        "send_c_move", "send_c_get",
+    ):  # fmt: skip
         setattr(assoc, name, _held(assoc, getattr(assoc, name)))
     return assoc
 

@@ -168,10 +168,10 @@ def read_request(event: evt.Event, device: DeviceSettings) -> Request:
     study_root = str(event.context.abstract_syntax) in STUDY_ROOT
     allowed = repo.LEVELS[1:] if study_root else repo.LEVELS
     if level not in allowed:
-        what = f"Query/Retrieve Level {level!r}" if level else "Query/Retrieve Level is missing"
+        what = f"QueryRetrieveLevel {level[:16]!r} not {'/'.join(allowed)}"
         raise dataset_check.Malformed(
             dataset_check.STRUCTURE,
-            f"{what}; {'Study' if study_root else 'Patient'} Root takes {'/'.join(allowed)}",
+            what if level else "Query/Retrieve Level is missing",
             LEVEL_TAG,
         )
     return Request(ident, level, matching.parse(ident))

@@ -3,11 +3,13 @@ queried at each level, moved to a Storage SCP and got over the same association.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pynetdicom import AE
 
 from appliance import status
 from appliance.server import Appliance
@@ -16,6 +18,8 @@ from tests.qr_helpers import (
     JAPANESE,
     PATIENT_FIND,
     PATIENT_MOVE,
+    QR_SCU,
+    STUDY_MOVE,
     Held,
     find,
     get,
@@ -25,6 +29,7 @@ from tests.qr_helpers import (
     qr_config,
     store_studies,
 )
+from tests.raw_dimse import steady
 
 
 @pytest.fixture
@@ -222,3 +227,32 @@ def test_index_is_written_with_the_queue_row(held_box: Any) -> None:
         "SELECT COUNT(*) AS n FROM forward_instances f JOIN qr_instances q ON q.instance_id = f.id"
     )
     assert rows[0]["n"] == 10
+
+
+def test_cancel_a_move_ends_it_with_fe00_and_the_counts(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    gate = threading.Event()
+    slow = fake_pacs(ae_title="DEST", before_answer={1: lambda event: gate.wait(10)})
+    app = start_appliance(qr_config(slow.port))
+    held = store_studies(app.dicom_port, tmp_path / "images")
+    study = next(iter(held.studies))
+    ae = AE(ae_title=QR_SCU)
+    ae.add_requested_context(STUDY_MOVE)
+    assoc = steady(ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE"))
+    cx = assoc.accepted_contexts[0].context_id
+    codes: list[int] = []
+    final: Any = None
+    query = identifier("STUDY", StudyInstanceUID=study)
+    for st, _ in assoc.send_c_move(query, "DEST", STUDY_MOVE, msg_id=7):
+        codes.append(int(st.Status))
+        final = st
+        if len(codes) == 1:  # the first image is sent, the second waits at the destination
+            assoc.send_c_cancel(7, cx)
+            gate.set()
+    assoc.release()
+    assert codes[0] == status.PENDING and codes[-1] == status.CANCEL
+    done = int(final.NumberOfCompletedSuboperations) + int(final.NumberOfFailedSuboperations)
+    assert 2 <= done < 5
+    assert int(final.NumberOfRemainingSuboperations) == 5 - done
+    assert len(slow.received) == done
