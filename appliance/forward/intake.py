@@ -526,6 +526,7 @@ class Intake:
                         synced=True,
                         header=header,
                         size=sink.size,
+                        head=bytes(sink.head),
                     )
                 except Exception as exc:
                     with contextlib.suppress(OSError):

@@ -111,13 +111,15 @@ class Receiver:
         synced: bool = False,
         header: dict[int, str] | None = None,
         size: int | None = None,
+        head: bytes | None = None,
     ) -> Received:
         """Move a complete received file into the spool and commit its queue rows.
 
         ``synced`` (and ``size``) when the caller fsynced the file as it wrote it;
         ``header`` the SOP Instance UID (0008,0018) and Modality (0008,0060) when the caller
         read them already, otherwise they are read from the file. A file with exactly the bytes of
-        the version kept is not stored twice.
+        the version kept is not stored twice. ``head``: the start of the data set (the
+        intake's), from which the Query/Retrieve index is read when it is enough.
         """
         path = Path(path)
         sop_class = check_uid(sop_class, "Affected SOP Class UID")
@@ -141,7 +143,8 @@ class Receiver:
         else:
             sf = self.spool.place(path, synced=synced, size=size)
             rel, version, size = sf.rel, sf.token, sf.size
-        recorded = self._record(info, rel, version, size, dests, durable=False)
+        indexed = None if head is None else qr_index.head_attributes(head, transfer_syntax)
+        recorded = self._record(info, rel, version, size, dests, durable=False, indexed=indexed)
         if dests:
             self.on_queued(dests)
         return Received(recorded, dests)
@@ -159,10 +162,13 @@ class Receiver:
         size: int,
         dests: list[str],
         durable: bool,
+        indexed: dict[str, str] | None = None,
     ) -> queue.Recorded:
         """Commit the queue rows and the Query/Retrieve index row of the spooled ``rel``
-        (one transaction); a version it replaces is deleted."""
-        indexed = qr_index.read_attributes(self.spool.path(rel))
+        (one transaction; ``indexed`` or else read from the file); a version it replaces
+        is deleted."""
+        if indexed is None:
+            indexed = qr_index.read_attributes(self.spool.path(rel))
         recorded = queue.record_instance(
             self.store, info, rel, version, size, dests, durable=durable, indexed=indexed
         )

@@ -11,6 +11,7 @@ data set's Specific Character Set, every component group kept.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import sqlite_utils
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID
 from sqlite_utils.migrations import Migrations
 
 migrations = Migrations("qr")
@@ -51,6 +54,7 @@ IMAGE = {
 }
 COLUMNS: dict[str, str] = {**PATIENT, **STUDY, **SERIES, **IMAGE}
 HEADER_TAGS = ["SpecificCharacterSet", *COLUMNS]
+LAST_TAG = 0x00200013  # InstanceNumber: the highest tag of the index
 
 
 @migrations(name="0001_instances")
@@ -99,6 +103,30 @@ def read_attributes(path: Path) -> dict[str, str] | None:
     except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError):
         return None
     return attributes(ds)
+
+
+def head_attributes(head: bytes, transfer_syntax: str) -> dict[str, str] | None:
+    """The index columns from the start of a data set as received (the intake keeps it),
+    or None when that start does not reach past the last indexed tag or is not plain
+    little endian: the caller then reads the file."""
+    ts = UID(transfer_syntax)
+    if ts.is_deflated or not ts.is_little_endian:
+        return None
+    reached = []
+
+    def past(tag: Any, vr: Any, length: Any) -> bool:
+        if tag > LAST_TAG:
+            reached.append(tag)
+            return True
+        return False
+
+    try:
+        ds = read_dataset(BytesIO(head), ts.is_implicit_VR, True, stop_when=past)
+        if not reached:
+            return None
+        return attributes(ds)
+    except (EOFError, ValueError, OSError, KeyError, TypeError, LookupError, NotImplementedError):
+        return None
 
 
 def record(db: sqlite_utils.Database, instance_id: int, attrs: Mapping[str, str]) -> None:
