@@ -12,6 +12,7 @@ import pytest
 from pynetdicom import AE
 
 from appliance import status
+from appliance.qr import index as qr_index
 from appliance.server import Appliance
 from tests.forward_helpers import FakePacs
 from tests.qr_helpers import (
@@ -256,3 +257,18 @@ def test_cancel_a_move_ends_it_with_fe00_and_the_counts(
     assert 2 <= done < 5
     assert int(final.NumberOfRemainingSuboperations) == 5 - done
     assert len(slow.received) == done
+
+
+def test_the_intake_indexes_from_the_start_it_holds(
+    start_appliance: Callable[..., Appliance], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_file_reads(path: Path) -> None:
+        raise AssertionError(f"the index read {path} again")
+
+    monkeypatch.setattr(qr_index, "read_attributes", no_file_reads)
+    app = start_appliance(qr_config())
+    held = store_studies(app.dicom_port, tmp_path / "images")
+    q = identifier("STUDY", StudyInstanceUID="", PatientName="")
+    found = matches(find(app.dicom_port, q))
+    assert sorted(str(d.StudyInstanceUID) for d in found) == sorted(held.studies)
+    assert JAPANESE in {str(d.PatientName) for d in found}
