@@ -10,7 +10,7 @@ data set's Specific Character Set, every component group kept.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 from sqlite_utils.migrations import Migrations
+
+from appliance.db import Store
 
 migrations = Migrations("qr")
 
@@ -137,3 +139,29 @@ def record(db: sqlite_utils.Database, instance_id: int, attrs: Mapping[str, str]
         f"VALUES (?, {', '.join('?' * len(cols))})",
         (instance_id, *(attrs.get(c, "") for c in cols)),
     )
+
+
+def backfill(store: Store, path_of: Callable[[str], Path], batch: int = 200) -> int:
+    """Index the held instances that have no index row (received before the index
+    existed, or whose file the header read could not parse then); returns how many."""
+    done, last = 0, 0
+    while True:
+        rows = store.query(
+            "SELECT f.id, f.file FROM forward_instances f LEFT JOIN qr_instances q "
+            "ON q.instance_id = f.id WHERE f.removed_at IS NULL AND q.instance_id IS NULL "
+            "AND f.id > ? ORDER BY f.id LIMIT ?",
+            (last, batch),
+        )
+        if not rows:
+            return done
+        last = rows[-1]["id"]
+        read = [(r["id"], read_attributes(path_of(r["file"]))) for r in rows]
+        with store.write(durable=False) as db:
+            for instance_id, attrs in read:
+                kept = db.execute(
+                    "SELECT 1 FROM forward_instances WHERE id = ? AND removed_at IS NULL",
+                    (instance_id,),
+                ).fetchone()
+                if attrs is not None and kept:
+                    record(db, instance_id, attrs)
+                    done += 1

@@ -34,7 +34,7 @@ from appliance import audit, dataset_check, status
 from appliance.config import DeviceSettings
 from appliance.dicom import compat
 from appliance.forward.spool import Spool
-from appliance.qr import repo, retrieve
+from appliance.qr import index, repo, retrieve
 from appliance.worklist import matching
 from appliance.worklist.scp import CHARSET_VALUES, encodable, response_charset
 
@@ -81,6 +81,17 @@ class QueryRetrieveService:
 
     def start(self) -> None:
         compat.serve_retrieves_whole([*MOVE, *GET])
+        # Instances held before the index existed are indexed in the background.
+        threading.Thread(target=self._backfill, name="qr-backfill", daemon=True).start()
+
+    def _backfill(self) -> None:
+        try:
+            n = index.backfill(self.runtime.store, self.spool.path)
+        except Exception:  # a failed backfill leaves those instances unindexed, nothing else
+            log.exception("Q/R: indexing the instances held before the index failed")
+            return
+        if n:
+            log.warning("Q/R: %d held instances indexed at start", n)
 
     def stop(self) -> None:
         return None

@@ -51,3 +51,63 @@ def test_an_unreadable_file_gives_none(tmp_path: Path) -> None:
     bad = tmp_path / "bad.dcm"
     bad.write_bytes(b"not dicom")
     assert index.read_attributes(bad) is None
+
+
+def test_retention_takes_the_index_row_and_a_new_copy_brings_it_back(tmp_path: Path) -> None:
+    from appliance.db import open_store
+    from appliance.forward import queue
+    from appliance.forward.retention import sweep
+    from appliance.forward.spool import Spool
+
+    store = open_store(tmp_path / "db")
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    ds = _ct()
+    src = spool.tmp / "rx.dcm"
+    ds.save_as(src, enforce_file_format=True)  # type: ignore[attr-defined]
+    sf = spool.place(src)
+    attrs = index.read_attributes(spool.path(sf.rel))
+    info = queue.InstanceInfo(ds.SOPInstanceUID, ds.SOPClassUID, ExplicitVRLittleEndian, "CT", "M")  # type: ignore[attr-defined]
+    queue.record_instance(store, info, sf.rel, sf.token, sf.size, ["pacs"], now=0, indexed=attrs)
+
+    def rows() -> list[dict[str, object]]:
+        return store.query("SELECT patient_name, accession_number FROM qr_instances")
+
+    assert rows() == [{"patient_name": JAPANESE, "accession_number": "ACC1"}]
+    items = queue.claim(store, "pacs", 10, now=1)
+    queue.mark_delivered(store, [(i, 0) for i in items], now=1)
+    assert sweep(store, spool, retention_s=10, now=100)[0] == 1
+    assert rows() == []
+    queue.record_instance(store, info, "f2", "d2", 1, ["pacs"], now=200, indexed=attrs)
+    assert len(rows()) == 1
+    store.close()
+
+
+def test_backfill_indexes_instances_held_before_the_index(tmp_path: Path) -> None:
+    from appliance.db import open_store
+    from appliance.forward import queue
+    from appliance.forward.spool import Spool
+
+    store = open_store(tmp_path / "db")
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    uids = []
+    for n in range(3):
+        ds = make_ct(seed=n, AccessionNumber=f"A{n}")
+        src = spool.tmp / "rx.dcm"
+        ds.save_as(src, enforce_file_format=True)
+        sf = spool.place(src)
+        info = queue.InstanceInfo(
+            ds.SOPInstanceUID, ds.SOPClassUID, ExplicitVRLittleEndian, "CT", "M"
+        )
+        queue.record_instance(store, info, sf.rel, sf.token, sf.size, [], now=n)
+        uids.append(ds.SOPInstanceUID)
+    spool.path(
+        store.query("SELECT file FROM forward_instances WHERE id = 3")[0]["file"]
+    ).write_bytes(b"x")
+    assert index.backfill(store, spool.path, batch=2) == 2
+    got = store.query("SELECT sop_instance_uid, accession_number FROM qr_instances ORDER BY 2")
+    assert got == [{"sop_instance_uid": uids[0], "accession_number": "A0"},
+                   {"sop_instance_uid": uids[1], "accession_number": "A1"}]  # fmt: skip
+    assert index.backfill(store, spool.path) == 0  # the unreadable one is not retried forever
+    store.close()
