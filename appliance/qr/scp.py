@@ -56,6 +56,7 @@ STUDY_ROOT = frozenset(
 RESPONSE_ONLY = frozenset(("QueryRetrieveLevel", "RetrieveAETitle", "InstanceAvailability"))
 QUERY_LIMITS = dataset_check.Limits(max_depth=8, max_inflated=1 << 20, query=True)
 LEVEL_TAG = 0x00080052
+MAX_SUBOPERATIONS = 0xFFFF  # the counts are US (PS3.7 9.3.4)
 
 
 class QueryRetrieveService:
@@ -307,7 +308,11 @@ def _retrieve_request(
         if tag is not None:
             rsp.OffendingElement = [tag]  # type: ignore[assignment]
         return None, rsp
-    return repo.files(service.runtime.store, unique), None
+    files = repo.files(service.runtime.store, unique)
+    if len(files) > MAX_SUBOPERATIONS:
+        comment = f"{len(files)} instances; at most {MAX_SUBOPERATIONS} in one retrieve"
+        return None, retrieve.response(kind, status.TOO_MANY_MATCHES, None, ts, comment)
+    return files, None
 
 
 def handle_move(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_MOVE | C_GET]:

@@ -21,6 +21,7 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
@@ -34,6 +35,9 @@ SOURCES = {
     DULServiceProvider._is_transport_event: "8725ed03bb8fbdef",  # wrapped by the guard
     DULServiceProvider._decode_pdu: "fc71dd1bf853e1ce",  # used by hand_pdu_to_dul
     Association._get_valid_context: "117a52c2ae6720e0",  # used by context_for
+    # Calls _move_scp / _get_scp, which serve_retrieves_whole replaces for its classes.
+    QueryRetrieveServiceClass.SCP: "e59ba54b9071ffc3",
+    ServiceClass.is_cancelled: "fb9acf44b9bd05fe",  # passed to the handler's Event
 }
 
 
@@ -61,6 +65,10 @@ def test_signatures() -> None:
     assert "_transfer_syntax" in PresentationContext().__dict__
     assert isinstance(inspect.getattr_static(AssociationSocket, "ready"), property)
     assert list(inspect.signature(AssociationSocket.recv).parameters) == ["self", "nr_bytes"]
+    for name in ("_move_scp", "_get_scp"):
+        original = compat._REPLACED_RETRIEVES.get(name, getattr(QueryRetrieveServiceClass, name))
+        assert list(inspect.signature(original).parameters) == ["self", "req", "context"]
+    assert list(inspect.signature(evt.Event).parameters) == ["assoc", "event", "attrs"]
 
 
 def test_socketserver_and_waitress_names() -> None:
