@@ -127,7 +127,9 @@ class DeviceSettings:
     """[[devices]]: a modality or other peer allowed to talk to the appliance."""
 
     ae_title: str = _doc("the device's AE title (required)", "")
-    host: str = _doc("the device's host, for Storage Commitment reports and C-ECHO", "")
+    host: str = _doc(
+        "the device's host, for Storage Commitment reports, C-ECHO and as a C-MOVE destination", ""
+    )
     port: int = _doc("the device's DICOM port (0 = unknown)", 0)
     role: str = _doc("modality, pacs or printer-client", "modality")
     description: str = _doc("free text shown in the web UI", "")
