@@ -10,6 +10,7 @@ data set's Specific Character Set, every component group kept.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping
 from io import BytesIO
 from pathlib import Path
@@ -17,9 +18,12 @@ from typing import Any
 
 import sqlite_utils
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 from sqlite_utils.migrations import Migrations
 
@@ -57,6 +61,9 @@ IMAGE = {
 COLUMNS: dict[str, str] = {**PATIENT, **STUDY, **SERIES, **IMAGE}
 HEADER_TAGS = ["SpecificCharacterSet", *COLUMNS]
 LAST_TAG = 0x00200013  # InstanceNumber: the highest tag of the index
+_WANTED = frozenset(int(tag_for_keyword(k) or 0) for k in HEADER_TAGS)
+_COLUMN_TAGS = [(Tag(tag_for_keyword(k) or 0), c) for k, c in COLUMNS.items()]
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())  # PS3.5 7.1.2
 
 
 @migrations(name="0001_instances")
@@ -114,6 +121,10 @@ def head_attributes(head: bytes, transfer_syntax: str) -> dict[str, str] | None:
     ts = UID(transfer_syntax)
     if ts.is_deflated or not ts.is_little_endian:
         return None
+    walked = _walk(head, bool(ts.is_implicit_VR))
+    if walked is not None:
+        return _plain(walked) or attributes(Dataset(walked))
+    # An undefined length on the way (a sequence): pydicom walks into it.
     reached = []
 
     def past(tag: Any, vr: Any, length: Any) -> bool:
@@ -129,6 +140,63 @@ def head_attributes(head: bytes, transfer_syntax: str) -> dict[str, str] | None:
         return attributes(ds)
     except (EOFError, ValueError, OSError, KeyError, TypeError, LookupError, NotImplementedError):
         return None
+
+
+def _walk(head: bytes, implicit: bool) -> dict[BaseTag, DataElement | RawDataElement] | None:
+    """The indexed elements of a little endian data set's start, found by skipping the
+    others by their lengths (no value is decoded but those); None at an undefined length
+    or when the start ends before the last indexed tag."""
+    found: dict[BaseTag, DataElement | RawDataElement] = {}
+    pos, end = 0, len(head)
+    while pos + 8 <= end:
+        group, elem = struct.unpack_from("<HH", head, pos)
+        tag = (group << 16) | elem
+        if tag > LAST_TAG:
+            return found
+        vr: str | None = None
+        if implicit:
+            length = struct.unpack_from("<I", head, pos + 4)[0]
+            start = pos + 8
+        else:
+            raw_vr = head[pos + 4 : pos + 6]
+            vr = raw_vr.decode("ascii", "replace")
+            if raw_vr in _LONG_VRS:
+                if pos + 12 > end:
+                    return None
+                length = struct.unpack_from("<I", head, pos + 8)[0]
+                start = pos + 12
+            else:
+                length = struct.unpack_from("<H", head, pos + 6)[0]
+                start = pos + 8
+        if length == 0xFFFFFFFF or start + length > end:
+            return None
+        if tag in _WANTED:
+            found[Tag(tag)] = RawDataElement(
+                Tag(tag),
+                vr,
+                length,
+                head[start : start + length],
+                start,
+                implicit,
+                True,
+                True,
+                False,
+            )
+        pos = start + length
+    return None
+
+
+def _plain(found: dict[BaseTag, DataElement | RawDataElement]) -> dict[str, str] | None:
+    """The columns when every value is plain ASCII (no byte above 0x7F, no ISO 2022
+    escape), so no character set applies; None otherwise (pydicom decodes them)."""
+    out: dict[str, str] = {}
+    for tag, column in _COLUMN_TAGS:
+        elem = found.get(tag)
+        value = b"" if elem is None else bytes(elem.value or b"")
+        if not value.isascii() or b"\x1b" in value:
+            return None
+        out[column] = value.decode("ascii").strip("\0 ")
+    return out
 
 
 def record(db: sqlite_utils.Database, instance_id: int, attrs: Mapping[str, str]) -> None:

@@ -111,3 +111,30 @@ def test_backfill_indexes_instances_held_before_the_index(tmp_path: Path) -> Non
                    {"sop_instance_uid": uids[1], "accession_number": "A1"}]  # fmt: skip
     assert index.backfill(store, spool.path) == 0  # the unreadable one is not retried forever
     store.close()
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_plain_ascii_and_a_sequence_on_the_way_give_the_file_values(
+    tmp_path: Path, implicit: bool
+) -> None:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = make_ct(StudyDate="20261201", AccessionNumber="ACC9", SeriesNumber=12,
+                 ReferringPhysicianName="Who^Doctor", StudyTime="083000.5")  # fmt: skip
+    path = tmp_path / "ct.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    plain = index.head_attributes(encoded(ds, implicit=implicit), ts)
+    assert plain == index.read_attributes(path)
+    assert plain is not None and plain["study_time"] == "083000.5"
+    code = Dataset()
+    code.CodeValue = "X"
+    ds.ProcedureCodeSequence = Sequence([code])  # (0008,1032), before the series keys
+    raw = encoded(ds, implicit=implicit)
+    assert index._walk(raw, implicit) is not None  # a defined length is skipped over
+    ds["ProcedureCodeSequence"].is_undefined_length = True
+    ds.save_as(path, enforce_file_format=True)
+    raw = encoded(ds, implicit=implicit)
+    assert index._walk(raw, implicit) is None  # pydicom's reader walks into it instead
+    assert index.head_attributes(raw, ts) == index.read_attributes(path) == plain
