@@ -311,11 +311,7 @@ class Intake:
                     remaining = deadline - time.monotonic()
                     ready, _, _ = select.select([sock], [], [], max(min(remaining, idle), 0))
                     if not ready:
-                        log.warning(
-                            "association from %s closed: %s", self._calling(),
-                            f"a PDU not complete within {whole} s" if remaining <= idle
-                            else f"nothing for {idle} s inside a PDU",
-                        )  # fmt: skip
+                        self._late(remaining, idle, whole)
                         return None
                     continue
                 if not n:
@@ -324,6 +320,13 @@ class Intake:
         except (OSError, ValueError):
             return None
         return view
+
+    def _late(self, remaining: float, idle: float, whole: float) -> None:
+        log.warning(
+            "association from %s closed: %s", self._calling(),
+            f"a PDU not complete within {whole} s" if remaining <= idle
+            else f"nothing for {idle} s inside a PDU",
+        )  # fmt: skip
 
     def _recv_tls(
         self, sock: ssl.SSLSocket, view: memoryview, deadline: float, idle: float, whole: float
@@ -337,11 +340,7 @@ class Intake:
                 wait = max(min(remaining, idle), 0)
                 ready = sock.pending() or select.select([sock], [], [], wait)[0]
                 if not ready or remaining <= 0:
-                    log.warning(
-                        "association from %s closed: %s", self._calling(),
-                        f"a PDU not complete within {whole} s" if remaining <= idle
-                        else f"nothing for {idle} s inside a PDU",
-                    )  # fmt: skip
+                    self._late(remaining, idle, whole)
                     return None
                 sock.settimeout(wait)
                 try:

@@ -72,11 +72,7 @@ def _read(event: evt.Event, attribute: str) -> Dataset:
     try:
         return dataset_check.read_request(event, attribute, LIMITS)
     except dataset_check.Malformed as exc:
-        code = (
-            status.INVALID_ATTRIBUTE_VALUE
-            if exc.kind in (dataset_check.VALUE, dataset_check.CHARSET)
-            else status.PROCESSING_FAILURE
-        )
+        code = dataset_check.n_status(exc)
         raise MalformedList(code, exc.reason, dataset_check.peer(event)) from exc
 
 

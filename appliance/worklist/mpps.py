@@ -217,12 +217,7 @@ def read_attributes(event: evt.Event, attribute: str) -> Dataset:
     try:
         return dataset_check.read_request(event, attribute, LIMITS)
     except dataset_check.Malformed as exc:
-        code = (
-            status.INVALID_ATTRIBUTE_VALUE
-            if exc.kind in (dataset_check.VALUE, dataset_check.CHARSET)
-            else status.PROCESSING_FAILURE
-        )
-        raise MppsError(code, exc.reason) from exc
+        raise MppsError(dataset_check.n_status(exc), exc.reason) from exc
 
 
 def _allowed(event: evt.Event, service: Any) -> bool:
