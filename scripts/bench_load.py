@@ -65,6 +65,8 @@ SPS = "(0040,0100)[0]."
 CALLED = "APPLIANCE"
 LIMIT = 64  # dicom.max_associations and dicom.max_per_address for the run
 TOOL_TIMEOUT = 300
+START_LOAD = [0.0]  # load average before the run
+KEPT_LOG = Path(tempfile.gettempdir()) / "bench-load-appliance.log"
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Op:
     ok: bool
     query_time: float = 0.0
     detail: str = ""
+    reason: str = ""  # why it failed, without the peer's name, to count failures by kind
 
 
 @dataclass
@@ -208,7 +211,13 @@ def storer(
             )
         except subprocess.TimeoutExpired:
             phase.add(
-                Op("store", time.perf_counter() - t0, False, detail=f"{ae}: storescu timed out")
+                Op(
+                    "store",
+                    time.perf_counter() - t0,
+                    False,
+                    detail=f"{ae}: storescu timed out",
+                    reason="storescu timed out",
+                )
             )
             continue
         latency = time.perf_counter() - t0
@@ -220,7 +229,11 @@ def storer(
         acked = [s for s, status in zip(sent, statuses, strict=False) if status == "(Success)"]
         ok = proc.returncode == 0 and len(acked) == count
         detail = "" if ok else f"{ae}: rc {proc.returncode}, {statuses}, {_tail(proc.stderr)}"
-        phase.add(Op("store", latency, ok, detail=detail), acked)
+        reason = ""
+        if not ok:
+            failed = [x for x in statuses if x != "(Success)"]
+            reason = f"C-STORE {failed[0]}" if failed else _fatal(proc.stderr)
+        phase.add(Op("store", latency, ok, detail=detail, reason=reason), acked)
 
 
 def querier(
@@ -246,7 +259,14 @@ def querier(
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             phase.add(
-                Op("query", time.perf_counter() - t0, False, detail=f"{ae}: findscu timed out")
+                Op(
+                    "query",
+                    time.perf_counter() - t0,
+                    False,
+                    0.0,
+                    f"{ae}: findscu timed out",
+                    "findscu timed out",
+                )
             )
             continue
         latency = time.perf_counter() - t0
@@ -263,7 +283,22 @@ def querier(
             f"{ae} {extra}: rc {proc.returncode}, {matches}/{expected} matches, "
             f"{final[0] if final else 'no final response'}, {_tail(proc.stdout + proc.stderr)}"
         )  # fmt: skip
-        phase.add(Op("query", latency, ok, query_time, detail))
+        reason = ""
+        if not ok and final and "(Success)" not in final[0]:
+            reason = "C-FIND " + final[0].split("Received Final Find Response", 1)[1].strip()
+        elif not ok and final:
+            reason = "wrong number of matches"
+        elif not ok:
+            reason = _fatal(proc.stdout + proc.stderr)
+        phase.add(Op("query", latency, ok, query_time, detail, reason))
+
+
+def _fatal(text: str) -> str:
+    """The tool's fatal line (F: or 'Failed'), without its timestamp."""
+    for line in text.splitlines():
+        if line.startswith(("F: ", "E: ")) or "Failed" in line:
+            return re.sub(r"^[\d:.]+ ", "", line).removeprefix("F: ").removeprefix("E: ")[:200]
+    return "tool failed: " + _tail(text)[-200:]
 
 
 def _tail(text: str) -> str:
@@ -331,7 +366,8 @@ def appliance_config(
         f'data_dir = "{data}"\n'
         f'[dicom]\nae_title = "{CALLED}"\nhost = "127.0.0.1"\nport = {port}\n'
         f"max_associations = {LIMIT}\nmax_per_address = {LIMIT}\n"
-        f'[web]\nhost = "127.0.0.1"\nport = {free_port()}\n[logging]\nlevel = "WARNING"\n'
+        + (f"max_pending = {args.max_pending}\n" if args.max_pending else "")
+        + f'[web]\nhost = "127.0.0.1"\nport = {free_port()}\n[logging]\nlevel = "WARNING"\n'
         f"{devices}"
         f'[[destinations]]\nname = "pacs"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = {pacs}\n'
     )
@@ -397,6 +433,8 @@ def run_appliance(args: argparse.Namespace, plan: list[StepRequest], work: Path)
         log.close()
         pacs.stop()
     phase.log_lines = [x for x in log_path.read_text(errors="replace").splitlines() if x.strip()]
+    shutil.copy(log_path, KEPT_LOG)
+    print(f"# the appliance's log: {KEPT_LOG}", file=sys.stderr)
     return phase
 
 
@@ -485,7 +523,9 @@ def report(app: Phase, peer: Phase, args: argparse.Namespace) -> None:
     print(
         f"{datetime.now():%Y-%m-%d %H:%M} UTC. Machine: {machine()}. Command: "
         f"`scripts/bench load --duration {args.duration:g} --storers {args.storers} "
-        f"--queriers {args.queriers} --images {args.images}`."
+        f"--queriers {args.queriers} --images {args.images}"
+        + (f" --max-pending {args.max_pending}" if args.max_pending else "")
+        + f"`; load average {START_LOAD[0]:.1f} before the run."
     )
     print()
     print("| measure | appliance | DCMTK storescp / wlmscpfs | appliance / DCMTK |")
@@ -504,12 +544,21 @@ def report(app: Phase, peer: Phase, args: argparse.Namespace) -> None:
         f"stopped; Orthanc held every one after {drain}; Orthanc holds {app.arrived:,} "
         f"instances; storescp wrote {peer.arrived:,} files."
     )
+    minutes = ", ".join(f"{r:.0f}" for r in rss[::60])
+    print(f"Appliance VmRSS each minute from the start (MB): {minutes}.")
     for name, phase in (("appliance", app), ("DCMTK", peer)):
         errs = phase.errors()
         if errs:
             print()
-            print(f"{name} errors ({len(errs)}), the first 10:")
-            for o in errs[:10]:
+            print(f"{name} errors ({len(errs)}) by kind:")
+            for (kind, reason), n in Counter((o.kind, o.reason) for o in errs).most_common():
+                times = [o.latency for o in errs if (o.kind, o.reason) == (kind, reason)]
+                print(
+                    f"- {n} x {kind}: {reason} (after {min(times) * 1000:.0f}-"
+                    f"{max(times) * 1000:.0f} ms)"
+                )
+            print("The first 5:")
+            for o in errs[:5]:
                 print(f"- {o.kind} after {o.latency * 1000:.0f} ms: {o.detail}")
     kinds = log_kinds(app.log_lines)
     print()
@@ -536,11 +585,16 @@ def main() -> int:
     parser.add_argument("--storers", type=int, default=20)
     parser.add_argument("--queriers", type=int, default=20)
     parser.add_argument("--images", type=int, default=5, help="images per store association")
+    parser.add_argument(
+        "--max-pending", type=int, default=0,
+        help="the appliance's dicom.max_pending (0: its default)",
+    )  # fmt: skip
     args = parser.parse_args()
     for tool in ("storescu", "storescp", "findscu", "wlmscpfs"):
         if not shutil.which(tool):
             print(f"{tool} is missing (apt-get install dcmtk)", file=sys.stderr)
             return 2
+    START_LOAD[0] = os.getloadavg()[0]
     plan = step_plan(querier_titles(args.queriers))
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     (work / "appliance").mkdir()
