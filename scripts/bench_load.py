@@ -89,6 +89,7 @@ class Phase:
     acked: list[tuple[str, str, str, str]] = field(default_factory=list)  # pid, study, series, sop
     lock: threading.Lock = field(default_factory=threading.Lock)
     rss: list[float] = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)
     hwm: float = 0.0
     drain: float | None = None
     backlog: int = 0
@@ -346,9 +347,11 @@ def rss_mb(pid: int, key: str = "VmRSS") -> float:
     return 0.0
 
 
-def sample_rss(pid: int, stop: threading.Event, out: list[float]) -> None:
+def sample_rss(pid: int, stop: threading.Event, phase: Phase) -> None:
+    """VmRSS and the number of open file descriptors, every second."""
     while not stop.is_set():
-        out.append(rss_mb(pid))
+        phase.rss.append(rss_mb(pid))
+        phase.fds.append(len(os.listdir(f"/proc/{pid}/fd")))
         stop.wait(1.0)
 
 
@@ -418,7 +421,7 @@ def run_appliance(args: argparse.Namespace, plan: list[StepRequest], work: Path)
     stop = threading.Event()
     try:
         wait_until(lambda: listening(port), 60, "the appliance", 0.05)
-        sampler = threading.Thread(target=sample_rss, args=(app.pid, stop, phase.rss))
+        sampler = threading.Thread(target=sample_rss, args=(app.pid, stop, phase))
         sampler.start()
         run_load(args, port, port, plan, work, phase)
         phase.hwm = rss_mb(app.pid, "VmHWM")
@@ -546,6 +549,11 @@ def report(app: Phase, peer: Phase, args: argparse.Namespace) -> None:
     )
     minutes = ", ".join(f"{r:.0f}" for r in rss[::60])
     print(f"Appliance VmRSS each minute from the start (MB): {minutes}.")
+    fds = app.fds or [0]
+    print(
+        f"Appliance open file descriptors: start {fds[0]}, peak {max(fds)}, end {fds[-1]}; "
+        f"each minute: {', '.join(str(n) for n in fds[::60])}."
+    )
     for name, phase in (("appliance", app), ("DCMTK", peer)):
         errs = phase.errors()
         if errs:
