@@ -571,17 +571,19 @@ def report(app: Phase, peer: Phase, args: argparse.Namespace) -> None:
     kinds = log_kinds(app.log_lines)
     print()
     print(f"Appliance log, WARNING and above: {sum(kinds.values())} lines.")
-    for kind, n in kinds.most_common():
+    for kind, n in kinds.most_common(12):
         print(f"- {n} x `{kind[:300]}`")
 
 
 def log_kinds(lines: list[str]) -> Counter[str]:
-    """The log's WARNING, ERROR and CRITICAL lines by message, timestamp and AE title left out."""
+    """The log's WARNING, ERROR and CRITICAL lines by message (times, AE titles and
+    numbers left out)."""
     kinds: Counter[str] = Counter()
     for line in lines:
         parts = line.split(" ", 3)
         if len(parts) == 4 and parts[2] in ("WARNING", "ERROR", "CRITICAL"):
-            kinds[re.sub(r"\b(ST|QR)\d\d@", "<AE>@", f"{parts[2]} {parts[3]}")] += 1
+            text = re.sub(r"\b(ST|QR)\d\d@", "<AE>@", f"{parts[2]} {parts[3]}")
+            kinds[re.sub(r"\d+(\.\d+)*", "N", text)] += 1
         elif line.startswith(("Traceback", "Exception")):
             kinds[line] += 1
     return kinds
