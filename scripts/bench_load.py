@@ -20,6 +20,7 @@ An error is any non-success status, a refused association, a wrong number of mat
 or a tool failure. Prints a Markdown table for docs/benchmarks.md.
 
     scripts/bench load [--duration 600] [--storers 20] [--queriers 20] [--images 5]
+                       [--max-pending N]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -99,7 +101,7 @@ class Phase:
     load: float = 0.0
     wall: float = 0.0
 
-    def add(self, op: Op, acked: list[tuple[str, str, str, str]] = ()) -> None:  # type: ignore[assignment]
+    def add(self, op: Op, acked: Iterable[tuple[str, str, str, str]] = ()) -> None:
         with self.lock:
             self.ops.append(op)
             self.acked.extend(acked)
@@ -116,7 +118,7 @@ class Phase:
 
 def step_plan(stations: list[str]) -> list[StepRequest]:
     """PER_STATION_DAY steps a station a day for DAYS days."""
-    out = []
+    out: list[StepRequest] = []
     for day in range(DAYS):
         for s, station in enumerate(stations):
             for slot in range(PER_STATION_DAY):
