@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,13 +31,27 @@ def connect(path: Path) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+class _CloseAtThreadEnd:
+    """Held only by a thread's ``threading.local``: when the thread ends, the local goes
+    and this closes the thread's connection (each association has a thread of its own;
+    kept open, two file descriptors leaked per association)."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def __del__(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.conn.close()
+
+
 class Store:
-    """Hands each thread its own connection to the one database file."""
+    """Hands each thread its own connection to the one database file, closed when the
+    thread ends."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._all: list[sqlite_utils.Database] = []
+        self._all: weakref.WeakSet[sqlite_utils.Database] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     @property
@@ -46,8 +61,9 @@ class Store:
         if db is None:
             db = connect(self.path)
             self._local.db = db
+            self._local.closer = _CloseAtThreadEnd(db)
             with self._lock:
-                self._all.append(db)
+                self._all.add(db)
         return db
 
     @contextlib.contextmanager
@@ -102,7 +118,7 @@ class Store:
     def close(self) -> None:
         """Close every connection this store opened (call at shutdown)."""
         with self._lock:
-            for db in self._all:
+            for db in list(self._all):
                 with contextlib.suppress(sqlite3.Error):
                     db.conn.close()
             self._all.clear()
