@@ -291,8 +291,9 @@ class Appliance:
         app = create_app(self.runtime, health=self.health, health_key=key)
         cfg = self.config.web
         server = create_server(
-            app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance"
-        )
+            app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance",
+            asyncore_use_poll=True,  # select() fails once the box holds 1024 descriptors
+        )  # fmt: skip
         self._web_server = server
         self.web_port = int(server.effective_port)  # type: ignore[union-attr]
         self._web_thread = threading.Thread(target=server.run, name="web", daemon=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import socket
 import ssl
 import struct
@@ -280,10 +279,9 @@ class Intake:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         try:
-            ready, _, _ = select.select([sock], [], [], WAIT_SLICE)
+            return edge.wait_for(sock, WAIT_SLICE)
         except (OSError, ValueError):
             return False
-        return bool(ready)
 
     def _recv(self, sock: socket.socket, size: int, reuse: bool = False) -> memoryview | None:
         """Exactly ``size`` bytes, or None when the peer closed the connection or sent
@@ -309,8 +307,7 @@ class Intake:
                     n = sock.recv_into(view[got:], size - got, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     remaining = deadline - time.monotonic()
-                    ready, _, _ = select.select([sock], [], [], max(min(remaining, idle), 0))
-                    if not ready:
+                    if not edge.wait_for(sock, min(remaining, idle)):
                         self._late(remaining, idle, whole)
                         return None
                     continue
@@ -338,7 +335,7 @@ class Intake:
             while got < size:
                 remaining = deadline - time.monotonic()
                 wait = max(min(remaining, idle), 0)
-                ready = sock.pending() or select.select([sock], [], [], wait)[0]
+                ready = sock.pending() or edge.wait_for(sock, wait)
                 if not ready or remaining <= 0:
                     self._late(remaining, idle, whole)
                     return None
