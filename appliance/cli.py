@@ -108,6 +108,7 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM or Ctrl-C, then stop everything cleanly."""
+    from appliance import notify
     from appliance.server import ALL_PARTS, Appliance
 
     cfg = load_config(args)
@@ -134,10 +135,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    supervision = notify.supervise(app)  # systemd: READY=1 now, then watchdog pings
     try:
         while not stop.wait(0.5):
             pass
     finally:
+        supervision.stopping()
         app.stop()
     return EXIT_OK
 
