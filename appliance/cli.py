@@ -108,11 +108,12 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM or Ctrl-C, then stop everything cleanly."""
-    from appliance import notify
+    from appliance import backup, notify
     from appliance.server import ALL_PARTS, Appliance
 
     cfg = load_config(args)
     _setup_logging(cfg.logging.level)
+    backup.hold_serve_lock(cfg.data_dir)  # until exit: `appliance restore` refuses meanwhile
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
