@@ -18,6 +18,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import socket
 import sqlite3
 import tarfile
@@ -53,6 +54,7 @@ _SKIP_TOP = {
     BACKUPS_DIR,
 }
 _SKIP_SUFFIXES = (".tmp", ".part")
+_LOG_FILE = re.compile(r".*\.log(\.\d+)?")  # logging.file kept in data_dir: not data
 
 
 class BackupError(ApplianceError):
@@ -90,7 +92,9 @@ def _skipped(rel: PurePosixPath, spool: bool) -> bool:
         return True
     if top == SPOOL_DIR and (not spool or (len(rel.parts) > 1 and rel.parts[1] == "tmp")):
         return True
-    return rel.name.endswith(_SKIP_SUFFIXES)
+    return rel.name.endswith(_SKIP_SUFFIXES) or (
+        len(rel.parts) == 1 and bool(_LOG_FILE.fullmatch(top))
+    )
 
 
 def _data_files(data_dir: Path, spool: bool) -> Iterator[tuple[Path, PurePosixPath]]:

@@ -134,6 +134,7 @@ def test_backup_while_serving_wipe_restore_brings_every_row_and_file_back(
 
 
 def test_backup_leaves_the_spool_out_unless_asked(busy_box: Appliance, tmp_path: Path) -> None:
+    (Path(busy_box.config.data_dir) / "appliance.log.1").write_text("a log line\n")
     archive = io.BytesIO()
     summary = backup.create(Path(busy_box.config.data_dir), archive)
     archive.seek(0)
@@ -142,6 +143,7 @@ def test_backup_leaves_the_spool_out_unless_asked(busy_box: Appliance, tmp_path:
     assert not any(n.startswith("data/spool") for n in names)
     assert any(n.startswith("data/prints/") for n in names)
     assert "data/status.key" not in names and f"data/{DB_FILENAME}-wal" not in names
+    assert "data/appliance.log.1" not in names
     assert summary.tables["steps"] == 1 and not summary.spool
 
 
