@@ -116,9 +116,7 @@ def create(
     if not db_path.is_file():
         raise BackupError(f"no database at {db_path}: nothing to back up")
     summary = Summary(spool=spool, config=config_file is not None)
-    scratch = Path(data_dir) / BACKUPS_DIR  # on the data's file system, not a small /tmp
-    scratch.mkdir(mode=0o750, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="snapshot-", dir=scratch) as tmp:
+    with tempfile.TemporaryDirectory(prefix="snapshot-", dir=scratch_dir(data_dir)) as tmp:
         snap = Path(tmp) / DB_FILENAME
         snapshot_database(db_path, snap)
         summary.tables = table_counts(snap)
@@ -141,6 +139,18 @@ def create(
                     summary.files += 1
                     summary.bytes += path.stat().st_size
     return summary
+
+
+def scratch_dir(data_dir: Path) -> Path:
+    """DATA_DIR/backups: on the data's file system (not a small /tmp), made with the data
+    folder's owner even when root makes it, so the service can write there later."""
+    folder = Path(data_dir) / BACKUPS_DIR
+    if not folder.is_dir():
+        folder.mkdir(mode=0o750, exist_ok=True)
+        if os.geteuid() == 0:
+            owner = Path(data_dir).stat()
+            os.chown(folder, owner.st_uid, owner.st_gid)
+    return folder
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -193,7 +203,9 @@ def running_reason(config: Config) -> str | None:
 
 def _lock(data_dir: Path, how: int) -> int:
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    fd = os.open(Path(data_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    # Read-only and readable by all: a lock file that root made (running a restore) must
+    # not keep the service user from taking it.
+    fd = os.open(Path(data_dir) / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, how | fcntl.LOCK_NB)
     except BlockingIOError as exc:
@@ -280,7 +292,8 @@ def restore(
     data_dir = Path(config.data_dir)
     if config_target is not None and not manifest.get("config"):
         raise BackupError(f"{archive} holds no configuration file")
-    with restore_lock(data_dir):  # no serve may start meanwhile
+    # Opened before anything moves: the archive may lie in the data folder.
+    with restore_lock(data_dir), open(archive, "rb") as source:  # no serve starts meanwhile
         existing = [p for p in data_dir.iterdir() if p.name not in (LOCK_FILE, BACKUPS_DIR)]
         if existing and not force:
             what = "a database" if (data_dir / DB_FILENAME).exists() else "files"
@@ -290,16 +303,19 @@ def restore(
             aside.mkdir()
             for path in existing:
                 path.rename(aside / path.name)
-        summary = _extract(archive, data_dir, config_target)
+        summary = _extract(source, data_dir, config_target)
         summary.tables = table_counts(data_dir / DB_FILENAME)
         summary.spool = bool(manifest.get("spool"))
     return summary
 
 
-def _extract(archive: Path, data_dir: Path, config_target: Path | None) -> Summary:
+def _extract(archive: IO[bytes], data_dir: Path, config_target: Path | None) -> Summary:
     summary = Summary()
     owner = data_dir.stat()
-    with tarfile.open(archive, "r:gz") as tar:
+    # Run as root, the files go to the data folder's owner (the service user) and the
+    # configuration file keeps the owner and group it had.
+    config_owner = config_target.stat() if config_target and config_target.exists() else None
+    with tarfile.open(fileobj=archive, mode="r:gz") as tar:
         for name, info in _members(tar).items():
             if name == CONFIG and config_target is not None:
                 target, mode = config_target, 0o640
@@ -318,8 +334,10 @@ def _extract(archive: Path, data_dir: Path, config_target: Path | None) -> Summa
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, mode)
-            if os.geteuid() == 0 and target.is_relative_to(data_dir):
-                os.chown(tmp, owner.st_uid, owner.st_gid)  # restored as root for the service user
+            if os.geteuid() == 0:
+                who = owner if target.is_relative_to(data_dir) else config_owner
+                if who is not None:
+                    os.chown(tmp, who.st_uid, who.st_gid)
             os.utime(tmp, (info.mtime, info.mtime))
             os.replace(tmp, target)
             if name != f"{DATA}/{DB_FILENAME}" and name != CONFIG:
@@ -338,8 +356,7 @@ def _extract(archive: Path, data_dir: Path, config_target: Path | None) -> Summa
 def before_migration(conn: sqlite3.Connection, data_dir: Path) -> Path:
     """Copy the database (online backup API) to DATA_DIR/backups before migrations run;
     keeps the newest KEEP_BEFORE_MIGRATION copies."""
-    folder = Path(data_dir) / BACKUPS_DIR
-    folder.mkdir(mode=0o750, exist_ok=True)
+    folder = scratch_dir(data_dir)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = folder / f"before-migration-{stamp}.db"
     n = 1

@@ -364,9 +364,9 @@ def backup_download() -> Any:
     ``appliance restore``; the spool and the configuration file are left out. A GET, as
     it changes nothing but the audit log."""
     data_dir = Path(runtime().config.data_dir)
-    scratch = data_dir / backup.BACKUPS_DIR
-    scratch.mkdir(mode=0o750, exist_ok=True)
-    archive = tempfile.TemporaryFile(dir=scratch)  # gone once sent (or on an error)
+    archive = tempfile.TemporaryFile(
+        dir=backup.scratch_dir(data_dir)
+    )  # gone once sent (or on an error)
     try:
         summary = backup.create(data_dir, archive)
     except BaseException:

@@ -193,7 +193,7 @@ def test_restore_into_a_used_folder_needs_force_and_moves_it_aside(tmp_path: Pat
     store = open_store(data)
     WorklistRepo(store).schedule(make_step_request())
     store.close()
-    archive = tmp_path / "b.tar.gz"
+    archive = data / "b.tar.gz"  # in the folder that is moved aside
     with archive.open("wb") as f:
         backup.create(data, f)
     (data / "prints").mkdir()
@@ -205,6 +205,7 @@ def test_restore_into_a_used_folder_needs_force_and_moves_it_aside(tmp_path: Pat
     assert summary.tables["steps"] == 1
     [aside] = data.glob("before-restore-*")
     assert (aside / "prints" / "later.pdf").read_bytes() == b"%PDF"
+    assert (aside / "b.tar.gz").exists()
     assert (aside / DB_FILENAME).exists()
     assert not (data / "prints").exists()
 
@@ -258,3 +259,27 @@ def test_a_copy_is_kept_before_migrations_run_the_last_three(tmp_path: Path) -> 
     assert conn.execute("SELECT value FROM settings WHERE key = 'old'").fetchone() == ("yes",)
     conn.close()
     assert "steps" not in tables and "settings" in tables
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="restoring as root is what this checks")
+def test_restore_as_root_gives_the_files_to_the_data_folders_owner(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    store = open_store(data)
+    store.close()
+    (data / "prints").mkdir()
+    (data / "prints" / "p.pdf").write_bytes(b"%PDF")
+    config_file = tmp_path / "box.toml"
+    config_file.write_text(CONFIG_TEXT)
+    archive = tmp_path / "b.tar.gz"
+    with archive.open("wb") as f:
+        backup.create(data, f, config_file=config_file)
+    shutil.rmtree(data)
+    data.mkdir()
+    os.chown(data, 65534, 65534)  # the service user of this test: nobody
+    os.chown(config_file, 0, 65534)
+    backup.restore(archive, make_config(data), config_target=config_file)
+    for path in [data / DB_FILENAME, data / "prints", data / "prints" / "p.pdf"]:
+        assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
+    assert (config_file.stat().st_uid, config_file.stat().st_gid) == (0, 65534)
+    # The lock file root left behind does not keep the service user out.
+    assert (data / backup.LOCK_FILE).stat().st_mode & 0o004
