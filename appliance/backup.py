@@ -50,6 +50,7 @@ _SKIP_TOP = {
     f"{DB_FILENAME}-shm",
     f"{DB_FILENAME}-journal",
     statuskey.FILE_NAME,
+    statuskey.PORTS_FILE,
     LOCK_FILE,
     BACKUPS_DIR,
 }
@@ -189,8 +190,12 @@ def running_reason(config: Config) -> str | None:
                 pass
         except BackupError as exc:
             return str(exc)
+    running = statuskey.read_ports(config.data_dir)  # what a box started by hand wrote
+    if running.get("pid"):
+        return f"process {running['pid']} serves from {config.data_dir}"
     for what, host, port in (
         ("DICOM", config.dicom.host, config.dicom.port),
+        ("DICOM TLS", config.dicom.host, config.dicom.tls_port if config.dicom.tls else 0),
         ("web", config.web.host, config.web.port),
     ):
         if port == 0:

@@ -147,7 +147,9 @@ def supervise(app: Any, env: Mapping[str, str] | None = None) -> Supervision:
     notifier = Notifier(env)
     watchdog = None
     if notifier.enabled:
-        status = f"ready: DICOM port {app.dicom_port}, web port {app.web_port}"
+        tls = getattr(app, "dicom_tls_port", None)
+        status = f"ready: DICOM port {app.dicom_port}{f', DICOM TLS port {tls}' if tls else ''}"
+        status += f", web port {app.web_port}"
         notifier.send(READY="1", STATUS=status)
         if notifier.interval is not None:
             watchdog = Watchdog(notifier, notifier.interval, lambda: is_healthy(app)).start()

@@ -156,7 +156,7 @@ def test_restore_is_refused_while_serve_runs(tmp_path: Path) -> None:
     shutil.rmtree(data)
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "serve", "--host", "127.0.0.1", "--data-dir",
-         str(data), "--dicom-port", "0", "--web-port", "0"],
+         str(data), "--dicom-port", "0", "--web-port", "0", "--dicom-tls-port", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

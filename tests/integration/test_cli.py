@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.helpers import wait_for
+from tests.orthanc import free_port
 
 PY = sys.executable
 
@@ -23,12 +23,6 @@ def run(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PY, "-m", "appliance", *args], capture_output=True, text=True, timeout=60, **kw
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_help_lists_the_commands() -> None:
@@ -84,6 +78,8 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
             str(dport),
             "--web-port",
             str(wport),
+            "--dicom-tls-port",
+            "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -109,6 +105,11 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         assert re.search(rf"dicom +running +.*ae_title=APPLIANCE, .*port={dport}\b", status.stdout)
         assert f"C-ECHO APPLIANCE@{dport}: success" in status.stdout
+        # Started on other ports than its configuration's: status finds them by itself.
+        status = run("status", "--data-dir", str(tmp_path / "d"))
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"C-ECHO APPLIANCE@{dport}: success" in status.stdout
+        assert "{" not in status.stdout  # health in words, not Python dicts
         # Without the box's key (another data directory, no token): up or down only.
         status = run("status", "--data-dir", str(tmp_path / "elsewhere"), *ports)
         assert status.returncode == 0, status.stdout + status.stderr
@@ -122,6 +123,7 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
         assert proc.returncode == 0
         err = proc.stderr.read()
         assert "stopped" in err
+        assert f"http://127.0.0.1:{wport}/" in err and "0.0.0.0" not in err
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -175,3 +177,11 @@ def test_log_file_rotates_at_max_mb(tmp_path: Path) -> None:
     assert logs == ["box.log", "box.log.1"]
     assert (tmp_path / "log" / "box.log.1").stat().st_size <= 1024 * 1024
     assert "line 02999" in (tmp_path / "log" / "box.log").read_text()
+
+
+def test_the_start_message_names_addresses_a_person_can_open() -> None:
+    from appliance import cli
+
+    everywhere = cli._addresses("0.0.0.0")
+    assert everywhere[-1] == "127.0.0.1" and "0.0.0.0" not in everywhere
+    assert cli._addresses("192.0.2.7") == ["192.0.2.7"]

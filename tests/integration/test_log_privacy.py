@@ -120,6 +120,7 @@ data_dir = "{data}"
 [dicom]
 host = "127.0.0.1"
 port = {dport}
+tls_port = 0
 [web]
 host = "127.0.0.1"
 port = {wport}

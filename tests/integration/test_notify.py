@@ -64,7 +64,7 @@ def test_serve_says_ready_after_the_ports_answer_pings_and_says_stopping(
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "serve", "--host", "127.0.0.1",
-         "--data-dir", str(tmp_path / "d"), "--dicom-port", str(dport), "--web-port", str(wport)],
+         "--data-dir", str(tmp_path / "d"), "--dicom-port", str(dport), "--web-port", str(wport), "--dicom-tls-port", "0"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -205,7 +205,8 @@ def test_supervise_sends_ready_with_the_ports(
         ready = receive(sock, lambda m: "READY" in m, timeout=5)[-1]
         assert ready == {
             "READY": "1",
-            "STATUS": f"ready: DICOM port {app.dicom_port}, web port {app.web_port}",
+            "STATUS": f"ready: DICOM port {app.dicom_port}, DICOM TLS port {app.dicom_tls_port}, "
+            f"web port {app.web_port}",
         }
         receive(sock, lambda m: m.get("WATCHDOG") == "1", timeout=5)
     finally:

@@ -58,7 +58,7 @@ class Box:
         cfg = data / "appliance.toml"
         cfg.write_text(
             f'data_dir = "{data / "data"}"\n'
-            '[dicom]\nhost = "127.0.0.1"\nport = 0\n'
+            '[dicom]\nhost = "127.0.0.1"\nport = 0\ntls_port = 0\n'
             '[web]\nhost = "127.0.0.1"\nport = 0\n'
         )
         self.lines: list[str] = []
@@ -278,8 +278,11 @@ def test_newcomer_first_hour(box: Box, page: Any, tmp_path: Path) -> None:
     page.fill("#referring_physician", "Suzuki^Ichiro")
     # The messages leave as the fields are filled.
     assert page.locator("span.error").count() == 0 and page.locator("#form-errors").count() == 0
-    accession = page.input_value("#accession_number")
-    assert re.fullmatch(r"A\d{10}", accession)
+    # Numbered when saved: the field is empty and says which number it will be.
+    assert page.input_value("#accession_number") == ""
+    placeholder = page.get_attribute("#accession_number", "placeholder") or ""
+    accession = placeholder.rsplit(" ", 1)[-1]
+    assert re.fullmatch(r"A\d{10}", accession), placeholder
     shot(page, "schedule-form-ja")
     page.click("#save")
     page.wait_for_selector("li.step[data-status=SCHEDULED]")
@@ -377,6 +380,21 @@ def test_front_desk_schedules_again_for_a_known_patient(box: Box, page: Any) -> 
     assert times == ["10:30", "11:15"]
     response = page.goto(box.url + "/admin/devices")
     assert response is not None and response.status == 403
+
+
+def test_open_board_says_when_it_lost_the_server(box: Box, page: Any) -> None:
+    """The server stops answering: after a few missed polls a banner says since when the
+    board is stale; it goes away once the server answers again."""
+    page.goto(box.url + "/")
+    page.wait_for_selector("#live:not([hidden])", timeout=20_000)
+    changes = page.get_attribute("#board", "data-changes")
+    page.route(f"**{changes}*", lambda route: route.abort())
+    page.wait_for_selector("#server-lost:not([hidden])", timeout=30_000)
+    assert re.fullmatch(r"\d\d:\d\d", page.inner_text("#server-lost .since"))
+    assert page.locator("#live").is_hidden()
+    page.unroute(f"**{changes}*")
+    page.wait_for_selector("#server-lost", state="hidden", timeout=20_000)
+    assert page.locator("#live").is_visible()
 
 
 def test_open_board_tells_when_the_session_has_ended(box: Box, browser: Any, page: Any) -> None:
