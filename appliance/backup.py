@@ -326,7 +326,8 @@ def _extract(archive: IO[bytes], data_dir: Path, config_target: Path | None) -> 
                 target, mode = config_target, 0o640
                 summary.config = True
             elif name.startswith(f"{DATA}/") and info.isfile():
-                target, mode = data_dir / PurePosixPath(name).relative_to(DATA), 0o640
+                target = data_dir / PurePosixPath(name).relative_to(DATA)
+                mode = info.mode & 0o640  # a private key stays 0600
             else:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)

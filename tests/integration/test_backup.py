@@ -105,6 +105,7 @@ def test_backup_while_serving_wipe_restore_brings_every_row_and_file_back(
     config_file.write_text(CONFIG_TEXT)
     rows, kept = dump(data / DB_FILENAME), files(data)
     assert any(p.startswith("prints/") for p in kept) and any(p.startswith("spool/") for p in kept)
+    assert {"tls/appliance.crt", "tls/appliance.key"} <= set(kept)  # made at the first start
     for table in ("steps", "print_jobs", "forward_queue", "forward_instances", "audit"):
         assert rows[table], table
 
@@ -126,6 +127,7 @@ def test_backup_while_serving_wipe_restore_brings_every_row_and_file_back(
     assert dump(data / DB_FILENAME) == rows
     assert files(data) == kept
     assert target.read_text() == CONFIG_TEXT
+    assert (data / "tls" / "appliance.key").stat().st_mode & 0o077 == 0
 
     again = start_appliance(data_dir=data)
     assert again.runtime is not None
