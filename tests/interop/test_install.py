@@ -35,9 +35,9 @@ def install(prefix: Path, wheelhouse: Path) -> subprocess.CompletedProcess:
     # No index at all: were anything missing from the wheelhouse, pip would fail.
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
     return subprocess.run(
-        [str(ROOT / "scripts" / "install"), "--prefix", str(prefix),
+        [str(ROOT / "scripts" / "install"), "--prefix", prefix.name,  # relative to cwd
          "--wheelhouse", str(wheelhouse), "--python", sys.executable],
-        env=env, capture_output=True, text=True, timeout=240,
+        env=env, capture_output=True, text=True, timeout=240, cwd=prefix.parent,
     )  # fmt: skip
 
 
