@@ -119,8 +119,11 @@ def create(
     summary = Summary(spool=spool, config=config_file is not None)
     with tempfile.TemporaryDirectory(prefix="snapshot-", dir=scratch_dir(data_dir)) as tmp:
         snap = Path(tmp) / DB_FILENAME
-        snapshot_database(db_path, snap)
-        summary.tables = table_counts(snap)
+        try:
+            snapshot_database(db_path, snap)
+            summary.tables = table_counts(snap)
+        except sqlite3.Error as exc:
+            raise BackupError(f"cannot copy the database {db_path}: {exc}") from exc
         with tarfile.open(fileobj=out, mode="w:gz") as tar:
             manifest = {
                 "format": FORMAT,

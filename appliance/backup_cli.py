@@ -53,7 +53,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
     )
     target: Path = args.file
     tmp = target.with_name(target.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise backup.BackupError(f"cannot write {target}: {exc.strerror}") from exc
     try:
         with os.fdopen(fd, "wb") as f:
             summary = backup.create(cfg.data_dir, f, config_file=config_file, spool=args.spool)
@@ -86,6 +89,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             config_mod.from_mapping(raw),
             data_dir=args.data_dir,
             dicom_port=args.dicom_port,
+            dicom_tls_port=args.dicom_tls_port,
             web_port=args.web_port,
         )
     else:

@@ -34,9 +34,12 @@ CONFIG_TEXT = '[dicom]\nae_title = "APPLIANCE"\n[[devices]]\nae_title = "CT1"\n'
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
+    """The command line; a restore ignores the default ports (another box on this machine
+    may answer there) and relies on the serve lock."""
     env = {k: v for k, v in os.environ.items() if k != "APPLIANCE_CONFIG"}
+    ports = ["--dicom-port", "0", "--web-port", "0", "--dicom-tls-port", "0"]
     return subprocess.run(
-        [sys.executable, "-m", "appliance", *args],
+        [sys.executable, "-m", "appliance", *args, *(ports if args[0] == "restore" else [])],
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
 
@@ -285,3 +288,13 @@ def test_restore_as_root_gives_the_files_to_the_data_folders_owner(tmp_path: Pat
     assert (config_file.stat().st_uid, config_file.stat().st_gid) == (0, 65534)
     # The lock file root left behind does not keep the service user out.
     assert (data / backup.LOCK_FILE).stat().st_mode & 0o004
+
+
+def test_backup_names_what_it_cannot_do(tmp_path: Path) -> None:
+    out = cli("backup", str(tmp_path / "b.tar.gz"), "--data-dir", str(tmp_path / "empty"))
+    assert out.returncode == 1 and "no database at" in out.stderr
+    open_store(tmp_path / "d").close()
+    out = cli("backup", str(tmp_path / "missing" / "b.tar.gz"), "--data-dir", str(tmp_path / "d"))
+    assert out.returncode == 1 and "cannot write" in out.stderr and "Traceback" not in out.stderr
+    out = cli("restore", str(tmp_path / "absent.tar.gz"), "--data-dir", str(tmp_path / "e"))
+    assert out.returncode == 1 and "cannot be read" in out.stderr
