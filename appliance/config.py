@@ -45,6 +45,11 @@ def _doc_list(text: str) -> Any:
 
 
 DEFAULT_DATA_DIR = Path("appliance-data")
+# destination.transfer_syntax: the lossless syntaxes a sender may compress to.
+LOSSLESS_TARGETS = {
+    "jpeg-ls-lossless": "1.2.840.10008.1.2.4.80",
+    "jpeg2000-lossless": "1.2.840.10008.1.2.4.90",
+}
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,11 @@ class DestinationSettings:
         "Storage Commitment: pacs (ask this PACS, answer the modality when it commits) "
         "or delivery (a Success C-STORE counts as committed, for a PACS without commitment)",
         "pacs",
+    )
+    transfer_syntax: str = _doc(
+        "compress uncompressed images losslessly before sending, for a PACS behind a slow "
+        "link: jpeg-ls-lossless or jpeg2000-lossless ('' = send as stored)",
+        "",
     )
 
 
@@ -467,6 +477,7 @@ def _validate_destination(d: DestinationSettings, where: str) -> DestinationSett
     if not all(re.fullmatch(r"[0-9]+(\.[0-9]+)*", u) and len(u) <= 64 for u in d.sop_classes):
         raise ConfigError(f"{where}.sop_classes", "must be SOP Class UIDs (digits and dots)")
     _check_choice(d.commitment, f"{where}.commitment", COMMITMENT_POLICIES)
+    _check_choice(d.transfer_syntax, f"{where}.transfer_syntax", ("", *LOSSLESS_TARGETS))
     return dataclasses.replace(d, ae_title=ae, from_ae=from_ae, modalities=modalities)
 
 
