@@ -122,9 +122,16 @@ class WebSettings:
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    """[logging]: log lines on stderr."""
+    """[logging]: log lines on stderr (journald under systemd), optionally also a file."""
 
     level: str = _doc("DEBUG, INFO, WARNING or ERROR; patient data appears only at DEBUG", "INFO")
+    file: str = _doc(
+        "also write the log to this file, rotated by size ('' = stderr only; a relative "
+        "path is inside data_dir)",
+        "",
+    )
+    max_mb: int = _doc("size in MB at which the log file is rotated", 10)
+    backups: int = _doc("rotated log files kept (FILE.1 ... FILE.N)", 5)
 
 
 @dataclass(frozen=True)
@@ -432,6 +439,17 @@ def _validate_web(w: WebSettings) -> WebSettings:
     return w
 
 
+def _validate_logging(lg: LoggingSettings) -> LoggingSettings:
+    level = _check_choice(lg.level.upper(), "logging.level", LOG_LEVELS)
+    if not 1 <= lg.max_mb <= 10_000:
+        raise ConfigError("logging.max_mb", f"{lg.max_mb} is not between 1 and 10000")
+    if not 0 <= lg.backups <= 100:
+        raise ConfigError("logging.backups", f"{lg.backups} is not between 0 and 100")
+    if _CONTROL.search(lg.file):
+        raise ConfigError("logging.file", "contains a control character")
+    return dataclasses.replace(lg, level=level)
+
+
 def _validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
     ae = validate_ae_title(d.ae_title, f"{where}.ae_title")
     _check_host(d.host, f"{where}.host")
@@ -565,9 +583,9 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         kwargs["data_dir"] = DEFAULT_DATA_DIR.absolute()
     kwargs["dicom"] = _validate_dicom(_coerce(DicomSettings, raw.get("dicom", {}), "dicom"))
     kwargs["web"] = _validate_web(_coerce(WebSettings, raw.get("web", {}), "web"))
-    logging_settings = _coerce(LoggingSettings, raw.get("logging", {}), "logging")
-    _check_choice(logging_settings.level.upper(), "logging.level", LOG_LEVELS)
-    kwargs["logging"] = LoggingSettings(level=logging_settings.level.upper())
+    kwargs["logging"] = _validate_logging(
+        _coerce(LoggingSettings, raw.get("logging", {}), "logging")
+    )
     kwargs["forward"] = _validate_forward(
         _coerce(ForwardSettings, raw.get("forward", {}), "forward")
     )
@@ -630,7 +648,7 @@ def with_overrides(config: Config, **changes: Any) -> Config:
             web = dataclasses.replace(web, host=_check_host(value, "web.host", True))
         elif key == "log_level":
             level = _check_choice(str(value).upper(), "logging.level", LOG_LEVELS)
-            top["logging"] = LoggingSettings(level=level)
+            top["logging"] = dataclasses.replace(config.logging, level=level)
         else:
             raise ConfigError(key, "is not a known override")
     return dataclasses.replace(config, dicom=dicom, web=web, **top)

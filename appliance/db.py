@@ -8,6 +8,7 @@ of failing with "database is locked" halfway through.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import weakref
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
+
+log = logging.getLogger(__name__)
 
 DB_FILENAME = "appliance.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -133,10 +136,17 @@ def run_script(db: sqlite_utils.Database, script: str) -> None:
 
 
 def open_store(data_dir: Path) -> Store:
-    """Create the data directory if needed, open the database and apply migrations."""
-    from appliance.migrations import migrate
+    """Create the data directory if needed, open the database and apply migrations; an
+    existing database is first copied to ``DATA_DIR/backups`` when a migration is pending."""
+    from appliance import backup
+    from appliance.migrations import migrate, pending
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    existed = (data_dir / DB_FILENAME).exists()
     store = Store(data_dir / DB_FILENAME)
+    todo = pending(store.db) if existed else []
+    if todo:
+        copy = backup.before_migration(store.db.conn, data_dir)
+        log.info("copied the database to %s before %d migrations", copy, len(todo))
     migrate(store.db)
     return store
