@@ -227,7 +227,8 @@ def refusal_for(exc: BaseException, calling: str) -> tuple[int, str] | None:
         log.error("C-STORE from %s: spool write failed: %s", calling, exc.strerror)
         return status.OUT_OF_RESOURCES, "out of resources: spool write failed"
     if isinstance(exc, sqlite3.Error):
-        log.error("C-STORE from %s: queue not committed: %s", calling, type(exc).__name__)
+        # The message names the cause ("database is locked", "disk I/O error"); no patient data.
+        log.error("C-STORE from %s: queue not committed: %s: %s", calling, type(exc).__name__, exc)
         return status.OUT_OF_RESOURCES, "out of resources: queue database busy"
     return None
 
