@@ -154,6 +154,10 @@ class DeviceSettings:
         "",
     )
     max_results: int = _doc("worklist: most items returned for one query (0 = no limit)", 0)
+    tls: str = _doc(
+        "optional (plain or TLS port) or required (refused on the plain port: A-ASSOCIATE-RJ)",
+        "optional",
+    )
 
 
 @dataclass(frozen=True)
@@ -461,6 +465,7 @@ def _validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
         raise ConfigError(f"{where}.modality", f"{d.modality!r} is not a modality code (CT, MR...)")
     if d.max_results < 0:
         raise ConfigError(f"{where}.max_results", "must be 0 (no limit) or positive")
+    _check_choice(d.tls, f"{where}.tls", ("optional", "required"))
     return dataclasses.replace(d, ae_title=ae)
 
 

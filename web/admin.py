@@ -50,8 +50,10 @@ def device_from(data: Any) -> tuple[DeviceSettings | None, dict[str, str]]:
         "modality",
         "station_filter",
         "character_set",
+        "tls",
     ):
         values[name] = str(data.get(name, "") or "").strip()
+    values["tls"] = values["tls"] or "optional"
     values["modality"] = values["modality"].upper()
     values["role"] = values["role"] or "modality"
     values["station_filter"] = values["station_filter"] or "none"

@@ -557,8 +557,11 @@ class EdgeServer(ThreadedAssociationServer):
                         sock.sendall(refusal.pdu)
                 return
             calling, called = _titles(first)
-            if self.gate is not None and not self.gate.admits(calling, called, address):
-                log.warning("association from %s@%s rejected: unknown AE title", calling, address)
+            tls = self.tls is not None
+            if self.gate is not None and not self.gate.admits(calling, called, address, tls):
+                log.warning(
+                    "association from %s@%s rejected by the AE title policy", calling, address
+                )
                 with contextlib.suppress(OSError):
                     sock.settimeout(1.0)
                     sock.sendall(reject_pdu(1, 1, 3))  # calling AE title not recognized
