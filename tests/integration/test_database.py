@@ -73,11 +73,15 @@ def test_write_rolls_back_on_error_and_threads_get_own_connections(tmp_path: Pat
     assert store.query("SELECT * FROM settings") == []
 
     conns: list[int] = []
+    # All alive at once: a thread's connection is closed (and its id free again) when
+    # the thread ends.
+    together = threading.Barrier(8)
 
     def worker(i: int) -> None:
         with store.write() as db:
             db.execute("INSERT INTO settings(key, value) VALUES (?, ?)", (f"k{i}", str(i)))
         conns.append(id(store.db))
+        together.wait(timeout=10)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for t in threads:
