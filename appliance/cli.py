@@ -248,20 +248,9 @@ def _brief(value: Any) -> str:
 
 
 def _echo(host: str, port: int, ae_title: str) -> str:
-    from pynetdicom import AE
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+    from appliance.dicom.echo import echo  # pynetdicom is loaded only for this command
 
-    ae = AE(ae_title="APPLIANCE-CLI")
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = 5
-    assoc = ae.associate(host, port, ae_title=ae_title)
-    if not assoc.is_established:
-        return "no association"
-    try:
-        status = assoc.send_c_echo()
-        return "success" if status and status.Status == 0 else "failed"
-    finally:
-        assoc.release()
+    return echo(host, port, ae_title, "APPLIANCE-CLI", timeout=5.0)[1]
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -12,9 +12,7 @@ negotiates, releases and aborts. Outcomes follow ``retry.classify``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,9 +27,9 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 
-from appliance import status
 from appliance.config import LOSSLESS_TARGETS, DestinationSettings, DicomSettings, ForwardSettings
 from appliance.db import Store
+from appliance.dicom import echo as dicom_echo
 from appliance.forward import queue, retry, store_wire
 from appliance.forward.spool import Spool
 from appliance.worker import Worker
@@ -47,15 +45,7 @@ IDLE_POLL = 1.0  # seconds between looks at the queue when nothing is due (web e
 INSTANCE_ATTEMPTS = 5
 
 
-def set_nodelay(event: Any) -> None:
-    """EVT_CONN_OPEN: no Nagle delay on our requests (each C-STORE waits for its response)."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-NODELAY: list[Any] = [(evt.EVT_CONN_OPEN, set_nodelay)]
+NODELAY = dicom_echo.NODELAY
 # The sender's associations: no Nagle delay, and the socket guard store_wire needs.
 SENDER_HANDLERS: list[Any] = [*NODELAY, (evt.EVT_CONN_OPEN, store_wire.install_guard)]
 
@@ -507,22 +497,6 @@ def _to_little_endian(ds: Any) -> None:
 
 def echo(dest: DestinationSettings, dicom: DicomSettings) -> tuple[bool, str]:
     """C-ECHO a destination (the web page's test button); (reachable, what happened)."""
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
-    ae = AE(ae_title=dicom.ae_title)
-    ae.acse_timeout = min(dicom.acse_timeout, 10.0)
-    ae.dimse_timeout = min(dicom.dimse_timeout, 10.0)
-    ae.network_timeout = min(dicom.network_timeout, 10.0)
-    ae.add_requested_context(Verification)
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=NODELAY)
-    if not assoc.is_established:
-        return False, "association rejected" if assoc.is_rejected else "no association"
-    try:
-        rsp = assoc.send_c_echo()
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    if not rsp or "Status" not in rsp:
-        return False, "no answer"
-    code = int(rsp.Status)
-    return code == status.SUCCESS, "success" if code == status.SUCCESS else f"status 0x{code:04X}"
+    return dicom_echo.echo(
+        dest.host, dest.port, dest.ae_title, dicom.ae_title, min(dicom.acse_timeout, 10.0)
+    )
