@@ -257,7 +257,7 @@ def handle_store(event: Any, receiver: Receiver, access: Any) -> Dataset:
         refusal = refusal_for(exc, calling)
         if refusal is None:
             raise
-        rsp.Status, rsp.ErrorComment = refusal[0], refusal[1][:64]
+        rsp.Status, rsp.ErrorComment = refusal[0], status.error_comment(refusal[1])
         return rsp
     rsp.Status = status.SUCCESS
     return rsp

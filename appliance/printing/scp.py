@@ -38,13 +38,7 @@ ACTION_PRINT = 1
 
 
 def _status(code: int, comment: str = "", instance_uid: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment.replace("\\", "/")[:64]  # LO: a backslash would split it
-    if instance_uid:
-        ds.AffectedSOPInstanceUID = instance_uid
-    return ds
+    return status.response(code, comment, AffectedSOPInstanceUID=instance_uid or None)
 
 
 def _allowed(event: evt.Event, svc: PrintService) -> Dataset | None:

@@ -67,10 +67,7 @@ class MppsError(ApplianceError):
 
 
 def _status(err: MppsError) -> Dataset:
-    ds = Dataset()
-    ds.Status = err.code
-    ds.ErrorComment = err.comment[:64]
-    return ds
+    return status.response(err.code, err.comment)
 
 
 def _text(ds: Dataset, keyword: str) -> str:
