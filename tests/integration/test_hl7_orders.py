@@ -355,3 +355,46 @@ def test_1000_orders_in_a_row_on_one_connection(box: Appliance, peer: MllpPeer) 
     elapsed = time.monotonic() - started
     assert len(steps(box)) == 1000
     assert elapsed < 30, f"1000 orders took {elapsed:.1f} s"
+
+
+def test_healthz_counts_messages_by_ack_code(box: Appliance, peer: MllpPeer) -> None:
+    from appliance import statuskey
+    from tests.integration.test_server import get_json
+
+    peer.exchange(orm("H1"))
+    peer.exchange(orm("H1"))
+    peer.exchange(orm("H2", code="XXXX^x^LOCAL", placer="PLX", accession="AX"))
+    code, report = get_json(box.web_port, "/healthz", token=statuskey.read(box.config.data_dir))
+    hl7 = report["services"]["hl7"]
+    assert (code, hl7["state"], hl7["port"]) == (200, "running", box.hl7.port)
+    assert (hl7["received"], hl7["AA"], hl7["AE"], hl7["duplicates"]) == (3, 2, 1, 1)
+
+
+def test_cli_send_injects_the_messages_of_a_file(box: Appliance, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    good = orm("CLI1").replace(b"\r", b"\n")  # as an editor saves it
+    bad = orm("CLI2", code="XXXX^x^LOCAL", placer="PL9", accession="A9").replace(b"\r", b"\n")
+    file = tmp_path / "orders.hl7"
+    file.write_bytes(good)
+    command = [
+        sys.executable,
+        "-m",
+        "appliance",
+        "hl7",
+        "send",
+        str(file),
+        "--port",
+        str(box.hl7.port),
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "MSA|AA|CLI1\n"), proc.stderr
+    assert len(steps(box)) == 1
+    file.write_bytes(good + bad)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "MSA|AA|CLI1"  # the duplicate: the first ACK again
+    assert lines[1].startswith("MSA|AE|CLI2|") and lines[2].startswith("ERR||OBR^1^4|103^")
+    assert len(steps(box)) == 1
