@@ -281,10 +281,15 @@ class Hl7Settings:
         1024,
     )
     idle_timeout: float = _doc(
-        "seconds a connection may stay silent (or a message stay unfinished) before it is closed",
-        60.0,
+        "seconds a connection may wait for its next complete message (silent or trickling) "
+        "before it is closed",
+        300.0,
     )
-    max_connections: int = _doc("connections served at once; one more is closed at once", 16)
+    max_connections: int = _doc(
+        "connections served at once; one more closes the one waiting longest (one that never "
+        "sent a message first), else is closed itself",
+        16,
+    )
 
     def station_for(self, modality: str) -> str:
         """The station AE title mapped to this modality, or ''."""

@@ -3,9 +3,10 @@
 MLLP framing (``<VT> message <FS><CR>``, HL7 v2.5.1 Appendix C) is python-hl7's
 ``hl7.mllp``; this module adds the bounds a listener on a hospital network needs: a
 largest message (its stream limit; larger gets AR and the connection closes), a time a
-connection may take to deliver a whole message (a silent or trickling peer is closed),
-and a number of connections at once (one more is closed at once). Messages are handled
-one at a time on one worker thread, in the order they arrive.
+connection may wait for its next whole message (a silent or trickling peer is closed),
+and a number of connections at once (one more closes the one waiting longest, one that
+never delivered a message first, else is itself closed). Messages are handled one at a
+time on one worker thread, in the order they arrive.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from hl7.mllp import InvalidBlockError, start_hl7_server
@@ -26,6 +29,18 @@ from appliance.hl7 import ack
 log = logging.getLogger(__name__)
 
 Handler = Callable[[bytes, str], bytes]
+# A connection waiting this long for its next message may be closed to make room.
+EVICT_AFTER = 0.5
+
+
+@dataclass
+class Connection:
+    """One peer's state: since when it waits for a message, and how many it delivered."""
+
+    writer: Any
+    since: float
+    messages: int = 0
+    busy: bool = False
 
 
 class Hl7Listener:
@@ -41,7 +56,7 @@ class Hl7Listener:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._conns: dict[asyncio.Task[Any], Connection] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hl7-apply")
 
     @property
@@ -101,7 +116,7 @@ class Hl7Listener:
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-        tasks = list(self._tasks)
+        tasks = list(self._conns)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -110,7 +125,7 @@ class Hl7Listener:
         return {
             "state": "running" if self._loop is not None else "stopped",
             "port": self.port,
-            "connections": len(self._tasks),
+            "connections": len(self._conns),
             **self.counts,
         }
 
@@ -119,21 +134,39 @@ class Hl7Listener:
     async def _serve(self, reader: Any, writer: Any) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._tasks) >= self.settings.max_connections:
+        if len(self._conns) >= self.settings.max_connections and not self._make_room():
             self.counts["connections_refused"] += 1
             writer.transport.abort()
             return
-        self._tasks.add(task)
+        conn = Connection(writer, time.monotonic())
+        self._conns[task] = conn
         peer = str((writer.get_extra_info("peername") or ("",))[0])
         try:
-            await self._messages(reader, writer, peer)
+            await self._messages(reader, writer, peer, conn)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self._tasks.discard(task)
+            self._conns.pop(task, None)
             writer.transport.abort()
 
-    async def _messages(self, reader: Any, writer: Any, peer: str) -> None:
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest (over EVICT_AFTER s) for a message,
+        preferring one that never delivered any: a RIS that sent orders keeps its link while
+        port scans and silent peers come and go."""
+        now = time.monotonic()
+        idle = [
+            (c.messages > 0, c.since, task)
+            for task, c in self._conns.items()
+            if not c.busy and now - c.since > EVICT_AFTER
+        ]
+        if not idle:
+            return False
+        _, _, task = min(idle)
+        self._conns.pop(task).writer.transport.abort()
+        self.counts["connections_evicted"] += 1
+        return True
+
+    async def _messages(self, reader: Any, writer: Any, peer: str, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
         timeout = self.settings.idle_timeout
         while True:
@@ -154,6 +187,8 @@ class Hl7Listener:
                 writer.writeblock(ack.bare_reject(reason).encode("ascii"))
                 await asyncio.wait_for(writer.drain(), timeout)
                 return
+            conn.busy = True
             answer = await loop.run_in_executor(self._executor, self.handle, block, peer)
             writer.writeblock(answer)
             await asyncio.wait_for(writer.drain(), timeout)
+            conn.busy, conn.since, conn.messages = False, time.monotonic(), conn.messages + 1
