@@ -117,10 +117,10 @@ def orm(
     segments = [
         msh(control_id, charset=charset),
         f"PID|1||{patient_id}^^^HOSP^MR||{name}||{birth}|{sex}",
-        "PV1|1|O|RAD^^^HOSP|||||1234^House^Gregory",
+        "PV1|1|O|RAD^R12^B1^HOSP|||||1234^House^Gregory|||||||||||V123",
         f"ORC|{control}|{placer}^RIS|F{placer[2:]}^APPLIANCE||{status}|||||||5678^Wilson^James",
         f"TQ1|1||||||{start}||{priority}",
-        f"OBR|1|{placer}^RIS|F{placer[2:]}^APPLIANCE|{code}||||||||||||||{accession}|{rp_id}|{sps_id}||||{modality}",
+        f"OBR|1|{placer}^RIS|F{placer[2:]}^APPLIANCE|{code}||||||||||||||{accession}|{rp_id}|{sps_id}||||{modality}|||||||CP^Chest pain^L",
     ]
     if zds:
         segments.append(f"ZDS|{zds}^APPLIANCE^Application^DICOM")

@@ -28,6 +28,9 @@ from appliance.worklist.repo import WorklistRepo
 
 log = logging.getLogger(__name__)
 
+# Messages (and their ACKs, for duplicates) are kept this long; pruned every so many.
+KEEP_DAYS = 90
+PRUNE_EVERY = 500
 # Fields the worklist validation names -> where they came from in the message.
 FIELD_LOCATIONS = {
     "patient_id": Location("PID", 1, 3),
@@ -73,7 +76,9 @@ class Inbox:
         self.settings = settings
         self.application = application
         self.repo = WorklistRepo(store)
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter(
+            dict.fromkeys(("received", "AA", "AE", "AR", "duplicates"), 0)
+        )
         self._lock = threading.Lock()
 
     def _count(self, key: str) -> None:
@@ -173,11 +178,16 @@ class Inbox:
                 errors.append((Location("ORC", 1, 1), mapping.INTERNAL_ERROR, str(exc)))
             code = ack.ERROR if errors else ack.ACCEPT
             text = ack.build(msg, code, errors, self.application)
-            db.execute(
+            cur = db.execute(
                 """INSERT INTO hl7_messages(sender, control_id, message_type, peer, ack_code, ack, error)
                    VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 (sender, control_id, kind, peer, code, text, errors[0][2] if errors else ""),
             )
+            if (cur.lastrowid or 0) % PRUNE_EVERY == 0:
+                db.execute(
+                    "DELETE FROM hl7_messages WHERE received_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
+                    (f"-{KEEP_DAYS} days",),
+                )
         if errors:
             log.info("HL7 %s %s from %s: AE %s", kind, control_id, sender, errors[0][0])
         return text, code

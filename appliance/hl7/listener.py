@@ -29,6 +29,13 @@ from appliance.hl7 import ack
 log = logging.getLogger(__name__)
 
 Handler = Callable[[bytes, str], bytes]
+COUNTS = (
+    "connections_refused",
+    "connections_evicted",
+    "idle_closed",
+    "oversized",
+    "framing_errors",
+)
 # A connection waiting this long for its next message may be closed to make room.
 EVICT_AFTER = 0.5
 
@@ -50,7 +57,8 @@ class Hl7Listener:
         self.settings = settings
         self.handle = handle
         self.port: int | None = None
-        self.counts: Counter[str] = Counter()
+        # Every key present from the start: health() reads it from another thread.
+        self.counts: Counter[str] = Counter(dict.fromkeys(COUNTS, 0))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None

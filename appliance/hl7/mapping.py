@@ -231,6 +231,17 @@ def _patient(msg: hl7.Message) -> dict[str, Any]:
     }
 
 
+def _visit(msg: hl7.Message) -> dict[str, str]:
+    """PV1-19 visit number and PV1-3 assigned location, as MWL visit attributes (LO)."""
+    pv1 = _first(msg, "PV1")
+    location = "^".join(value(pv1, 3, 1, i) for i in range(1, 4)).rstrip("^")
+    return {
+        k: v[:64]
+        for k, v in (("AdmissionID", value(pv1, 19)), ("CurrentPatientLocation", location))
+        if v
+    }
+
+
 def _start_and_priority(g: dict[str, hl7.Segment], seq: int) -> tuple[datetime, str]:
     """TQ1-7 / TQ1-9, else ORC-7.4 / ORC-7.6, else OBR-27.4 / OBR-27.6, else OBR-36."""
     tq1, orc, obr = g.get("TQ1"), g["ORC"], g.get("OBR")
@@ -257,7 +268,11 @@ def _code(seg: hl7.Segment | None, fld: int) -> Code | None:
 
 
 def _requests(
-    g: dict[str, hl7.Segment], seq: int, patient: dict[str, Any], ctx: Context
+    g: dict[str, hl7.Segment],
+    seq: int,
+    patient: dict[str, Any],
+    visit: dict[str, str],
+    ctx: Context,
 ) -> tuple[StepRequest, ...]:
     orc, obr = g["ORC"], g.get("OBR")
     if obr is None:
@@ -314,11 +329,13 @@ def _requests(
                 sps_id=value(ipc, 4) or value(obr, 20),
                 sps_description=value(obr, 4, 1, 2) or proc.meaning,
                 protocol_codes=(protocol,) if protocol else (),
-                procedure_extra={
-                    k: v
+                procedure_extra=visit
+                | {
+                    k: v[:64]
                     for k, v in (
                         ("PlacerOrderNumberImagingServiceRequest", placer),
                         ("FillerOrderNumberImagingServiceRequest", filler),
+                        ("ReasonForTheRequestedProcedure", value(obr, 31, 1, 2) or value(obr, 31)),
                     )
                     if v
                 },
@@ -356,7 +373,7 @@ def orders(msg: hl7.Message, ctx: Context) -> list[Order]:
                     Location("ORC", seq, 5), TABLE_VALUE_NOT_FOUND, f"order status {status!r}"
                 )
             patient = patient or _patient(msg)
-            requests = _requests(g, seq, patient, ctx)
+            requests = _requests(g, seq, patient, _visit(msg), ctx)
         elif control == "SC" and status not in ORDER_STATUSES:
             raise OrderError(
                 Location("ORC", seq, 5), TABLE_VALUE_NOT_FOUND, f"order status {status!r}"

@@ -3,6 +3,7 @@ and by the database afterwards (issue 14)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -85,7 +86,11 @@ def test_new_order_is_in_the_worklist_when_the_aa_arrives(box: Appliance, peer: 
         "House^Gregory",
         "Wilson^James",
     )
-    assert '"PlacerOrderNumberImagingServiceRequest": "PL1001"' in row["procedure_extra"]
+    extra = json.loads(row["procedure_extra"])
+    assert extra["PlacerOrderNumberImagingServiceRequest"] == "PL1001"  # ORC-2
+    assert extra["FillerOrderNumberImagingServiceRequest"] == "F1001"  # ORC-3
+    assert (extra["AdmissionID"], extra["CurrentPatientLocation"]) == ("V123", "RAD^R12^B1")
+    assert extra["ReasonForTheRequestedProcedure"] == "Chest pain"  # OBR-31
     audit = box.runtime.store.query(
         "SELECT actor, action, source FROM audit WHERE action = 'schedule'"
     )
@@ -398,3 +403,26 @@ def test_cli_send_injects_the_messages_of_a_file(box: Appliance, tmp_path: Path)
     assert lines[0] == "MSA|AA|CLI1"  # the duplicate: the first ACK again
     assert lines[1].startswith("MSA|AE|CLI2|") and lines[2].startswith("ERR||OBR^1^4|103^")
     assert len(steps(box)) == 1
+
+
+def test_port_in_use_stops_the_start(start_appliance: Callable[..., Appliance]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError):
+            start_appliance({"hl7": HL7 | {"port": taken.getsockname()[1]}})
+
+
+def test_old_messages_are_pruned(box: Appliance, peer: MllpPeer, monkeypatch: Any) -> None:
+    from appliance.hl7 import inbox
+
+    monkeypatch.setattr(inbox, "PRUNE_EVERY", 2)
+    assert Ack.parse(peer.exchange(orm("OLD1"))).code == "AA"
+    with box.runtime.store.write() as db:
+        db.execute("UPDATE hl7_messages SET received_at = '2020-01-01T00:00:00.000Z'")
+    peer.exchange(orm("NEW2", placer="PL2", accession="A2", patient_id="P2"))
+    rows = box.runtime.store.query("SELECT control_id FROM hl7_messages")
+    assert rows == [{"control_id": "NEW2"}]
+    assert len(steps(box)) == 2  # the worklist is not touched

@@ -69,6 +69,9 @@ def query(tmp: Path, **keys: str) -> Path:
     ds.PatientID = keys.get("patient_id", "")
     ds.AccessionNumber = ""
     ds.StudyInstanceUID = ""
+    ds.AdmissionID = ""
+    ds.PlacerOrderNumberImagingServiceRequest = ""
+    ds.RequestedProcedurePriority = ""
     sps = Dataset()
     sps.ScheduledStationAETitle = ""
     sps.ScheduledProcedureStepStartDate = ""
@@ -144,6 +147,8 @@ def test_cancel_discontinue_and_reschedule_as_the_modality_sees_them(
     [stopped] = find(box, tmp_path, "PPLB", calling="ALL")
     assert stopped.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus == "DISCONTINUED"
     [moved] = find(box, tmp_path, "PPLC")
+    assert (moved.PlacerOrderNumberImagingServiceRequest, moved.AdmissionID) == ("PLC", "V123")
+    assert moved.RequestedProcedurePriority == "ROUTINE"
     sps = moved.ScheduledProcedureStepSequence[0]
     assert (sps.ScheduledProcedureStepStartDate, sps.ScheduledProcedureStepStartTime) == (
         "20261230",
