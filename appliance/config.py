@@ -255,6 +255,28 @@ HL7_CHARSETS = (
 
 
 @dataclass(frozen=True)
+class Hl7OutboundSettings:
+    """[[hl7.outbound]]: a RIS told of step status changes (ORM^O01 ORC-1 SC) over MLLP."""
+
+    name: str = _doc("a short unique name (required)", "")
+    host: str = _doc("the RIS's HL7 host (required)", "")
+    port: int = _doc("the RIS's HL7 port (required)", 2575)
+    receiving_application: str = _doc("MSH-5 of the messages sent", "")
+    receiving_facility: str = _doc("MSH-6 of the messages sent", "")
+    charset: str = _doc(
+        "MSH-18 of the messages sent: ASCII, 8859/1, UNICODE UTF-8, ISO IR87 or SHIFT_JIS "
+        "('' = hl7.charset)",
+        "",
+    )
+    timeout: float = _doc("seconds to connect and to wait for the ACK", 10.0)
+    retry_initial: float = _doc("seconds before the first retry", 5.0)
+    retry_max: float = _doc("longest wait between retries, in seconds (exponential)", 300.0)
+    max_attempts: int = _doc(
+        "failed attempts before a message is dead-lettered (0 = retry for ever)", 0
+    )
+
+
+@dataclass(frozen=True)
 class Hl7Settings:
     """[hl7]: the inbound HL7 v2 listener (MLLP) that turns RIS orders into worklist steps."""
 
@@ -289,6 +311,9 @@ class Hl7Settings:
         "connections served at once; one more closes the one waiting longest (one that never "
         "sent a message first), else is closed itself",
         16,
+    )
+    outbound: tuple[Hl7OutboundSettings, ...] = _doc_list(
+        "RIS told when MPPS starts, completes or discontinues a step of their order"
     )
 
     def station_for(self, modality: str) -> str:
@@ -342,7 +367,7 @@ TABLES: dict[str, type] = {
 def documented_settings() -> list[tuple[str, str, str]]:
     """Every setting as (section, key, doc); a test checks each is in the example file."""
     out = [("", "data_dir", Config.__dataclass_fields__["data_dir"].metadata["doc"])]
-    for section, cls in {**SECTIONS, **TABLES}.items():
+    for section, cls in {**SECTIONS, **TABLES, "hl7.outbound": Hl7OutboundSettings}.items():
         for f in dataclasses.fields(cls):
             out.append((section, f.name, f.metadata["doc"]))
     return out
@@ -502,7 +527,7 @@ def _coerce_hl7(raw: Any) -> Hl7Settings:
     """[hl7], whose ``stations`` is a table MODALITY = "AE" kept as ("MODALITY=AE", ...)."""
     if not isinstance(raw, Mapping):
         raise ConfigError("hl7", "must be a table")
-    rest = {k: v for k, v in raw.items() if k != "stations"}
+    rest = {k: v for k, v in raw.items() if k not in ("stations", "outbound")}
     stations = raw.get("stations", {})
     if not isinstance(stations, Mapping):
         raise ConfigError("hl7.stations", 'must be a table such as { CT = "CT1" }')
@@ -513,7 +538,40 @@ def _coerce_hl7(raw: Any) -> Hl7Settings:
         if not isinstance(ae, str):
             raise ConfigError(f"hl7.stations.{modality}", "must be an AE title string")
         pairs.append(f"{modality}={validate_ae_title(ae, f'hl7.stations.{modality}')}")
-    return dataclasses.replace(_coerce(Hl7Settings, rest, "hl7"), stations=tuple(pairs))
+    rows = raw.get("outbound", [])
+    if not isinstance(rows, list):
+        raise ConfigError("hl7.outbound", "must be an array of tables ([[hl7.outbound]])")
+    outbound = tuple(
+        _validate_hl7_outbound(
+            _coerce(Hl7OutboundSettings, row, f"hl7.outbound[{i}]"), f"hl7.outbound[{i}]"
+        )
+        for i, row in enumerate(rows)
+    )
+    _unique(outbound, "name", "hl7.outbound")
+    return dataclasses.replace(
+        _coerce(Hl7Settings, rest, "hl7"), stations=tuple(pairs), outbound=outbound
+    )
+
+
+def _validate_hl7_outbound(o: Hl7OutboundSettings, where: str) -> Hl7OutboundSettings:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", o.name):
+        raise ConfigError(f"{where}.name", f"{o.name!r} must be 1-32 letters, digits, '_' or '-'")
+    _check_host(o.host, f"{where}.host", required=True)
+    _check_port(o.port, f"{where}.port", allow_zero=False)
+    for name in ("receiving_application", "receiving_facility"):
+        if re.search(r"[|^~\\&]", getattr(o, name)) or _CONTROL.search(getattr(o, name)):
+            raise ConfigError(f"{where}.{name}", "must not contain HL7 delimiters")
+    charset = o.charset.strip().upper()
+    if charset:
+        _check_choice(charset, f"{where}.charset", HL7_CHARSETS)
+    for name in ("timeout", "retry_initial", "retry_max"):
+        if getattr(o, name) <= 0:
+            raise ConfigError(f"{where}.{name}", "must be a positive number of seconds")
+    if o.retry_max < o.retry_initial:
+        raise ConfigError(f"{where}.retry_max", "must not be below retry_initial")
+    if o.max_attempts < 0:
+        raise ConfigError(f"{where}.max_attempts", "must be 0 (for ever) or positive")
+    return dataclasses.replace(o, charset=charset)
 
 
 def _validate_hl7(h: Hl7Settings) -> Hl7Settings:

@@ -125,3 +125,54 @@ def orm(
     if zds:
         segments.append(f"ZDS|{zds}^APPLIANCE^Application^DICOM")
     return msg(*segments, codec=codec)
+
+
+class FakeRis:
+    """A RIS's MLLP listener on a plain socket: keeps each message received and answers it
+    with an ACK whose MSA-1 is ``code`` (AA unless told otherwise)."""
+
+    def __init__(self, port: int = 0, code: str = "AA") -> None:
+        import threading
+
+        self.code = code
+        self.received: list[bytes] = []
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.port = self.server.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                buf = b""
+                while True:
+                    while FS + CR not in buf:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        buf += chunk
+                    if FS + CR not in buf:
+                        break
+                    block, _, buf = buf.partition(FS + CR)
+                    payload = block[1:]
+                    self.received.append(payload)
+                    control_id = payload.split(b"\r")[0].split(b"|")[9].decode()
+                    ack = (
+                        f"MSH|^~\\&|RIS|HOSP|APPLIANCE|APPLIANCE|20261203100000||ACK^O01^ACK|"
+                        f"R{len(self.received)}|P|2.5.1\rMSA|{self.code}|{control_id}|as told\r"
+                    )
+                    conn.sendall(VT + ack.encode() + FS + CR)
+
+    def fields(self, i: int, segment: str, codec: str = "ascii") -> list[str]:
+        """The fields of the first ``segment`` of received message i (split on '|')."""
+        for seg in self.received[i].decode(codec).split("\r"):
+            if seg.startswith(segment + "|"):
+                return seg.split("|")
+        raise KeyError(segment)
+
+    def close(self) -> None:
+        self.server.close()

@@ -11,15 +11,11 @@ from collections.abc import Sequence
 
 import hl7
 
-from appliance.hl7.mapping import ERROR_TEXT, Location
+from appliance.hl7.mapping import ERROR_TEXT, Location, escape
 
 ACCEPT = "AA"
 ERROR = "AE"
 REJECT = "AR"
-
-
-def _escape(msg: hl7.Message, text: str) -> str:
-    return str(msg.escape(text.replace("\r", " ").replace("\n", " ")))
 
 
 def build(
@@ -36,10 +32,10 @@ def build(
     text = str(ack)
     if errors:
         first = errors[0][2]
-        text = text.rstrip("\r") + "|" + _escape(received, first)[:80] + "\r"
+        text = text.rstrip("\r") + "|" + escape(first[:80]) + "\r"
     for location, error_code, reason in errors:
         meaning = ERROR_TEXT.get(error_code, "")
-        text += f"ERR||{location}|{error_code}^{meaning}^HL70357|E||||{_escape(received, reason)}\r"
+        text += f"ERR||{location}|{error_code}^{meaning}^HL70357|E||||{escape(reason)}\r"
     return text
 
 
@@ -47,5 +43,5 @@ def bare_reject(reason: str) -> str:
     """An AR for bytes whose MSH cannot be read: nothing of the sender can be repeated."""
     base = hl7.parse("MSH|^~\\&|||||||ACK^^ACK||P|2.5.1\r")
     ack = base.create_ack(ack_code=REJECT)
-    text = str(ack).rstrip("\r") + "|" + _escape(base, reason)[:80] + "\r"
-    return text + f"ERR||MSH^1|207^{ERROR_TEXT['207']}^HL70357|E||||{_escape(base, reason)}\r"
+    text = str(ack).rstrip("\r") + "|" + escape(reason[:80]) + "\r"
+    return text + f"ERR||MSH^1|207^{ERROR_TEXT['207']}^HL70357|E||||{escape(reason)}\r"

@@ -248,8 +248,16 @@ class Inbox:
 
     def _link(self, db: sqlite_utils.Database, step_pk: int, order: Order, actor: str) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO hl7_orders(step_pk, placer, filler, sender) VALUES (?, ?, ?, ?)",
-            (step_pk, order.placer, order.filler, actor.removeprefix("hl7:")),
+            """INSERT OR REPLACE INTO hl7_orders(step_pk, placer, filler, placer_ei, filler_ei, sender)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            (
+                step_pk,
+                order.placer,
+                order.filler,
+                order.placer_ei,
+                order.filler_ei,
+                actor.removeprefix("hl7:"),
+            ),
         )
 
     def _new(
@@ -305,6 +313,11 @@ class Inbox:
             if step["status"] in FINAL_STATUSES:
                 raise Conflict(f"step {step['step_pk']} is {step['status'].lower()}")
             self.repo.set_status([step["step_pk"]], status, db=db)
+            # The RIS made this change itself: no status message back to it (outbound).
+            db.execute(
+                "DELETE FROM hl7_status_events WHERE step_pk = ? AND status = ?",
+                (step["step_pk"], status),
+            )
             audit.record(db, actor, action, f"step {step['step_pk']}", status, peer)
 
     def health(self) -> dict[str, int]:

@@ -57,6 +57,18 @@ SEXES = {"M": "M", "F": "F", "O": "O", "A": "O", "U": "", "N": "", "": ""}
 _DTM = re.compile(r"^(\d{8})(\d{2})?(\d{2})?(\d{2})?(\.\d{1,4})?([+-]\d{4})?$")
 
 
+# HL7 v2.5.1 2.7.4: the delimiters in text, written as escape sequences (escape first).
+_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
+
+
+def escape(text: str) -> str:
+    """Text as field content with the default delimiters ``|^~\\&`` escaped; other
+    characters stay as they are (python-hl7's ``escape`` writes non-ASCII as hex)."""
+    for char, sequence in _ESCAPES:
+        text = text.replace(char, sequence)
+    return text.replace("\r", " ").replace("\n", " ")
+
+
 @dataclass(frozen=True)
 class Location:
     """ERR-2 Error Location (ERL): segment ID ^ sequence ^ field ^ repetition ^ component."""
@@ -96,6 +108,8 @@ class Order:
     status: str = ""
     requests: tuple[StepRequest, ...] = ()
     sequence: int = 1
+    placer_ei: str = ""  # the whole EI (number^namespace^universal ID^type), escaped
+    filler_ei: str = ""
 
 
 @dataclass
@@ -114,6 +128,11 @@ def value(seg: hl7.Segment | None, fld: int, rep: int = 1, comp: int = 1, sub: i
         return str(seg.extract_field(1, fld, rep, comp, sub)).strip()
     except (IndexError, KeyError):
         return ""
+
+
+def entity_identifier(seg: hl7.Segment | None, fld: int) -> str:
+    """An EI field as written back to its sender: components escaped, joined with '^'."""
+    return "^".join(escape(value(seg, fld, 1, i)) for i in range(1, 5)).rstrip("^")
 
 
 def repetitions(seg: hl7.Segment | None, fld: int) -> int:
@@ -360,6 +379,8 @@ def orders(msg: hl7.Message, ctx: Context) -> list[Order]:
             )
         placer = value(orc, 2) or value(obr, 2)
         filler = value(orc, 3) or value(obr, 3)
+        placer_ei = entity_identifier(orc if value(orc, 2) else obr, 2)
+        filler_ei = entity_identifier(orc if value(orc, 3) else obr, 3)
         accession = value(g.get("IPC0"), 1) or value(obr, 18)
         if not (placer or filler or accession):
             raise OrderError(
@@ -378,5 +399,7 @@ def orders(msg: hl7.Message, ctx: Context) -> list[Order]:
             raise OrderError(
                 Location("ORC", seq, 5), TABLE_VALUE_NOT_FOUND, f"order status {status!r}"
             )
-        out.append(Order(control, placer, filler, accession, status, requests, seq))
+        out.append(
+            Order(control, placer, filler, accession, status, requests, seq, placer_ei, filler_ei)
+        )
     return out

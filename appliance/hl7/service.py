@@ -6,6 +6,7 @@ from typing import Any
 
 from appliance.hl7.inbox import Inbox
 from appliance.hl7.listener import Hl7Listener
+from appliance.hl7.outbound import OutboundWorker, Outbox
 
 
 class Hl7Service:
@@ -17,6 +18,8 @@ class Hl7Service:
         config = runtime.config
         self.inbox = Inbox(runtime.store, config.hl7, application=config.dicom.ae_title)
         self.listener = Hl7Listener(config.hl7, self.inbox.handle)
+        self.outbox = Outbox(runtime.store, config.hl7, application=config.dicom.ae_title)
+        self.worker = OutboundWorker(self.outbox) if config.hl7.outbound else None
 
     @property
     def port(self) -> int | None:
@@ -24,10 +27,17 @@ class Hl7Service:
 
     def start(self) -> Hl7Service:
         self.listener.start()
+        if self.worker is not None:
+            self.worker.start()
         return self
 
     def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
         self.listener.stop()
 
     def health(self) -> dict[str, Any]:
-        return {**self.listener.health(), **self.inbox.health()}
+        report = {**self.listener.health(), **self.inbox.health()}
+        if self.worker is not None:
+            report["outbound"] = self.outbox.summary()
+        return report
