@@ -19,7 +19,8 @@ class Hl7Service:
         self.inbox = Inbox(runtime.store, config.hl7, application=config.dicom.ae_title)
         self.listener = Hl7Listener(config.hl7, self.inbox.handle)
         self.outbox = Outbox(runtime.store, config.hl7, application=config.dicom.ae_title)
-        self.worker = OutboundWorker(self.outbox) if config.hl7.outbound else None
+        # Runs without [[hl7.outbound]] too: it then only clears the status events.
+        self.worker = OutboundWorker(self.outbox)
 
     @property
     def port(self) -> int | None:
@@ -27,17 +28,15 @@ class Hl7Service:
 
     def start(self) -> Hl7Service:
         self.listener.start()
-        if self.worker is not None:
-            self.worker.start()
+        self.worker.start()
         return self
 
     def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+        self.worker.stop()
         self.listener.stop()
 
     def health(self) -> dict[str, Any]:
         report = {**self.listener.health(), **self.inbox.health()}
-        if self.worker is not None:
+        if self.outbox.settings.outbound:
             report["outbound"] = self.outbox.summary()
         return report

@@ -159,3 +159,14 @@ def test_steps_not_ordered_by_hl7_send_nothing(
     repo.set_status([pk], "COMPLETED")
     assert app.runtime.store.query("SELECT count(*) AS n FROM hl7_status_events")[0]["n"] == 0
     assert outbox(app) == []
+
+
+def test_without_outbound_the_events_are_cleared(start_appliance: Callable[..., Appliance]) -> None:
+    raw = settings(1)
+    raw["hl7"].pop("outbound")
+    app = start_appliance(raw)
+    catalog.save(app.runtime.store, Procedure("CTCH", "LOCAL", "CT Chest", "CT"))
+    mpps(app, order_step(app))
+    events = "SELECT count(*) AS n FROM hl7_status_events"
+    wait_for(lambda: app.runtime.store.query(events)[0]["n"] == 0)
+    assert outbox(app) == [] and "outbound" not in app.health()["services"]["hl7"]
