@@ -18,7 +18,7 @@ import sqlite_utils
 
 from appliance import audit, catalog
 from appliance.catalog import Procedure
-from appliance.config import Hl7Settings
+from appliance.config import DeviceSettings, Hl7Settings
 from appliance.db import Store
 from appliance.errors import Conflict, NotFound, ValidationError
 from appliance.hl7 import ack, charsets, mapping
@@ -71,10 +71,17 @@ def allowed(settings: Hl7Settings, msh: hl7.Segment) -> bool:
 class Inbox:
     """Applies orders to the worklist; ``handle(raw, peer)`` returns the encoded ACK."""
 
-    def __init__(self, store: Store, settings: Hl7Settings, application: str = "APPLIANCE") -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Hl7Settings,
+        application: str = "APPLIANCE",
+        devices: tuple[DeviceSettings, ...] = (),
+    ) -> None:
         self.store = store
         self.settings = settings
         self.application = application
+        self.devices = devices
         self.repo = WorklistRepo(store)
         self.counts: Counter[str] = Counter(
             dict.fromkeys(("received", "AA", "AE", "AR", "duplicates"), 0)
@@ -192,6 +199,16 @@ class Inbox:
             log.info("HL7 %s %s from %s: AE %s", kind, control_id, sender, errors[0][0])
         return text, code
 
+    def _station_for(self, modality: str) -> str:
+        """hl7.stations, else the one [[devices]] modality of that modality code."""
+        mapped = self.settings.station_for(modality)
+        if mapped:
+            return mapped
+        matching = [
+            d.ae_title for d in self.devices if d.role == "modality" and d.modality == modality
+        ]
+        return matching[0] if len(matching) == 1 else ""
+
     def _procedure(self, code_value: str) -> Procedure | None:
         try:
             return catalog.get(self.store, code_value)
@@ -199,7 +216,7 @@ class Inbox:
             return None
 
     def _apply(self, db: sqlite_utils.Database, msg: hl7.Message, actor: str, peer: str) -> None:
-        ctx = mapping.Context(procedure=self._procedure, station_for=self.settings.station_for)
+        ctx = mapping.Context(procedure=self._procedure, station_for=self._station_for)
         for order in mapping.orders(msg, ctx):
             steps = self._steps(db, order)
             if order.control == "NW":

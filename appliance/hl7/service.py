@@ -16,7 +16,9 @@ class Hl7Service:
 
     def __init__(self, runtime: Any) -> None:
         config = runtime.config
-        self.inbox = Inbox(runtime.store, config.hl7, application=config.dicom.ae_title)
+        self.inbox = Inbox(
+            runtime.store, config.hl7, application=config.dicom.ae_title, devices=config.devices
+        )
         self.listener = Hl7Listener(config.hl7, self.inbox.handle)
         self.outbox = Outbox(runtime.store, config.hl7, application=config.dicom.ae_title)
         # Runs without [[hl7.outbound]] too: it then only clears the status events.

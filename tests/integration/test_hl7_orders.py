@@ -426,3 +426,19 @@ def test_old_messages_are_pruned(box: Appliance, peer: MllpPeer, monkeypatch: An
     rows = box.runtime.store.query("SELECT control_id FROM hl7_messages")
     assert rows == [{"control_id": "NEW2"}]
     assert len(steps(box)) == 2  # the worklist is not touched
+
+
+def test_station_from_the_one_device_of_that_modality(
+    start_appliance: Callable[..., Appliance],
+) -> None:
+    devices = [{"ae_title": "US_ROOM1", "modality": "US"}, {"ae_title": "DX1", "modality": "DX"},
+               {"ae_title": "DX2", "modality": "DX"}]  # fmt: skip
+    app = start_appliance({"hl7": HL7, "devices": devices})
+    catalog.save(app.runtime.store, Procedure("USAB", "LOCAL", "US Abdomen", "US"))
+    catalog.save(app.runtime.store, Procedure("DXCH", "LOCAL", "DX Chest", "DX"))
+    with MllpPeer(app.hl7.port) as peer:
+        ack = Ack.parse(peer.exchange(orm("S1", code="USAB^US^LOCAL", modality="")))
+        assert ack.code == "AA", ack.text
+        ambiguous = orm("S2", code="DXCH^DX^LOCAL", modality="", placer="PL2", accession="A2")
+        assert Ack.parse(peer.exchange(ambiguous)).errors == [("OBR^1^24", "101")]
+    assert [(r["station_ae"], r["modality"]) for r in steps(app)] == [("US_ROOM1", "US")]
