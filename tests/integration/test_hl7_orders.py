@@ -359,7 +359,7 @@ def test_1000_orders_in_a_row_on_one_connection(box: Appliance, peer: MllpPeer) 
         assert (ack.code, ack.control_id) == ("AA", f"N{i}"), ack.text
     elapsed = time.monotonic() - started
     assert len(steps(box)) == 1000
-    assert elapsed < 30, f"1000 orders took {elapsed:.1f} s"
+    assert elapsed < 60, f"1000 orders took {elapsed:.1f} s"
 
 
 def test_healthz_counts_messages_by_ack_code(box: Appliance, peer: MllpPeer) -> None:
