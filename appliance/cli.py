@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import urllib.error
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__
+from appliance import __version__, statuskey
 from appliance import config as config_mod
 from appliance.errors import ApplianceError, ConfigError
 
@@ -40,6 +42,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="data directory (database, spool/, prints/); default ./appliance-data",
     )
     p.add_argument("--dicom-port", type=int, metavar="PORT", help="override dicom.port")
+    p.add_argument("--dicom-tls-port", type=int, metavar="PORT", help="override dicom.tls_port")
     p.add_argument("--web-port", type=int, metavar="PORT", help="override web.port")
 
 
@@ -99,6 +102,7 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
         cfg,
         data_dir=getattr(args, "data_dir", None),
         dicom_port=getattr(args, "dicom_port", None),
+        dicom_tls_port=getattr(args, "dicom_tls_port", None),
         web_port=getattr(args, "web_port", None),
         dicom_host=host,
         web_host=host,
@@ -128,9 +132,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("cannot start: %s", exc)
         app.stop()
         return EXIT_FAILURE
+    statuskey.write_ports(
+        cfg.data_dir,
+        {"dicom": app.dicom_port, "dicom_tls": app.dicom_tls_port, "web": app.web_port},
+    )
+    tls = f"DICOM TLS on port {app.dicom_tls_port}; " if app.dicom_tls_port else ""
+    urls = " or ".join(f"http://{host}:{app.web_port}/" for host in _addresses(cfg.web.host))
     print(
         f"appliance: DICOM {cfg.dicom.ae_title} on port {app.dicom_port}, "
-        f"web on http://{cfg.web.host}:{app.web_port}/ (data in {cfg.data_dir})",
+        f"web on {urls} ({tls}data in {cfg.data_dir})",
         file=sys.stderr,
         flush=True,
     )
@@ -140,6 +150,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         app.stop()
     return EXIT_OK
+
+
+def _addresses(host: str) -> list[str]:
+    """Where a person can open the page: the bound address, or for "all interfaces" the
+    box's own address on the network (if it has one) and this machine's loopback."""
+    if host not in ("0.0.0.0", "::", ""):
+        return [host]
+    out = []
+    with contextlib.suppress(OSError):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: picks the route only
+            out.append(probe.getsockname()[0])
+    return [a for a in out if not a.startswith("127.")] + ["127.0.0.1"]
 
 
 def _local(host: str) -> str:
@@ -152,10 +175,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     /healthz gives each part's state only with a token: ``--token``, ``$APPLIANCE_TOKEN``
     or the status key the box wrote to its data directory; else only up or down.
     """
-    from appliance import statuskey
-
     cfg = load_config(args)
-    url = f"http://{_local(cfg.web.host)}:{cfg.web.port}/healthz"
+    # The ports the running box wrote, unless given on the command line.
+    running = statuskey.read_ports(cfg.data_dir)
+    web_port = cfg.web.port if args.web_port is not None else running.get("web", cfg.web.port)
+    dicom_port = (
+        cfg.dicom.port if args.dicom_port is not None else running.get("dicom", cfg.dicom.port)
+    )
+    url = f"http://{_local(cfg.web.host)}:{web_port}/healthz"
     token = args.token or os.environ.get(ENV_TOKEN) or statuskey.read(cfg.data_dir)
     request = urllib.request.Request(url)
     if token:
@@ -179,11 +206,25 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"access to {cfg.data_dir / statuskey.FILE_NAME})"
         )
     for name, part in report.get("services", {}).items():
-        extra = ", ".join(f"{k}={v}" for k, v in part.items() if k != "state")
+        flat = {k: v for k, v in part.items() if k != "state" and not isinstance(v, dict)}
+        extra = ", ".join(f"{k}={_brief(v)}" for k, v in flat.items())
         print(f"  {name:<12} {part.get('state'):<18} {extra}")
-    echo = _echo(_local(cfg.dicom.host), cfg.dicom.port, cfg.dicom.ae_title)
-    print(f"  C-ECHO {cfg.dicom.ae_title}@{cfg.dicom.port}: {echo}")
+        for key, value in part.items():
+            if isinstance(value, dict):
+                for sub, detail in value.items():
+                    print(f"    {key}.{sub}: {_brief(detail)}")
+    echo = _echo(_local(cfg.dicom.host), dicom_port, cfg.dicom.ae_title)
+    print(f"  C-ECHO {cfg.dicom.ae_title}@{dicom_port}: {echo}")
     return EXIT_OK if report.get("status") == "ok" else EXIT_FAILURE
+
+
+def _brief(value: Any) -> str:
+    """A health value in words: a mapping as ``key=value`` pairs, a list by its items."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_brief(v)}" for k, v in value.items() if v not in (None, "", []))
+    if isinstance(value, list):
+        return "; ".join(_brief(v) for v in value) or "none"
+    return str(value)
 
 
 def _echo(host: str, port: int, ae_title: str) -> str:

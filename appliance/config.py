@@ -44,6 +44,9 @@ def _doc_list(text: str) -> Any:
     return field(default_factory=tuple, metadata={"doc": text})
 
 
+DEFAULT_DATA_DIR = Path("appliance-data")
+
+
 @dataclass(frozen=True)
 class DicomSettings:
     """[dicom]: the DICOM listener shared by every service."""
@@ -83,6 +86,18 @@ class DicomSettings:
     query_time_limit: float = _doc(
         "seconds of matching one C-FIND may take; then it ends with A700 and an ErrorComment",
         10.0,
+    )
+    tls: bool = _doc("serve DICOM over TLS as well, on tls_port (PS3.15 Annex B, BCP 195)", True)
+    tls_port: int = _doc("TCP port of the DICOM TLS listener (0 picks a free port)", 2762)
+    tls_cert: str = _doc(
+        "certificate file (PEM) of the TLS listener ('' = a self-signed one made in "
+        "DATA_DIR/tls/ at the first start)",
+        "",
+    )
+    tls_key: str = _doc("private key file (PEM) of tls_cert", "")
+    tls_ca: str = _doc(
+        "CA file (PEM): when set, a peer on the TLS port must present a certificate it signed",
+        "",
     )
     unknown_ae: str = _doc(
         "what an AE title not listed in [[devices]] may do: verify-only, reject, accept",
@@ -329,7 +344,7 @@ class Hl7Settings:
 class Config:
     """The whole configuration, as loaded at start."""
 
-    data_dir: Path = _doc("directory for the database, spool/ and prints/", Path("appliance-data"))
+    data_dir: Path = _doc("directory for the database, spool/ and prints/", DEFAULT_DATA_DIR)
     dicom: DicomSettings = field(default_factory=DicomSettings)
     web: WebSettings = field(default_factory=WebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
@@ -447,6 +462,20 @@ def _validate_dicom(d: DicomSettings) -> DicomSettings:
     ae = validate_ae_title(d.ae_title, "dicom.ae_title")
     _check_host(d.host, "dicom.host", required=True)
     _check_port(d.port, "dicom.port")
+    _check_port(d.tls_port, "dicom.tls_port")
+    if d.tls and d.tls_port and d.tls_port == d.port:
+        raise ConfigError("dicom.tls_port", "must differ from dicom.port")
+    if bool(d.tls_cert) != bool(d.tls_key):
+        raise ConfigError(
+            "dicom.tls_key" if d.tls_cert else "dicom.tls_cert", "give both or neither"
+        )
+    files: dict[str, Any] = {}
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        value = getattr(d, name)
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(f"dicom.{name}", f"{value} is not a readable file")
+        files[name] = str(Path(value).expanduser().absolute()) if value else ""
+    d = dataclasses.replace(d, **files)
     if d.max_pdu < 0:
         raise ConfigError("dicom.max_pdu", "must be 0 (unlimited) or a positive number of bytes")
     for name in (
@@ -673,7 +702,11 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         path = Path(raw["data_dir"]).expanduser()
         if base_dir is not None and not path.is_absolute():
             path = base_dir / path
-        kwargs["data_dir"] = path
+        kwargs["data_dir"] = path.absolute()
+    else:
+        # Made absolute once, here: a relative path would be looked up elsewhere by code
+        # that runs with another working directory (Flask's send_file, say).
+        kwargs["data_dir"] = DEFAULT_DATA_DIR.absolute()
     kwargs["dicom"] = _validate_dicom(_coerce(DicomSettings, raw.get("dicom", {}), "dicom"))
     kwargs["web"] = _validate_web(_coerce(WebSettings, raw.get("web", {}), "web"))
     logging_settings = _coerce(LoggingSettings, raw.get("logging", {}), "logging")
@@ -729,9 +762,11 @@ def with_overrides(config: Config, **changes: Any) -> Config:
         if value is None:
             continue
         if key == "data_dir":
-            top["data_dir"] = Path(value)
+            top["data_dir"] = Path(value).expanduser().absolute()
         elif key == "dicom_port":
             dicom = dataclasses.replace(dicom, port=_check_port(value, "dicom.port"))
+        elif key == "dicom_tls_port":
+            dicom = dataclasses.replace(dicom, tls_port=_check_port(value, "dicom.tls_port"))
         elif key == "web_port":
             web = dataclasses.replace(web, port=_check_port(value, "web.port"))
         elif key == "dicom_host":

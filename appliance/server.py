@@ -7,7 +7,6 @@ works for tests); ``stop()`` closes them and the workers within a few seconds.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import socket
 import threading
@@ -19,9 +18,10 @@ from typing import Any, Protocol
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from appliance import access, destinations, edge, statuskey
+from appliance import access, destinations, statuskey
 from appliance.config import Config
 from appliance.db import Store, open_store
+from appliance.dicom import compat, edge, tls
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,7 @@ class ContextsCopiedCheaply(list):  # type: ignore[type-arg]
     (UIDs are immutable strings), so a shallow copy with its own list is the same copy."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
-        out = []
-        for cx in self:
-            clone = copy.copy(cx)
-            clone._transfer_syntax = list(cx._transfer_syntax)
-            out.append(clone)
-        return out
+        return [compat.copy_context(cx) for cx in self]
 
 
 def handle_echo(event: evt.Event, rt: Runtime) -> int:
@@ -122,9 +117,7 @@ def _shutdown_promptly(server: Any) -> None:
     stopper = threading.Thread(target=server.shutdown, name="dicom-shutdown")
     stopper.start()
     deadline = time.monotonic() + 1.0
-    while (
-        not getattr(server, "_BaseServer__shutdown_request", True) and time.monotonic() < deadline
-    ):
+    while not compat.shutdown_requested(server) and time.monotonic() < deadline:
         time.sleep(0.001)
     host, port = server.server_address[:2]
     with contextlib.suppress(OSError):
@@ -191,6 +184,10 @@ class Appliance:
         self._web_server: Any = None
         self._web_thread: threading.Thread | None = None
         self.dicom_port: int | None = None
+        self._dicom_tls_server: Any = None
+        self.dicom_tls_port: int | None = None
+        self.tls_fingerprint = ""
+        self.tls_error = ""
         self.web_port: int | None = None
         self._health_extra: list[Callable[[], dict[str, Any]]] = []
         self.hl7: Any = None  # appliance.hl7.service.Hl7Service when [hl7] enabled
@@ -259,6 +256,27 @@ class Appliance:
         self._dicom_server = edge.start_server(ae, (cfg.host, cfg.port), cfg, evt_handlers=handlers)
         self._dicom_server.contexts = ContextsCopiedCheaply(self._dicom_server.contexts)
         self.dicom_port = self._dicom_server.server_address[1]
+        if cfg.tls:
+            self._start_dicom_tls(ae, handlers)
+
+    def _start_dicom_tls(self, ae: AE, handlers: list[tuple[Any, ...]]) -> None:
+        """The same services on the TLS port; a port that cannot be bound leaves the box
+        serving plain DICOM, degraded and saying why (never silently without TLS)."""
+        cfg = self.config.dicom
+        try:
+            cert, key = tls.certificate_files(self.config.data_dir, cfg.tls_cert, cfg.tls_key)
+            context = tls.server_context(cert, key, cfg.tls_ca)
+            server = edge.start_server(
+                ae, (cfg.host, cfg.tls_port), cfg, evt_handlers=handlers, tls=context
+            )
+        except (OSError, ValueError) as exc:
+            self.tls_error = f"{type(exc).__name__}: {exc}"
+            log.error("DICOM TLS listener on port %s not started: %s", cfg.tls_port, exc)
+            return
+        server.contexts = ContextsCopiedCheaply(server.contexts)
+        self._dicom_tls_server = server
+        self.dicom_tls_port = server.server_address[1]
+        self.tls_fingerprint = tls.fingerprint(cert)
 
     def _start_web(self) -> None:
         from waitress import create_server
@@ -282,12 +300,13 @@ class Appliance:
         if self.hl7 is not None:
             self.hl7.stop()
             self.hl7 = None
-        if self._dicom_server is not None:
-            # Open associations end with the listener, as they would with the process.
-            for assoc in self._dicom_server.active_associations:
-                assoc.abort()
-            _shutdown_promptly(self._dicom_server)
-            self._dicom_server = None
+        for server in (self._dicom_server, self._dicom_tls_server):
+            if server is not None:
+                # Open associations end with the listener, as they would with the process.
+                for assoc in server.active_associations:
+                    assoc.abort()
+                _shutdown_promptly(server)
+        self._dicom_server = self._dicom_tls_server = None
         for service in reversed(self.services):
             try:
                 service.stop()
@@ -299,9 +318,8 @@ class Appliance:
             server.task_dispatcher.shutdown(timeout=2)
 
             def close_all() -> None:  # runs in the web thread, between two polls
-                for channel in list(server._map.values()):
-                    if channel not in (server, server.trigger):
-                        channel.close()
+                for channel in compat.waitress_channels(server):
+                    channel.close()
                 server.close()  # the listening socket and the trigger: the map is empty
 
             server.trigger.pull_trigger(close_all)
@@ -333,6 +351,13 @@ class Appliance:
                 "associations": len(server.active_associations) if server else 0,
                 **(server.connection_counts() if server else {}),
             }
+            if self.config.dicom.tls:
+                parts["dicom_tls"] = (
+                    {"state": "running", "port": self.dicom_tls_port,
+                     "fingerprint_sha256": self.tls_fingerprint}
+                    if self._dicom_tls_server is not None
+                    else {"state": f"failed: {self.tls_error}" if self.tls_error else "stopped"}
+                )  # fmt: skip
             for service in self.services:
                 parts[service.name] = service.health()
             if self.hl7 is not None:

@@ -33,3 +33,29 @@ def read(data_dir: Path) -> str | None:
         return (Path(data_dir) / FILE_NAME).read_text().strip() or None
     except OSError:
         return None
+
+
+PORTS_FILE = "ports.json"
+
+
+def write_ports(data_dir: Path, ports: dict[str, int | None]) -> None:
+    """The ports the running box listens on (``appliance status`` finds a box started
+    with other ports than its configuration's there)."""
+    import json
+
+    path = Path(data_dir) / PORTS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**ports, "pid": os.getpid()}))
+    os.replace(tmp, path)
+
+
+def read_ports(data_dir: Path) -> dict[str, int]:
+    """The running box's ports, or {} when no box wrote them or that box is gone."""
+    import json
+
+    try:
+        ports = json.loads((Path(data_dir) / PORTS_FILE).read_text())
+        os.kill(int(ports.get("pid", 0)), 0)  # still running?
+    except (OSError, ValueError, TypeError, ProcessLookupError):
+        return {}
+    return {k: int(v) for k, v in ports.items() if isinstance(v, int)}

@@ -137,7 +137,7 @@ def run_appliance(work: Path, color: bool, repeat: int) -> dict[str, float]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "serve", "--config", str(cfg), "--data-dir", str(data),
-         "--host", "127.0.0.1", "--dicom-port", str(port), "--web-port", str(free_port()),
+         "--host", "127.0.0.1", "--dicom-port", str(port), "--dicom-tls-port", "0", "--web-port", str(free_port()),
          "--only", "dicom", "--log-level", "WARNING"],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -67,6 +67,8 @@ def index() -> Any:
         managed={r["name"]: r["managed_by"] for r in destinations.rows(store)},
         waiting=waiting,
         dead=queue.dead_letters(store, limit=PREVIEW),
+        unrouted=queue.unrouted(store, limit=PREVIEW),
+        unrouted_total=queue.unrouted_count(store),
         dead_total=sum(r["dead"] for r in rows),
     )
 
@@ -119,6 +121,20 @@ def retry(name: str) -> Any:
                      security.source())  # fmt: skip
     flash(gettext("%(n)s waiting items will be sent now.", n=n))
     return redirect(_back())
+
+
+@bp.post("/unrouted/route", endpoint="route")
+def route() -> Any:
+    """Queue every unrouted image to the destination chosen (a current one)."""
+    name = request.form.get("destination", "").strip()
+    if name not in _configured():
+        return refuse(400, "destination", "choose one of the configured destinations")
+    store = request_store()
+    n = queue.route_unrouted(store, name)
+    audit.record_now(store, security.actor(), "forward-route", name, f"{n} unrouted images",
+                     security.source())  # fmt: skip
+    flash(gettext("%(n)s unrouted images will be sent to %(name)s.", n=n, name=name))
+    return redirect(url_for("queues.index"))
 
 
 @bp.post("/<name>/resend")

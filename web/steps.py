@@ -61,6 +61,9 @@ def performed(step_pk: int) -> list[dict[str, Any]]:
 def _render(values: dict[str, str], errors: dict[str, str], step: dict | None = None) -> Any:
     store = request_store()
     known = None
+    if step is None and not values.get("next_accession"):
+        # A new step, shown again with its errors: still say which number it will get.
+        values = {**values, "next_accession": WorklistRepo(store).next_accession_number()}
     if "patient_id" in errors and values.get("patient_id"):
         known = lookups().patient(values["patient_id"])
     return render_template(
@@ -94,7 +97,8 @@ def _prefill_patient(values: dict[str, str], patient_id: str) -> None:
 def new() -> Any:
     repo = WorklistRepo(request_store())
     if request.method == "GET":
-        values = {"accession_number": repo.new_accession_number(), "priority": "ROUTINE"}
+        # Numbered when saved: the form only shows which number that will be (_render).
+        values = {"priority": "ROUTINE"}
         if request.args.get("patient_id"):
             _prefill_patient(values, request.args["patient_id"])
         if request.args.get("date"):

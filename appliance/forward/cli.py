@@ -39,6 +39,11 @@ def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) ->
     resend = actions.add_parser("resend", help="put dead letters (by id) back in the queue")
     add_common(resend)
     resend.add_argument("ids", type=int, nargs="+")
+    route = actions.add_parser(
+        "route", help="send every unrouted image (no destination took it) to a destination"
+    )
+    add_common(route)
+    route.add_argument("destination")
     echo = actions.add_parser("echo", help="C-ECHO a destination")
     add_common(echo)
     echo.add_argument("destination")
@@ -76,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     command = args.forward_command
     if command is None:
-        print("usage: appliance forward {status|waiting|dead|retry|resend|echo}", file=sys.stderr)
+        print(
+            "usage: appliance forward {status|waiting|dead|retry|resend|route|echo}",
+            file=sys.stderr,
+        )
         return 2
     store = open_store(cfg.data_dir)
     now = time.time()
@@ -85,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
             return _echo(cfg, _destinations(cfg, store), args.destination)
         if command == "status":
             names = [d.name for d in _destinations(cfg, store)]
+            if not names:
+                print("no destination is configured: received images are sent nowhere")
+            unrouted = queue.unrouted_count(store)
+            if unrouted:
+                print(
+                    f"unrouted: {unrouted} received images no destination took "
+                    "(appliance forward route DEST sends them)"
+                )
             for row in queue.summary(store, names, now, cfg.forward.stall_minutes * 60):
                 print(
                     f"{row['destination']:<16} waiting {row['waiting']:<6} held {row['held']:<5} "
@@ -123,6 +139,12 @@ def run(args: argparse.Namespace) -> int:
             _left_out(len(items), total, "dead letters (newest first)")
         elif command == "retry":
             print(f"{queue.retry_now(store, args.destination)} waiting items are due now")
+        elif command == "route":
+            if args.destination not in {d.name for d in _destinations(cfg, store)}:
+                print(f"no destination named {args.destination!r}", file=sys.stderr)
+                return 2
+            n = queue.route_unrouted(store, args.destination)
+            print(f"{n} unrouted images are queued to {args.destination}")
         elif command == "resend":
             print(f"{queue.resend(store, args.ids)} of {len(args.ids)} items are queued again")
     finally:

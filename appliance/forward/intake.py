@@ -27,13 +27,15 @@ import logging
 import os
 import select
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from appliance import edge, status
+from appliance import status
+from appliance.dicom import compat, edge
 from appliance.forward import wire
 from appliance.forward.receiver import SERVICE, Receiver, refusal_for
 
@@ -216,7 +218,7 @@ class Intake:
         self.receiver = receiver
         self.access = access
         self.storage_uids = storage_uids
-        self.original: Callable[[], None] = dul._read_pdu_data
+        self.original: Callable[[], None] = lambda: None  # pynetdicom's, once installed
         self.max_pdu = int(dul.assoc.acceptor.maximum_length or 0) or NO_LIMIT_CAP
         self.contexts: dict[int, tuple[str, str]] | None = None
         self.accepted: frozenset[int] | None = None
@@ -234,11 +236,11 @@ class Intake:
     def read_pdu_data(self) -> None:
         """Stands in for ``DULServiceProvider._read_pdu_data``."""
         dul = self.dul
-        if dul.state_machine.current_state != "Sta6":
+        sock = compat.raw_socket(dul)
+        if compat.dul_state(dul) != "Sta6" or sock is None:
             self._reset()
             self.original()
             return
-        sock = dul.socket.socket
         try:
             while True:
                 header = self._recv(sock, 6)
@@ -268,13 +270,15 @@ class Intake:
                 sock.sendall(edge.abort_pdu(edge.INVALID_PARAMETER))
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            dul.event_queue.put("Evt17")
+            compat.transport_closed(dul)
 
     def _more(self, sock: socket.socket) -> bool:
         """Wait a slice for the next PDU; False gives the reactor its turn."""
         dul = self.dul
-        if dul._kill_thread or dul.to_provider_queue.qsize() or dul.event_queue.qsize():
+        if compat.dul_has_work(dul):
             return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
         try:
             ready, _, _ = select.select([sock], [], [], WAIT_SLICE)
         except (OSError, ValueError):
@@ -297,6 +301,8 @@ class Intake:
         idle = self.dul.network_timeout
         whole = getattr(self.dul.socket, "pdu_timeout", None) or idle
         deadline = time.monotonic() + whole
+        if isinstance(sock, ssl.SSLSocket):
+            return self._recv_tls(sock, view, deadline, idle, whole)
         try:
             while got < size:
                 try:
@@ -319,6 +325,36 @@ class Intake:
             return None
         return view
 
+    def _recv_tls(
+        self, sock: ssl.SSLSocket, view: memoryview, deadline: float, idle: float, whole: float
+    ) -> memoryview | None:
+        """``_recv`` on a TLS connection: no MSG_DONTWAIT there, decrypted bytes may wait
+        unseen by select, and a record may arrive in parts, so each read has a timeout."""
+        got, size = 0, len(view)
+        try:
+            while got < size:
+                remaining = deadline - time.monotonic()
+                wait = max(min(remaining, idle), 0)
+                ready = sock.pending() or select.select([sock], [], [], wait)[0]
+                if not ready or remaining <= 0:
+                    log.warning(
+                        "association from %s closed: %s", self._calling(),
+                        f"a PDU not complete within {whole} s" if remaining <= idle
+                        else f"nothing for {idle} s inside a PDU",
+                    )  # fmt: skip
+                    return None
+                sock.settimeout(wait)
+                try:
+                    n = sock.recv_into(view[got:], size - got)
+                finally:
+                    sock.settimeout(None)
+                if not n:
+                    return None
+                got += n
+        except (OSError, ValueError):
+            return None
+        return view
+
     def _closed(self) -> None:
         """The connection ended without a release (PS3.8 Evt17); a message in the middle
         of its transfer is dropped."""
@@ -327,19 +363,12 @@ class Intake:
         else:
             log.info("connection from %s closed without a release", self._calling())
         self._reset()
-        self.dul.event_queue.put("Evt17")
+        compat.transport_closed(self.dul)
 
     def _hand_over(self, raw: bytes) -> None:
         """Give one whole PDU to pynetdicom, as its own reader would have."""
-        dul = self.dul
-        try:
-            pdu, event = dul._decode_pdu(bytearray(raw))
-        except Exception:  # pynetdicom's reader treats any decode failure as Evt19
-            log.error("unable to decode a PDU from %s", self._calling())
-            dul.event_queue.put("Evt19")
-            return
-        dul.event_queue.put(event)
-        dul._recv_pdu.put(pdu)
+        if not compat.hand_pdu_to_dul(self.dul, raw):  # queued as Evt19, as pynetdicom does
+            log.warning("unable to decode a PDU from %s", self._calling())
 
     # -- messages ----------------------------------------------------------------
 
@@ -513,7 +542,10 @@ class Intake:
         peer_max = int(self.dul.assoc.requestor.maximum_length or 0)
         step = wire.max_fragment(peer_max, max(len(rsp), 1))
         try:
-            self.dul.socket.socket.sendall(wire.fragments(rsp, self.context_id, step, wire.COMMAND))
+            sock = compat.raw_socket(self.dul)
+            if sock is None:
+                raise OSError("the connection is closed")
+            sock.sendall(wire.fragments(rsp, self.context_id, step, wire.COMMAND))
         except OSError:
             self._closed()
 
@@ -528,12 +560,6 @@ class Intake:
         self.held = []
 
 
-# What the intake uses of pynetdicom's DUL (pynetdicom 3.0); without any of them the
-# association keeps pynetdicom's own reader and C-STORE path (receiver.handle_store).
-DUL_INTERNALS = (
-    "_read_pdu_data", "_decode_pdu", "_recv_pdu", "event_queue", "to_provider_queue",
-    "state_machine", "_kill_thread", "network_timeout", "socket",
-)  # fmt: skip
 _warned: list[str] = []
 
 
@@ -543,7 +569,7 @@ def install(event: Any, receiver: Receiver, access: Any, storage_uids: Iterable[
     assoc = event.assoc
     if not assoc.is_acceptor:
         return
-    missing = [name for name in DUL_INTERNALS if not hasattr(assoc.dul, name)]
+    missing = compat.missing_internals(assoc.dul)
     if missing:
         if not _warned:
             _warned.append("yes")
@@ -553,4 +579,4 @@ def install(event: Any, receiver: Receiver, access: Any, storage_uids: Iterable[
             )
         return
     intake = Intake(assoc.dul, receiver, access, frozenset(storage_uids))
-    assoc.dul._read_pdu_data = intake.read_pdu_data
+    intake.original = compat.replace_pdu_reader(assoc.dul, intake.read_pdu_data)

@@ -678,3 +678,46 @@ def resend(store: Store, queue_ids: Iterable[int], now: float | None = None) -> 
             )
             count += cur.rowcount
     return count
+
+
+# -- instances no destination took -----------------------------------------------------
+# Received and acknowledged, kept in the spool (retention only removes instances every
+# row of which was delivered), but routed nowhere: no destination existed, or none of
+# their rules matched. They are listed and can be sent to a destination later.
+
+_UNROUTED = """FROM forward_instances i
+    WHERE i.removed_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM forward_queue q WHERE q.instance_id = i.id)"""
+
+
+def unrouted_count(store: Store) -> int:
+    """How many kept instances have no queue row at all."""
+    return int(store.query(f"SELECT COUNT(*) AS n {_UNROUTED}")[0]["n"])
+
+
+def unrouted(store: Store, limit: int | None = 100) -> list[dict[str, Any]]:
+    """Kept instances routed nowhere, oldest first."""
+    return store.query(
+        f"""SELECT i.id, i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae,
+                   i.received_at {_UNROUTED} ORDER BY i.received_at, i.id LIMIT ?""",
+        (-1 if limit is None else limit,),
+    )
+
+
+def route_unrouted(
+    store: Store,
+    destination: str,
+    instance_ids: Iterable[int] | None = None,
+    now: float | None = None,
+) -> int:
+    """Queue unrouted instances (these ``instance_ids``, or all) to ``destination``;
+    returns how many were queued."""
+    now = time.time() if now is None else now
+    with store.write() as db:
+        rows = db.execute(f"SELECT i.id {_UNROUTED}").fetchall()
+        wanted = {r[0] for r in rows}
+        if instance_ids is not None:
+            wanted &= {int(i) for i in instance_ids}
+        for instance_id in sorted(wanted):
+            _add_rows(db, instance_id, [destination], now)
+        return len(wanted)

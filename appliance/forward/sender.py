@@ -409,7 +409,7 @@ def _uncompressed(path: Path, stored: UID) -> Any:
         except Exception as exc:  # any plugin failure means: cannot send uncompressed
             raise PermanentError(
                 f"the PACS takes only uncompressed data and {stored.name} could not be "
-                f"decompressed ({type(exc).__name__})"
+                f"decompressed: {_decode_failure(exc)}"
             ) from exc
     elif stored == ExplicitVRBigEndian:
         _to_little_endian(ds)
@@ -418,6 +418,23 @@ def _uncompressed(path: Path, stored: UID) -> Any:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.set_original_encoding(False, True, ds.get("SpecificCharacterSet"))
     return ds
+
+
+DECODE_FAILURE_CHARS = 300  # of the plugins' own messages kept in the reason
+
+
+def _decode_failure(exc: Exception) -> str:
+    """What the pixel plugins said, on one line: no plugin for the syntax, or each
+    plugin's error (pydicom tries every installed one in turn)."""
+    if isinstance(exc, NotImplementedError):
+        return "no installed pixel plugin decodes this syntax"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Unable to decode"):
+        lines = lines[1:]  # "Unable to decode as exceptions were raised by all ... plugins:"
+    text = "; ".join(lines) or type(exc).__name__
+    if len(text) > DECODE_FAILURE_CHARS:
+        text = text[: DECODE_FAILURE_CHARS - 3] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 # Bytes per value of the binary VRs whose values a big endian file stores byte-swapped.

@@ -237,6 +237,7 @@ class ForwardService:
             "spool_free_mb": None if free is None else free // (1024 * 1024),
             "received_since_start": self.receiver.streamed,
             "destinations": dests,
+            "unrouted": queue.unrouted_count(self.store),
             "commitment": self.committer.health(),
             "retention": self.retention.health(),
         }

@@ -30,10 +30,11 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from appliance.dicom import compat
 from appliance.forward.wire import (
     COMMAND,
     COMMAND_FIELD,
@@ -209,27 +210,24 @@ class SocketGuard:
         self.lock = threading.Lock()
         self.skipped = 0  # reactor rounds that left the socket alone
         self.acting = 0  # reactor actions waiting for the lock or running (0 or 1)
-        self._transport_event = dul._is_transport_event
-        self._do_action = dul.state_machine.do_action
-        dul._is_transport_event = self._poll
-        dul.state_machine.do_action = self._act
+        compat.wrap_reactor(dul, self._poll, self._act)
 
-    def _poll(self) -> bool:
+    def _poll(self, transport_event: Callable[[], bool]) -> bool:
         """The reactor's socket check, skipped while the socket is ours."""
         if not self.lock.acquire(blocking=False):
             self.skipped += 1
             return False
         try:
-            return bool(self._transport_event())
+            return bool(transport_event())
         finally:
             self.lock.release()
 
-    def _act(self, event: str) -> None:
+    def _act(self, do_action: Callable[[str], None], event: str) -> None:
         """A state machine action (PS3.8 9.2), after the socket is given back."""
         self.acting += 1
         try:
             with self.lock:
-                self._do_action(event)
+                do_action(event)
         finally:
             self.acting -= 1
 
@@ -251,7 +249,7 @@ def install_guard(event: Any) -> None:
 
 def guard_of(assoc: Any) -> SocketGuard | None:
     """The association's SocketGuard, if ``install_guard`` ran for it."""
-    owner = getattr(getattr(assoc.dul, "_is_transport_event", None), "__self__", None)
+    owner = getattr(compat.reactor_wrapper(assoc.dul), "__self__", None)
     return owner if isinstance(owner, SocketGuard) else None
 
 
@@ -297,13 +295,12 @@ class StoreWire:
             raise WireError("the DUL reactor did not let go of the socket")
         dul = self.assoc.dul
         try:
-            sock = getattr(dul.socket, "socket", None)
-            current = dul.state_machine.current_state
+            sock = compat.raw_socket(dul)
             if (
                 sock is None
                 or not self.assoc.is_established
-                or current != "Sta6"
-                or not dul.event_queue.empty()
+                or compat.dul_state(dul) != "Sta6"
+                or compat.events_pending(dul)
             ):
                 # The PACS aborted between two messages, or a release or abort is due.
                 raise WireError("the association ended before the C-STORE")
@@ -313,7 +310,7 @@ class StoreWire:
             finally:
                 with contextlib.suppress(OSError):
                     sock.settimeout(previous)
-                dul._idle_timer.restart()
+                compat.restart_idle_timer(dul)
         finally:
             self.guard.lock.release()
 
@@ -332,17 +329,17 @@ class StoreWire:
                 sock.sendall(batch)
             except OSError as exc:
                 raise WireError(f"writing the data set failed ({exc})", broken=True) from exc
-            self.assoc.dul._idle_timer.restart()  # not idle: the network timeout waits
+            compat.restart_idle_timer(self.assoc.dul)  # not idle: the network timeout waits
 
     def _abort(self, reason: str, broken: bool) -> None:
         """End the association through pynetdicom; a half-written PDU shuts the socket first."""
         self.failure = reason
         if broken:
-            sock = getattr(self.assoc.dul.socket, "socket", None)
+            sock = compat.raw_socket(self.assoc.dul)
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-        if self.assoc.dul.state_machine.current_state == "Sta6":
+        if compat.dul_state(self.assoc.dul) == "Sta6":
             self.assoc.abort()
         else:  # the DUL already handles the peer's A-ABORT or a closed connection
             self.assoc.kill()

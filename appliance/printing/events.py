@@ -22,18 +22,15 @@ from pydicom.dataset import Dataset
 from pynetdicom.dimse_primitives import N_EVENT_REPORT
 from pynetdicom.dsutils import encode
 
+from appliance.dicom import compat
+
 log = logging.getLogger(__name__)
 
 POLL = 0.0002
 
 
 def _pause(assoc: Any, deadline: float) -> bool:
-    assoc._reactor_checkpoint.clear()
-    while not assoc._is_paused:
-        if not assoc.is_established or time.monotonic() > deadline:
-            return False
-        time.sleep(POLL)
-    return True
+    return compat.pause_reactor(assoc, deadline, POLL)
 
 
 def send_event_report(
@@ -49,7 +46,7 @@ def send_event_report(
     """Send one N-EVENT-REPORT; returns the response status, or None if none came."""
     if not assoc.is_established:
         return None
-    context = assoc._get_valid_context(meta_uid or class_uid, "", None)
+    context = compat.context_for(assoc, meta_uid or class_uid)
     syntax = context.transfer_syntax[0]
     req = N_EVENT_REPORT()
     req.MessageID = msg_id
@@ -67,18 +64,18 @@ def send_event_report(
             return None
         dimse.send_msg(req, context.context_id)
         while assoc.is_established and time.monotonic() < deadline:
-            if assoc.dul.peek_next_pdu() is not None:
+            if compat.peer_pdu_waiting(assoc):
                 return None  # the peer releases or aborts: its reactor will not answer us
-            _cx, msg = dimse.peek_msg()
+            msg = compat.peek_dimse(assoc)
             if msg is None:
                 time.sleep(POLL)
                 continue
             if isinstance(msg, N_EVENT_REPORT) and msg.MessageIDBeingRespondedTo == msg_id:
-                dimse.get_msg(block=False)
+                compat.take_dimse(assoc)
                 return int(msg.Status) if msg.Status is not None else None
             # A request from the peer came first: let the reactor serve it, then pause again.
-            assoc._reactor_checkpoint.set()
-            while assoc.is_established and dimse.peek_msg()[1] is msg:
+            compat.resume_reactor(assoc)
+            while assoc.is_established and compat.peek_dimse(assoc) is msg:
                 if time.monotonic() > deadline:
                     return None
                 time.sleep(POLL)
@@ -86,7 +83,7 @@ def send_event_report(
                 return None
         return None
     finally:
-        assoc._reactor_checkpoint.set()
+        compat.resume_reactor(assoc)
 
 
 Item = tuple["weakref.ref[Any]", str, int, Dataset, str, str]
@@ -155,8 +152,8 @@ class EventSender:
                 status = send_event_report(
                     assoc, info, event_type, class_uid, instance_uid, meta_uid, msg_id, self.timeout
                 )
-            except (ValueError, RuntimeError, OSError) as exc:
-                log.warning("print event report not sent: %s", exc)
+            except Exception as exc:  # the thread serves every association: it must go on
+                log.warning("print event report not sent: %s: %s", type(exc).__name__, exc)
                 status = None
             self.sent.append((instance_uid, event_type, status))
             del self.sent[:-100]

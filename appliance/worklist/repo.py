@@ -307,8 +307,9 @@ class WorklistRepo:
         return int(cur.lastrowid or 0)
 
     @staticmethod
-    def _next_accession(db: sqlite_utils.Database) -> str:
-        """A new accession number: date plus a counter kept in settings (unique, 16 chars max)."""
+    def _next_accession(db: sqlite_utils.Database, reserve: bool = True) -> str:
+        """A new accession number: date plus a counter kept in settings (unique, 16 chars
+        max). Only a save reserves it (``reserve``): a form shown and left costs no number."""
         day = date.today().strftime("%y%m%d")
         key = f"accession_seq:{day}"
         row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
@@ -320,7 +321,8 @@ class WorklistRepo:
                 "SELECT 1 FROM procedures WHERE accession_number = ?", (candidate,)
             ).fetchone():
                 break
-        db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, str(n)))
+        if reserve:
+            db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, str(n)))
         return candidate
 
     @staticmethod
@@ -340,10 +342,10 @@ class WorklistRepo:
         if row:
             raise ValidationError("accession_number", "is already in use")
 
-    def new_accession_number(self) -> str:
-        """A fresh accession number to offer in a form (reserved by the counter)."""
-        with self.store.write() as db:
-            return self._next_accession(db)
+    def next_accession_number(self) -> str:
+        """The accession number the next save without one will get (not reserved)."""
+        with self.store.read() as db:
+            return self._next_accession(db, reserve=False)
 
     # -- reads ---------------------------------------------------------------
 

@@ -84,6 +84,8 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
             str(dport),
             "--web-port",
             str(wport),
+            "--dicom-tls-port",
+            "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -109,6 +111,11 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         assert re.search(rf"dicom +running +.*ae_title=APPLIANCE, .*port={dport}\b", status.stdout)
         assert f"C-ECHO APPLIANCE@{dport}: success" in status.stdout
+        # Started on other ports than its configuration's: status finds them by itself.
+        status = run("status", "--data-dir", str(tmp_path / "d"))
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"C-ECHO APPLIANCE@{dport}: success" in status.stdout
+        assert "{" not in status.stdout  # health in words, not Python dicts
         # Without the box's key (another data directory, no token): up or down only.
         status = run("status", "--data-dir", str(tmp_path / "elsewhere"), *ports)
         assert status.returncode == 0, status.stdout + status.stderr
@@ -122,6 +129,7 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
         assert proc.returncode == 0
         err = proc.stderr.read()
         assert "stopped" in err
+        assert f"http://127.0.0.1:{wport}/" in err and "0.0.0.0" not in err
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -143,3 +151,11 @@ def test_status_when_nothing_runs() -> None:
     out = run("status", "--web-port", str(free_port()))
     assert out.returncode == 1
     assert "not running" in out.stdout
+
+
+def test_the_start_message_names_addresses_a_person_can_open() -> None:
+    from appliance import cli
+
+    everywhere = cli._addresses("0.0.0.0")
+    assert everywhere[-1] == "127.0.0.1" and "0.0.0.0" not in everywhere
+    assert cli._addresses("192.0.2.7") == ["192.0.2.7"]

@@ -30,6 +30,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification
 
 from appliance import status
+from appliance.dicom import compat
 from appliance.server import Appliance
 from tests.forward_factories import encoded, make_ct, write_series
 from tests.forward_helpers import MODALITY, forward_config, pacs_destination, send_files
@@ -79,6 +80,7 @@ def test_fragmented_commands_and_data_sets_are_reassembled(
 
 
 @pytest.mark.parametrize("pdu", [4096, 65536])
+@pytest.mark.interop  # needs a peer program
 def test_storescu_with_small_and_large_pdus(
     start_appliance: Callable[..., Appliance], tmp_path: Path, pdu: int
 ) -> None:
@@ -336,9 +338,7 @@ def test_without_the_intake_pynetdicom_stores_the_same_way(
 ) -> None:
     """A pynetdicom whose DUL lacks what the intake uses: C-STORE still spools and queues,
     through pynetdicom's own path, with the same statuses."""
-    from appliance.forward import intake
-
-    monkeypatch.setattr(intake, "DUL_INTERNALS", (*intake.DUL_INTERNALS, "_not_in_pynetdicom"))
+    monkeypatch.setattr(compat, "DUL_INTERNALS", (*compat.DUL_INTERNALS, "_not_in_pynetdicom"))
     app = start_appliance(forward_config([NOWHERE]))
     paths = write_series(tmp_path / "in", 2)
     assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 2

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pydicom import dcmread
 from pydicom.uid import (
     ExplicitVRBigEndian,
@@ -34,6 +35,7 @@ def _rows(app: Appliance) -> list[dict]:
     )
 
 
+@pytest.mark.interop  # needs a peer program
 def test_big_endian_instance_is_converted_for_a_little_endian_pacs(
     start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
 ) -> None:

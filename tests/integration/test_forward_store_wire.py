@@ -224,7 +224,9 @@ def test_statuses_and_error_comments_reach_retry_and_dead_letters(
     assert dead[uids[3]]["last_status"] == status.SOP_CLASS_NOT_SUPPORTED
     sender = senders(app, "pacs")[0]
     assert sender.wire_stores == 5  # four first tries and the retry, all on the wire
-    assert "archive disk full" in sender.last_error or "not here" in sender.last_error
+    # The PACS's own comments reach the sender's last error (A700 now backs the whole
+    # destination off, so which failure came last depends on the retry order).
+    assert any(c in sender.last_error for c in ("archive disk full", "no pixel module", "not here"))
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ def _write_config(path: Path, data_dir: Path, pacs: Orthanc) -> None:
 [dicom]
 host = "127.0.0.1"
 port = 0
+tls_port = 0
 [web]
 host = "127.0.0.1"
 port = 0
@@ -63,7 +64,7 @@ class ApplianceProcess:
 
     def _port(self) -> str | None:
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
-        found = re.findall(r"DICOM \S+ on port (\d+)", self.log.read_text())
+        found = re.findall(r"appliance: DICOM \S+ on port (\d+)", self.log.read_text())
         return found[-1] if found else None
 
     def kill9(self) -> None:

@@ -19,7 +19,8 @@ def test_defaults_work_without_a_file() -> None:
     assert cfg.dicom.ae_title == "APPLIANCE"
     assert cfg.dicom.port == 11112
     assert cfg.web.port == 8080
-    assert cfg.data_dir == Path("appliance-data")
+    # Absolute from the start (issue 15: a relative one was looked up under web/).
+    assert cfg.data_dir == Path.cwd() / "appliance-data" and cfg.data_dir.is_absolute()
     assert cfg.devices == () and cfg.destinations == () and cfg.printers == ()
 
 
@@ -194,3 +195,13 @@ def test_print_profiles_load_and_are_unique_per_called_ae() -> None:
     with pytest.raises(ConfigError) as info:
         config_mod.from_mapping({"print_profiles": [{"ae_title": "X"}, {"ae_title": "X"}]})
     assert info.value.setting == "print_profiles[1].ae_title"
+
+
+def test_every_configured_path_is_absolute(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ca.pem").write_text("x")
+    cfg = config_mod.from_mapping({"data_dir": "rel/data", "dicom": {"tls_ca": "ca.pem"}})
+    assert cfg.data_dir == tmp_path / "rel" / "data"
+    assert cfg.dicom.tls_ca == str(tmp_path / "ca.pem")
+    cfg = config_mod.with_overrides(cfg, data_dir="other")
+    assert cfg.data_dir == tmp_path / "other"

@@ -212,6 +212,7 @@ def _pdf_image_streams(data: bytes) -> list[bytes]:
     return out
 
 
+@pytest.mark.interop  # needs a peer program
 def test_pdf_is_lossless_and_has_the_paper_size(tmp_path) -> None:
     pdftoppm = require_peer("pdftoppm")
     film = FilmSpec("STANDARD\\2,1", "8INX10IN")

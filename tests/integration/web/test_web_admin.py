@@ -99,6 +99,17 @@ def test_unknown_device_is_404(web: Web, admin: FlaskClient) -> None:
     assert post(admin, "/admin/devices/NOPE/delete").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "url", ["/admin/devices/new", "/admin/destinations/new", "/admin/catalog", "/steps/new"]
+)
+def test_forms_never_cut_what_is_typed(admin: FlaskClient, url: str) -> None:
+    """No maxlength: a browser silently cuts "CT-ROOM-ONE-TOO-LONG" to 16 characters;
+    the server refuses it instead, naming the field (test_bad_device_input)."""
+    page = admin.get(url)
+    assert page.status_code == 200
+    assert "maxlength" not in page.text
+
+
 # -- users and tokens -------------------------------------------------------------------
 
 

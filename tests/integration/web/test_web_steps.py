@@ -39,7 +39,11 @@ def only_step(web: Web) -> dict:
 
 def test_new_form_offers_accession_stations_and_catalog(web: Web, desk: FlaskClient) -> None:
     page = desk.get("/steps/new").text
-    assert 'name="accession_number" type="text" value="A' in page
+    # Empty: numbered when saved; the placeholder says which number that will be.
+    assert re.search(
+        r'name="accession_number" type="text" value="" placeholder="assigned when saved: A\d{10}"',
+        page,
+    )
     assert 'value="CT1"' in page and 'value="MR1"' in page
     assert 'value="PACS"' not in page  # not a modality
     assert 'value="CTHEAD"' in page and "CT Head" in page
@@ -69,8 +73,10 @@ def test_schedule_a_japanese_patient(web: Web, desk: FlaskClient) -> None:
 
 
 def test_alphabetic_name_only_and_generated_accession(web: Web, desk: FlaskClient) -> None:
-    page = desk.get("/steps/new").text
-    offered = re.search(r'name="accession_number" type="text" value="([^"]+)"', page).group(1)
+    for _ in range(3):  # views of the form cost no number
+        page = desk.get("/steps/new").text
+    offered = re.search(r'placeholder="assigned when saved: ([^"]+)"', page).group(1)
+    assert offered.endswith("0001")
     data = {
         **JAPANESE,
         "name_ideo_family": "",
@@ -78,10 +84,14 @@ def test_alphabetic_name_only_and_generated_accession(web: Web, desk: FlaskClien
         "name_phon_family": "",
         "name_phon_given": "",
     }
-    data["accession_number"] = offered
+    data["accession_number"] = ""
     assert post(desk, "/steps/new", data).status_code == 302
     step = only_step(web)
     assert step["patient_name"] == "Yamada^Tarou" and step["accession_number"] == offered
+    # The next one follows without a gap.
+    page = desk.get("/steps/new").text
+    following = re.search(r'placeholder="assigned when saved: ([^"]+)"', page).group(1)
+    assert following == offered[:-4] + "0002"
 
 
 BAD = [

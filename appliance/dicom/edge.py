@@ -26,6 +26,7 @@ import contextlib
 import logging
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -37,6 +38,8 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from appliance.dicom import compat
 
 log = logging.getLogger(__name__)
 
@@ -164,21 +167,35 @@ def read_until(sock: socket.socket, size: int, deadline: float, idle: float | No
     """``size`` bytes, or fewer when the peer closed, ``deadline`` (monotonic) passed or
     nothing came for ``idle`` seconds."""
     out = bytearray()
-    while len(out) < size:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            wait = remaining if idle is None else min(remaining, idle)
-            ready, _, _ = select.select([sock], [], [], wait)
-            if not ready:
+    tls = isinstance(sock, ssl.SSLSocket)
+    try:
+        previous = sock.gettimeout()
+    except OSError:
+        return b""
+    try:
+        while len(out) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
+            wait = remaining if idle is None else min(remaining, idle)
+            # A TLS socket may hold decrypted bytes select cannot see; and a readable
+            # TLS socket may hold only part of a record, so the read itself has a limit.
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                ready, _, _ = select.select([sock], [], [], wait)
+                if not ready:
+                    break
+            if tls:
+                sock.settimeout(wait)
             chunk = sock.recv(min(size - len(out), 65536))
-        except (OSError, ValueError):
-            break
-        if not chunk:
-            break
-        out.extend(chunk)
+            if not chunk:
+                break
+            out.extend(chunk)
+    except (OSError, ValueError):
+        pass
+    finally:
+        if tls:
+            with contextlib.suppress(OSError):
+                sock.settimeout(previous)
     return bytes(out)
 
 
@@ -256,7 +273,8 @@ class EdgeSocket(AssociationSocket):
         idle = self.assoc.network_timeout
         rest = read_until(sock, want, start + self.pdu_timeout, idle)
         out += rest
-        if len(rest) < want and sock.fileno() >= 0:
+        partial = 0 < len(out) < nr_bytes  # a PDU cut off, not a connection ending between
+        if len(rest) < want and sock.fileno() >= 0 and (partial or self._late(start)):
             waited = time.monotonic() - start
             log.warning(
                 "association from %s closed: %s",
@@ -266,6 +284,9 @@ class EdgeSocket(AssociationSocket):
                 else "the connection ended or went silent inside a PDU",
             )
         return out
+
+    def _late(self, start: float) -> bool:
+        return time.monotonic() - start >= self.pdu_timeout
 
     def _peer(self) -> str:
         try:
@@ -326,6 +347,12 @@ class _Budget:
             return oldest[0]
         return None
 
+    def replace(self, old: socket.socket, new: socket.socket) -> None:
+        """The waiting connection's socket is now ``new`` (wrapped in TLS)."""
+        with self.lock:
+            if old in self.waiting:
+                self.waiting[new] = self.waiting.pop(old)
+
     def associated(self, sock: socket.socket) -> bool:
         """Moved from waiting to associated; False if it was evicted meanwhile."""
         with self.lock:
@@ -385,31 +412,14 @@ class EdgeHandler(RequestHandler):
         assoc.start()
 
     def _create_edge_association(self, sock: socket.socket, first: bytes) -> Association:
-        """As ``RequestHandler._create_association`` (pynetdicom 3.0), with an EdgeSocket."""
-        from pynetdicom._globals import MODE_ACCEPTOR
-
+        """An acceptor as pynetdicom makes it, on an EdgeSocket that replays ``first``."""
         server: EdgeServer = self.server  # type: ignore[assignment]
-        ae = self.ae
-        assoc = Association(ae, MODE_ACCEPTOR)
-        assoc._server = server
-        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        cap = ae.maximum_pdu_size or UNLIMITED_PDU_CAP
         # A PDU's length counts its 6-byte header (PS3.8 9.3.1 counts only the rest).
-        assoc.set_socket(EdgeSocket(assoc, sock, first, server.pdu_timeout, cap + 6))
-        assoc.acceptor.maximum_length = ae.maximum_pdu_size
-        assoc.acceptor.ae_title = server.ae_title
-        assoc.acceptor.address_info = self.local
-        assoc.acceptor.implementation_class_uid = ae.implementation_class_uid
-        assoc.acceptor.implementation_version_name = ae.implementation_version_name
-        assoc.acceptor.supported_contexts = server.copy_contexts()
-        assoc.requestor.address_info = self.remote
-        for event, bound in server._handlers.items():
-            if event.is_intervention and bound:
-                assoc.bind(event, *bound)
-            elif isinstance(event, evt.NotificationEvent):
-                for handler in bound:
-                    assoc.bind(event, handler[0], handler[1])  # type: ignore[index]
-        return assoc
+        cap = (self.ae.maximum_pdu_size or UNLIMITED_PDU_CAP) + 6
+        return compat.new_acceptor(
+            server, self.ae, self.local, self.remote,
+            lambda assoc: EdgeSocket(assoc, sock, first, server.pdu_timeout, cap),
+        )  # fmt: skip
 
 
 class EdgeServer(ThreadedAssociationServer):
@@ -426,12 +436,52 @@ class EdgeServer(ThreadedAssociationServer):
         self.associate_timeout = float(settings.associate_timeout)
         self.edge_associations: dict[int, Association] = {}
         self._throttle = _Throttled()
+        self.tls: ssl.SSLContext | None = kwargs.pop("tls", None)
         super().__init__(*args, **kwargs)
 
-    def copy_contexts(self) -> Any:
-        import copy
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept only: a TLS handshake happens in the connection's own thread, within
+        the associate timeout (pynetdicom would do it here, in the accept loop, where one
+        silent peer stops every other)."""
+        assert self.socket is not None
+        return self.socket.accept()
 
-        return copy.deepcopy(self.contexts)
+    def _handshake(self, sock: socket.socket, address: str) -> ssl.SSLSocket | None:
+        """The TLS handshake within ``dicom.associate_timeout``; None (logged) if it fails."""
+        assert self.tls is not None
+        deadline = time.monotonic() + self.associate_timeout
+        try:
+            tls = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ValueError) as exc:
+            log.warning("TLS connection from %s refused: %s", address, exc)
+            return None
+        self.budget.replace(sock, tls)
+        tls.setblocking(False)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no TLS handshake within {self.associate_timeout} s")
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    select.select([tls], [], [], remaining)
+                except ssl.SSLWantWriteError:
+                    select.select([], [tls], [], remaining)
+        except Exception as exc:  # ssl errors, timeouts, a socket closed by an eviction
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            self._throttle.warning(
+                address,
+                "tls",
+                f"TLS connection from {address} refused: {reason}"
+                + (" (plain DICOM on the TLS port?)" if "VERSION" in str(reason) else ""),
+            )
+            self._close(tls)
+            self.budget.replace(tls, sock)  # released under the socket the caller holds
+            return None
+        tls.setblocking(True)
+        return tls
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """In the accept loop: admit within the budgets, or close at once."""
@@ -454,6 +504,11 @@ class EdgeServer(ThreadedAssociationServer):
     def _serve(self, sock: socket.socket, client_address: Any) -> None:
         address = str(client_address[0])
         try:
+            if self.tls is not None:
+                wrapped = self._handshake(sock, address)
+                if wrapped is None:
+                    return
+                sock = wrapped
             try:
                 first = read_first_pdu(sock, self.associate_timeout)
             except _Late as late:

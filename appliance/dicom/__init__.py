@@ -1,0 +1,1 @@
+"""The DICOM listener's plumbing shared by every service: pynetdicom internals (compat)."""

@@ -1,0 +1,119 @@
+"""DICOM TLS (PS3.15 Annex B, BCP 195): the box's certificate and the TLS contexts.
+
+The certificate and key come from ``dicom.tls_cert`` / ``dicom.tls_key``; without them a
+self-signed pair (ECDSA P-256, ten years, the host's name and loopback as subject
+alternative names) is made in ``DATA_DIR/tls/`` at the first start and kept. Its SHA-256
+fingerprint is what a PACS administrator pins or checks (the web page shows it).
+
+Server and client contexts: TLS 1.2 or newer, BCP 195 cipher suites (ECDHE with AES-GCM
+or ChaCha20-Poly1305; TLS 1.3 suites as OpenSSL has them). With ``dicom.tls_ca`` set,
+a peer on the TLS port must present a certificate that CA signed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import os
+import socket
+import ssl
+from pathlib import Path
+
+BCP195_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """The box's own certificate and key in ``directory`` (made once, kept)."""
+    cert_path, key_path = directory / "appliance.crt", directory / "appliance.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    host = socket.gethostname() or "appliance"
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName(host),
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    tmp_key = key_path.with_suffix(".tmp")
+    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    tmp_key.replace(key_path)
+    tmp_cert = cert_path.with_suffix(".tmp")
+    tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    tmp_cert.replace(cert_path)
+    return cert_path, key_path
+
+
+def certificate_files(data_dir: Path, cert: str, key: str) -> tuple[Path, Path]:
+    """The configured pair, else the self-signed one."""
+    if cert and key:
+        return Path(cert), Path(key)
+    return self_signed(Path(data_dir) / "tls")
+
+
+def fingerprint(cert_path: Path) -> str:
+    """SHA-256 of the certificate (DER), as ``AB:CD:...``."""
+    der = ssl.PEM_cert_to_DER_cert(Path(cert_path).read_text())
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(BCP195_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    return ctx
+
+
+def server_context(cert: Path, key: Path, ca: str = "") -> ssl.SSLContext:
+    """The TLS listener's context; with ``ca``, peers must present a certificate it signed."""
+    ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    ctx.load_cert_chain(str(cert), str(key))
+    if ca:
+        ctx.load_verify_locations(cafile=ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_context(ca: str, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """A context toward a TLS peer verified by ``ca`` (a PACS), presenting the box's pair."""
+    ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    if ca:
+        ctx.load_verify_locations(cafile=ca)
+    else:
+        ctx.load_default_certs()
+    if cert and key:
+        ctx.load_cert_chain(str(cert), str(key))
+    return ctx

@@ -1,0 +1,120 @@
+"""Contract tests for appliance/dicom/compat.py: what it relies on in pynetdicom (and in
+socketserver and waitress) is still there and still means the same.
+
+A failure here after an upgrade means: read the changed code in the new version, adapt
+the one function in compat.py that uses it, then update the recorded source digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import socketserver
+import threading
+
+import pydicom
+import pynetdicom
+import pytest
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import StateMachine
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import AssociationSocket, RequestHandler
+
+from appliance.dicom import compat
+
+# The source of the private functions whose behaviour compat.py copies or replaces, as
+# read for compat.READ_FROM. A new digest means their code changed: read it again.
+SOURCES = {
+    RequestHandler._create_association: "05c8d12b79863cdb",  # copied by new_acceptor
+    DULServiceProvider._read_pdu_data: "19f2d4e38c13c835",  # replaced by the intake
+    DULServiceProvider._is_transport_event: "8725ed03bb8fbdef",  # wrapped by the guard
+    DULServiceProvider._decode_pdu: "fc71dd1bf853e1ce",  # used by hand_pdu_to_dul
+    Association._get_valid_context: "117a52c2ae6720e0",  # used by context_for
+}
+
+
+def test_the_versions_compat_was_read_from() -> None:
+    assert pynetdicom.__version__ == compat.READ_FROM
+    assert pydicom.__version__.startswith("3.0.")
+
+
+@pytest.mark.parametrize("func", list(SOURCES), ids=lambda f: f.__qualname__)
+def test_private_code_is_as_read(func) -> None:
+    digest = hashlib.sha256(inspect.getsource(func).encode()).hexdigest()[:16]
+    assert digest == SOURCES[func], f"{func.__qualname__} changed: re-read it for compat.py"
+
+
+def test_signatures() -> None:
+    assert list(inspect.signature(DULServiceProvider._decode_pdu).parameters) == [
+        "self",
+        "bytestream",
+    ]
+    assert list(inspect.signature(StateMachine.do_action).parameters) == ["self", "event"]
+    assert list(inspect.signature(DIMSEServiceProvider.get_msg).parameters)[:2] == [
+        "self",
+        "block",
+    ]
+    assert "_transfer_syntax" in PresentationContext().__dict__
+    assert isinstance(inspect.getattr_static(AssociationSocket, "ready"), property)
+    assert list(inspect.signature(AssociationSocket.recv).parameters) == ["self", "nr_bytes"]
+
+
+def test_socketserver_and_waitress_names() -> None:
+    server = socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+    try:
+        assert compat.shutdown_requested(server) is False  # the flag exists and is clear
+    finally:
+        server.server_close()
+    from waitress import create_server
+
+    web = create_server(lambda env, start: [], host="127.0.0.1", port=0)
+    try:
+        assert compat.waitress_channels(web) == []
+    finally:
+        web.close()
+
+
+def test_on_a_live_association() -> None:
+    """The functions work on a real pynetdicom association over loopback."""
+    scp = AE(ae_title="SCP")
+    scp.add_supported_context(Verification)
+    server = scp.start_server(("127.0.0.1", 0), block=False)
+    try:
+        scu = AE(ae_title="SCU")
+        scu.add_requested_context(Verification)
+        polled = threading.Event()
+
+        def poll(original):
+            polled.set()
+            return original()
+
+        assoc = scu.associate(
+            "127.0.0.1",
+            server.server_address[1],
+            ae_title="SCP",
+            evt_handlers=[
+                (evt.EVT_CONN_OPEN, lambda e: compat.wrap_reactor(e.assoc.dul, poll, lambda a, ev: a(ev)))
+            ],
+        )  # fmt: skip
+        assert assoc.is_established
+        dul = assoc.dul
+        assert compat.missing_internals(dul) == []
+        assert compat.dul_state(dul) == "Sta6"
+        assert compat.raw_socket(dul) is not None
+        assert compat.reactor_wrapper(dul) is poll
+        assert polled.wait(2)
+        assert compat.context_for(assoc, Verification).context_id == 1
+        assert compat.peer_pdu_waiting(assoc) is False
+        assert compat.peek_dimse(assoc) is None
+        assert compat.pause_reactor(assoc, deadline=1e12)
+        compat.resume_reactor(assoc)
+        assert assoc.send_c_echo().Status == 0x0000  # the wrapped reactor still works
+        compat.restart_idle_timer(dul)
+        assoc.release()
+        assert isinstance(assoc, Association)
+    finally:
+        server.shutdown()
