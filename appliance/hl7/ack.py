@@ -1,21 +1,26 @@
 """Original-mode acknowledgments: ACK with MSA and ERR segments (HL7 v2.5.1 2.9.2, 2.15.5).
 
-Pure. The ACK is built from the received message by python-hl7 (``create_ack``), repeats
-its MSH-18 so the sender reads it in its own character set, and carries one ERR segment
+Pure. The ACK answers the received message as python-hl7 parsed it, repeats its MSH-18 so the sender reads it in its own character set, and carries one ERR segment
 per error: ERR-2 location, ERR-3 Table 0357 code, ERR-4 severity, ERR-8 the reason.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import hl7
 
-from appliance.hl7.mapping import ERROR_TEXT, Location, escape
+from appliance.hl7.mapping import ERROR_TEXT, Location, escape, value
 
 ACCEPT = "AA"
 ERROR = "AE"
 REJECT = "AR"
+
+
+def _raw(msh: hl7.Segment, n: int) -> str:
+    """MSH-n as received (components and escapes kept), '' when the segment is shorter."""
+    return str(msh(n)) if len(msh) > n else ""
 
 
 def build(
@@ -24,15 +29,25 @@ def build(
     errors: Sequence[tuple[Location, str, str]] = (),
     application: str = "",
 ) -> str:
-    """The ACK text for a received message: MSH, MSA (with MSA-3 for older readers), ERR."""
+    """The ACK text for a received message: MSH, MSA (with MSA-3 for older readers), ERR.
+
+    Written here rather than by python-hl7's ``create_ack``, which raises on an MSH
+    without MSH-11/12 or with MSH-9 of one component: a message that short still gets
+    its answer. MSH-3/4 and 5/6 swap, MSH-11/12 are repeated, MSH-18 too.
+    """
     msh = received.segment("MSH")
-    ack = received.create_ack(ack_code=code, application=application or None)
-    if len(msh) > 18 and str(msh(18)):
-        ack.segment("MSH").assign_field(str(msh(18)), 18)
-    text = str(ack)
+    sender = escape(application) if application else _raw(msh, 5)
+    fields = [  # MSH-3 to MSH-12
+        sender, _raw(msh, 6), _raw(msh, 3), _raw(msh, 4), time.strftime("%Y%m%d%H%M%S"), "",
+        f"ACK^{escape(value(msh, 9, 1, 2))}^ACK", hl7.generate_message_control_id(),
+        _raw(msh, 11) or "P", _raw(msh, 12) or "2.5.1",
+    ]  # fmt: skip
+    if _raw(msh, 18):
+        fields += ["", "", "", "", "", _raw(msh, 18)]
+    msa = ["MSA", code, escape(value(msh, 10))]
     if errors:
-        first = errors[0][2]
-        text = text.rstrip("\r") + "|" + escape(first[:80]) + "\r"
+        msa.append(escape(errors[0][2][:80]))
+    text = "MSH|^~\\&|" + "|".join(fields) + "\r" + "|".join(msa) + "\r"
     for location, error_code, reason in errors:
         meaning = ERROR_TEXT.get(error_code, "")
         text += f"ERR||{location}|{error_code}^{meaning}^HL70357|E||||{escape(reason)}\r"
@@ -41,7 +56,5 @@ def build(
 
 def bare_reject(reason: str) -> str:
     """An AR for bytes whose MSH cannot be read: nothing of the sender can be repeated."""
-    base = hl7.parse("MSH|^~\\&|||||||ACK^^ACK||P|2.5.1\r")
-    ack = base.create_ack(ack_code=REJECT)
-    text = str(ack).rstrip("\r") + "|" + escape(reason[:80]) + "\r"
-    return text + f"ERR||MSH^1|207^{ERROR_TEXT['207']}^HL70357|E||||{escape(reason)}\r"
+    base = hl7.parse("MSH|^~\\&|||||||ACK||P|2.5.1\r")
+    return build(base, REJECT, [(Location("MSH", 1), "207", reason)])

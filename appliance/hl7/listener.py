@@ -196,7 +196,11 @@ class Hl7Listener:
                 await asyncio.wait_for(writer.drain(), timeout)
                 return
             conn.busy = True
-            answer = await loop.run_in_executor(self._executor, self.handle, block, peer)
+            try:
+                answer = await loop.run_in_executor(self._executor, self.handle, block, peer)
+            except Exception:  # the handler answers everything; this is a bug, not a peer
+                log.exception("HL7 message from %s not handled", peer)
+                answer = ack.bare_reject("internal error").encode("ascii")
             writer.writeblock(answer)
             await asyncio.wait_for(writer.drain(), timeout)
             conn.busy, conn.since, conn.messages = False, time.monotonic(), conn.messages + 1

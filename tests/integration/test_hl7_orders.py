@@ -442,3 +442,17 @@ def test_station_from_the_one_device_of_that_modality(
         ambiguous = orm("S2", code="DXCH^DX^LOCAL", modality="", placer="PL2", accession="A2")
         assert Ack.parse(peer.exchange(ambiguous)).errors == [("OBR^1^24", "101")]
     assert [(r["station_ae"], r["modality"]) for r in steps(app)] == [("US_ROOM1", "US")]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"MSH|^~\\&|RIS|HOSP|||||ORM|S1\r",  # MSH-9 without its event, MSH-11/12 missing
+        b"MSH|^~\\&|RIS|HOSP\r",  # MSH cut short
+        b"MSH|^~\\&|EVIL\r",  # cut short and not allowed
+    ],
+)
+def test_a_short_msh_still_gets_an_answer(box: Appliance, peer: MllpPeer, payload: bytes) -> None:
+    ack = Ack.parse(peer.exchange(payload))
+    assert ack.code == "AR" and ack.errors, ack.text
+    assert Ack.parse(peer.exchange(orm("AFTER"))).code == "AA"
