@@ -31,6 +31,19 @@ def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) ->
     send.add_argument("--host", default="127.0.0.1", help="listener address (default 127.0.0.1)")
     send.add_argument("--port", type=int, help="listener port (default: hl7.port)")
     send.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each ACK")
+    messages = actions.add_parser(
+        "messages", help="the last messages received, with their ACK code and error"
+    )
+    add_common(messages)
+    messages.add_argument("--limit", type=int, default=20)
+    messages.add_argument("--failed", action="store_true", help="only those not answered AA")
+    outbox = actions.add_parser("outbox", help="status messages to the RIS: state and reason")
+    add_common(outbox)
+    outbox.add_argument("--limit", type=int, default=20)
+    outbox.add_argument("--state", choices=("waiting", "sent", "dead"))
+    again = actions.add_parser("resend", help="send an outbox message (sent or dead) again")
+    add_common(again)
+    again.add_argument("pk", type=int, help="the message number `appliance hl7 outbox` shows")
     return {"hl7": run}
 
 
@@ -68,10 +81,12 @@ def describe(answer: bytes, default: str) -> tuple[str, list[str]]:
 def run(args: argparse.Namespace) -> int:
     from appliance.cli import load_config
 
-    if args.hl7_command != "send":
-        print("usage: appliance hl7 send FILE [--host HOST] [--port PORT]", file=sys.stderr)
+    if args.hl7_command not in ("send", "messages", "outbox", "resend"):
+        print("usage: appliance hl7 {send FILE | messages | outbox | resend PK}", file=sys.stderr)
         return EXIT_USAGE
     cfg = load_config(args)
+    if args.hl7_command != "send":
+        return show(args, cfg)
     try:
         messages = split_messages(args.file.read_bytes())
     except OSError as exc:
@@ -92,3 +107,32 @@ def run(args: argparse.Namespace) -> int:
         accepted = accepted and code == "AA"
         print("\n".join(lines))
     return EXIT_OK if accepted else EXIT_NOT_ACCEPTED
+
+
+def show(args: argparse.Namespace, cfg: Any) -> int:
+    """``messages``, ``outbox`` and ``resend``: read (or requeue) in the box's database."""
+    from appliance.db import open_store
+    from appliance.errors import NotFound
+    from appliance.hl7 import inbox, outbound
+
+    store = open_store(cfg.data_dir)
+    try:
+        if args.hl7_command == "messages":
+            for m in inbox.recent(store, args.limit, args.failed):
+                dup = f" (+{m['duplicates']} repeats)" if m["duplicates"] else ""
+                print(f"{m['received_at']}  {m['ack_code']}  {m['message_type']:<8} "
+                      f"{m['sender']} {m['control_id']}{dup}  {m['error']}".rstrip())  # fmt: skip
+        elif args.hl7_command == "outbox":
+            for o in outbound.recent(store, args.limit, args.state):
+                print(f"{o['pk']:>6}  {o['state']:<7} {o['destination']}  step {o['step_pk']} "
+                      f"{o['status']}  attempts {o['attempts']}  {o['last_error']}".rstrip())  # fmt: skip
+        else:
+            try:
+                outbound.resend(store, args.pk)
+            except NotFound as exc:
+                print(str(exc), file=sys.stderr)
+                return EXIT_NOT_ACCEPTED
+            print(f"outbox message {args.pk} queued again")
+        return EXIT_OK
+    finally:
+        store.close()

@@ -340,3 +340,13 @@ class Inbox:
     def health(self) -> dict[str, int]:
         with self._lock:
             return dict(self.counts)
+
+
+def recent(store: Store, limit: int = 20, failed: bool = False) -> list[dict[str, Any]]:
+    """The newest messages received with their ACK code and error, newest first."""
+    where = "WHERE ack_code != 'AA'" if failed else ""
+    return store.query(
+        f"""SELECT received_at, sender, control_id, message_type, peer, ack_code, error,
+            duplicates FROM hl7_messages {where} ORDER BY pk DESC LIMIT ?""",
+        (limit,),
+    )

@@ -256,3 +256,29 @@ class OutboundWorker:
         if self._thread is not None:
             self._thread.join(timeout=3)
             self._thread = None
+
+
+def recent(store: Store, limit: int = 20, state: str | None = None) -> list[dict[str, Any]]:
+    """The newest outbox rows (optionally of one state), newest first."""
+    where, params = ("WHERE state = ?", [state]) if state else ("", [])
+    return store.query(
+        f"""SELECT pk, destination, step_pk, status, state, attempts, ack_code, last_error,
+            updated_at FROM hl7_outbox {where} ORDER BY pk DESC LIMIT ?""",
+        (*params, limit),
+    )
+
+
+def resend(store: Store, pk: int, actor: str = "cli") -> None:
+    """Put a sent or dead message back in its RIS's queue, to go out at once (same MSH-10)."""
+    from appliance import audit
+    from appliance.errors import NotFound
+
+    with store.write() as db:
+        changed = db.execute(
+            """UPDATE hl7_outbox SET state = 'waiting', next_attempt = 0, attempts = 0,
+               updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE pk = ?""",
+            (pk,),
+        ).rowcount
+        if not changed:
+            raise NotFound(f"no HL7 outbox message {pk}")
+        audit.record(db, actor, "hl7-resend", f"hl7 outbox {pk}", "", "cli")

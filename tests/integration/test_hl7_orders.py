@@ -456,3 +456,29 @@ def test_a_short_msh_still_gets_an_answer(box: Appliance, peer: MllpPeer, payloa
     ack = Ack.parse(peer.exchange(payload))
     assert ack.code == "AR" and ack.errors, ack.text
     assert Ack.parse(peer.exchange(orm("AFTER"))).code == "AA"
+
+
+def test_cli_lists_the_messages_received_with_their_ack(box: Appliance, peer: MllpPeer) -> None:
+    import subprocess
+    import sys
+
+    peer.exchange(orm("M1"))
+    peer.exchange(orm("M1"))
+    peer.exchange(orm("M2", code="XXXX^x^LOCAL", placer="PL2", accession="A2"))
+    base = [
+        sys.executable,
+        "-m",
+        "appliance",
+        "hl7",
+        "messages",
+        "--data-dir",
+        str(box.config.data_dir),
+    ]
+    out = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) == 2, out.stderr
+    assert "  AE  ORM^O01  RIS^HOSP M2  OBR^1^4: procedure code 'XXXX'" not in lines[0]
+    assert " AE " in lines[0] and "M2" in lines[0] and "not in the catalog" in lines[0]
+    assert " AA " in lines[1] and "M1 (+1 repeats)" in lines[1]
+    failed = subprocess.run([*base, "--failed"], capture_output=True, text=True, timeout=60)
+    assert [" AE " in line for line in failed.stdout.splitlines()] == [True]

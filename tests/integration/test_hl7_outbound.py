@@ -170,3 +170,33 @@ def test_without_outbound_the_events_are_cleared(start_appliance: Callable[..., 
     events = "SELECT count(*) AS n FROM hl7_status_events"
     wait_for(lambda: app.runtime.store.query(events)[0]["n"] == 0)
     assert outbox(app) == [] and "outbound" not in app.health()["services"]["hl7"]
+
+
+def test_a_dead_letter_can_be_resent_from_the_cli(
+    start_appliance: Callable[..., Appliance], ris: FakeRis
+) -> None:
+    import subprocess
+    import sys
+
+    ris.code = "AE"
+    app = start(start_appliance, ris.port)
+    mpps(app, order_step(app))
+    wait_for(lambda: [r["state"] for r in outbox(app)] == ["dead", "dead"])
+    data = ["--data-dir", str(app.config.data_dir)]
+    listing = subprocess.run(
+        [sys.executable, "-m", "appliance", "hl7", "outbox", "--state", "dead", *data],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    lines = listing.stdout.splitlines()
+    assert len(lines) == 2 and all("RIS answered AE: as told" in line for line in lines), lines
+    first = int(lines[-1].split()[0])  # newest first: the last line is the IP message
+    ris.code = "AA"
+    resent = subprocess.run(
+        [sys.executable, "-m", "appliance", "hl7", "resend", str(first), *data],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert resent.returncode == 0, resent.stderr
+    wait_for(lambda: [r["state"] for r in outbox(app)] == ["sent", "dead"])
+    assert ris.fields(2, "ORC")[5] == "IP" and ris.fields(2, "MSH")[9] == ris.fields(0, "MSH")[9]
+    audit = app.runtime.store.query("SELECT action FROM audit WHERE action = 'hl7-resend'")
+    assert audit == [{"action": "hl7-resend"}]
