@@ -8,17 +8,32 @@ rejected) or ``accept`` (served as a device with default policy).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
-from appliance import devices
+from appliance import audit, devices
 from appliance.config import Config, DeviceSettings
 from appliance.db import Store
+
+log = logging.getLogger(__name__)
 
 VERIFY = "verify"
 # How often a process looks for device changes made by another process (seconds).
 REFRESH_S = 2.0
+# A refusal is audited once per calling AE title, address and kind in this many seconds
+# (a modality retrying every second must not fill the audit log).
+AUDIT_EVERY_S = 60.0
+# A-ASSOCIATE-RJ reasons (PS3.8 Table 9-21) by (source, reason), for the audit log.
+REJECT_REASONS = {
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognized",
+    (1, 7): "called AE title not recognized",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded (dicom.max_associations)",
+}
 
 
 class Access:
@@ -34,6 +49,7 @@ class Access:
         self._version = devices.version(store)
         self._checked = time.monotonic()
         self._ae: Any = None
+        self._audited: dict[tuple[str, str, str], float] = {}
 
     def bind(self, ae: Any) -> None:
         """Apply the reject policy to a pynetdicom AE (its calling AE title allow-list)."""
@@ -49,11 +65,9 @@ class Access:
     def _apply(self) -> None:
         if self._ae is None:
             return
-        if self.config.dicom.unknown_ae == "reject":
-            # pynetdicom rejects (permanent, calling AE title not recognised) others.
-            self._ae.require_calling_aet = sorted(self._devices) or [" "]
-        else:
-            self._ae.require_calling_aet = []
+        # The reject policy is applied at the listener's edge (``admits``), before
+        # pynetdicom: its allow-list cannot say "nobody" when there is no device yet.
+        self._ae.require_calling_aet = []
 
     def _refresh(self) -> None:
         """Reload when another process (``serve --only web``) changed the device list."""
@@ -77,9 +91,64 @@ class Access:
         dev = self.device(calling_ae)
         return dev if dev is not None else DeviceSettings(ae_title=calling_ae.strip() or "?")
 
-    def allowed(self, calling_ae: str, service: str) -> bool:
-        """True when this calling AE title may use the service."""
+    def allowed(self, calling_ae: str, service: str, address: str = "") -> bool:
+        """True when this calling AE title may use the service; a refusal is audited
+        (the first thing an admin looks for when a new modality "gets no worklist")."""
         if self.device(calling_ae) is not None:
             return True
         policy = self.config.dicom.unknown_ae
-        return policy == "accept" or service == VERIFY
+        if policy == "accept" or service == VERIFY:
+            return True
+        self.audit_refusal(
+            "dicom-request-refused", calling_ae, address,
+            f"{service}: AE title not among the devices (dicom.unknown_ae = {policy})",
+        )  # fmt: skip
+        return False
+
+    def admits(self, calling_ae: str, called_ae: str, address: str) -> bool:
+        """May this calling AE title associate at all? Under ``dicom.unknown_ae = reject``
+        only known devices may; a refusal is audited (the edge answers A-ASSOCIATE-RJ
+        rejected-permanent, service-user, calling AE title not recognized)."""
+        if self.config.dicom.unknown_ae != "reject" or self.device(calling_ae) is not None:
+            return True
+        self.audit_refusal(
+            "dicom-association-rejected", calling_ae, address,
+            f"called {called_ae}: calling AE title not recognized "
+            "(not among the devices; dicom.unknown_ae = reject)",
+        )  # fmt: skip
+        return False
+
+    def audit_refusal(self, action: str, calling_ae: str, address: str, detail: str) -> None:
+        """One audit row for this refusal, unless the same was audited within a minute."""
+        key = (action, calling_ae.strip(), address)
+        now = time.monotonic()
+        with self._lock:
+            if now - self._audited.get(key, -AUDIT_EVERY_S) < AUDIT_EVERY_S:
+                return
+            if len(self._audited) > 4096:
+                self._audited.clear()
+            self._audited[key] = now
+        try:
+            audit.record_now(
+                self.store, calling_ae.strip() or "?", action, calling_ae.strip(), detail,
+                source=address, durable=False,
+            )  # fmt: skip
+        except Exception:  # the refusal stands; the audit row is not worth failing for
+            log.warning("could not audit a refused association from %s", address or "?")
+
+
+def audit_rejected(event: Any, access: Access) -> None:
+    """EVT_REJECTED: the association was refused (A-ASSOCIATE-RJ); audited with why."""
+    assoc = event.assoc
+    rj = getattr(assoc.acceptor, "primitive", None)
+    source, reason = (
+        int(getattr(rj, "result_source", 0) or 0),
+        int(getattr(rj, "diagnostic", 0) or 0),
+    )
+    why = REJECT_REASONS.get((source, reason), f"source {source}, reason {reason}")
+    requestor = assoc.requestor
+    access.audit_refusal(
+        "dicom-association-rejected", str(requestor.ae_title or ""),
+        str(requestor.address or ""),
+        f"called {str(getattr(requestor.primitive, 'called_ae_title', '') or '').strip()}: {why}",
+    )  # fmt: skip

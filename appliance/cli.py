@@ -85,13 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    logging.getLogger().setLevel(getattr(logging, level))
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def _setup_logging(cfg: config_mod.Config) -> None:
+    """Log lines to stderr (journald keeps them under systemd), and to a file rotated by
+    size when ``logging.file`` is set (relative to the data directory)."""
+    from logging.handlers import RotatingFileHandler
+
+    level = getattr(logging, cfg.logging.level)
+    logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT)
+    root = logging.getLogger()
+    root.setLevel(level)
+    if cfg.logging.file:
+        path = cfg.data_dir / Path(cfg.logging.file).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(
+            path,
+            maxBytes=cfg.logging.max_mb * 1024 * 1024,
+            backupCount=cfg.logging.backups,
+            encoding="utf-8",
+        )
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
 
 
 def load_config(args: argparse.Namespace) -> config_mod.Config:
@@ -112,10 +128,12 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM or Ctrl-C, then stop everything cleanly."""
+    from appliance import backup, notify
     from appliance.server import ALL_PARTS, Appliance
 
     cfg = load_config(args)
-    _setup_logging(cfg.logging.level)
+    _setup_logging(cfg)
+    backup.hold_serve_lock(cfg.data_dir)  # until exit: `appliance restore` refuses meanwhile
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -144,10 +162,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    supervision = notify.supervise(app)  # systemd: READY=1 now, then watchdog pings
     try:
         while not stop.wait(0.5):
             pass
     finally:
+        supervision.stopping()
         app.stop()
     return EXIT_OK
 

@@ -45,6 +45,11 @@ def _doc_list(text: str) -> Any:
 
 
 DEFAULT_DATA_DIR = Path("appliance-data")
+# destination.transfer_syntax: the lossless syntaxes a sender may compress to.
+LOSSLESS_TARGETS = {
+    "jpeg-ls-lossless": "1.2.840.10008.1.2.4.80",
+    "jpeg2000-lossless": "1.2.840.10008.1.2.4.90",
+}
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,8 @@ class DicomSettings:
         30.0,
     )
     query_time_limit: float = _doc(
-        "seconds of matching one C-FIND may take; then it ends with A700 and an ErrorComment",
+        "seconds of CPU the matching of one C-FIND may take; then it ends with A700 "
+        "'Query exceeded N s' (the matches found so far are sent)",
         10.0,
     )
     tls: bool = _doc("serve DICOM over TLS as well, on tls_port (PS3.15 Annex B, BCP 195)", True)
@@ -116,9 +122,16 @@ class WebSettings:
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    """[logging]: log lines on stderr."""
+    """[logging]: log lines on stderr (journald under systemd), optionally also a file."""
 
     level: str = _doc("DEBUG, INFO, WARNING or ERROR; patient data appears only at DEBUG", "INFO")
+    file: str = _doc(
+        "also write the log to this file, rotated by size ('' = stderr only; a relative "
+        "path is inside data_dir)",
+        "",
+    )
+    max_mb: int = _doc("size in MB at which the log file is rotated", 10)
+    backups: int = _doc("rotated log files kept (FILE.1 ... FILE.N)", 5)
 
 
 @dataclass(frozen=True)
@@ -160,6 +173,11 @@ class DestinationSettings:
         "Storage Commitment: pacs (ask this PACS, answer the modality when it commits) "
         "or delivery (a Success C-STORE counts as committed, for a PACS without commitment)",
         "pacs",
+    )
+    transfer_syntax: str = _doc(
+        "compress uncompressed images losslessly before sending, for a PACS behind a slow "
+        "link: jpeg-ls-lossless or jpeg2000-lossless ('' = send as stored)",
+        "",
     )
 
 
@@ -503,6 +521,17 @@ def _validate_web(w: WebSettings) -> WebSettings:
     return w
 
 
+def _validate_logging(lg: LoggingSettings) -> LoggingSettings:
+    level = _check_choice(lg.level.upper(), "logging.level", LOG_LEVELS)
+    if not 1 <= lg.max_mb <= 10_000:
+        raise ConfigError("logging.max_mb", f"{lg.max_mb} is not between 1 and 10000")
+    if not 0 <= lg.backups <= 100:
+        raise ConfigError("logging.backups", f"{lg.backups} is not between 0 and 100")
+    if _CONTROL.search(lg.file):
+        raise ConfigError("logging.file", "contains a control character")
+    return dataclasses.replace(lg, level=level)
+
+
 def _validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
     ae = validate_ae_title(d.ae_title, f"{where}.ae_title")
     _check_host(d.host, f"{where}.host")
@@ -530,6 +559,7 @@ def _validate_destination(d: DestinationSettings, where: str) -> DestinationSett
     if not all(re.fullmatch(r"[0-9]+(\.[0-9]+)*", u) and len(u) <= 64 for u in d.sop_classes):
         raise ConfigError(f"{where}.sop_classes", "must be SOP Class UIDs (digits and dots)")
     _check_choice(d.commitment, f"{where}.commitment", COMMITMENT_POLICIES)
+    _check_choice(d.transfer_syntax, f"{where}.transfer_syntax", ("", *LOSSLESS_TARGETS))
     return dataclasses.replace(d, ae_title=ae, from_ae=from_ae, modalities=modalities)
 
 
@@ -709,9 +739,9 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         kwargs["data_dir"] = DEFAULT_DATA_DIR.absolute()
     kwargs["dicom"] = _validate_dicom(_coerce(DicomSettings, raw.get("dicom", {}), "dicom"))
     kwargs["web"] = _validate_web(_coerce(WebSettings, raw.get("web", {}), "web"))
-    logging_settings = _coerce(LoggingSettings, raw.get("logging", {}), "logging")
-    _check_choice(logging_settings.level.upper(), "logging.level", LOG_LEVELS)
-    kwargs["logging"] = LoggingSettings(level=logging_settings.level.upper())
+    kwargs["logging"] = _validate_logging(
+        _coerce(LoggingSettings, raw.get("logging", {}), "logging")
+    )
     kwargs["forward"] = _validate_forward(
         _coerce(ForwardSettings, raw.get("forward", {}), "forward")
     )
@@ -775,7 +805,7 @@ def with_overrides(config: Config, **changes: Any) -> Config:
             web = dataclasses.replace(web, host=_check_host(value, "web.host", True))
         elif key == "log_level":
             level = _check_choice(str(value).upper(), "logging.level", LOG_LEVELS)
-            top["logging"] = LoggingSettings(level=level)
+            top["logging"] = dataclasses.replace(config.logging, level=level)
         else:
             raise ConfigError(key, "is not a known override")
     return dataclasses.replace(config, dicom=dicom, web=web, **top)

@@ -246,14 +246,21 @@ class Appliance:
                     scp_role=roles.get("scp_role"),
                 )
             called_titles.update(getattr(service, "called_ae_titles", list)())
-        own = [(evt.EVT_C_ECHO, handle_echo, [self.runtime]), (evt.EVT_CONN_OPEN, set_nodelay)]
+        own = [
+            (evt.EVT_C_ECHO, handle_echo, [self.runtime]),
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_REJECTED, access.audit_rejected, [self.runtime.access]),
+        ]
         handlers = bind_handlers(self.services, own)
         if called_titles - {cfg.ae_title}:
             handlers.append((evt.EVT_REQUESTED, handle_requested, [frozenset(called_titles)]))
         self.runtime.access.bind(ae)
         for service in self.services:
             service.start()
-        self._dicom_server = edge.start_server(ae, (cfg.host, cfg.port), cfg, evt_handlers=handlers)
+        gate = self.runtime.access
+        self._dicom_server = edge.start_server(
+            ae, (cfg.host, cfg.port), cfg, evt_handlers=handlers, gate=gate
+        )
         self._dicom_server.contexts = ContextsCopiedCheaply(self._dicom_server.contexts)
         self.dicom_port = self._dicom_server.server_address[1]
         if cfg.tls:
@@ -267,8 +274,9 @@ class Appliance:
             cert, key = tls.certificate_files(self.config.data_dir, cfg.tls_cert, cfg.tls_key)
             context = tls.server_context(cert, key, cfg.tls_ca)
             server = edge.start_server(
-                ae, (cfg.host, cfg.tls_port), cfg, evt_handlers=handlers, tls=context
-            )
+                ae, (cfg.host, cfg.tls_port), cfg, evt_handlers=handlers, tls=context,
+                gate=self.runtime.access if self.runtime else None,
+            )  # fmt: skip
         except (OSError, ValueError) as exc:
             self.tls_error = f"{type(exc).__name__}: {exc}"
             log.error("DICOM TLS listener on port %s not started: %s", cfg.tls_port, exc)
@@ -288,8 +296,9 @@ class Appliance:
         app = create_app(self.runtime, health=self.health, health_key=key)
         cfg = self.config.web
         server = create_server(
-            app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance"
-        )
+            app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance",
+            asyncore_use_poll=True,  # select() fails once the box holds 1024 descriptors
+        )  # fmt: skip
         self._web_server = server
         self.web_port = int(server.effective_port)  # type: ignore[union-attr]
         self._web_thread = threading.Thread(target=server.run, name="web", daemon=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import urllib.error
@@ -14,10 +15,29 @@ from tests.helpers import peer_env, require_peer, wait_for
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (Orthanc cannot bind port 0 and report it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 now (Orthanc cannot bind port 0 and report it).
+
+    Drawn below the kernel's ephemeral range (32768-60999 on Linux): a port taken from
+    that range and closed again may be handed to any outgoing connection (the hostile
+    tests open thousands) before Orthanc binds it."""
+    low, _high = _ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 class Orthanc:

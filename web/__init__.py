@@ -30,6 +30,7 @@ ADMIN_MENU: list[tuple[str, str | None]] = [
     ("Audit log", "admin.audit"),
     ("Printers", "prints.printers"),
     ("Destinations", "queues.index"),
+    ("Backup", "admin.backup"),
 ]
 
 

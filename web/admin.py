@@ -1,7 +1,10 @@
-"""Admin pages: devices, users and API tokens, the procedure catalog, the audit log."""
+"""Admin pages: devices, users and API tokens, the procedure catalog, the audit log, backup."""
 
 from __future__ import annotations
 
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -13,10 +16,11 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_file,
     url_for,
 )
 
-from appliance import accounts, audit, catalog, devices
+from appliance import accounts, audit, backup, catalog, devices
 from appliance.config import CHARSETS, DEVICE_ROLES, STATION_FILTERS, DeviceSettings
 from appliance.errors import Conflict, NotFound, ValidationError
 from web import gettext, paging, request_store, runtime, security
@@ -343,4 +347,43 @@ def audit_page() -> Any:
         sizes=paging.SIZES,
         actions=audit.actions(store),
         action=action,
+    )
+
+
+# -- backup --------------------------------------------------------------------------
+
+
+@bp.get("/backup", endpoint="backup")
+def backup_page() -> Any:
+    return render_template("admin/backup.html")
+
+
+@bp.get("/backup.tar.gz", endpoint="backup_download")
+def backup_download() -> Any:
+    """The database (an online snapshot), prints and certificates as a .tar.gz, for
+    ``appliance restore``; the spool and the configuration file are left out. A GET, as
+    it changes nothing but the audit log."""
+    data_dir = Path(runtime().config.data_dir)
+    archive = tempfile.TemporaryFile(
+        dir=backup.scratch_dir(data_dir)
+    )  # gone once sent (or on an error)
+    try:
+        summary = backup.create(data_dir, archive)
+    except BaseException:
+        archive.close()
+        raise
+    size = archive.tell()
+    archive.seek(0)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    audit.record_now(
+        request_store(), security.actor(), "backup-download", f"appliance-{stamp}.tar.gz",
+        f"{sum(summary.tables.values())} rows, {summary.files} files, {size} bytes",
+        security.source(),
+    )  # fmt: skip
+    return send_file(
+        archive,
+        mimetype="application/gzip",
+        as_attachment=True,
+        download_name=f"appliance-{stamp}.tar.gz",
+        max_age=0,
     )

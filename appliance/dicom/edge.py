@@ -163,6 +163,19 @@ def _check_sub_items(body: bytes, offset: int, end: int, uids: dict[int, str]) -
         offset += 4 + length
 
 
+def wait_for(sock: socket.socket, timeout: float, write: bool = False) -> bool:
+    """The socket is readable (or writable) within ``timeout`` seconds. poll(), not
+    select(): select() cannot take a descriptor above 1023, which a busy box reaches."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
+def _titles(rq: bytes) -> tuple[str, str]:
+    """(calling, called) AE titles of a checked A-ASSOCIATE-RQ (header included)."""
+    return rq[26:42].decode("ascii").strip(), rq[10:26].decode("ascii").strip()
+
+
 def read_until(sock: socket.socket, size: int, deadline: float, idle: float | None = None) -> bytes:
     """``size`` bytes, or fewer when the peer closed, ``deadline`` (monotonic) passed or
     nothing came for ``idle`` seconds."""
@@ -181,8 +194,7 @@ def read_until(sock: socket.socket, size: int, deadline: float, idle: float | No
             # A TLS socket may hold decrypted bytes select cannot see; and a readable
             # TLS socket may hold only part of a record, so the read itself has a limit.
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                ready, _, _ = select.select([sock], [], [], wait)
-                if not ready:
+                if not wait_for(sock, wait):
                     break
             if tls:
                 sock.settimeout(wait)
@@ -248,9 +260,20 @@ class EdgeSocket(AssociationSocket):
 
     @property
     def ready(self) -> bool:
+        """As pynetdicom's (3.0.4), with poll() instead of select() (which fails, and so
+        closes the connection, once the box holds more than 1023 descriptors)."""
         if self._replay:
             return True
-        return bool(super().ready)
+        sock = self.socket
+        if sock is None or self._is_connected is False:
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            return wait_for(sock, 0)
+        except (OSError, ValueError):
+            self.event_queue.put("Evt17")  # the transport connection closed
+            return False
 
     def recv(self, nr_bytes: int) -> bytearray:
         out = bytearray()
@@ -300,11 +323,12 @@ class _Budget:
     """Connections not yet associated, and connections per address.
 
     When a budget is full, the connection that has waited longest to associate makes
-    room if it has waited ``STALE`` seconds: a real peer sends its A-ASSOCIATE-RQ within
-    milliseconds of connecting, so silent sockets (however many) cannot keep it out.
+    room: a real peer sends its A-ASSOCIATE-RQ within milliseconds of connecting, so the
+    one waiting longest is almost always a silent or trickling socket, and a flood of
+    them (however fast) cannot keep a real peer out.
     """
 
-    STALE = 0.5
+    STALE = 0.0  # least time waited before a connection may be evicted (0: any)
 
     def __init__(self, max_pending: int, max_per_address: int) -> None:
         self.max_pending = max_pending
@@ -437,6 +461,8 @@ class EdgeServer(ThreadedAssociationServer):
         self.edge_associations: dict[int, Association] = {}
         self._throttle = _Throttled()
         self.tls: ssl.SSLContext | None = kwargs.pop("tls", None)
+        # gate.admits(calling, called, address) -> bool: the calling AE title policy.
+        self.gate: Any = kwargs.pop("gate", None)
         super().__init__(*args, **kwargs)
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -466,9 +492,9 @@ class EdgeServer(ThreadedAssociationServer):
                     tls.do_handshake()
                     break
                 except ssl.SSLWantReadError:
-                    select.select([tls], [], [], remaining)
+                    wait_for(tls, remaining)
                 except ssl.SSLWantWriteError:
-                    select.select([], [tls], [], remaining)
+                    wait_for(tls, remaining, write=True)
         except Exception as exc:  # ssl errors, timeouts, a socket closed by an eviction
             reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             self._throttle.warning(
@@ -529,6 +555,13 @@ class EdgeServer(ThreadedAssociationServer):
                     with contextlib.suppress(OSError):
                         sock.settimeout(1.0)
                         sock.sendall(refusal.pdu)
+                return
+            calling, called = _titles(first)
+            if self.gate is not None and not self.gate.admits(calling, called, address):
+                log.warning("association from %s@%s rejected: unknown AE title", calling, address)
+                with contextlib.suppress(OSError):
+                    sock.settimeout(1.0)
+                    sock.sendall(reject_pdu(1, 1, 3))  # calling AE title not recognized
                 return
             if not self.budget.associated(sock):
                 return  # evicted while its A-ASSOCIATE-RQ was arriving

@@ -195,7 +195,7 @@ class Committer(Worker):
 def handle_n_action(event: Any, committer: Committer, access: Any) -> tuple[Dataset, None]:
     """EVT_N_ACTION: a modality asks for Storage Commitment (PS3.4 J.3.2); kept, then 0000."""
     calling = event.assoc.requestor.ae_title.strip()
-    if not access.allowed(calling, SERVICE):
+    if not access.allowed(calling, SERVICE, str(event.assoc.requestor.address)):
         return _status(status.NOT_AUTHORIZED, "calling AE title may not ask for commitment"), None
     if event.action_type != commitment.ACTION_REQUEST:
         return _status(status.NO_SUCH_ACTION_TYPE, "only action type 1 is known"), None

@@ -239,7 +239,7 @@ def handle_store(event: Any, receiver: Receiver, access: Any) -> Dataset:
     intake's."""
     calling = event.assoc.requestor.ae_title.strip()
     rsp = Dataset()
-    if not access.allowed(calling, SERVICE):
+    if not access.allowed(calling, SERVICE, str(event.assoc.requestor.address)):
         log.warning("C-STORE refused: AE title %r may not store", calling)
         rsp.Status, rsp.ErrorComment = status.NOT_AUTHORIZED, "calling AE title may not store here"
         return rsp

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 
-from appliance import status
+from appliance import dataset_check, status
 from appliance.printing import session as rules
 from appliance.printing.session import PrintError
 
@@ -62,7 +62,32 @@ def _where(event: evt.Event) -> tuple[str, str, str]:
     return assoc.requestor.ae_title.strip(), assoc.acceptor.ae_title.strip(), meta
 
 
+# Image boxes carry their pixel data: a deflated one may inflate to a large film's worth.
+LIMITS = dataset_check.Limits(max_depth=8, max_inflated=256 << 20)
+
+
+def _read(event: evt.Event, attribute: str) -> Dataset:
+    """The attribute or modification list, checked (PS3.5); a PrintError when it is malformed:
+    0110 when it cannot be decoded, 0106 when a value is not valid for its VR (PS3.7 C.4)."""
+    try:
+        return dataset_check.read_request(event, attribute, LIMITS)
+    except dataset_check.Malformed as exc:
+        code = dataset_check.n_status(exc)
+        raise MalformedList(code, exc.reason, dataset_check.peer(event)) from exc
+
+
+class MalformedList(PrintError):
+    """A request whose data set could not be used (logged as a warning with the peer)."""
+
+    def __init__(self, code: int, comment: str, peer: str) -> None:
+        super().__init__(code, comment)
+        self.peer = peer
+
+
 def _fail(exc: PrintError, what: str) -> Dataset:
+    if isinstance(exc, MalformedList):
+        log.warning("print %s from %s refused: 0x%04X %s", what, exc.peer, exc.code, exc.comment)
+        return _status(exc.code, exc.comment)
     log.info("%s refused: 0x%04X %s", what, exc.code, exc.comment)
     return _status(exc.code, exc.comment)
 
@@ -77,7 +102,7 @@ def handle_n_create(event: evt.Event, svc: PrintService) -> tuple[Dataset, Datas
     requested_uid = str(req.AffectedSOPInstanceUID) if req.AffectedSOPInstanceUID else None
     calling, called, meta = _where(event)
     try:
-        ds = event.attribute_list
+        ds = _read(event, "AttributeList")
         if cls == FILM_SESSION:
             uid, reply, warns = svc.create_session(ds, calling, called, meta, requested_uid)
             svc.listen(event.assoc, called, str(event.context.abstract_syntax))
@@ -108,7 +133,7 @@ def handle_n_set(event: evt.Event, svc: PrintService) -> tuple[Dataset, Dataset 
     calling, called, _meta = _where(event)
     reply: Dataset | None
     try:
-        ds = event.modification_list
+        ds = _read(event, "ModificationList")
         if cls == FILM_SESSION:
             reply, warns = svc.set_session(uid, ds, calling)
         elif cls == FILM_BOX:

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
-from appliance import audit, status
+from appliance import audit, dataset_check, status
 from appliance.db import Store
 from appliance.errors import ApplianceError
 
@@ -208,6 +208,18 @@ class MppsRecorder:
         return rows[0] if rows else None
 
 
+LIMITS = dataset_check.Limits(max_depth=8, max_inflated=16 << 20)
+
+
+def read_attributes(event: evt.Event, attribute: str) -> Dataset:
+    """The N-CREATE attribute list or N-SET modification list, checked (PS3.5); or MppsError:
+    0110 when it cannot be decoded, 0106 when a value is not valid for its VR (PS3.7 C.4)."""
+    try:
+        return dataset_check.read_request(event, attribute, LIMITS)
+    except dataset_check.Malformed as exc:
+        raise MppsError(dataset_check.n_status(exc), exc.reason) from exc
+
+
 def _allowed(event: evt.Event, service: Any) -> bool:
     return bool(service.runtime.access.allowed(event.assoc.requestor.ae_title, "worklist"))
 
@@ -225,12 +237,16 @@ def handle_n_create(event: evt.Event, service: Any) -> tuple[Any, Dataset | None
         from pydicom.uid import generate_uid
 
         uid = generate_uid()
-    ds = event.attribute_list
     try:
-        ds.decode()
+        ds = read_attributes(event, "AttributeList")
         service.mpps.create(str(uid), ds, calling, event.assoc.requestor.address)
     except MppsError as err:
-        log.warning("MPPS N-CREATE from %s refused: %s", calling, err.comment)
+        log.warning(
+            "MPPS N-CREATE from %s refused: 0x%04X %s",
+            dataset_check.peer(event),
+            err.code,
+            err.comment,
+        )
         return _status(err), None
     log.info("MPPS %s IN PROGRESS from %s", uid, calling)
     rsp = Dataset()
@@ -247,12 +263,16 @@ def handle_n_set(event: evt.Event, service: Any) -> tuple[Any, Dataset | None]:
             MppsError(status.NOT_AUTHORIZED, "Calling AE title is not a configured device")
         ), None
     uid = str(cast(N_SET, event.request).RequestedSOPInstanceUID)
-    mods = event.modification_list
     try:
-        mods.decode()
+        mods = read_attributes(event, "ModificationList")
         new_status = service.mpps.update(uid, mods, calling, event.assoc.requestor.address)
     except MppsError as err:
-        log.warning("MPPS N-SET from %s refused: %s", calling, err.comment)
+        log.warning(
+            "MPPS N-SET from %s refused: 0x%04X %s",
+            dataset_check.peer(event),
+            err.code,
+            err.comment,
+        )
         return _status(err), None
     log.info("MPPS %s %s from %s", uid, new_status, calling)
     return status.SUCCESS, mods

@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityWorklistInformationFind,
 )
 
-from appliance import audit, status
+from appliance import audit, dataset_check, status
 from appliance.config import DeviceSettings
 from appliance.worklist import matching, mpps, wire
 from appliance.worklist.repo import Narrowing, WorklistRepo, row_to_item
@@ -56,7 +56,7 @@ _QUERY_CHARSETS = {
 def _status(code: int, comment: str) -> Dataset:
     ds = Dataset()
     ds.Status = code
-    ds.ErrorComment = comment[:64]
+    ds.ErrorComment = comment.replace("\\", "/")[:64]  # LO: a backslash would split it
     return ds
 
 
@@ -176,8 +176,44 @@ def _strip_hidden(keys: list[matching.Key]) -> list[matching.Key]:
     return out
 
 
+QUERY_LIMITS = dataset_check.Limits(max_depth=8, max_inflated=1 << 20, query=True)
+
+
+def _refused(
+    event: evt.Event, code: int, reason: str, tag: int | None = None, logged: str = ""
+) -> Dataset:
+    """The final response of a query that cannot be served, logged in one line: the peer
+    and the reason (``logged`` instead when the reason quotes a value of the query)."""
+    log.warning(
+        "worklist query from %s refused: 0x%04X %s",
+        dataset_check.peer(event),
+        code,
+        logged or reason,
+    )
+    rsp = _status(code, reason)
+    if tag is not None:
+        rsp.OffendingElement = [tag]
+    return rsp
+
+
+def read_query(event: evt.Event, device: DeviceSettings) -> tuple[Dataset, matching.Query]:
+    """The identifier, checked (PS3.5) and parsed; ``Malformed`` or ``QueryError`` if it cannot be."""
+    charset = CHARSET_VALUES[device.character_set][0] if device.character_set else None
+    ident = dataset_check.read_request(event, "Identifier", QUERY_LIMITS, charset)
+    if "QueryRetrieveLevel" in ident:
+        raise dataset_check.Malformed(
+            dataset_check.STRUCTURE, "Query/Retrieve Level is not a worklist key", 0x00080052
+        )
+    return ident, matching.parse(ident)
+
+
 def handle_find(event: evt.Event, service: WorklistService) -> Iterator[tuple[Any, Any]]:
-    """C-FIND on the Modality Worklist Information Model (PS3.4 K.4.1.3)."""
+    """C-FIND on the Modality Worklist Information Model (PS3.4 K.4.1.3).
+
+    A malformed identifier ends the query with one response (PS3.4 C.4.1.1.4): A900 when
+    its shape is not a worklist identifier, C000 when it cannot be decoded or a value is
+    not valid for its VR; matching that exceeds ``dicom.query_time_limit`` of CPU ends in A700.
+    """
     rt = service.runtime
     calling = event.assoc.requestor.ae_title
     if not rt.access.allowed(calling, SERVICE):
@@ -185,23 +221,23 @@ def handle_find(event: evt.Event, service: WorklistService) -> Iterator[tuple[An
         yield _status(status.UNABLE_TO_PROCESS, "Calling AE title is not a configured device"), None
         return
     device = rt.access.policy(calling)
-    ident = event.identifier
-    if "SpecificCharacterSet" not in ident and device.character_set:
-        ident.SpecificCharacterSet = CHARSET_VALUES[device.character_set][0]
-    if "QueryRetrieveLevel" in ident:
+    deadline = time.thread_time() + rt.config.dicom.query_time_limit
+    try:
+        ident, query = read_query(event, device)
+    except dataset_check.Malformed as exc:
+        code = (
+            status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+            if exc.kind == dataset_check.STRUCTURE
+            else status.UNABLE_TO_PROCESS
+        )
+        yield _refused(event, code, exc.reason, exc.tag), None
+        return
+    except matching.QueryError as exc:
+        where = str(exc).partition(":")[0]
         yield (
-            _status(
-                status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-                "Query/Retrieve Level is not a worklist key",
-            ),
+            _refused(event, status.UNABLE_TO_PROCESS, str(exc), logged=f"{where}: bad value"),
             None,
         )
-        return
-    try:
-        ident.decode()
-        query = matching.parse(ident)
-    except (matching.QueryError, ValueError, LookupError) as exc:
-        yield _status(status.UNABLE_TO_PROCESS, str(exc)), None
         return
     _apply_policy(query, device, calling)
     return_keys = _strip_hidden(query.keys)
@@ -214,7 +250,19 @@ def handle_find(event: evt.Event, service: WorklistService) -> Iterator[tuple[An
     fast = _FastPath.for_event(event, return_keys, pending)
     sent = 0
     try:
-        for item in _matches(service, query, narrowing):
+        for item in _matches(service, query, narrowing, deadline):
+            if item is None:
+                fast.flush()
+                limit = rt.config.dicom.query_time_limit
+                yield (
+                    _refused(
+                        event,
+                        status.OUT_OF_RESOURCES,
+                        f"Query exceeded {limit:g} s; narrow the query",
+                    ),
+                    None,
+                )
+                return
             if event.is_cancelled:
                 fast.flush()
                 yield status.CANCEL, None
@@ -248,9 +296,13 @@ def handle_find(event: evt.Event, service: WorklistService) -> Iterator[tuple[An
 
 
 def _matches(
-    service: WorklistService, query: matching.Query, narrowing: Narrowing
-) -> Iterator[dict[str, Any]]:
+    service: WorklistService, query: matching.Query, narrowing: Narrowing, deadline: float
+) -> Iterator[dict[str, Any] | None]:
+    """The matching items; None once the thread's CPU time passes ``deadline`` (then stops)."""
     for row in service.repo.candidates(narrowing):
+        if time.thread_time() > deadline:
+            yield None
+            return
         item = row_to_item(row)
         if matching.matches(query, item):
             yield item

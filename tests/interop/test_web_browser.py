@@ -382,6 +382,21 @@ def test_front_desk_schedules_again_for_a_known_patient(box: Box, page: Any) -> 
     assert response is not None and response.status == 403
 
 
+def test_open_board_says_when_it_lost_the_server(box: Box, page: Any) -> None:
+    """The server stops answering: after a few missed polls a banner says since when the
+    board is stale; it goes away once the server answers again."""
+    page.goto(box.url + "/")
+    page.wait_for_selector("#live:not([hidden])", timeout=20_000)
+    changes = page.get_attribute("#board", "data-changes")
+    page.route(f"**{changes}*", lambda route: route.abort())
+    page.wait_for_selector("#server-lost:not([hidden])", timeout=30_000)
+    assert re.fullmatch(r"\d\d:\d\d", page.inner_text("#server-lost .since"))
+    assert page.locator("#live").is_hidden()
+    page.unroute(f"**{changes}*")
+    page.wait_for_selector("#server-lost", state="hidden", timeout=20_000)
+    assert page.locator("#live").is_visible()
+
+
 def test_open_board_tells_when_the_session_has_ended(box: Box, browser: Any, page: Any) -> None:
     """Signed out in another tab: the open board stops polling and says so."""
     page.goto(box.url + "/")

@@ -7,7 +7,24 @@
   var period = parseInt(board.dataset.poll, 10) || 3000;
   var live = document.getElementById("live");
   var ended = document.getElementById("session-ended");
+  var lost = document.getElementById("server-lost");
   var stopped = false;
+  var missed = 0;
+  var lastOk = new Date();
+  var LOST_AFTER = 3; // missed polls before the board says it is no longer up to date
+
+  function clock(d) {
+    return ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2);
+  }
+
+  function missedOne() {
+    missed += 1;
+    live.hidden = true;
+    if (missed >= LOST_AFTER && lost) {
+      lost.querySelector(".since").textContent = clock(lastOk);
+      lost.hidden = false;
+    }
+  }
 
   function section(station) {
     var found = board.querySelector('section.station[data-station="' + CSS.escape(station) + '"]');
@@ -67,8 +84,11 @@
         data.rows.forEach(apply);
         since = data.since;
         live.hidden = false;
+        missed = 0;
+        lastOk = new Date();
+        if (lost) lost.hidden = true;
       })
-      .catch(function () { live.hidden = true; })
+      .catch(missedOne)
       .finally(function () { if (!stopped) setTimeout(poll, period); });
   }
   setTimeout(poll, period);

@@ -376,3 +376,19 @@ def test_a_stalled_destination_and_its_held_items_are_shown(web: Web, queued: di
     assert '<small class="held">1 held</small>' in main
     waiting = client.get("/admin/destinations/main/waiting").text
     assert '<span class="badge held">held</span> no decoder for JPEG Extended' in waiting
+
+
+def test_unrouted_images_are_listed_and_sent_from_the_page(web: Web) -> None:
+    info = queue.InstanceInfo("9.9", CT, ELE, "CT", "CT9")
+    queue.record_instance(web.store, info, "f9", "d9", 1, [], now=time.time())
+    admin = web.login("admin")
+    page = admin.get("/admin/destinations").text
+    assert "Unrouted images (1)" in page and 'id="unrouted-' in page
+    assert (
+        post(admin, "/admin/destinations/unrouted/route", {"destination": "nope"}).status_code
+        == 400
+    )
+    resp = post(admin, "/admin/destinations/unrouted/route", {"destination": "main"})
+    assert resp.status_code == 302
+    assert queue.unrouted_count(web.store) == 0
+    assert [w["why"] for w in queue.waiting_items(web.store, "main")] == ["queued, not tried yet"]
