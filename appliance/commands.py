@@ -11,6 +11,7 @@ from typing import Any
 
 from appliance import accounts_cli, backup_cli
 from appliance.forward import cli as forward_cli
+from appliance.hl7 import cli as hl7_cli
 from appliance.worklist import cli as worklist_cli
 
 Handler = Callable[[argparse.Namespace], int]
@@ -21,6 +22,7 @@ REGISTRARS: list[Registrar] = [
     accounts_cli.register,
     forward_cli.register,
     backup_cli.register,
+    hl7_cli.register,
 ]
 
 

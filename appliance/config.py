@@ -282,6 +282,86 @@ class PrintProfileSettings:
     )
 
 
+HL7_CHARSETS = (
+    "ASCII",
+    "8859/1",
+    "UNICODE UTF-8",
+    "ISO IR87",
+    "SHIFT_JIS",
+)
+
+
+@dataclass(frozen=True)
+class Hl7OutboundSettings:
+    """[[hl7.outbound]]: a RIS told of step status changes (ORM^O01 ORC-1 SC) over MLLP."""
+
+    name: str = _doc("a short unique name (required)", "")
+    host: str = _doc("the RIS's HL7 host (required)", "")
+    port: int = _doc("the RIS's HL7 port (required)", 2575)
+    receiving_application: str = _doc("MSH-5 of the messages sent", "")
+    receiving_facility: str = _doc("MSH-6 of the messages sent", "")
+    charset: str = _doc(
+        "MSH-18 of the messages sent: ASCII, 8859/1, UNICODE UTF-8, ISO IR87 or SHIFT_JIS "
+        "('' = hl7.charset)",
+        "",
+    )
+    timeout: float = _doc("seconds to connect and to wait for the ACK", 10.0)
+    retry_initial: float = _doc("seconds before the first retry", 5.0)
+    retry_max: float = _doc("longest wait between retries, in seconds (exponential)", 300.0)
+    max_attempts: int = _doc(
+        "failed attempts before a message is dead-lettered (0 = retry for ever)", 0
+    )
+
+
+@dataclass(frozen=True)
+class Hl7Settings:
+    """[hl7]: the inbound HL7 v2 listener (MLLP) that turns RIS orders into worklist steps."""
+
+    enabled: bool = _doc("listen for HL7 v2 orders (ORM^O01, OMI^O23) over MLLP", False)
+    host: str = _doc("address the HL7 listener binds to", "0.0.0.0")
+    port: int = _doc("TCP port of the HL7 listener (0 picks a free port)", 2575)
+    allowed_senders: tuple[str, ...] = _doc(
+        "sending applications accepted, as 'APP^FACILITY' or 'APP' (MSH-3^MSH-4); "
+        "'*' accepts any; empty = none (every message gets AR)",
+        (),
+    )
+    charset: str = _doc(
+        "character set of messages whose MSH-18 is empty: ASCII, 8859/1, UNICODE UTF-8, "
+        "ISO IR87 or SHIFT_JIS",
+        "ASCII",
+    )
+    stations: tuple[str, ...] = _doc(
+        "scheduled station AE title per modality for orders that name none, as a table "
+        '{ CT = "CT1", MR = "MR1" }',
+        (),
+    )
+    max_message_kb: int = _doc(
+        "largest message accepted, in KiB; a larger one gets AR and the connection is closed",
+        1024,
+    )
+    idle_timeout: float = _doc(
+        "seconds a connection may wait for its next complete message (silent or trickling) "
+        "before it is closed",
+        300.0,
+    )
+    max_connections: int = _doc(
+        "connections served at once; one more closes the one waiting longest (one that never "
+        "sent a message first), else is closed itself",
+        16,
+    )
+    outbound: tuple[Hl7OutboundSettings, ...] = _doc_list(
+        "RIS told when MPPS starts, completes or discontinues a step of their order"
+    )
+
+    def station_for(self, modality: str) -> str:
+        """The station AE title mapped to this modality, or ''."""
+        for pair in self.stations:
+            key, _, ae = pair.partition("=")
+            if key == modality:
+                return ae
+        return ""
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration, as loaded at start."""
@@ -291,6 +371,7 @@ class Config:
     web: WebSettings = field(default_factory=WebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)
     devices: tuple[DeviceSettings, ...] = _doc_list("modalities and peers allowed to talk")
     destinations: tuple[DestinationSettings, ...] = _doc_list("PACS the forwarder sends to")
     printers: tuple[PrinterSettings, ...] = _doc_list("printers films go to")
@@ -310,6 +391,7 @@ SECTIONS: dict[str, type] = {
     "web": WebSettings,
     "logging": LoggingSettings,
     "forward": ForwardSettings,
+    "hl7": Hl7Settings,
 }
 TABLES: dict[str, type] = {
     "devices": DeviceSettings,
@@ -322,7 +404,7 @@ TABLES: dict[str, type] = {
 def documented_settings() -> list[tuple[str, str, str]]:
     """Every setting as (section, key, doc); a test checks each is in the example file."""
     out = [("", "data_dir", Config.__dataclass_fields__["data_dir"].metadata["doc"])]
-    for section, cls in {**SECTIONS, **TABLES}.items():
+    for section, cls in {**SECTIONS, **TABLES, "hl7.outbound": Hl7OutboundSettings}.items():
         for f in dataclasses.fields(cls):
             out.append((section, f.name, f.metadata["doc"]))
     return out
@@ -505,6 +587,80 @@ def _validate_forward(f: ForwardSettings) -> ForwardSettings:
     return f
 
 
+def _coerce_hl7(raw: Any) -> Hl7Settings:
+    """[hl7], whose ``stations`` is a table MODALITY = "AE" kept as ("MODALITY=AE", ...)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("hl7", "must be a table")
+    rest = {k: v for k, v in raw.items() if k not in ("stations", "outbound")}
+    stations = raw.get("stations", {})
+    if not isinstance(stations, Mapping):
+        raise ConfigError("hl7.stations", 'must be a table such as { CT = "CT1" }')
+    pairs = []
+    for modality, ae in stations.items():
+        if not re.fullmatch(r"[A-Z0-9_]{1,16}", modality):
+            raise ConfigError("hl7.stations", f"{modality!r} is not a modality code (CT, MR...)")
+        if not isinstance(ae, str):
+            raise ConfigError(f"hl7.stations.{modality}", "must be an AE title string")
+        pairs.append(f"{modality}={validate_ae_title(ae, f'hl7.stations.{modality}')}")
+    rows = raw.get("outbound", [])
+    if not isinstance(rows, list):
+        raise ConfigError("hl7.outbound", "must be an array of tables ([[hl7.outbound]])")
+    outbound = tuple(
+        _validate_hl7_outbound(
+            _coerce(Hl7OutboundSettings, row, f"hl7.outbound[{i}]"), f"hl7.outbound[{i}]"
+        )
+        for i, row in enumerate(rows)
+    )
+    _unique(outbound, "name", "hl7.outbound")
+    return dataclasses.replace(
+        _coerce(Hl7Settings, rest, "hl7"), stations=tuple(pairs), outbound=outbound
+    )
+
+
+def _validate_hl7_outbound(o: Hl7OutboundSettings, where: str) -> Hl7OutboundSettings:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", o.name):
+        raise ConfigError(f"{where}.name", f"{o.name!r} must be 1-32 letters, digits, '_' or '-'")
+    _check_host(o.host, f"{where}.host", required=True)
+    _check_port(o.port, f"{where}.port", allow_zero=False)
+    for name in ("receiving_application", "receiving_facility"):
+        if re.search(r"[|^~\\&]", getattr(o, name)) or _CONTROL.search(getattr(o, name)):
+            raise ConfigError(f"{where}.{name}", "must not contain HL7 delimiters")
+    charset = o.charset.strip().upper()
+    if charset:
+        _check_choice(charset, f"{where}.charset", HL7_CHARSETS)
+    for name in ("timeout", "retry_initial", "retry_max"):
+        if getattr(o, name) <= 0:
+            raise ConfigError(f"{where}.{name}", "must be a positive number of seconds")
+    if o.retry_max < o.retry_initial:
+        raise ConfigError(f"{where}.retry_max", "must not be below retry_initial")
+    if o.max_attempts < 0:
+        raise ConfigError(f"{where}.max_attempts", "must be 0 (for ever) or positive")
+    return dataclasses.replace(o, charset=charset)
+
+
+def _validate_hl7(h: Hl7Settings) -> Hl7Settings:
+    _check_host(h.host, "hl7.host", required=True)
+    _check_port(h.port, "hl7.port")
+    senders = []
+    for sender in h.allowed_senders:
+        sender = sender.strip()
+        parts = sender.split("^")
+        if sender != "*" and (len(parts) > 2 or not parts[0] or _CONTROL.search(sender)):
+            raise ConfigError(
+                "hl7.allowed_senders", f"{sender!r} is not 'APP^FACILITY', 'APP' or '*'"
+            )
+        senders.append(sender)
+    charset = h.charset.strip().upper()
+    _check_choice(charset, "hl7.charset", HL7_CHARSETS)
+    if not 1 <= h.max_message_kb <= 65536:
+        raise ConfigError("hl7.max_message_kb", f"{h.max_message_kb} is not between 1 and 65536")
+    if h.idle_timeout <= 0:
+        raise ConfigError("hl7.idle_timeout", "must be a positive number of seconds")
+    if not 1 <= h.max_connections <= 1024:
+        raise ConfigError("hl7.max_connections", f"{h.max_connections} is not between 1 and 1024")
+    return dataclasses.replace(h, allowed_senders=tuple(senders), charset=charset)
+
+
 def _validate_printer(p: PrinterSettings, where: str) -> PrinterSettings:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", p.name):
         raise ConfigError(f"{where}.name", f"{p.name!r} must be 1-32 letters, digits, '_' or '-'")
@@ -594,6 +750,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
     kwargs["forward"] = _validate_forward(
         _coerce(ForwardSettings, raw.get("forward", {}), "forward")
     )
+    kwargs["hl7"] = _validate_hl7(_coerce_hl7(raw.get("hl7", {})))
     validators: dict[str, Callable[[Any, str], Any]] = {
         "devices": _validate_device,
         "destinations": _validate_destination,

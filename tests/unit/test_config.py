@@ -27,7 +27,9 @@ def test_defaults_work_without_a_file() -> None:
 def test_example_file_is_valid_and_every_setting_is_documented() -> None:
     config_mod.load(EXAMPLE, env={})
     text = EXAMPLE.read_text()
-    sections = {m.group(1) for m in re.finditer(r"^#?\s*\[\[?(\w+)\]\]?", text, re.MULTILINE)}
+    sections = {
+        m.group(1) for m in re.finditer(r"^#?\s*\[\[?(\w+(?:\.\w+)?)\]\]?", text, re.MULTILINE)
+    }
     keys = set(re.findall(r"^#?\s*(\w+)\s*=", text, re.MULTILINE))
     for section, key, doc in config_mod.documented_settings():
         assert doc, f"{section}.{key} has no documentation in config.py"
