@@ -30,6 +30,7 @@ ADMIN_MENU: list[tuple[str, str | None]] = [
     ("Audit log", "admin.audit"),
     ("Printers", "prints.printers"),
     ("Destinations", "queues.index"),
+    ("HL7", "hl7.index"),
     ("Backup", "admin.backup"),
 ]
 
@@ -79,9 +80,9 @@ def create_app(
     if token is not None:
         announce(token)
 
-    from web import admin, api, auth, board, destinations, prints, queues, steps
+    from web import admin, api, auth, board, destinations, hl7, prints, queues, steps
 
-    blueprints = (auth, board, steps, admin, prints, queues, destinations, api)
+    blueprints = (auth, board, steps, admin, prints, queues, destinations, hl7, api)
     for bp in (module.bp for module in blueprints):
         app.register_blueprint(bp)
 
