@@ -22,6 +22,7 @@ from flask import (
 
 from appliance import accounts, audit, backup, catalog, devices
 from appliance.config import CHARSETS, DEVICE_ROLES, STATION_FILTERS, DeviceSettings
+from appliance.dicom import echo as dicom_echo
 from appliance.errors import Conflict, NotFound, ValidationError
 from web import gettext, paging, request_store, runtime, security
 from web.prints import refuse
@@ -143,6 +144,25 @@ def device_delete(ae_title: str) -> Any:
         flash(f"{ae_title}: {gettext(exc.reason)}", "error")
         return redirect(url_for("admin.devices"))
     devices.publish(store, runtime().access)
+    return redirect(url_for("admin.devices"))
+
+
+@bp.post("/devices/<ae_title>/echo")
+def device_echo(ae_title: str) -> Any:
+    """C-ECHO the device (a modality with a Verification SCP, a PACS), as its host:port."""
+    device = runtime().access.device(ae_title)
+    if device is None:
+        abort(404)
+    if not device.host or not device.port:
+        return refuse(400, "host", "give the device's host and port to test it")
+    cfg = runtime().config.dicom
+    ok, what = dicom_echo.echo(device.host, device.port, device.ae_title, cfg.ae_title)
+    audit.record_now(request_store(), security.actor(), "device-echo", ae_title, what,
+                     security.source())  # fmt: skip
+    if ok:
+        flash(gettext("C-ECHO to %(name)s: %(what)s.", name=ae_title, what=what))
+    else:
+        flash(gettext("C-ECHO to %(name)s failed: %(what)s", name=ae_title, what=what), "error")
     return redirect(url_for("admin.devices"))
 
 
