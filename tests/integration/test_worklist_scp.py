@@ -265,6 +265,11 @@ def test_mpps_in_progress_then_completed_moves_the_step(box: Appliance) -> None:
     assert st.Status == status.PROCESSING_FAILURE
     assert "no longer be updated" in st.ErrorComment
     assoc.release()
+    # The audit log names the patient's accession and ID, not only the MPPS UID.
+    details = [r["detail"] for r in box.runtime.store.query(
+        "SELECT detail FROM audit WHERE action LIKE 'mpps-%' ORDER BY id")]  # fmt: skip
+    expected = f"1 step: accession {step['accession_number']} (patient ID {step['patient_id']})"
+    assert details == [expected, expected]
     # Completed steps are hidden from CT1 but shown to a device that wants them.
     assert results(find(box, make_mwl_query())) == []
     shown = results(find(box, make_mwl_query(), calling="SHOWALL"))
