@@ -277,6 +277,7 @@ JA: dict[str, str] = {
     "is not a dead letter of this destination": "この送信先の送信不能ではありません",
     "queued, not tried yet": "受信済み、未送信",
     "held": "保留",
+    "the earlier job": "元のジョブ",
     "C-ECHO to %(name)s: %(what)s.": "%(name)s への C-ECHO: %(what)s。",
     "HL7 orders from the RIS": "RIS からの HL7 オーダー",
     "HL7 is off: set [hl7] enabled = true (and allowed_senders) in the configuration file.": "HL7 は無効です。設定ファイルで [hl7] enabled = true (と allowed_senders) を設定してください。",
