@@ -148,3 +148,12 @@ def test_one_room_only(web: Web, desk: FlaskClient) -> None:
     resp = desk.get("/board/changes", query_string={"since": since, "station": "MR1"})
     rows = {r["station"]: r["html"] for r in resp.json["rows"]}
     assert rows["CT1"] == "" and "Ito Ken" in rows["MR1"]
+
+
+def test_board_shows_birth_date_age_and_sex(web: Web, desk: FlaskClient) -> None:
+    day = date.today()
+    born = date(day.year - 52, 1, 1)
+    schedule(web, "CT1", accession_number="ACC9", birth_date=born.strftime("%Y%m%d"), sex="F")
+    page = desk.get("/").text
+    row = page.split('class="demo">')[1].split("</small>")[0]
+    assert row == f"{born.isoformat()} (52 y) · F"
