@@ -462,3 +462,21 @@ def test_the_queue_page_refreshes_itself_unless_a_field_is_in_use(box: Box, brow
     pg.wait_for_timeout(500)
     assert pg.evaluate("window.__marker") == 2
     pg.close()
+
+
+def test_the_board_prints_as_a_day_list(box: Box, browser: Any) -> None:
+    """Print media: the day and room in a heading, no menu and no controls."""
+    pg = browser.new_page()
+    pg.goto(box.url + "/login")
+    if pg.locator("#password").count():
+        pg.fill("#username", "admin")
+        pg.fill("#password", PASSWORD)
+        pg.click("main button[type=submit]")
+    pg.wait_for_selector("#board")
+    assert pg.locator("#print-heading").is_hidden()
+    pg.emulate_media(media="print")
+    assert pg.locator("#print-heading").is_visible()
+    assert date.today().isoformat() in pg.inner_text("#print-heading")
+    assert pg.locator("header.top").is_hidden() and pg.locator(".toolbar").is_hidden()
+    pg.pdf(path=str(SHOTS / "board-day-list.pdf"))  # Chromium's own print of the page
+    pg.close()
