@@ -105,11 +105,19 @@ class Access:
         )  # fmt: skip
         return False
 
-    def admits(self, calling_ae: str, called_ae: str, address: str) -> bool:
-        """May this calling AE title associate at all? Under ``dicom.unknown_ae = reject``
-        only known devices may; a refusal is audited (the edge answers A-ASSOCIATE-RJ
-        rejected-permanent, service-user, calling AE title not recognized)."""
-        if self.config.dicom.unknown_ae != "reject" or self.device(calling_ae) is not None:
+    def admits(self, calling_ae: str, called_ae: str, address: str, tls: bool = False) -> bool:
+        """May this calling AE title associate at all, on this port? Under
+        ``dicom.unknown_ae = reject`` only known devices may; a device with ``tls =
+        "required"`` only on the TLS port. A refusal is audited (the edge answers
+        A-ASSOCIATE-RJ rejected-permanent, service-user, calling AE title not recognized)."""
+        device = self.device(calling_ae)
+        if device is not None and device.tls == "required" and not tls:
+            self.audit_refusal(
+                "dicom-association-rejected", calling_ae, address,
+                f"called {called_ae}: this device must use DICOM TLS (tls = required)",
+            )  # fmt: skip
+            return False
+        if self.config.dicom.unknown_ae != "reject" or device is not None:
             return True
         self.audit_refusal(
             "dicom-association-rejected", calling_ae, address,

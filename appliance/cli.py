@@ -85,13 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    logging.getLogger().setLevel(getattr(logging, level))
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def _setup_logging(cfg: config_mod.Config) -> None:
+    """Log lines to stderr (journald keeps them under systemd), and to a file rotated by
+    size when ``logging.file`` is set (relative to the data directory)."""
+    from logging.handlers import RotatingFileHandler
+
+    level = getattr(logging, cfg.logging.level)
+    logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT)
+    root = logging.getLogger()
+    root.setLevel(level)
+    if cfg.logging.file:
+        path = cfg.data_dir / Path(cfg.logging.file).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(
+            path,
+            maxBytes=cfg.logging.max_mb * 1024 * 1024,
+            backupCount=cfg.logging.backups,
+            encoding="utf-8",
+        )
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
 
 
 def load_config(args: argparse.Namespace) -> config_mod.Config:
@@ -112,10 +128,12 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM or Ctrl-C, then stop everything cleanly."""
+    from appliance import backup, notify
     from appliance.server import ALL_PARTS, Appliance
 
     cfg = load_config(args)
-    _setup_logging(cfg.logging.level)
+    _setup_logging(cfg)
+    backup.hold_serve_lock(cfg.data_dir)  # until exit: `appliance restore` refuses meanwhile
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -144,10 +162,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    supervision = notify.supervise(app)  # systemd: READY=1 now, then watchdog pings
     try:
         while not stop.wait(0.5):
             pass
     finally:
+        supervision.stopping()
         app.stop()
     return EXIT_OK
 
@@ -228,20 +248,9 @@ def _brief(value: Any) -> str:
 
 
 def _echo(host: str, port: int, ae_title: str) -> str:
-    from pynetdicom import AE
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+    from appliance.dicom.echo import echo  # pynetdicom is loaded only for this command
 
-    ae = AE(ae_title="APPLIANCE-CLI")
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = 5
-    assoc = ae.associate(host, port, ae_title=ae_title)
-    if not assoc.is_established:
-        return "no association"
-    try:
-        status = assoc.send_c_echo()
-        return "success" if status and status.Status == 0 else "failed"
-    finally:
-        assoc.release()
+    return echo(host, port, ae_title, "APPLIANCE-CLI", timeout=5.0)[1]
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from appliance import accounts_cli
+from appliance import accounts_cli, backup_cli
 from appliance.forward import cli as forward_cli
+from appliance.hl7 import cli as hl7_cli
 from appliance.worklist import cli as worklist_cli
 
 Handler = Callable[[argparse.Namespace], int]
@@ -20,6 +21,8 @@ REGISTRARS: list[Registrar] = [
     worklist_cli.register,
     accounts_cli.register,
     forward_cli.register,
+    backup_cli.register,
+    hl7_cli.register,
 ]
 
 

@@ -45,6 +45,11 @@ def _doc_list(text: str) -> Any:
 
 
 DEFAULT_DATA_DIR = Path("appliance-data")
+# destination.transfer_syntax: the lossless syntaxes a sender may compress to.
+LOSSLESS_TARGETS = {
+    "jpeg-ls-lossless": "1.2.840.10008.1.2.4.80",
+    "jpeg2000-lossless": "1.2.840.10008.1.2.4.90",
+}
 
 
 @dataclass(frozen=True)
@@ -117,9 +122,16 @@ class WebSettings:
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    """[logging]: log lines on stderr."""
+    """[logging]: log lines on stderr (journald under systemd), optionally also a file."""
 
     level: str = _doc("DEBUG, INFO, WARNING or ERROR; patient data appears only at DEBUG", "INFO")
+    file: str = _doc(
+        "also write the log to this file, rotated by size ('' = stderr only; a relative "
+        "path is inside data_dir)",
+        "",
+    )
+    max_mb: int = _doc("size in MB at which the log file is rotated", 10)
+    backups: int = _doc("rotated log files kept (FILE.1 ... FILE.N)", 5)
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,10 @@ class DeviceSettings:
         "",
     )
     max_results: int = _doc("worklist: most items returned for one query (0 = no limit)", 0)
+    tls: str = _doc(
+        "optional (plain or TLS port) or required (refused on the plain port: A-ASSOCIATE-RJ)",
+        "optional",
+    )
 
 
 @dataclass(frozen=True)
@@ -163,6 +179,11 @@ class DestinationSettings:
         "Storage Commitment: pacs (ask this PACS, answer the modality when it commits) "
         "or delivery (a Success C-STORE counts as committed, for a PACS without commitment)",
         "pacs",
+    )
+    transfer_syntax: str = _doc(
+        "compress uncompressed images losslessly before sending, for a PACS behind a slow "
+        "link: jpeg-ls-lossless or jpeg2000-lossless ('' = send as stored)",
+        "",
     )
 
 
@@ -263,6 +284,86 @@ class PrintProfileSettings:
     )
 
 
+HL7_CHARSETS = (
+    "ASCII",
+    "8859/1",
+    "UNICODE UTF-8",
+    "ISO IR87",
+    "SHIFT_JIS",
+)
+
+
+@dataclass(frozen=True)
+class Hl7OutboundSettings:
+    """[[hl7.outbound]]: a RIS told of step status changes (ORM^O01 ORC-1 SC) over MLLP."""
+
+    name: str = _doc("a short unique name (required)", "")
+    host: str = _doc("the RIS's HL7 host (required)", "")
+    port: int = _doc("the RIS's HL7 port (required)", 2575)
+    receiving_application: str = _doc("MSH-5 of the messages sent", "")
+    receiving_facility: str = _doc("MSH-6 of the messages sent", "")
+    charset: str = _doc(
+        "MSH-18 of the messages sent: ASCII, 8859/1, UNICODE UTF-8, ISO IR87 or SHIFT_JIS "
+        "('' = hl7.charset)",
+        "",
+    )
+    timeout: float = _doc("seconds to connect and to wait for the ACK", 10.0)
+    retry_initial: float = _doc("seconds before the first retry", 5.0)
+    retry_max: float = _doc("longest wait between retries, in seconds (exponential)", 300.0)
+    max_attempts: int = _doc(
+        "failed attempts before a message is dead-lettered (0 = retry for ever)", 0
+    )
+
+
+@dataclass(frozen=True)
+class Hl7Settings:
+    """[hl7]: the inbound HL7 v2 listener (MLLP) that turns RIS orders into worklist steps."""
+
+    enabled: bool = _doc("listen for HL7 v2 orders (ORM^O01, OMI^O23) over MLLP", False)
+    host: str = _doc("address the HL7 listener binds to", "0.0.0.0")
+    port: int = _doc("TCP port of the HL7 listener (0 picks a free port)", 2575)
+    allowed_senders: tuple[str, ...] = _doc(
+        "sending applications accepted, as 'APP^FACILITY' or 'APP' (MSH-3^MSH-4); "
+        "'*' accepts any; empty = none (every message gets AR)",
+        (),
+    )
+    charset: str = _doc(
+        "character set of messages whose MSH-18 is empty: ASCII, 8859/1, UNICODE UTF-8, "
+        "ISO IR87 or SHIFT_JIS",
+        "ASCII",
+    )
+    stations: tuple[str, ...] = _doc(
+        "scheduled station AE title per modality for orders that name none, as a table "
+        '{ CT = "CT1", MR = "MR1" }',
+        (),
+    )
+    max_message_kb: int = _doc(
+        "largest message accepted, in KiB; a larger one gets AR and the connection is closed",
+        1024,
+    )
+    idle_timeout: float = _doc(
+        "seconds a connection may wait for its next complete message (silent or trickling) "
+        "before it is closed",
+        300.0,
+    )
+    max_connections: int = _doc(
+        "connections served at once; one more closes the one waiting longest (one that never "
+        "sent a message first), else is closed itself",
+        16,
+    )
+    outbound: tuple[Hl7OutboundSettings, ...] = _doc_list(
+        "RIS told when MPPS starts, completes or discontinues a step of their order"
+    )
+
+    def station_for(self, modality: str) -> str:
+        """The station AE title mapped to this modality, or ''."""
+        for pair in self.stations:
+            key, _, ae = pair.partition("=")
+            if key == modality:
+                return ae
+        return ""
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration, as loaded at start."""
@@ -272,6 +373,7 @@ class Config:
     web: WebSettings = field(default_factory=WebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)
     devices: tuple[DeviceSettings, ...] = _doc_list("modalities and peers allowed to talk")
     destinations: tuple[DestinationSettings, ...] = _doc_list("PACS the forwarder sends to")
     printers: tuple[PrinterSettings, ...] = _doc_list("printers films go to")
@@ -291,6 +393,7 @@ SECTIONS: dict[str, type] = {
     "web": WebSettings,
     "logging": LoggingSettings,
     "forward": ForwardSettings,
+    "hl7": Hl7Settings,
 }
 TABLES: dict[str, type] = {
     "devices": DeviceSettings,
@@ -303,7 +406,7 @@ TABLES: dict[str, type] = {
 def documented_settings() -> list[tuple[str, str, str]]:
     """Every setting as (section, key, doc); a test checks each is in the example file."""
     out = [("", "data_dir", Config.__dataclass_fields__["data_dir"].metadata["doc"])]
-    for section, cls in {**SECTIONS, **TABLES}.items():
+    for section, cls in {**SECTIONS, **TABLES, "hl7.outbound": Hl7OutboundSettings}.items():
         for f in dataclasses.fields(cls):
             out.append((section, f.name, f.metadata["doc"]))
     return out
@@ -424,6 +527,17 @@ def _validate_web(w: WebSettings) -> WebSettings:
     return w
 
 
+def _validate_logging(lg: LoggingSettings) -> LoggingSettings:
+    level = _check_choice(lg.level.upper(), "logging.level", LOG_LEVELS)
+    if not 1 <= lg.max_mb <= 10_000:
+        raise ConfigError("logging.max_mb", f"{lg.max_mb} is not between 1 and 10000")
+    if not 0 <= lg.backups <= 100:
+        raise ConfigError("logging.backups", f"{lg.backups} is not between 0 and 100")
+    if _CONTROL.search(lg.file):
+        raise ConfigError("logging.file", "contains a control character")
+    return dataclasses.replace(lg, level=level)
+
+
 def _validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
     ae = validate_ae_title(d.ae_title, f"{where}.ae_title")
     _check_host(d.host, f"{where}.host")
@@ -435,6 +549,7 @@ def _validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
         raise ConfigError(f"{where}.modality", f"{d.modality!r} is not a modality code (CT, MR...)")
     if d.max_results < 0:
         raise ConfigError(f"{where}.max_results", "must be 0 (no limit) or positive")
+    _check_choice(d.tls, f"{where}.tls", ("optional", "required"))
     return dataclasses.replace(d, ae_title=ae)
 
 
@@ -451,6 +566,7 @@ def _validate_destination(d: DestinationSettings, where: str) -> DestinationSett
     if not all(re.fullmatch(r"[0-9]+(\.[0-9]+)*", u) and len(u) <= 64 for u in d.sop_classes):
         raise ConfigError(f"{where}.sop_classes", "must be SOP Class UIDs (digits and dots)")
     _check_choice(d.commitment, f"{where}.commitment", COMMITMENT_POLICIES)
+    _check_choice(d.transfer_syntax, f"{where}.transfer_syntax", ("", *LOSSLESS_TARGETS))
     return dataclasses.replace(d, ae_title=ae, from_ae=from_ae, modalities=modalities)
 
 
@@ -471,6 +587,80 @@ def _validate_forward(f: ForwardSettings) -> ForwardSettings:
         raise ConfigError("forward.retention_hours", "must be 0 or positive")
     _check_choice(f.prefer, "forward.prefer", ("lossless", "uncompressed"))
     return f
+
+
+def _coerce_hl7(raw: Any) -> Hl7Settings:
+    """[hl7], whose ``stations`` is a table MODALITY = "AE" kept as ("MODALITY=AE", ...)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("hl7", "must be a table")
+    rest = {k: v for k, v in raw.items() if k not in ("stations", "outbound")}
+    stations = raw.get("stations", {})
+    if not isinstance(stations, Mapping):
+        raise ConfigError("hl7.stations", 'must be a table such as { CT = "CT1" }')
+    pairs = []
+    for modality, ae in stations.items():
+        if not re.fullmatch(r"[A-Z0-9_]{1,16}", modality):
+            raise ConfigError("hl7.stations", f"{modality!r} is not a modality code (CT, MR...)")
+        if not isinstance(ae, str):
+            raise ConfigError(f"hl7.stations.{modality}", "must be an AE title string")
+        pairs.append(f"{modality}={validate_ae_title(ae, f'hl7.stations.{modality}')}")
+    rows = raw.get("outbound", [])
+    if not isinstance(rows, list):
+        raise ConfigError("hl7.outbound", "must be an array of tables ([[hl7.outbound]])")
+    outbound = tuple(
+        _validate_hl7_outbound(
+            _coerce(Hl7OutboundSettings, row, f"hl7.outbound[{i}]"), f"hl7.outbound[{i}]"
+        )
+        for i, row in enumerate(rows)
+    )
+    _unique(outbound, "name", "hl7.outbound")
+    return dataclasses.replace(
+        _coerce(Hl7Settings, rest, "hl7"), stations=tuple(pairs), outbound=outbound
+    )
+
+
+def _validate_hl7_outbound(o: Hl7OutboundSettings, where: str) -> Hl7OutboundSettings:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", o.name):
+        raise ConfigError(f"{where}.name", f"{o.name!r} must be 1-32 letters, digits, '_' or '-'")
+    _check_host(o.host, f"{where}.host", required=True)
+    _check_port(o.port, f"{where}.port", allow_zero=False)
+    for name in ("receiving_application", "receiving_facility"):
+        if re.search(r"[|^~\\&]", getattr(o, name)) or _CONTROL.search(getattr(o, name)):
+            raise ConfigError(f"{where}.{name}", "must not contain HL7 delimiters")
+    charset = o.charset.strip().upper()
+    if charset:
+        _check_choice(charset, f"{where}.charset", HL7_CHARSETS)
+    for name in ("timeout", "retry_initial", "retry_max"):
+        if getattr(o, name) <= 0:
+            raise ConfigError(f"{where}.{name}", "must be a positive number of seconds")
+    if o.retry_max < o.retry_initial:
+        raise ConfigError(f"{where}.retry_max", "must not be below retry_initial")
+    if o.max_attempts < 0:
+        raise ConfigError(f"{where}.max_attempts", "must be 0 (for ever) or positive")
+    return dataclasses.replace(o, charset=charset)
+
+
+def _validate_hl7(h: Hl7Settings) -> Hl7Settings:
+    _check_host(h.host, "hl7.host", required=True)
+    _check_port(h.port, "hl7.port")
+    senders = []
+    for sender in h.allowed_senders:
+        sender = sender.strip()
+        parts = sender.split("^")
+        if sender != "*" and (len(parts) > 2 or not parts[0] or _CONTROL.search(sender)):
+            raise ConfigError(
+                "hl7.allowed_senders", f"{sender!r} is not 'APP^FACILITY', 'APP' or '*'"
+            )
+        senders.append(sender)
+    charset = h.charset.strip().upper()
+    _check_choice(charset, "hl7.charset", HL7_CHARSETS)
+    if not 1 <= h.max_message_kb <= 65536:
+        raise ConfigError("hl7.max_message_kb", f"{h.max_message_kb} is not between 1 and 65536")
+    if h.idle_timeout <= 0:
+        raise ConfigError("hl7.idle_timeout", "must be a positive number of seconds")
+    if not 1 <= h.max_connections <= 1024:
+        raise ConfigError("hl7.max_connections", f"{h.max_connections} is not between 1 and 1024")
+    return dataclasses.replace(h, allowed_senders=tuple(senders), charset=charset)
 
 
 def _validate_printer(p: PrinterSettings, where: str) -> PrinterSettings:
@@ -556,12 +746,13 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         kwargs["data_dir"] = DEFAULT_DATA_DIR.absolute()
     kwargs["dicom"] = _validate_dicom(_coerce(DicomSettings, raw.get("dicom", {}), "dicom"))
     kwargs["web"] = _validate_web(_coerce(WebSettings, raw.get("web", {}), "web"))
-    logging_settings = _coerce(LoggingSettings, raw.get("logging", {}), "logging")
-    _check_choice(logging_settings.level.upper(), "logging.level", LOG_LEVELS)
-    kwargs["logging"] = LoggingSettings(level=logging_settings.level.upper())
+    kwargs["logging"] = _validate_logging(
+        _coerce(LoggingSettings, raw.get("logging", {}), "logging")
+    )
     kwargs["forward"] = _validate_forward(
         _coerce(ForwardSettings, raw.get("forward", {}), "forward")
     )
+    kwargs["hl7"] = _validate_hl7(_coerce_hl7(raw.get("hl7", {})))
     validators: dict[str, Callable[[Any, str], Any]] = {
         "devices": _validate_device,
         "destinations": _validate_destination,
@@ -621,7 +812,7 @@ def with_overrides(config: Config, **changes: Any) -> Config:
             web = dataclasses.replace(web, host=_check_host(value, "web.host", True))
         elif key == "log_level":
             level = _check_choice(str(value).upper(), "logging.level", LOG_LEVELS)
-            top["logging"] = LoggingSettings(level=level)
+            top["logging"] = dataclasses.replace(config.logging, level=level)
         else:
             raise ConfigError(key, "is not a known override")
     return dataclasses.replace(config, dicom=dicom, web=web, **top)

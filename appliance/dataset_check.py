@@ -32,6 +32,8 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.valuerep import TEXT_VR_DELIMS
 
+from appliance import status
+
 # The kinds of fault, which each DICOM edge maps to its own status.
 ENCODING = "encoding"  # the bytes are not a valid encoding (PS3.5 7): cannot be read
 STRUCTURE = "structure"  # readable, but nested deeper than the service allows
@@ -384,6 +386,17 @@ def read_request(
     ts = event.context.transfer_syntax
     stream = getattr(event.request, attribute)
     return read(stream, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated, limits, charset)
+
+
+def n_status(exc: Malformed) -> int:
+    """The DIMSE-N status of a malformed attribute or modification list (PS3.7 C.4):
+    0106 invalid attribute value for a value or character set its VR does not allow,
+    0110 processing failure when the list cannot be decoded at all."""
+    return (
+        status.INVALID_ATTRIBUTE_VALUE
+        if exc.kind in (VALUE, CHARSET)
+        else status.PROCESSING_FAILURE
+    )
 
 
 def peer(event: Any) -> str:

@@ -8,12 +8,16 @@ of failing with "database is locked" halfway through.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
+
+log = logging.getLogger(__name__)
 
 DB_FILENAME = "appliance.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -30,13 +34,27 @@ def connect(path: Path) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+class _CloseAtThreadEnd:
+    """Held only by a thread's ``threading.local``: when the thread ends, the local goes
+    and this closes the thread's connection (each association has a thread of its own;
+    kept open, two file descriptors leaked per association)."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def __del__(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.conn.close()
+
+
 class Store:
-    """Hands each thread its own connection to the one database file."""
+    """Hands each thread its own connection to the one database file, closed when the
+    thread ends."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._all: list[sqlite_utils.Database] = []
+        self._all: weakref.WeakSet[sqlite_utils.Database] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     @property
@@ -46,8 +64,9 @@ class Store:
         if db is None:
             db = connect(self.path)
             self._local.db = db
+            self._local.closer = _CloseAtThreadEnd(db)
             with self._lock:
-                self._all.append(db)
+                self._all.add(db)
         return db
 
     @contextlib.contextmanager
@@ -102,7 +121,7 @@ class Store:
     def close(self) -> None:
         """Close every connection this store opened (call at shutdown)."""
         with self._lock:
-            for db in self._all:
+            for db in list(self._all):
                 with contextlib.suppress(sqlite3.Error):
                     db.conn.close()
             self._all.clear()
@@ -117,10 +136,17 @@ def run_script(db: sqlite_utils.Database, script: str) -> None:
 
 
 def open_store(data_dir: Path) -> Store:
-    """Create the data directory if needed, open the database and apply migrations."""
-    from appliance.migrations import migrate
+    """Create the data directory if needed, open the database and apply migrations; an
+    existing database is first copied to ``DATA_DIR/backups`` when a migration is pending."""
+    from appliance import backup
+    from appliance.migrations import migrate, pending
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    existed = (data_dir / DB_FILENAME).exists()
     store = Store(data_dir / DB_FILENAME)
+    todo = pending(store.db) if existed else []
+    if todo:
+        copy = backup.before_migration(store.db.conn, data_dir)
+        log.info("copied the database to %s before %d migrations", copy, len(todo))
     migrate(store.db)
     return store

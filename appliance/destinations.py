@@ -58,6 +58,11 @@ def _m0001(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0002_transfer_syntax")
+def _m0002(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE destinations ADD COLUMN transfer_syntax TEXT NOT NULL DEFAULT ''")
+
+
 def version(store: Store) -> int:
     """The change counter of the destination list."""
     return TABLE.version(store)

@@ -47,6 +47,11 @@ def _m0001(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0002_tls")
+def _m0002(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE devices ADD COLUMN tls TEXT NOT NULL DEFAULT 'optional'")
+
+
 def version(store: Store) -> int:
     """The change counter of the device list."""
     return TABLE.version(store)

@@ -52,6 +52,11 @@ def all_sets() -> list[Migrations]:
     return sets
 
 
+def pending(db: sqlite_utils.Database) -> list[str]:
+    """The names of the migrations not yet applied, in order."""
+    return [f"{mset.name}:{m.name}" for mset in all_sets() for m in mset.pending(db)]
+
+
 def migrate(db: sqlite_utils.Database) -> list[str]:
     """Apply every pending migration; returns the names applied."""
     applied: list[str] = []

@@ -6,6 +6,7 @@ from sqlite_utils.migrations import Migrations
 
 from appliance import accounts, catalog, destinations, devices
 from appliance.forward.queue import migrations as forward
+from appliance.hl7.schema import migrations as hl7
 from appliance.printing.migrations import printing
 from appliance.qr.index import migrations as qr
 from appliance.worklist.schema import migrations as worklist
@@ -19,4 +20,5 @@ SETS: list[Migrations] = [
     devices.migrations,
     catalog.migrations,
     destinations.migrations,
+    hl7,
 ]

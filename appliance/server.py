@@ -190,6 +190,7 @@ class Appliance:
         self.tls_error = ""
         self.web_port: int | None = None
         self._health_extra: list[Callable[[], dict[str, Any]]] = []
+        self.hl7: Any = None  # appliance.hl7.service.Hl7Service when [hl7] enabled
 
     # -- lifecycle -------------------------------------------------------
 
@@ -202,6 +203,10 @@ class Appliance:
                 self._start_dicom()
             if "web" in self.only:
                 self._start_web()
+            if "dicom" in self.only and self.config.hl7.enabled:
+                from appliance.hl7.service import Hl7Service
+
+                self.hl7 = Hl7Service(self.runtime).start()
         except BaseException:
             self.stop()
             raise
@@ -291,8 +296,9 @@ class Appliance:
         app = create_app(self.runtime, health=self.health, health_key=key)
         cfg = self.config.web
         server = create_server(
-            app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance"
-        )
+            app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance",
+            asyncore_use_poll=True,  # select() fails once the box holds 1024 descriptors
+        )  # fmt: skip
         self._web_server = server
         self.web_port = int(server.effective_port)  # type: ignore[union-attr]
         self._web_thread = threading.Thread(target=server.run, name="web", daemon=True)
@@ -300,6 +306,9 @@ class Appliance:
 
     def stop(self) -> None:
         """Stop listeners and workers and close the database; safe to call twice."""
+        if self.hl7 is not None:
+            self.hl7.stop()
+            self.hl7 = None
         for server in (self._dicom_server, self._dicom_tls_server):
             if server is not None:
                 # Open associations end with the listener, as they would with the process.
@@ -360,6 +369,8 @@ class Appliance:
                 )  # fmt: skip
             for service in self.services:
                 parts[service.name] = service.health()
+            if self.hl7 is not None:
+                parts["hl7"] = self.hl7.health()
         else:
             parts["dicom"] = {"state": "not in this process"}
         parts["web"] = {"state": "running", "port": self.web_port}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # General (PS3.7 C.1-C.5)
 SUCCESS = 0x0000
 CANCEL = 0xFE00
@@ -84,3 +86,24 @@ TOO_MANY_MATCHES = 0xA701  # out of resources: unable to calculate number of mat
 UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
 MOVE_DESTINATION_UNKNOWN = 0xA801
 SUBOPERATIONS_COMPLETE_WITH_FAILURES = 0xB000
+
+def error_comment(text: str) -> str:
+    """An Error Comment (0000,0902) value: LO, at most 64 characters, no backslash (it
+    would split the value) and no control characters."""
+    clean = "".join(" " if ord(c) < 0x20 else c for c in text.replace("\\", "/"))
+    return clean[:64]
+
+
+def response(code: int, comment: str = "", **elements: object) -> Any:
+    """A status data set for a pynetdicom handler: Status, the Error Comment if any, and
+    any other elements given by keyword (AffectedSOPInstanceUID=...)."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = error_comment(comment)
+    for keyword, value in elements.items():
+        if value is not None:
+            setattr(ds, keyword, value)
+    return ds

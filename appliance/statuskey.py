@@ -55,7 +55,15 @@ def read_ports(data_dir: Path) -> dict[str, int]:
 
     try:
         ports = json.loads((Path(data_dir) / PORTS_FILE).read_text())
-        os.kill(int(ports.get("pid", 0)), 0)  # still running?
-    except (OSError, ValueError, TypeError, ProcessLookupError):
+        pid = int(ports.get("pid", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+    if pid <= 0:
+        return {}
+    try:
+        os.kill(pid, 0)  # still running?
+    except PermissionError:
+        pass  # running, as another user (the service's)
+    except (OSError, ValueError):
         return {}
     return {k: int(v) for k, v in ports.items() if isinstance(v, int)}

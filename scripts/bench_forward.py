@@ -17,7 +17,11 @@ appliance whose PACS is not up yet, then Orthanc starts on the destination's por
 the time runs from its DICOM port listening until it counts every image (the sender
 retries every 10-20 ms), against storescu straight to a fresh Orthanc in the same round.
 
-    scripts/bench forward [--images 300] [--repeat 3] [--drain]
+With ``--mixed``: the many-syntax corpus (tests/forward_corpus.py) into an Orthanc that
+takes only uncompressed data, through the appliance (which converts), against storescu
+straight to an all-syntax Orthanc.
+
+    scripts/bench forward [--images 300] [--repeat 3] [--drain | --mixed]
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ def storescu(port: int, called: str, images: Path) -> float:
 
 
 class Orthanc:
-    def __init__(self, work: Path, dicom: int | None = None) -> None:
+    def __init__(self, work: Path, dicom: int | None = None, **extra: Any) -> None:
         work.mkdir(parents=True)
         self.http, self.dicom = free_port(), dicom or free_port()
         config = {
@@ -115,6 +119,7 @@ class Orthanc:
             "StorageCompression": False, "HttpPort": self.http, "DicomPort": self.dicom,
             "DicomAet": "ORTHANC", "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
             "DicomAlwaysAllowStore": True, "Plugins": [], "SaveJobs": False, "StableAge": 3600,
+            **extra,
         }  # fmt: skip
         (work / "orthanc.json").write_text(json.dumps(config))
         self.log = open(work / "orthanc.log", "wb")  # noqa: SIM115
@@ -322,6 +327,70 @@ def round_drain(images: Path, work: Path, count: int) -> float:
             pacs.stop()
 
 
+UNCOMPRESSED_ONLY = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]
+
+
+def mixed(work: Path, repeat: int) -> int:
+    """The --mixed rounds: the corpus of many SOP classes in every syntax DCMTK sends
+    (tests/forward_corpus.py), storescu straight to an all-syntax Orthanc against
+    storescu -> appliance -> an Orthanc taking only uncompressed data (the appliance
+    converts), until that Orthanc holds every instance."""
+    sys.path.insert(0, str(ROOT))
+    from tests.forward_corpus import UNKNOWN_TO_DCMTK, build_corpus, storescu_profile
+
+    entries = [e for e in build_corpus(work / "corpus") if e.syntax not in UNKNOWN_TO_DCMTK]
+    profile = storescu_profile(work / "storescu.cfg", entries)
+    paths = [str(e.path) for e in entries]
+    syntaxes = len({e.syntax for e in entries})
+    print(f"# mixed corpus: {len(entries)} instances, {syntaxes} syntaxes", file=sys.stderr)
+
+    def send(port: int, called: str) -> float:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            ["storescu", "-aet", "BENCH", "-aec", called, "-xf", str(profile), "Corpus",
+             "127.0.0.1", str(port), *paths],
+            capture_output=True, text=True, env=ENV, timeout=600,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu -> {called} failed: {proc.stderr[-800:]}")
+        return time.perf_counter() - t0
+
+    rounds = []
+    for r in range(repeat):
+        rw = work / f"mixed{r}"
+        every = Orthanc(rw / "every")
+        try:
+            direct = send(every.dicom, "ORTHANC")
+            if every.count() != len(entries):
+                raise RuntimeError("the all-syntax Orthanc did not store every instance")
+        finally:
+            every.stop()
+        plain = Orthanc(rw / "plain", AcceptedTransferSyntaxes=UNCOMPRESSED_ONLY)
+        app, port, log = start_appliance(rw, "appliance-mixed", plain.dicom)
+        try:
+            t0 = time.perf_counter()
+            send(port, "APPLIANCE")
+            pacs = plain
+            done = wait_until(lambda: pacs.count() >= len(entries), 300, "every instance")  # noqa: B023
+            converted = done - t0
+        finally:
+            stop_appliance(app, log)
+            plain.stop()
+        rounds.append((direct, converted))
+        print(f"round {r + 1}: storescu -> all-syntax Orthanc {direct:.2f} s, "
+              f"storescu -> appliance -> uncompressed-only Orthanc {converted:.2f} s",
+              file=sys.stderr)  # fmt: skip
+    med = statistics.median
+    direct, converted = med(r[0] for r in rounds), med(r[1] for r in rounds)
+    print(f"\n{machine()}, {time.strftime('%Y-%m-%d')}\n")
+    print(f"| mixed corpus ({len(entries)} instances, {syntaxes} syntaxes) | seconds | ratio |")
+    print("|---|---|---|")
+    print(f"| storescu straight to the all-syntax Orthanc | {direct:.2f} | 1.00 |")
+    print(f"| storescu -> appliance -> uncompressed-only Orthanc, until it holds all | "
+          f"{converted:.2f} | {converted / direct:.2f} |")  # fmt: skip
+    return 0
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -377,6 +446,10 @@ def main() -> int:
     parser.add_argument(
         "--drain", action="store_true", help="only the sender: drain a queue into Orthanc"
     )
+    parser.add_argument(
+        "--mixed", action="store_true",
+        help="the many-syntax corpus into an uncompressed-only Orthanc (conversion)",
+    )  # fmt: skip
     args = parser.parse_args()
     for tool in ("storescu", "storescp"):
         if not shutil.which(tool):
@@ -388,6 +461,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-fwd-"))
     rounds = []
     try:
+        if args.mixed:
+            return mixed(work, args.repeat)
         images = work / "images"
         size = make_images(images, args.images)
         print(f"# {args.images} images, {size / 2**20:.0f} MB", file=sys.stderr)

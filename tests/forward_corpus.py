@@ -477,3 +477,18 @@ def _entry(name: str, path: Path, source: Dataset, syntax: UID) -> Entry:
     waves = tuple(source.waveform_array(i) for i in range(len(source.get("WaveformSequence", []))))
     uids = str(source.SOPClassUID), str(source.SOPInstanceUID)
     return Entry(name, path, *uids, syntax, pixels, waves)
+
+
+def storescu_profile(path: Path, entries: list[Entry]) -> Path:
+    """A storescu profile with one presentation context per (SOP class, file's syntax)."""
+    syntaxes = sorted({str(e.syntax) for e in entries})
+    pairs = sorted({(e.sop_class, str(e.syntax)) for e in entries})
+    lines = ["[[TransferSyntaxes]]"]
+    for i, ts in enumerate(syntaxes):
+        lines += [f"[TS{i}]", f"TransferSyntax1 = {ts}"]
+    lines += ["[[PresentationContexts]]", "[Corpus]"]
+    for n, (sop_class, ts) in enumerate(pairs, start=1):
+        lines.append(f"PresentationContext{n} = {sop_class}\\TS{syntaxes.index(ts)}")
+    lines += ["[[Profiles]]", "[Corpus]", "PresentationContexts = Corpus"]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -30,6 +30,8 @@ ADMIN_MENU: list[tuple[str, str | None]] = [
     ("Audit log", "admin.audit"),
     ("Printers", "prints.printers"),
     ("Destinations", "queues.index"),
+    ("HL7", "hl7.index"),
+    ("Backup", "admin.backup"),
 ]
 
 
@@ -78,9 +80,9 @@ def create_app(
     if token is not None:
         announce(token)
 
-    from web import admin, api, auth, board, destinations, prints, queues, steps
+    from web import admin, api, auth, board, destinations, hl7, prints, queues, steps
 
-    blueprints = (auth, board, steps, admin, prints, queues, destinations, api)
+    blueprints = (auth, board, steps, admin, prints, queues, destinations, hl7, api)
     for bp in (module.bp for module in blueprints):
         app.register_blueprint(bp)
 
@@ -111,6 +113,7 @@ def create_app(
     app.jinja_env.filters["pn"] = pn_display
     app.jinja_env.filters["pn_alpha"] = pn_alphabetic
     app.jinja_env.filters["epoch"] = epoch_display
+    app.jinja_env.filters["birth"] = birth_display
     return app
 
 
@@ -131,6 +134,24 @@ def epoch_display(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     return datetime.fromtimestamp(float(seconds), UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def birth_display(birth_date: str, on: str = "") -> str:
+    """A DA birth date as 'YYYY-MM-DD (N y)', the age on the DA date ``on`` (else today);
+    '' when there is none, the value as stored when it is not a date."""
+    b = (birth_date or "").strip()
+    if not b:
+        return ""
+    try:
+        born = datetime.strptime(b, "%Y%m%d").date()
+    except ValueError:
+        return b
+    try:
+        day = datetime.strptime(on, "%Y%m%d").date() if on else datetime.now(UTC).date()
+    except ValueError:
+        day = datetime.now(UTC).date()
+    age = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+    return f"{born.isoformat()} ({age} y)" if age >= 0 else born.isoformat()
 
 
 def pn_alphabetic(pn: str) -> str:

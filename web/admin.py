@@ -1,7 +1,10 @@
-"""Admin pages: devices, users and API tokens, the procedure catalog, the audit log."""
+"""Admin pages: devices, users and API tokens, the procedure catalog, the audit log, backup."""
 
 from __future__ import annotations
 
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -13,11 +16,13 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_file,
     url_for,
 )
 
-from appliance import accounts, audit, catalog, devices
+from appliance import accounts, audit, backup, catalog, devices
 from appliance.config import CHARSETS, DEVICE_ROLES, STATION_FILTERS, DeviceSettings
+from appliance.dicom import echo as dicom_echo
 from appliance.errors import Conflict, NotFound, ValidationError
 from web import gettext, paging, request_store, runtime, security
 from web.prints import refuse
@@ -46,8 +51,10 @@ def device_from(data: Any) -> tuple[DeviceSettings | None, dict[str, str]]:
         "modality",
         "station_filter",
         "character_set",
+        "tls",
     ):
         values[name] = str(data.get(name, "") or "").strip()
+    values["tls"] = values["tls"] or "optional"
     values["modality"] = values["modality"].upper()
     values["role"] = values["role"] or "modality"
     values["station_filter"] = values["station_filter"] or "none"
@@ -137,6 +144,25 @@ def device_delete(ae_title: str) -> Any:
         flash(f"{ae_title}: {gettext(exc.reason)}", "error")
         return redirect(url_for("admin.devices"))
     devices.publish(store, runtime().access)
+    return redirect(url_for("admin.devices"))
+
+
+@bp.post("/devices/<ae_title>/echo")
+def device_echo(ae_title: str) -> Any:
+    """C-ECHO the device (a modality with a Verification SCP, a PACS), as its host:port."""
+    device = runtime().access.device(ae_title)
+    if device is None:
+        abort(404)
+    if not device.host or not device.port:
+        return refuse(400, "host", "give the device's host and port to test it")
+    cfg = runtime().config.dicom
+    ok, what = dicom_echo.echo(device.host, device.port, device.ae_title, cfg.ae_title)
+    audit.record_now(request_store(), security.actor(), "device-echo", ae_title, what,
+                     security.source())  # fmt: skip
+    if ok:
+        flash(gettext("C-ECHO to %(name)s: %(what)s.", name=ae_title, what=what))
+    else:
+        flash(gettext("C-ECHO to %(name)s failed: %(what)s", name=ae_title, what=what), "error")
     return redirect(url_for("admin.devices"))
 
 
@@ -343,4 +369,43 @@ def audit_page() -> Any:
         sizes=paging.SIZES,
         actions=audit.actions(store),
         action=action,
+    )
+
+
+# -- backup --------------------------------------------------------------------------
+
+
+@bp.get("/backup", endpoint="backup")
+def backup_page() -> Any:
+    return render_template("admin/backup.html")
+
+
+@bp.get("/backup.tar.gz", endpoint="backup_download")
+def backup_download() -> Any:
+    """The database (an online snapshot), prints and certificates as a .tar.gz, for
+    ``appliance restore``; the spool and the configuration file are left out. A GET, as
+    it changes nothing but the audit log."""
+    data_dir = Path(runtime().config.data_dir)
+    archive = tempfile.TemporaryFile(
+        dir=backup.scratch_dir(data_dir)
+    )  # gone once sent (or on an error)
+    try:
+        summary = backup.create(data_dir, archive)
+    except BaseException:
+        archive.close()
+        raise
+    size = archive.tell()
+    archive.seek(0)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    audit.record_now(
+        request_store(), security.actor(), "backup-download", f"appliance-{stamp}.tar.gz",
+        f"{sum(summary.tables.values())} rows, {summary.files} files, {size} bytes",
+        security.source(),
+    )  # fmt: skip
+    return send_file(
+        archive,
+        mimetype="application/gzip",
+        as_attachment=True,
+        download_name=f"appliance-{stamp}.tar.gz",
+        max_age=0,
     )

@@ -97,9 +97,22 @@ def setup() -> Any:
     if request.method == "POST":
         values = {k: request.form.get(k, "") for k in ("username", "language")}
         password = request.form.get("password", "")
+        # Every field's message at once (not one per try): each is checked on its own.
+        checks = [
+            lambda: accounts.validate_username(values["username"]),
+            lambda: accounts.validate_password(password, values["username"].strip()),
+            lambda: accounts.validate_language(values["language"]),
+        ]
+        for check in checks:
+            try:
+                check()
+            except ValidationError as exc:
+                errors.setdefault(exc.field, exc.reason)
+        if not request.form.get("token", "").strip():
+            errors["token"] = "is required"
         if password != request.form.get("password2", ""):
             errors["password2"] = "the two passwords differ"
-        else:
+        if not errors:
             try:
                 accounts.complete_setup(
                     store,

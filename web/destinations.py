@@ -41,6 +41,7 @@ def destination_from(data: Any) -> tuple[DestinationSettings | None, dict[str, s
         name: str(data.get(name, "") or "").strip() for name in ("name", "ae_title", "host")
     }
     values["commitment"] = str(data.get("commitment", "") or "").strip() or "pacs"
+    values["transfer_syntax"] = str(data.get("transfer_syntax", "") or "").strip()
     for name in destinations.LISTS:
         values[name] = _list(data.get(name, ""))
     raw = data.get("port", "")

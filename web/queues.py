@@ -68,6 +68,7 @@ def index() -> Any:
         waiting=waiting,
         dead=queue.dead_letters(store, limit=PREVIEW),
         unrouted=queue.unrouted(store, limit=PREVIEW),
+        saved=queue.bytes_saved(store),
         unrouted_total=queue.unrouted_count(store),
         dead_total=sum(r["dead"] for r in rows),
     )

@@ -163,6 +163,14 @@ def _check_sub_items(body: bytes, offset: int, end: int, uids: dict[int, str]) -
         offset += 4 + length
 
 
+def wait_for(sock: socket.socket, timeout: float, write: bool = False) -> bool:
+    """The socket is readable (or writable) within ``timeout`` seconds. poll(), not
+    select(): select() cannot take a descriptor above 1023, which a busy box reaches."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
 def _titles(rq: bytes) -> tuple[str, str]:
     """(calling, called) AE titles of a checked A-ASSOCIATE-RQ (header included)."""
     return rq[26:42].decode("ascii").strip(), rq[10:26].decode("ascii").strip()
@@ -186,8 +194,7 @@ def read_until(sock: socket.socket, size: int, deadline: float, idle: float | No
             # A TLS socket may hold decrypted bytes select cannot see; and a readable
             # TLS socket may hold only part of a record, so the read itself has a limit.
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                ready, _, _ = select.select([sock], [], [], wait)
-                if not ready:
+                if not wait_for(sock, wait):
                     break
             if tls:
                 sock.settimeout(wait)
@@ -253,9 +260,20 @@ class EdgeSocket(AssociationSocket):
 
     @property
     def ready(self) -> bool:
+        """As pynetdicom's (3.0.4), with poll() instead of select() (which fails, and so
+        closes the connection, once the box holds more than 1023 descriptors)."""
         if self._replay:
             return True
-        return bool(super().ready)
+        sock = self.socket
+        if sock is None or self._is_connected is False:
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            return wait_for(sock, 0)
+        except (OSError, ValueError):
+            self.event_queue.put("Evt17")  # the transport connection closed
+            return False
 
     def recv(self, nr_bytes: int) -> bytearray:
         out = bytearray()
@@ -474,9 +492,9 @@ class EdgeServer(ThreadedAssociationServer):
                     tls.do_handshake()
                     break
                 except ssl.SSLWantReadError:
-                    select.select([tls], [], [], remaining)
+                    wait_for(tls, remaining)
                 except ssl.SSLWantWriteError:
-                    select.select([], [tls], [], remaining)
+                    wait_for(tls, remaining, write=True)
         except Exception as exc:  # ssl errors, timeouts, a socket closed by an eviction
             reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             self._throttle.warning(
@@ -539,8 +557,11 @@ class EdgeServer(ThreadedAssociationServer):
                         sock.sendall(refusal.pdu)
                 return
             calling, called = _titles(first)
-            if self.gate is not None and not self.gate.admits(calling, called, address):
-                log.warning("association from %s@%s rejected: unknown AE title", calling, address)
+            tls = self.tls is not None
+            if self.gate is not None and not self.gate.admits(calling, called, address, tls):
+                log.warning(
+                    "association from %s@%s rejected by the AE title policy", calling, address
+                )
                 with contextlib.suppress(OSError):
                     sock.settimeout(1.0)
                     sock.sendall(reject_pdu(1, 1, 3))  # calling AE title not recognized

@@ -35,11 +35,7 @@ REPORT_GIVE_UP = 24 * 3600.0  # seconds after the request when a report stops be
 
 
 def _status(code: int, comment: str = "") -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
-    return ds
+    return status.response(code, comment)
 
 
 class Committer(Worker):

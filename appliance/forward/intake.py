@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import socket
 import ssl
 import struct
@@ -280,10 +279,9 @@ class Intake:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         try:
-            ready, _, _ = select.select([sock], [], [], WAIT_SLICE)
+            return edge.wait_for(sock, WAIT_SLICE)
         except (OSError, ValueError):
             return False
-        return bool(ready)
 
     def _recv(self, sock: socket.socket, size: int, reuse: bool = False) -> memoryview | None:
         """Exactly ``size`` bytes, or None when the peer closed the connection or sent
@@ -309,13 +307,8 @@ class Intake:
                     n = sock.recv_into(view[got:], size - got, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     remaining = deadline - time.monotonic()
-                    ready, _, _ = select.select([sock], [], [], max(min(remaining, idle), 0))
-                    if not ready:
-                        log.warning(
-                            "association from %s closed: %s", self._calling(),
-                            f"a PDU not complete within {whole} s" if remaining <= idle
-                            else f"nothing for {idle} s inside a PDU",
-                        )  # fmt: skip
+                    if not edge.wait_for(sock, min(remaining, idle)):
+                        self._late(remaining, idle, whole)
                         return None
                     continue
                 if not n:
@@ -324,6 +317,13 @@ class Intake:
         except (OSError, ValueError):
             return None
         return view
+
+    def _late(self, remaining: float, idle: float, whole: float) -> None:
+        log.warning(
+            "association from %s closed: %s", self._calling(),
+            f"a PDU not complete within {whole} s" if remaining <= idle
+            else f"nothing for {idle} s inside a PDU",
+        )  # fmt: skip
 
     def _recv_tls(
         self, sock: ssl.SSLSocket, view: memoryview, deadline: float, idle: float, whole: float
@@ -335,13 +335,9 @@ class Intake:
             while got < size:
                 remaining = deadline - time.monotonic()
                 wait = max(min(remaining, idle), 0)
-                ready = sock.pending() or select.select([sock], [], [], wait)[0]
+                ready = sock.pending() or edge.wait_for(sock, wait)
                 if not ready or remaining <= 0:
-                    log.warning(
-                        "association from %s closed: %s", self._calling(),
-                        f"a PDU not complete within {whole} s" if remaining <= idle
-                        else f"nothing for {idle} s inside a PDU",
-                    )  # fmt: skip
+                    self._late(remaining, idle, whole)
                     return None
                 sock.settimeout(wait)
                 try:

@@ -732,3 +732,22 @@ def route_unrouted(
         for instance_id in sorted(wanted):
             _add_rows(db, instance_id, [destination], now)
         return len(wanted)
+
+
+# -- bytes saved by a destination's lossless compression (destination.transfer_syntax) --
+
+
+def add_bytes_saved(store: Store, destination: str, n: int) -> None:
+    key = f"forward_bytes_saved:{destination}"
+    with store.write(durable=False) as db:
+        db.execute(
+            """INSERT INTO settings(key, value) VALUES (?, ?)
+               ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?""",
+            (key, str(n), n),
+        )
+
+
+def bytes_saved(store: Store) -> dict[str, int]:
+    """Per destination, the pixel bytes its lossless compression saved so far."""
+    rows = store.query("SELECT key, value FROM settings WHERE key LIKE 'forward_bytes_saved:%'")
+    return {r["key"].split(":", 1)[1]: int(r["value"]) for r in rows}

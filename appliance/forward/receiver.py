@@ -236,7 +236,8 @@ def refusal_for(exc: BaseException, calling: str) -> tuple[int, str] | None:
         log.error("C-STORE from %s: spool write failed: %s", calling, exc.strerror)
         return status.OUT_OF_RESOURCES, "out of resources: spool write failed"
     if isinstance(exc, sqlite3.Error):
-        log.error("C-STORE from %s: queue not committed: %s", calling, type(exc).__name__)
+        # The message names the cause ("database is locked", "disk I/O error"); no patient data.
+        log.error("C-STORE from %s: queue not committed: %s: %s", calling, type(exc).__name__, exc)
         return status.OUT_OF_RESOURCES, "out of resources: queue database busy"
     return None
 
@@ -265,7 +266,7 @@ def handle_store(event: Any, receiver: Receiver, access: Any) -> Dataset:
         refusal = refusal_for(exc, calling)
         if refusal is None:
             raise
-        rsp.Status, rsp.ErrorComment = refusal[0], refusal[1][:64]
+        rsp.Status, rsp.ErrorComment = refusal[0], status.error_comment(refusal[1])
         return rsp
     rsp.Status = status.SUCCESS
     return rsp

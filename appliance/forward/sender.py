@@ -12,9 +12,7 @@ negotiates, releases and aborts. Outcomes follow ``retry.classify``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,9 +27,9 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 
-from appliance import status
-from appliance.config import DestinationSettings, DicomSettings, ForwardSettings
+from appliance.config import LOSSLESS_TARGETS, DestinationSettings, DicomSettings, ForwardSettings
 from appliance.db import Store
+from appliance.dicom import echo as dicom_echo
 from appliance.forward import queue, retry, store_wire
 from appliance.forward.spool import Spool
 from appliance.worker import Worker
@@ -47,15 +45,7 @@ IDLE_POLL = 1.0  # seconds between looks at the queue when nothing is due (web e
 INSTANCE_ATTEMPTS = 5
 
 
-def set_nodelay(event: Any) -> None:
-    """EVT_CONN_OPEN: no Nagle delay on our requests (each C-STORE waits for its response)."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-NODELAY: list[Any] = [(evt.EVT_CONN_OPEN, set_nodelay)]
+NODELAY = dicom_echo.NODELAY
 # The sender's associations: no Nagle delay, and the socket guard store_wire needs.
 SENDER_HANDLERS: list[Any] = [*NODELAY, (evt.EVT_CONN_OPEN, store_wire.install_guard)]
 
@@ -64,10 +54,14 @@ class PermanentError(Exception):
     """The PACS cannot take this instance as it is; the reason goes to the dead letters."""
 
 
-def proposed_contexts(pairs: set[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """Presentation contexts for (SOP class, stored syntax) pairs: stored, then uncompressed."""
+def proposed_contexts(pairs: set[tuple[str, str]], target: str = "") -> list[tuple[str, list[str]]]:
+    """Presentation contexts for (SOP class, stored syntax) pairs: the destination's
+    lossless ``target`` for uncompressed data (if set), the stored syntax, then the
+    uncompressed syntaxes."""
     out: list[tuple[str, list[str]]] = []
     for sop_class, ts in sorted(pairs):
+        if target and not UID(ts).is_compressed:
+            out.append((sop_class, [target]))
         out.append((sop_class, [ts]))
         others = [str(u) for u in UNCOMPRESSED if u != ts]
         out.append((sop_class, others))
@@ -110,6 +104,9 @@ class Sender(Worker):
         self.last_error_at: float | None = None
         self.delivered = 0
         self.wire_stores = 0  # C-STOREs answered through store_wire (the others: pynetdicom)
+        # destination.transfer_syntax: compress uncompressed data losslessly on the way.
+        self.target = LOSSLESS_TARGETS.get(dest.transfer_syntax, "")
+        self.bytes_saved = 0  # pixel bytes compression saved (this batch; then stored)
         self.state = "stopped"
 
     # -- lifecycle --------------------------------------------------------------
@@ -184,15 +181,16 @@ class Sender(Worker):
         if self._assoc is not None and self._assoc.is_established and pairs <= self._pairs:
             return items
         self._release()
-        if len(pairs) * 2 > MAX_CONTEXTS:
-            keep = set(sorted(pairs)[: MAX_CONTEXTS // 2])
+        per_pair = 3 if self.target else 2
+        if len(pairs) * per_pair > MAX_CONTEXTS:
+            keep = set(sorted(pairs)[: MAX_CONTEXTS // per_pair])
             items = [i for i in items if (i.sop_class_uid, i.transfer_syntax) in keep]
             pairs = keep
         ae = AE(ae_title=self.calling_ae)
         ae.acse_timeout = self.timeouts.acse_timeout
         ae.dimse_timeout = self.timeouts.dimse_timeout
         ae.network_timeout = self.timeouts.network_timeout
-        for sop_class, syntaxes in proposed_contexts(pairs):
+        for sop_class, syntaxes in proposed_contexts(pairs, self.target):
             ae.add_requested_context(sop_class, syntaxes)
         assoc = ae.associate(
             self.dest.host,
@@ -332,6 +330,9 @@ class Sender(Worker):
                     self._note_error(f"instance refused for good: {reason}")
             self.failures = 0
         finally:
+            if self.bytes_saved:
+                queue.add_bytes_saved(self.store, self.dest.name, self.bytes_saved)
+                self.bytes_saved = 0
             if delivered:
                 self._settled.update(i.id for i, _ in delivered)
                 queue.mark_delivered(self.store, delivered)
@@ -350,6 +351,16 @@ class Sender(Worker):
         if self._assoc is None or not self._assoc.is_established:
             return None  # the PACS aborted or released between two C-STOREs
         stored = UID(item.transfer_syntax)
+        if self.target and not stored.is_compressed:
+            packed = self._context(item.sop_class_uid, [UID(self.target)])
+            compressed = _compressed(path, stored, UID(self.target)) if packed else None
+            if compressed is not None:
+                ds, saved = compressed
+                rsp = self._assoc.send_c_store(ds)
+                if not rsp or "Status" not in rsp:
+                    return None
+                self.bytes_saved += saved
+                return int(rsp.Status), str(rsp.get("ErrorComment", "") or "")
         context = self._context(item.sop_class_uid, [stored])
         if context is not None and self._wire is not None:
             return self._store_on_wire(self._wire, path, context.context_id, item)
@@ -398,6 +409,22 @@ class Sender(Worker):
             "last_error_at": self.last_error_at,
             "delivered_since_start": self.delivered,
         }
+
+
+def _compressed(path: Path, stored: UID, target: UID) -> tuple[Any, int] | None:
+    """The instance compressed losslessly to ``target`` (same SOP Instance UID) and the
+    pixel bytes saved; None when it has no pixel data or the encoder cannot take it
+    (the file then goes as stored: compression is an optimisation, never a failure)."""
+    try:
+        ds = uncompressed(path, stored)
+        if "PixelData" not in ds:
+            return None
+        before = len(ds.PixelData)
+        ds.compress(target, generate_instance_uid=False)
+        return ds, before - len(ds.PixelData)
+    except Exception as exc:  # e.g. a bit depth or photometric the encoder does not take
+        log.debug("not compressed to %s: %s: %s", target.name, type(exc).__name__, exc)
+        return None
 
 
 def uncompressed(path: Path, stored: UID) -> Any:
@@ -470,22 +497,6 @@ def _to_little_endian(ds: Any) -> None:
 
 def echo(dest: DestinationSettings, dicom: DicomSettings) -> tuple[bool, str]:
     """C-ECHO a destination (the web page's test button); (reachable, what happened)."""
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
-    ae = AE(ae_title=dicom.ae_title)
-    ae.acse_timeout = min(dicom.acse_timeout, 10.0)
-    ae.dimse_timeout = min(dicom.dimse_timeout, 10.0)
-    ae.network_timeout = min(dicom.network_timeout, 10.0)
-    ae.add_requested_context(Verification)
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=NODELAY)
-    if not assoc.is_established:
-        return False, "association rejected" if assoc.is_rejected else "no association"
-    try:
-        rsp = assoc.send_c_echo()
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    if not rsp or "Status" not in rsp:
-        return False, "no answer"
-    code = int(rsp.Status)
-    return code == status.SUCCESS, "success" if code == status.SUCCESS else f"status 0x{code:04X}"
+    return dicom_echo.echo(
+        dest.host, dest.port, dest.ae_title, dicom.ae_title, min(dicom.acse_timeout, 10.0)
+    )

@@ -38,13 +38,7 @@ ACTION_PRINT = 1
 
 
 def _status(code: int, comment: str = "", instance_uid: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment.replace("\\", "/")[:64]  # LO: a backslash would split it
-    if instance_uid:
-        ds.AffectedSOPInstanceUID = instance_uid
-    return ds
+    return status.response(code, comment, AffectedSOPInstanceUID=instance_uid or None)
 
 
 def _allowed(event: evt.Event, svc: PrintService) -> Dataset | None:
@@ -72,11 +66,7 @@ def _read(event: evt.Event, attribute: str) -> Dataset:
     try:
         return dataset_check.read_request(event, attribute, LIMITS)
     except dataset_check.Malformed as exc:
-        code = (
-            status.INVALID_ATTRIBUTE_VALUE
-            if exc.kind in (dataset_check.VALUE, dataset_check.CHARSET)
-            else status.PROCESSING_FAILURE
-        )
+        code = dataset_check.n_status(exc)
         raise MalformedList(code, exc.reason, dataset_check.peer(event)) from exc
 
 

@@ -59,7 +59,9 @@ class ImportReport:
     errors: list[tuple[int, str]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"scheduled {self.scheduled} steps, {len(self.errors)} records refused"]
+        steps = "step" if self.scheduled == 1 else "steps"
+        refused = "record" if len(self.errors) == 1 else "records"
+        out = [f"scheduled {self.scheduled} {steps}, {len(self.errors)} {refused} refused"]
         out += [f"record {pos}: {reason}" for pos, reason in self.errors]
         return out
 

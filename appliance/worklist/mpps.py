@@ -67,10 +67,21 @@ class MppsError(ApplianceError):
 
 
 def _status(err: MppsError) -> Dataset:
-    ds = Dataset()
-    ds.Status = err.code
-    ds.ErrorComment = err.comment[:64]
-    return ds
+    return status.response(err.code, err.comment)
+
+
+def _steps_detail(db: Any, step_pks: list[int]) -> str:
+    """What an admin reads in the audit log: the steps' accession numbers and patient
+    IDs (not the MPPS UID alone), "1 step" / "N steps"."""
+    rows = db.execute(
+        f"""SELECT DISTINCT p.accession_number, pt.patient_id FROM steps s
+            JOIN procedures p ON p.pk = s.procedure_pk JOIN patients pt ON pt.pk = p.patient_pk
+            WHERE s.pk IN ({",".join("?" * len(step_pks))})""",
+        list(step_pks),
+    ).fetchall()
+    count = f"{len(step_pks)} step" + ("" if len(step_pks) == 1 else "s")
+    which = ", ".join(f"accession {acc} (patient ID {pid})" for acc, pid in rows)
+    return f"{count}: {which}" if which else count
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -143,7 +154,7 @@ class MppsRecorder:
             for pk in step_pks:
                 db.execute("INSERT INTO mpps_steps(mpps_uid, step_pk) VALUES (?, ?)", (uid, pk))
             self.repo.set_status(step_pks, STEP_STATUS[IN_PROGRESS], db=db)
-            what = f"{len(step_pks)} steps" if step_pks else "unscheduled"
+            what = _steps_detail(db, step_pks) if step_pks else "unscheduled"
             audit.record(db, calling_ae, "mpps-in-progress", f"mpps {uid}", what, source)
         return step_pks
 
@@ -198,7 +209,7 @@ class MppsRecorder:
                     calling_ae,
                     f"mpps-{new_status.lower()}",
                     f"mpps {uid}",
-                    f"{len(step_pks)} steps",
+                    _steps_detail(db, step_pks) if step_pks else "unscheduled",
                     source,
                 )
         return new_status
@@ -217,12 +228,7 @@ def read_attributes(event: evt.Event, attribute: str) -> Dataset:
     try:
         return dataset_check.read_request(event, attribute, LIMITS)
     except dataset_check.Malformed as exc:
-        code = (
-            status.INVALID_ATTRIBUTE_VALUE
-            if exc.kind in (dataset_check.VALUE, dataset_check.CHARSET)
-            else status.PROCESSING_FAILURE
-        )
-        raise MppsError(code, exc.reason) from exc
+        raise MppsError(dataset_check.n_status(exc), exc.reason) from exc
 
 
 def _allowed(event: evt.Event, service: Any) -> bool:

@@ -54,10 +54,7 @@ _QUERY_CHARSETS = {
 
 
 def _status(code: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    ds.ErrorComment = comment.replace("\\", "/")[:64]  # LO: a backslash would split it
-    return ds
+    return status.response(code, comment)
 
 
 def _charset_key(value: Any) -> str:

@@ -18,7 +18,7 @@ from appliance import accounts, catalog
 from appliance.server import Appliance
 from tests.webclient import PASSWORD, PROCEDURES, SocketClient, csrf_of, inline_code
 
-SKIP_LINKS = re.compile(r"\.(csv|png|pdf|json)(\?|$)|/changes|^/login")
+SKIP_LINKS = re.compile(r"\.(csv|png|pdf|json|gz)(\?|$)|/changes|^/login")
 
 
 @pytest.fixture

@@ -147,6 +147,38 @@ def test_status_when_nothing_runs() -> None:
     assert "not running" in out.stdout
 
 
+def test_log_file_rotates_at_max_mb(tmp_path: Path) -> None:
+    """[logging] file: the log also goes to a file under data_dir, rotated by size."""
+    import logging
+
+    from appliance import cli, config
+
+    cfg = config.with_overrides(
+        config.from_mapping({"logging": {"file": "log/box.log", "max_mb": 1, "backups": 2}}),
+        data_dir=str(tmp_path),
+    )
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    cli._setup_logging(cfg)
+    added = [h for h in root.handlers if h not in before]
+    try:
+        assert [type(h).__name__ for h in added if h.__class__.__module__ != "logging"] == [
+            "RotatingFileHandler"
+        ]
+        for i in range(3000):  # some 1.5 MB
+            logging.getLogger("appliance.test").info("line %05d %s", i, "x" * 480)
+    finally:
+        for handler in added:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+    logs = sorted(p.name for p in (tmp_path / "log").iterdir())
+    assert logs == ["box.log", "box.log.1"]
+    assert (tmp_path / "log" / "box.log.1").stat().st_size <= 1024 * 1024
+    assert "line 02999" in (tmp_path / "log" / "box.log").read_text()
+
+
 def test_the_start_message_names_addresses_a_person_can_open() -> None:
     from appliance import cli
 

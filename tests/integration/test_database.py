@@ -11,6 +11,7 @@ from sqlite_utils.migrations import Migrations
 
 from appliance import migrations, schema_sets
 from appliance.db import DB_FILENAME, Store, open_store
+from tests.helpers import open_fds, wait_for
 
 
 def test_new_database_gets_every_migration(tmp_path: Path) -> None:
@@ -72,11 +73,15 @@ def test_write_rolls_back_on_error_and_threads_get_own_connections(tmp_path: Pat
     assert store.query("SELECT * FROM settings") == []
 
     conns: list[int] = []
+    # All alive at once: a thread's connection is closed (and its id free again) when
+    # the thread ends.
+    together = threading.Barrier(8)
 
     def worker(i: int) -> None:
         with store.write() as db:
             db.execute("INSERT INTO settings(key, value) VALUES (?, ?)", (f"k{i}", str(i)))
         conns.append(id(store.db))
+        together.wait(timeout=10)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for t in threads:
@@ -86,6 +91,24 @@ def test_write_rolls_back_on_error_and_threads_get_own_connections(tmp_path: Pat
     assert len(set(conns)) == 8
     assert len(store.query("SELECT * FROM settings")) == 8
     store.close()
+
+
+def test_a_thread_connection_is_closed_when_the_thread_ends(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+
+    def one_thread(i: int) -> None:  # as pynetdicom runs each association in a thread
+        t = threading.Thread(target=store.query, args=("SELECT ? AS i", (i,)))
+        t.start()
+        t.join()
+
+    one_thread(0)
+    before = open_fds(tmp_path / DB_FILENAME)
+    for i in range(20):
+        one_thread(i)
+    assert wait_for(lambda: open_fds(tmp_path / DB_FILENAME) == before, 5)
+    assert store.query("SELECT 1 AS one") == [{"one": 1}]  # this thread's is still open
+    store.close()
+    assert open_fds(tmp_path / DB_FILENAME) == 0
 
 
 def test_store_reopens_after_close(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,3 +91,23 @@ def test_one_unsendable_instance_ahead_of_fifty_is_charged_alone(
     assert row["state"] == queue.DEAD and row["attempts"] == 3
     assert "gave up after 3 attempts" in row["last_error"]
     assert "cannot send this instance: IsADirectoryError" in row["last_error"]
+
+
+def test_a_failure_status_for_one_instance_ahead_of_fifty_is_charged_alone(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    """The PACS answers the first instance with a failure status (C000 with a comment):
+    that one is a dead letter with the PACS's reason, the fifty behind it arrive."""
+    paths = write_series(tmp_path / "in", 51)
+    first_uid = str(dcmread(paths[0]).SOPInstanceUID)
+    pacs = fake_pacs(by_uid={first_uid: [(status.CANNOT_UNDERSTAND, "bad pixel module")]})
+    app = start_appliance(forward_config([pacs_destination("pacs", pacs.ae_title, pacs.port)]))
+    started = time.monotonic()
+    assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 51
+    wait_for(lambda: len(pacs.stored_uids()) == 50, timeout=20)
+    assert time.monotonic() - started < 20
+    [dead] = wait_for(lambda: queue.dead_letters(app.runtime.store), timeout=10)
+    assert dead["sop_instance_uid"] == first_uid
+    assert dead["reason"] == "cannot understand 0xC000: bad pixel module"
+    assert dead["last_status"] == status.CANNOT_UNDERSTAND
+    assert first_uid not in pacs.stored_uids()

@@ -79,7 +79,12 @@ def test_job_queued_for_an_offline_printer_survives_restart(
         _box, job = scu.print_film("STANDARD\\1,1", FilmSizeID="8INX10IN")
     finally:
         scu.release()
-    wait_for(lambda: jobs(app)[0]["attempts"] >= 1)
+    # The attempt and its error are one update: wait for both (read apart, they raced).
+    wait_for(
+        lambda: (lambda j: j["attempts"] >= 1 and "retrying" in j["error"])(
+            app.runtime.store.query("SELECT attempts, error FROM print_jobs")[0]
+        )
+    )
     row = app.runtime.store.query("SELECT state, error FROM print_jobs")[0]
     assert row["state"] == "PRINTING" and "retrying" in row["error"]
     app.stop()

@@ -138,7 +138,7 @@ def test_cli_import_and_export(tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "scheduled 1 steps, 0 records refused" in out.stdout
+    assert "scheduled 1 step, 0 records refused" in out.stdout
     again = subprocess.run(
         [*run, "import", str(f), "--data-dir", str(data)],
         capture_output=True,

@@ -14,9 +14,11 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
 from appliance import audit, status
+from appliance.db import DB_FILENAME
 from appliance.server import Appliance
 from appliance.worklist.repo import WorklistRepo
 from tests.factories import make_mwl_query, make_step_request
+from tests.helpers import open_fds, wait_for
 
 DEVICES = [
     {"ae_title": "CT1"},
@@ -54,6 +56,21 @@ def results(rsp: list[tuple[int, Any, Any]]) -> list[Dataset]:
 
 def schedule(app: Appliance, **over: Any) -> int:
     return WorklistRepo(app.runtime.store).schedule(make_step_request(**over))
+
+
+def test_associations_one_after_another_leave_no_database_connection_open(
+    box: Appliance,
+) -> None:
+    """Each association runs in a thread of its own; its database connection (two file
+    descriptors) used to stay open after it: 500 queries and select() in the listener
+    failed on descriptors above 1023, refusing every new connection."""
+    schedule(box)
+    db_file = box.config.data_dir / DB_FILENAME
+    assert len(results(find(box, make_mwl_query()))) == 1
+    before = open_fds(db_file)
+    for _ in range(60):
+        assert len(results(find(box, make_mwl_query()))) == 1
+    assert wait_for(lambda: open_fds(db_file) <= before + 4, 5)
 
 
 def test_station_day_list(box: Appliance) -> None:
@@ -248,6 +265,11 @@ def test_mpps_in_progress_then_completed_moves_the_step(box: Appliance) -> None:
     assert st.Status == status.PROCESSING_FAILURE
     assert "no longer be updated" in st.ErrorComment
     assoc.release()
+    # The audit log names the patient's accession and ID, not only the MPPS UID.
+    details = [r["detail"] for r in box.runtime.store.query(
+        "SELECT detail FROM audit WHERE action LIKE 'mpps-%' ORDER BY id")]  # fmt: skip
+    expected = f"1 step: accession {step['accession_number']} (patient ID {step['patient_id']})"
+    assert details == [expected, expected]
     # Completed steps are hidden from CT1 but shown to a device that wants them.
     assert results(find(box, make_mwl_query())) == []
     shown = results(find(box, make_mwl_query(), calling="SHOWALL"))

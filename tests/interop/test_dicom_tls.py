@@ -110,3 +110,20 @@ def test_client_certificates_are_checked_against_the_configured_ca(
         assert refused.returncode != 0, f"{pair.cert.name} was accepted"
     assert _echo(port, "--anonymous-tls", "+cf", server_cert).returncode != 0  # no certificate
     assert _echo(port, "+tls", str(good.key), str(good.cert), "+cf", server_cert).returncode == 0
+
+
+def test_a_device_that_requires_tls_is_refused_on_the_plain_port(
+    start_appliance: Callable[..., Appliance],
+) -> None:
+    app = start_appliance({"devices": [{"ae_title": "SECURECT", "tls": "required"}]})
+    plain = _echo(app.dicom_port, calling="SECURECT")
+    assert (
+        plain.returncode != 0 and "Calling AE Title Not Recognized" in plain.stdout + plain.stderr
+    )
+    over_tls = _echo(app.dicom_tls_port, "--anonymous-tls", "-ic", calling="SECURECT")
+    assert over_tls.returncode == 0, over_tls.stderr
+    [row] = app.runtime.store.query(
+        "SELECT detail FROM audit WHERE action = 'dicom-association-rejected'"
+    )
+    assert "must use DICOM TLS" in row["detail"]
+    assert _echo(app.dicom_port, calling="OTHERCT").returncode == 0  # others: plain is fine

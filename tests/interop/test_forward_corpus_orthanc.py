@@ -32,7 +32,7 @@ from pydicom.uid import (
 from appliance import status
 from appliance.forward import queue, sender
 from appliance.server import Appliance
-from tests.forward_corpus import UNKNOWN_TO_DCMTK, Entry, build_corpus
+from tests.forward_corpus import UNKNOWN_TO_DCMTK, Entry, build_corpus, storescu_profile
 from tests.forward_factories import write_series
 from tests.forward_helpers import forward_config, pacs_destination, send_files, senders
 from tests.helpers import peer_env, require_peer, wait_for
@@ -60,21 +60,6 @@ def two_pacs(tmp_path: Path) -> Iterator[tuple[Orthanc, Orthanc]]:
 def _start(start_appliance: Callable[..., Appliance], *pacs: Orthanc) -> Appliance:
     dests = [pacs_destination(p.aet.lower(), p.aet, p.dicom_port) for p in pacs]
     return start_appliance(forward_config(dests, devices=("STORESCU", "MODALITY")))
-
-
-def _storescu_config(path: Path, entries: list[Entry]) -> Path:
-    """A storescu profile with one presentation context per (SOP class, file's syntax)."""
-    syntaxes = sorted({str(e.syntax) for e in entries})
-    pairs = sorted({(e.sop_class, str(e.syntax)) for e in entries})
-    lines = ["[[TransferSyntaxes]]"]
-    for i, ts in enumerate(syntaxes):
-        lines += [f"[TS{i}]", f"TransferSyntax1 = {ts}"]
-    lines += ["[[PresentationContexts]]", "[Corpus]"]
-    for n, (sop_class, ts) in enumerate(pairs, start=1):
-        lines.append(f"PresentationContext{n} = {sop_class}\\TS{syntaxes.index(ts)}")
-    lines += ["[[Profiles]]", "[Corpus]", "PresentationContexts = Corpus"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _storescu(port: int, config: Path, paths: list[Path]) -> None:
@@ -141,7 +126,7 @@ def test_corpus_reaches_both_pacs_kept_or_converted(
     assert len({e.sop_class for e in entries}) >= 10
     app = _start(start_appliance, every, plain)
     by_dcmtk = [e for e in entries if e.syntax not in UNKNOWN_TO_DCMTK]
-    _storescu(app.dicom_port, _storescu_config(tmp_path / "storescu.cfg", by_dcmtk),
+    _storescu(app.dicom_port, storescu_profile(tmp_path / "storescu.cfg", by_dcmtk),
               [e.path for e in by_dcmtk])  # fmt: skip
     others = [e.path for e in entries if e.syntax in UNKNOWN_TO_DCMTK]
     assert send_files(app.dicom_port, others) == [status.SUCCESS] * len(others)

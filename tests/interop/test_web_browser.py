@@ -439,3 +439,44 @@ def test_pages_fit_a_narrow_screen(box: Box, browser: Any, width: int) -> None:
 def test_csp_blocked_nothing(browser: Any) -> None:
     """Last: no page of the tests above had a script or style the CSP refused."""
     assert browser.csp_refusals == []
+
+
+def test_the_queue_page_refreshes_itself_unless_a_field_is_in_use(box: Box, browser: Any) -> None:
+    pg = browser.new_page()
+    pg.clock.install()
+    pg.goto(box.url + "/login")
+    if pg.locator("#password").count():
+        pg.fill("#username", "admin")
+        pg.fill("#password", PASSWORD)
+        pg.click("main button[type=submit]")
+    pg.wait_for_selector("#board")
+    pg.goto(box.url + "/admin/destinations")
+    pg.evaluate("window.__marker = 1")
+    pg.clock.run_for(31_000)
+    pg.wait_for_function("window.__marker === undefined", timeout=10_000)  # reloaded
+    # Someone typing in a field: no reload under their hands.
+    pg.evaluate(
+        "window.__marker = 2; document.body.appendChild(document.createElement('input')).focus()"
+    )
+    pg.clock.run_for(31_000)
+    pg.wait_for_timeout(500)
+    assert pg.evaluate("window.__marker") == 2
+    pg.close()
+
+
+def test_the_board_prints_as_a_day_list(box: Box, browser: Any) -> None:
+    """Print media: the day and room in a heading, no menu and no controls."""
+    pg = browser.new_page()
+    pg.goto(box.url + "/login")
+    if pg.locator("#password").count():
+        pg.fill("#username", "admin")
+        pg.fill("#password", PASSWORD)
+        pg.click("main button[type=submit]")
+    pg.wait_for_selector("#board")
+    assert pg.locator("#print-heading").is_hidden()
+    pg.emulate_media(media="print")
+    assert pg.locator("#print-heading").is_visible()
+    assert date.today().isoformat() in pg.inner_text("#print-heading")
+    assert pg.locator("header.top").is_hidden() and pg.locator(".toolbar").is_hidden()
+    pg.pdf(path=str(SHOTS / "board-day-list.pdf"))  # Chromium's own print of the page
+    pg.close()

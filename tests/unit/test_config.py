@@ -27,7 +27,9 @@ def test_defaults_work_without_a_file() -> None:
 def test_example_file_is_valid_and_every_setting_is_documented() -> None:
     config_mod.load(EXAMPLE, env={})
     text = EXAMPLE.read_text()
-    sections = {m.group(1) for m in re.finditer(r"^#?\s*\[\[?(\w+)\]\]?", text, re.MULTILINE)}
+    sections = {
+        m.group(1) for m in re.finditer(r"^#?\s*\[\[?(\w+(?:\.\w+)?)\]\]?", text, re.MULTILINE)
+    }
     keys = set(re.findall(r"^#?\s*(\w+)\s*=", text, re.MULTILINE))
     for section, key, doc in config_mod.documented_settings():
         assert doc, f"{section}.{key} has no documentation in config.py"
@@ -84,6 +86,9 @@ def test_env_variable_names_the_file(tmp_path: Path) -> None:
         ("[dicom]\naetitle = 'X'", "dicom.aetitle", "not a known setting"),
         ("[nonsense]\nx = 1", "nonsense", "not a known section"),
         ('[logging]\nlevel = "LOUD"', "logging.level", "not one of"),
+        ("[logging]\nmax_mb = 0", "logging.max_mb", "between 1 and"),
+        ("[logging]\nbackups = -1", "logging.backups", "between 0 and"),
+        ("[logging]\nfile = 7", "logging.file", "not of type str"),
         ('[dicom]\nunknown_ae = "maybe"', "dicom.unknown_ae", "not one of"),
         (
             '[[devices]]\nae_title = "CT1"\n[[devices]]\nae_title = "CT1"',
@@ -125,6 +130,15 @@ def test_invalid_toml_and_missing_file_are_reported(tmp_path: Path) -> None:
         config_mod.load(f, env={})
     with pytest.raises(ConfigError, match="cannot be read"):
         config_mod.load(tmp_path / "absent.toml", env={})
+
+
+def test_logging_file_settings_survive_a_level_override() -> None:
+    cfg = config_mod.from_mapping(
+        {"logging": {"level": "warning", "file": "log/a.log", "max_mb": 2, "backups": 3}}
+    )
+    assert cfg.logging == config_mod.LoggingSettings("WARNING", "log/a.log", 2, 3)
+    out = config_mod.with_overrides(cfg, log_level="debug")
+    assert out.logging == config_mod.LoggingSettings("DEBUG", "log/a.log", 2, 3)
 
 
 def test_ae_title_is_stripped_of_padding() -> None:

@@ -468,3 +468,28 @@ def test_admin_menu_keeps_places_for_printers_and_destinations(
 ) -> None:
     page = admin.get("/").text
     assert "Printers" in page and "Destinations" in page
+
+
+def test_a_device_can_be_tested_with_c_echo(web: Web, admin: FlaskClient) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    scp = AE(ae_title="ECHOSCP")
+    scp.require_called_aet = True  # a device whose AE title is entered wrong rejects us
+    scp.add_supported_context(Verification)
+    server = scp.start_server(("127.0.0.1", 0), block=False)
+    try:
+        port = server.server_address[1]
+        device = {**CT2, "ae_title": "ECHOSCP", "host": "127.0.0.1", "port": str(port)}
+        assert post(admin, "/admin/devices/new", device).status_code == 302
+        page = admin.get("/admin/devices").text
+        assert "/admin/devices/ECHOSCP/echo" in page
+        done = post(admin, "/admin/devices/ECHOSCP/echo", follow_redirects=True)
+        assert "C-ECHO to ECHOSCP: success in" in done.text
+        wrong = {**device, "ae_title": "WRONGAE"}
+        assert post(admin, "/admin/devices/new", wrong).status_code == 302
+        failed = post(admin, "/admin/devices/WRONGAE/echo", follow_redirects=True)
+        assert "C-ECHO to WRONGAE failed: association rejected" in failed.text
+    finally:
+        server.shutdown()
+    assert post(admin, "/admin/devices/NOPE/echo").status_code == 404

@@ -387,6 +387,14 @@ def test_setup_rejects_bad_input(web_bare: Web, over: dict, field: str) -> None:
     assert web_bare.count("users") == 0
 
 
+def test_setup_names_every_bad_field_at_once(web_bare: Web) -> None:
+    _, resp = _setup(web_bare, token="", username="bad name!", password="short", password2="x")
+    assert resp.status_code == 400
+    for field in ("token", "username", "password", "password2"):
+        assert f'id="error-{field}"' in resp.text, field
+    assert web_bare.count("users") == 0
+
+
 def test_setup_creates_the_admin_once(web_bare: Web) -> None:
     c, resp = _setup(web_bare)
     assert resp.status_code == 302

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -148,3 +149,32 @@ def test_one_room_only(web: Web, desk: FlaskClient) -> None:
     resp = desk.get("/board/changes", query_string={"since": since, "station": "MR1"})
     rows = {r["station"]: r["html"] for r in resp.json["rows"]}
     assert rows["CT1"] == "" and "Ito Ken" in rows["MR1"]
+
+
+def test_board_shows_birth_date_age_and_sex(web: Web, desk: FlaskClient) -> None:
+    day = date.today()
+    born = date(day.year - 52, 1, 1)
+    schedule(web, "CT1", accession_number="ACC9", birth_date=born.strftime("%Y%m%d"), sex="F")
+    page = desk.get("/").text
+    row = page.split('class="demo">')[1].split("</small>")[0]
+    assert row == f"{born.isoformat()} (52 y) · F"
+
+
+def test_an_empty_board_says_what_to_do_first(tmp_path: Path) -> None:
+    """No modality configured yet: the board says to add one (not just "No procedures")."""
+    from appliance import accounts
+    from appliance.access import Access
+    from appliance.db import open_store
+    from appliance.server import Runtime
+    from tests.helpers import make_config
+    from web import create_app
+
+    cfg = make_config(tmp_path / "data", {})
+    store = open_store(cfg.data_dir)
+    app = create_app(Runtime(cfg, store, Access(cfg, store)), test_config={"TESTING": True},
+                     announce=lambda token: None)  # fmt: skip
+    web = Web(app, store, app.extensions["appliance"])
+    web.user("admin0", accounts.ADMIN)
+    page = web.login("desk0").get("/").text
+    store.close()
+    assert 'id="board-empty"' in page and "Admin → Devices" in page

@@ -309,3 +309,19 @@ def test_history_paging_in_japanese(web: Web, many_jobs: list) -> None:
     assert "230 件中 1–100 件目" in page and "新しい順" in page and "最後 »" in page
     resp = desk.get("/prints?size=0")
     assert resp.status_code == 400 and "1 から 500 までの整数にしてください" in resp.text
+
+
+def test_a_pending_job_refreshes_itself_and_a_reprint_names_its_origin(
+    printed: tuple[Web, dict],
+) -> None:
+    web, jobs = printed
+    desk = web.login("desk")
+    uid = jobs["CHEST"]
+    assert "data-refresh" not in desk.get(f"/prints/{uid}").text  # DONE: nothing changes
+    with web.store.write() as db:
+        db.execute("UPDATE print_jobs SET state = 'PENDING' WHERE uid = ?", (uid,))
+    assert 'data-refresh="5"' in desk.get(f"/prints/{uid}").text
+    assert 'data-refresh="5"' in desk.get("/prints").text
+    resp = post(desk, f"/prints/{uid}/reprint", {"printer": ""})
+    page = desk.get(resp.headers["Location"]).text
+    assert ">the earlier job</a>" in page and uid in page
