@@ -87,6 +87,7 @@ UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
 MOVE_DESTINATION_UNKNOWN = 0xA801
 SUBOPERATIONS_COMPLETE_WITH_FAILURES = 0xB000
 
+
 def error_comment(text: str) -> str:
     """An Error Comment (0000,0902) value: LO, at most 64 characters, no backslash (it
     would split the value) and no control characters."""
