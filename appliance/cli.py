@@ -232,7 +232,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for key, value in part.items():
             if isinstance(value, dict):
                 for sub, detail in value.items():
-                    print(f"    {key}.{sub}: {_brief(detail)}")
+                    if detail not in (None, "", [], {}):
+                        print(f"    {key}.{sub}: {_brief(detail)}")
     echo = _echo(_local(cfg.dicom.host), dicom_port, cfg.dicom.ae_title)
     print(f"  C-ECHO {cfg.dicom.ae_title}@{dicom_port}: {echo}")
     return EXIT_OK if report.get("status") == "ok" else EXIT_FAILURE
