@@ -157,3 +157,21 @@ def trapped_log() -> Iterator[LogTrap]:
     finally:
         root.removeHandler(trap)
         root.setLevel(old)
+
+
+def start_service_box(tmp: Any) -> Any:
+    """An appliance for the identifier tests: CT1 may query, send MPPS and print (to a
+    folder printer); one step scheduled. The caller stops it."""
+    from appliance.server import Appliance
+    from appliance.worklist.repo import WorklistRepo
+    from tests.factories import make_step_request
+    from tests.helpers import make_config
+
+    raw = {
+        "devices": [{"ae_title": "CT1"}],
+        "printers": [{"name": "out", "uri": f"folder:{tmp / 'out'}"}],
+        "print_profiles": [{"dpi": 40}],
+    }
+    app = Appliance(make_config(tmp / "data", raw)).start()
+    WorklistRepo(app.runtime.store).schedule(make_step_request())
+    return app

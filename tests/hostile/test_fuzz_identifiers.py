@@ -34,9 +34,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from appliance import status
 from appliance.server import Appliance
-from appliance.worklist.repo import WorklistRepo
-from tests.factories import make_mwl_query, make_step_request
-from tests.helpers import make_config
+from tests.factories import make_mwl_query
 from tests.printscu import FILM_SESSION, GRAY_META
 from tests.raw_dimse import (
     LONG_VRS,
@@ -46,6 +44,7 @@ from tests.raw_dimse import (
     encode,
     item,
     sending_raw,
+    start_service_box,
     steady,
     trapped_log,
 )
@@ -157,14 +156,7 @@ def payloads(valid: bytes) -> st.SearchStrategy[tuple[str, bytes]]:
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    raw = {
-        "devices": [{"ae_title": "CT1"}],
-        "printers": [{"name": "out", "uri": f"folder:{tmp / 'out'}"}],
-        "print_profiles": [{"dpi": 40}],
-    }
-    app = Appliance(make_config(tmp / "data", raw)).start()
-    WorklistRepo(app.runtime.store).schedule(make_step_request())
+    app = start_service_box(tmp_path_factory.mktemp("fuzz"))
     yield app
     app.stop()
 

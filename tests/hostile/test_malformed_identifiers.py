@@ -27,7 +27,6 @@ from appliance import status
 from appliance.server import Appliance
 from appliance.worklist.repo import WorklistRepo
 from tests.factories import make_mwl_query, make_step_request
-from tests.helpers import make_config
 from tests.printscu import FILM_SESSION, GRAY_META
 from tests.raw_dimse import (
     LogTrap,
@@ -37,6 +36,7 @@ from tests.raw_dimse import (
     item,
     nested,
     sending_raw,
+    start_service_box,
     steady,
     trapped_log,
 )
@@ -51,14 +51,7 @@ NAME = b"Doe^John"
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     """One appliance for the module: CT1 may query, send MPPS and print; one step scheduled."""
-    tmp = tmp_path_factory.mktemp("malformed")
-    raw = {
-        "devices": [{"ae_title": "CT1"}],
-        "printers": [{"name": "out", "uri": f"folder:{tmp / 'out'}"}],
-        "print_profiles": [{"dpi": 40}],
-    }
-    app = Appliance(make_config(tmp / "data", raw)).start()
-    WorklistRepo(app.runtime.store).schedule(make_step_request())
+    app = start_service_box(tmp_path_factory.mktemp("malformed"))
     yield app
     app.stop()
 
