@@ -86,15 +86,6 @@ def build_services(runtime: Runtime) -> list[Service]:
     return [factory(runtime) for factory in services.FACTORIES]
 
 
-def set_nodelay(event: evt.Event) -> None:
-    """Disable Nagle's algorithm on each connection: DIMSE is request/response, and a small
-    final response held back for the peer's delayed ACK costs 40 ms a query."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 class ContextsCopiedCheaply(list):  # type: ignore[type-arg]
     """The listener's supported presentation contexts, which pynetdicom deep-copies for
     every association: some 150 storage classes with every transfer syntax, 40-60 ms of
@@ -248,7 +239,6 @@ class Appliance:
             called_titles.update(getattr(service, "called_ae_titles", list)())
         own = [
             (evt.EVT_C_ECHO, handle_echo, [self.runtime]),
-            (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_REJECTED, access.audit_rejected, [self.runtime.access]),
         ]
         handlers = bind_handlers(self.services, own)
