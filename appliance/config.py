@@ -224,6 +224,15 @@ class ForwardSettings:
     commitment_timeout: float = _doc(
         "seconds to wait for a PACS's commitment before reporting failure to the modality", 600.0
     )
+    spool: str = _doc(
+        "where received images are kept: journal (appended to preallocated segment files, "
+        "one data sync per image) or files (a file per image); both are read, so images "
+        "kept the other way are sent until drained",
+        "files",
+    )
+    journal_segment_mb: int = _doc(
+        "size (MiB) of one journal segment file, reserved when the segment is made", 256
+    )
 
 
 @dataclass(frozen=True)
@@ -586,6 +595,11 @@ def _validate_forward(f: ForwardSettings) -> ForwardSettings:
     if f.retention_hours < 0:
         raise ConfigError("forward.retention_hours", "must be 0 or positive")
     _check_choice(f.prefer, "forward.prefer", ("lossless", "uncompressed"))
+    _check_choice(f.spool, "forward.spool", ("journal", "files"))
+    if not 1 <= f.journal_segment_mb <= 4096:
+        raise ConfigError(
+            "forward.journal_segment_mb", f"{f.journal_segment_mb} is not between 1 and 4096"
+        )
     return f
 
 

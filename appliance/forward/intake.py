@@ -207,6 +207,30 @@ class _Sink:
             os.unlink(self.path)
 
 
+class _RecordSink(_Sink):
+    """One data set on its way into a journal record (``appliance/forward/journal.py``),
+    written in place in its segment as it comes; the receiver commits it."""
+
+    def __init__(self, receiver: Receiver, meta: bytes, sop_instance: str) -> None:
+        self.append = receiver.spool.journal.begin(sop_instance)
+        self.fd, self.path = -1, ""
+        self.size = 0
+        self.head = bytearray()
+        self.write(meta, header=False)
+
+    def write(self, data: Any, header: bool = True) -> None:
+        self.append.write(data)
+        self.size += len(data)
+        if header and len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+
+    def close(self) -> None:
+        """Nothing to do: ``Receiver.admit_record`` makes the record durable."""
+
+    def discard(self) -> None:
+        self.append.abort()
+
+
 class Intake:
     """The PDU reader of one association: C-STORE streams here, everything else to pynetdicom."""
 
@@ -484,7 +508,10 @@ class Intake:
             return
         meta = file_meta(cmd.sop_class, cmd.sop_instance, transfer_syntax, calling)
         try:
-            self.sink = _Sink(self.receiver, meta)
+            if self.receiver.spool.journaled:
+                self.sink = _RecordSink(self.receiver, meta, cmd.sop_instance)
+            else:
+                self.sink = _Sink(self.receiver, meta)
         except OSError as exc:
             self._sink_failed(exc)
 
@@ -513,26 +540,47 @@ class Intake:
             else:
                 header = header_values(sink.head, transfer_syntax)
                 try:
-                    self.receiver.admit(
-                        sink.path,
-                        cmd.sop_class,
-                        cmd.sop_instance,
-                        transfer_syntax,
-                        calling,
-                        synced=True,
-                        header=header,
-                        size=sink.size,
-                        head=bytes(sink.head),
-                    )
+                    self._admit(sink, cmd, transfer_syntax, calling, header)
                 except Exception as exc:
-                    with contextlib.suppress(OSError):
-                        os.unlink(sink.path)
+                    sink.discard()
                     refusal = refusal_for(exc, calling)
                     if refusal is None:
                         raise
                     code, comment = refusal
         self.receiver.count_streamed()
         self._respond(cmd, code, comment)
+
+    def _admit(
+        self,
+        sink: _Sink,
+        cmd: Command,
+        transfer_syntax: str,
+        calling: str,
+        header: dict[int, str] | None,
+    ) -> None:
+        """Hand the received data set to the receiver: a journal record, or a file."""
+        if isinstance(sink, _RecordSink):
+            self.receiver.admit_record(
+                sink.append,
+                cmd.sop_class,
+                cmd.sop_instance,
+                transfer_syntax,
+                calling,
+                header=header,
+                head=bytes(sink.head),
+            )
+            return
+        self.receiver.admit(
+            sink.path,
+            cmd.sop_class,
+            cmd.sop_instance,
+            transfer_syntax,
+            calling,
+            synced=True,
+            header=header,
+            size=sink.size,
+            head=bytes(sink.head),
+        )
 
     def _respond(self, cmd: Command, code: int, comment: str) -> None:
         rsp = store_response(cmd.message_id, cmd.sop_class, cmd.sop_instance, code, comment)

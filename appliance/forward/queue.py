@@ -195,6 +195,22 @@ def _m0004(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0005_journal_segments")
+def _m0005(db: sqlite_utils.Database) -> None:
+    # The journal spool (appliance/forward/journal.py): per segment, the offset before
+    # which every record has its instance row (recovery scans from there), written in
+    # the same database as the rows, so a power cut that takes rows back takes the
+    # checkpoint that covered them too. Rows of one segment are found by their file's
+    # prefix ("journal/NNNNNNNN.seg@"), hence the index.
+    db.execute(
+        """CREATE TABLE forward_journal_segments (
+            seq INTEGER PRIMARY KEY,
+            checkpoint INTEGER NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX forward_instances_file ON forward_instances(file)")
+
+
 @dataclass(frozen=True)
 class InstanceInfo:
     """What the receiver learned about one instance (from the command and the header)."""
@@ -322,6 +338,48 @@ def kept_version(store: Store, sop_instance_uid: str) -> tuple[str, str] | None:
 def recorded_files(store: Store) -> set[str]:
     """Every spool file an instance row names (kept or removed)."""
     return {r["file"] for r in store.query("SELECT file FROM forward_instances")}
+
+
+def checkpoints(store: Store) -> dict[int, int]:
+    """Each journal segment's checkpoint (recovery scans from there)."""
+    rows = store.query("SELECT seq, checkpoint FROM forward_journal_segments")
+    return {int(r["seq"]): int(r["checkpoint"]) for r in rows}
+
+
+def set_checkpoint(store: Store, seq: int, offset: int) -> None:
+    with store.write(durable=False) as db:
+        db.execute(
+            "INSERT INTO forward_journal_segments (seq, checkpoint) VALUES (?, ?) "
+            "ON CONFLICT (seq) DO UPDATE SET checkpoint = MAX(checkpoint, excluded.checkpoint)",
+            (seq, offset),
+        )
+
+
+def segment_rows(store: Store, seq: int, kept_only: bool = True) -> list[dict[str, Any]]:
+    """Instance rows whose file is a record in journal segment ``seq``."""
+    prefix = f"journal/{seq:08d}.seg@"
+    sql = (
+        "SELECT id, sop_instance_uid, file, digest, size, removed_at FROM forward_instances "
+        "WHERE file >= ? AND file < ?"
+    )
+    if kept_only:
+        sql += " AND removed_at IS NULL"
+    return store.query(sql, (prefix, prefix[:-1] + "A"))
+
+
+def forget_segment(store: Store, seq: int) -> None:
+    with store.write(durable=False) as db:
+        db.execute("DELETE FROM forward_journal_segments WHERE seq = ?", (seq,))
+
+
+def move_record(store: Store, instance_id: int, old: str, new: str) -> bool:
+    """Point an instance at a copy of its record (compaction); False when it moved on."""
+    with store.write(durable=False) as db:
+        cur = db.execute(
+            "UPDATE forward_instances SET file = ? WHERE id = ? AND file = ? AND removed_at IS NULL",
+            (new, instance_id, old),
+        )
+        return cur.rowcount == 1
 
 
 def _add_rows(db: sqlite_utils.Database, instance_id: int, dests: list[str], now: float) -> None:

@@ -26,7 +26,7 @@ from appliance import status
 from appliance.config import Config, DestinationSettings
 from appliance.db import Store
 from appliance.errors import StorageFull, ValidationError
-from appliance.forward import queue, routing
+from appliance.forward import journal, queue, routing
 from appliance.forward.spool import Spool
 from appliance.qr import index as qr_index
 
@@ -122,6 +122,10 @@ class Receiver:
         intake's), from which the Query/Retrieve index is read when it is enough.
         """
         path = Path(path)
+        if self.spool.journaled:
+            return self._admit_into_journal(
+                path, sop_class, sop_instance, transfer_syntax, calling_ae, header, head
+            )
         sop_class = check_uid(sop_class, "Affected SOP Class UID")
         sop_instance = check_uid(sop_instance, "Affected SOP Instance UID")
         if header is None:
@@ -149,8 +153,94 @@ class Receiver:
             self.on_queued(dests)
         return Received(recorded, dests)
 
-    def _kept_copy(self, sop_instance: str, path: Path) -> tuple[str, str] | None:
-        """(file, version) of the spooled copy when it holds exactly ``path``'s data set."""
+    def _admit_into_journal(
+        self,
+        path: Path,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        calling_ae: str,
+        header: dict[int, str] | None,
+        head: bytes | None,
+    ) -> Received:
+        """``admit`` of a file when new images go to the journal: its bytes become a
+        record, the file is removed."""
+        append = self.spool.journal.begin(str(sop_instance))
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    append.write(chunk)
+        except BaseException:
+            append.abort()
+            raise
+        received = self.admit_record(
+            append, sop_class, sop_instance, transfer_syntax, calling_ae, header, head
+        )
+        path.unlink()
+        return received
+
+    def admit_record(
+        self,
+        append: journal.Append,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        calling_ae: str,
+        header: dict[int, str] | None = None,
+        head: bytes | None = None,
+    ) -> Received:
+        """``admit`` for a journal record written but not yet committed: checked, made
+        durable (one fdatasync) and queued; dropped (``abort``) when it is refused or
+        holds exactly the kept version's bytes."""
+        try:
+            return self._admit_record(
+                append, sop_class, sop_instance, transfer_syntax, calling_ae, header, head
+            )
+        finally:
+            append.close()
+
+    def _admit_record(
+        self,
+        append: journal.Append,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        calling_ae: str,
+        header: dict[int, str] | None,
+        head: bytes | None,
+    ) -> Received:
+        """The checks and commit of ``admit_record``; the caller closes ``append``."""
+        pending = append.location.ref
+        sop_class = check_uid(sop_class, "Affected SOP Class UID")
+        sop_instance = check_uid(sop_instance, "Affected SOP Instance UID")
+        if header is None:
+            with self.spool.open(pending) as f:
+                ds = read_header(f)
+            in_data = str(ds.get("SOPInstanceUID", "") or "")
+            modality = str(ds.get("Modality", "") or "")
+        else:
+            in_data, modality = header[0x00080018], header[0x00080060]
+        if not in_data:
+            raise ValidationError("SOP Instance UID", "is missing from the data set")
+        if in_data != sop_instance:
+            raise ValidationError("SOP Instance UID", "differs from the Affected SOP Instance UID")
+        dests = routing.route(self.destinations(), calling_ae, modality, sop_class)
+        info = queue.InstanceInfo(sop_instance, sop_class, transfer_syntax, modality, calling_ae)
+        kept = self._kept_copy(sop_instance, pending)
+        if kept is not None:
+            rel, version, size = kept[0], kept[1], self.spool.size(kept[0])
+        else:
+            loc = append.commit()
+            rel, version, size = loc.ref, record_version(append.serial), loc.length
+        indexed = None if head is None else qr_index.head_attributes(head, transfer_syntax)
+        recorded = self._record(info, rel, version, size, dests, durable=False, indexed=indexed)
+        if dests:
+            self.on_queued(dests)
+        return Received(recorded, dests)
+
+    def _kept_copy(self, sop_instance: str, path: Path | str) -> tuple[str, str] | None:
+        """(file, version) of the spooled copy when it holds exactly the data set of
+        ``path`` (a file, or a spool reference)."""
         kept = queue.kept_version(self.store, sop_instance)
         return kept if kept is not None and self.spool.same_bytes(kept[0], path) else None
 
@@ -168,7 +258,8 @@ class Receiver:
         (one transaction; ``indexed`` or else read from the file); a version it replaces
         is deleted."""
         if indexed is None:
-            indexed = qr_index.read_attributes(self.spool.path(rel))
+            with self.spool.open(rel) as f:
+                indexed = qr_index.read_attributes(f)
         recorded = queue.record_instance(
             self.store, info, rel, version, size, dests, durable=durable, indexed=indexed
         )
@@ -181,27 +272,16 @@ class Receiver:
         a power cut took back (the receiver's commits do not wait for the disk; its
         files do). Run before the listener opens; returns how many were queued."""
         known = queue.recorded_files(self.store)
-        queued = 0
+        queued = self._recover_journal(known)
         for rel in self.spool.spooled():
             if rel in known:
                 continue
             path = self.spool.path(rel)
-            try:
-                ds = dcmread(path, stop_before_pixels=True)
-                meta = ds.file_meta
-                sop_class = check_uid(meta.MediaStorageSOPClassUID, "SOP Class UID")
-                sop_instance = check_uid(ds.SOPInstanceUID, "SOP Instance UID")
-                calling = str(meta.get("SourceApplicationEntityTitle", "") or "").strip()
-                modality = str(ds.get("Modality", "") or "")
-                info = queue.InstanceInfo(
-                    sop_instance, sop_class, str(meta.TransferSyntaxUID), modality, calling
-                )
-            except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, AttributeError,
-                    TypeError, ValidationError) as exc:  # fmt: skip
-                log.error("spooled file %s cannot be queued again: %s", rel, type(exc).__name__)
+            found = self._orphan(rel)
+            if found is None:
                 continue
-            dests = routing.route(self.destinations(), calling, modality, sop_class)
-            if self._kept_copy(sop_instance, path) is not None:
+            info, dests = found
+            if self._kept_copy(info.sop_instance_uid, path) is not None:
                 self.spool.delete(rel)
                 continue
             self._record(info, rel, Path(rel).stem, path.stat().st_size, dests, durable=True)
@@ -210,8 +290,69 @@ class Receiver:
             log.warning("forward: %d spooled instances had no queue rows and were queued", queued)
         return queued
 
+    def _orphan(self, rel: str) -> tuple[queue.InstanceInfo, list[str]] | None:
+        """What a spooled instance without rows is (from its File Meta group and header)
+        and where it goes; None (logged) when it cannot be read."""
+        try:
+            with self.spool.open(rel) as f:
+                ds = dcmread(f, stop_before_pixels=True)
+            meta = ds.file_meta
+            sop_class = check_uid(meta.MediaStorageSOPClassUID, "SOP Class UID")
+            sop_instance = check_uid(ds.SOPInstanceUID, "SOP Instance UID")
+            calling = str(meta.get("SourceApplicationEntityTitle", "") or "").strip()
+            modality = str(ds.get("Modality", "") or "")
+            info = queue.InstanceInfo(
+                sop_instance, sop_class, str(meta.TransferSyntaxUID), modality, calling
+            )
+        except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, AttributeError,
+                TypeError, ValidationError) as exc:  # fmt: skip
+            log.error("spooled %s cannot be queued again: %s", rel, type(exc).__name__)
+            return None
+        return info, routing.route(self.destinations(), calling, modality, sop_class)
 
-def read_header(path: Path) -> Dataset:
+    def _recover_journal(self, known: set[str]) -> int:
+        """Scan each journal segment from its checkpoint: complete records no instance
+        row names are queued (unless a later version or the same bytes are kept); the
+        checkpoint moves to the end of the last complete record."""
+        marks = queue.checkpoints(self.store)
+        queued = 0
+        for seq in self.spool.journal.sequences():
+            end = marks.get(seq, journal.BLOCK)
+            for rec in journal.scan(self.spool.journal.path(seq), end):
+                end = rec.end
+                ref = rec.location.ref
+                if ref in known or self._superseded(rec):
+                    continue
+                found = self._orphan(ref)
+                if found is None:
+                    continue
+                info, dests = found
+                if self._kept_copy(info.sop_instance_uid, ref) is not None:
+                    continue
+                version = record_version(rec.serial)
+                self._record(info, ref, version, rec.location.length, dests, durable=True)
+                queued += 1
+            queue.set_checkpoint(self.store, seq, end)
+        return queued
+
+    def _superseded(self, rec: journal.Record) -> bool:
+        """True when the instance's kept version is a journal record received after this
+        one, or this record's own bytes (a compacted copy keeps its serial)."""
+        kept = queue.kept_version(self.store, rec.key)
+        if kept is None or not kept[1].startswith("j"):
+            return False
+        try:
+            return int(kept[1][1:], 16) >= rec.serial
+        except ValueError:
+            return False
+
+
+def record_version(serial: int) -> str:
+    """The version token of a journal record: its serial (a later record, a later one)."""
+    return f"j{serial:016x}"
+
+
+def read_header(path: Path | Any) -> Dataset:
     """The few header elements routing needs, read up to (not into) the pixel data."""
     try:
         return dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)

@@ -7,6 +7,14 @@ than ``forward.retention_hours`` or the delivered files kept exceed ``forward.bu
 or routed nowhere) is never deleted: the disk reserve refuses new images instead.
 The row is marked removed before the file is unlinked, so a crash in between leaves
 at worst an unreferenced file, never a row that points at nothing it thinks it has.
+
+Journal records (``appliance/forward/journal.py``) are not deleted one by one: a sealed
+segment no kept row points into any more is freed whole (``sweep_segments``), one sweep
+after it was first seen empty, so a sender or retrieve that opened a record just before
+never reads a reused segment. A sealed segment whose kept records fill less than
+``COMPACT_BELOW`` of it (a dead letter or an undelivered few holding it back) is
+compacted: those records are copied into the open segment (same bytes, same serial),
+their rows moved to the copies, and the segment is freed like an empty one.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import time
 from typing import Any
 
 from appliance.db import Store
+from appliance.forward import journal, queue
 from appliance.forward.spool import Spool
 from appliance.worker import Worker
 
@@ -108,6 +117,85 @@ def sweep_orphans(
     return removed
 
 
+COMPACT_BELOW = 0.25  # of a sealed segment's size: kept records below it are moved out
+GRACE = 60.0  # seconds a segment stays empty before it is freed
+
+
+def sweep_segments(
+    store: Store,
+    spool: Spool,
+    empty_since: dict[int, float],
+    now: float | None = None,
+    grace: float = GRACE,
+) -> tuple[int, int, int]:
+    """Free sealed journal segments no kept row points into (seen empty ``grace``
+    seconds ago already) and compact those held back by a few kept records; returns
+    (segments freed, bytes freed, records moved). ``empty_since`` is the caller's memory
+    from one sweep to the next."""
+    now = time.time() if now is None else now
+    j = spool.journal
+    active = j.active()
+    freed = freed_bytes = moved = 0
+    for seq in j.sequences():
+        if seq in active:
+            continue
+        kept = queue.segment_rows(store, seq)
+        if kept and _worth_compacting(j, seq, kept):
+            moved += compact(store, spool, seq, kept)
+            kept = queue.segment_rows(store, seq)
+        if kept:
+            empty_since.pop(seq, None)
+            continue
+        since = empty_since.setdefault(seq, now)
+        if now - since < grace:
+            continue
+        freed_bytes += j.free(seq)
+        queue.forget_segment(store, seq)
+        empty_since.pop(seq, None)
+        freed += 1
+    if freed or moved:
+        log.info(
+            "retention: %d journal segments freed (%d bytes), %d records compacted",
+            freed, freed_bytes, moved,
+        )  # fmt: skip
+    return freed, freed_bytes, moved
+
+
+def _worth_compacting(j: journal.Journal, seq: int, kept: list[dict[str, Any]]) -> bool:
+    try:
+        size = j.path(seq).stat().st_size
+    except FileNotFoundError:
+        return False
+    return sum(int(r["size"]) for r in kept) < COMPACT_BELOW * size
+
+
+def compact(store: Store, spool: Spool, seq: int, kept: list[dict[str, Any]]) -> int:
+    """Copy the kept records of segment ``seq`` into the open segment and move their
+    rows to the copies (each copy durable before its row moves); returns how many."""
+    moved = 0
+    for row in kept:
+        old = str(row["file"])
+        serial = _serial_of(str(row.get("digest", "")))
+        append = spool.journal.begin(str(row["sop_instance_uid"]), serial)
+        try:
+            with spool.open(old) as f:
+                while chunk := f.read(1 << 20):
+                    append.write(chunk)
+            new = append.commit().ref
+            if queue.move_record(store, int(row["id"]), old, new):
+                moved += 1
+        finally:
+            append.close()
+    return moved
+
+
+def _serial_of(version: str) -> int | None:
+    try:
+        return int(version[1:], 16) if version.startswith("j") else None
+    except ValueError:
+        return None
+
+
 class Retention(Worker):
     """A thread that sweeps at start, every minute, and (short windows) after deliveries."""
 
@@ -119,6 +207,8 @@ class Retention(Worker):
         super().__init__()
         self.deleted = 0
         self.freed = 0
+        self.segments_freed = 0
+        self._empty_since: dict[int, float] = {}
 
     def thread_name(self) -> str:
         return "forward-retention"
@@ -137,8 +227,10 @@ class Retention(Worker):
         while not self._stop.is_set():
             try:
                 n, freed = sweep(self.store, self.spool, self.retention_s, self.budget_bytes)
+                segs, seg_bytes, _ = sweep_segments(self.store, self.spool, self._empty_since)
                 self.deleted += n
-                self.freed += freed
+                self.freed += freed + seg_bytes
+                self.segments_freed += segs
             except Exception:  # a bug must not stop retention for good; logged, retried
                 log.exception("retention sweep failed")
             if self._wake.wait(SWEEP_EVERY):
@@ -146,4 +238,8 @@ class Retention(Worker):
             self._stop.wait(MIN_GAP)
 
     def health(self) -> dict[str, Any]:
-        return {"deleted_since_start": self.deleted, "freed_mb": self.freed // (1024 * 1024)}
+        return {
+            "deleted_since_start": self.deleted,
+            "freed_mb": self.freed // (1024 * 1024),
+            "journal_segments_freed": self.segments_freed,
+        }

@@ -30,8 +30,8 @@ from pynetdicom import AE, evt
 from appliance.config import LOSSLESS_TARGETS, DestinationSettings, DicomSettings, ForwardSettings
 from appliance.db import Store
 from appliance.dicom import echo as dicom_echo
-from appliance.forward import queue, retry, store_wire
-from appliance.forward.spool import Spool
+from appliance.forward import journal, queue, retry, store_wire
+from appliance.forward.spool import Spool, StoredFile
 from appliance.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -343,17 +343,20 @@ class Sender(Worker):
         return retry.backoff(attempts, self.settings.retry_initial, self.settings.retry_max)
 
     def _store_one(self, item: queue.Item) -> tuple[int, str] | None:
-        """Send one file; (status, error comment), or None when the association failed."""
+        """Send one spooled instance; (status, error comment), or None when the
+        association failed. A missing file or segment raises FileNotFoundError."""
+        with self.spool.open(item.file) as f:
+            return self._store_opened(item, f)
+
+    def _store_opened(self, item: queue.Item, f: StoredFile) -> tuple[int, str] | None:
         path = self.spool.path(item.file)
-        if not path.exists():
-            raise FileNotFoundError(path)
         self._why = ""
         if self._assoc is None or not self._assoc.is_established:
             return None  # the PACS aborted or released between two C-STOREs
         stored = UID(item.transfer_syntax)
         if self.target and not stored.is_compressed:
             packed = self._context(item.sop_class_uid, [UID(self.target)])
-            compressed = _compressed(path, stored, UID(self.target)) if packed else None
+            compressed = _compressed(f, stored, UID(self.target)) if packed else None
             if compressed is not None:
                 ds, saved = compressed
                 rsp = self._assoc.send_c_store(ds)
@@ -363,11 +366,12 @@ class Sender(Worker):
                 return int(rsp.Status), str(rsp.get("ErrorComment", "") or "")
         context = self._context(item.sop_class_uid, [stored])
         if context is not None and self._wire is not None:
-            return self._store_on_wire(self._wire, path, context.context_id, item)
+            return self._store_on_wire(self._wire, f, context.context_id, item)
         if context is not None:
-            rsp = self._assoc.send_c_store(path)
+            # pynetdicom reads a file's bytes itself; a journal record goes decoded.
+            rsp = self._assoc.send_c_store(dcmread(f) if journal.is_ref(item.file) else path)
         elif self._context(item.sop_class_uid, list(UNCOMPRESSED)) is not None:
-            rsp = self._assoc.send_c_store(uncompressed(path, stored))
+            rsp = self._assoc.send_c_store(uncompressed(f, stored))
         else:
             raise PermanentError(
                 f"{self.dest.ae_title} accepted no presentation context for SOP class "
@@ -378,11 +382,11 @@ class Sender(Worker):
         return int(rsp.Status), str(rsp.get("ErrorComment", "") or "")
 
     def _store_on_wire(
-        self, wire: store_wire.StoreWire, path: Path, context_id: int, item: queue.Item
+        self, wire: store_wire.StoreWire, f: StoredFile, context_id: int, item: queue.Item
     ) -> tuple[int, str] | None:
-        """The file as stored, written on the socket by store_wire."""
+        """The instance as stored, written on the socket by store_wire."""
         try:
-            rsp = wire.store(path, context_id, item.sop_class_uid, item.sop_instance_uid)
+            rsp = wire.store(f, context_id, item.sop_class_uid, item.sop_instance_uid)
         except store_wire.Unsendable as exc:
             raise PermanentError(str(exc)) from exc
         if rsp is None:
@@ -411,7 +415,7 @@ class Sender(Worker):
         }
 
 
-def _compressed(path: Path, stored: UID, target: UID) -> tuple[Any, int] | None:
+def _compressed(path: Path | StoredFile, stored: UID, target: UID) -> tuple[Any, int] | None:
     """The instance compressed losslessly to ``target`` (same SOP Instance UID) and the
     pixel bytes saved; None when it has no pixel data or the encoder cannot take it
     (the file then goes as stored: compression is an optimisation, never a failure)."""
@@ -427,8 +431,10 @@ def _compressed(path: Path, stored: UID, target: UID) -> tuple[Any, int] | None:
         return None
 
 
-def uncompressed(path: Path, stored: UID) -> Any:
+def uncompressed(path: Path | StoredFile, stored: UID) -> Any:
     """The instance decoded and, when compressed, decompressed (same SOP Instance UID)."""
+    if isinstance(path, StoredFile):
+        path.seek(0)
     ds = dcmread(path)
     if stored.is_compressed:
         try:

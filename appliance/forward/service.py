@@ -84,9 +84,11 @@ class ForwardService:
         self.config = config
         self.store = runtime.store
         self.live = runtime.destinations
-        self.spool = Spool(config.data_dir / "spool")
-        self.committer = Committer(config, self.store, runtime.access, self.live.current)
         fwd = config.forward
+        self.spool = Spool(
+            config.data_dir / "spool", fwd.spool, fwd.journal_segment_mb * 1024 * 1024
+        )
+        self.committer = Committer(config, self.store, runtime.access, self.live.current)
         self.retention = Retention(self.store, self.spool, fwd.retention_hours, fwd.budget_mb)
         # Per destination, one worker per parallel association (forward.associations).
         # Replaced as a whole (never changed in place) when the destinations change.
@@ -192,6 +194,7 @@ class ForwardService:
         for lanes in self.senders.values():
             for sender in lanes:
                 sender.stop()
+        self.spool.journal.close()
         self.state = "stopped"
 
     def _delivered(self, items: list[Any]) -> None:

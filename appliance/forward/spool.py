@@ -12,17 +12,65 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from appliance.forward import journal as journal_mod
+from appliance.forward.journal import Journal
 from appliance.forward.wire import dataset_offset
 from appliance.fsutil import fsync_path
 
 CHUNK = 1 << 20
+MODES = ("journal", "files")
+DEFAULT_SEGMENT_BYTES = 256 << 20
+
+
+class StoredFile(io.RawIOBase):
+    """A spooled instance opened for reading: a whole file, or one journal record's
+    ``length`` bytes at ``offset`` of its segment, seen as a file of its own (offset 0
+    is the record's first byte). ``raw`` and ``start`` let a sender read the bytes
+    straight from the segment."""
+
+    def __init__(self, path: Path, offset: int = 0, length: int | None = None) -> None:
+        super().__init__()
+        self.raw = open(path, "rb", buffering=0)  # noqa: SIM115 (closed with this object)
+        self.start = offset
+        self.length = os.fstat(self.raw.fileno()).st_size - offset if length is None else length
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self.length - self._pos)
+        if n <= 0:
+            return 0
+        got = os.preadv(self.raw.fileno(), [view[:n]], self.start + self._pos)
+        self._pos += got
+        return got
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.length}[whence]
+        self._pos = max(base + pos, 0)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
 
 
 @dataclass(frozen=True)
@@ -36,12 +84,36 @@ class SpoolFile:
 
 
 class Spool:
-    """The directory ``<data_dir>/spool`` with ``objects/`` and ``tmp/``."""
+    """The directory ``<data_dir>/spool`` with ``objects/`` and ``tmp/`` (the file per
+    image spool) and ``journal/`` (the segments); ``mode`` says where new images go,
+    both are read."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, mode: str = "files", segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    ) -> None:
         self.root = Path(root)
+        self.mode = mode
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
+        self.journal = Journal(self.root / "journal", segment_bytes)
+
+    @property
+    def journaled(self) -> bool:
+        """True when new images are appended to the journal."""
+        return self.mode == "journal"
+
+    def open(self, ref: str) -> StoredFile:
+        """The one reader of spooled instances: a queue row's ``file`` (a file's path
+        relative to the spool, or a journal reference) opened as a read-only file.
+        Raises FileNotFoundError when it is gone."""
+        loc = journal_mod.parse_ref(ref)
+        if loc is None:
+            return StoredFile(self.root / ref)
+        return StoredFile(self.journal.path(loc.seq), loc.offset, loc.length)
+
+    def size(self, ref: str) -> int:
+        loc = journal_mod.parse_ref(ref)
+        return loc.length if loc is not None else (self.root / ref).stat().st_size
 
     def prepare(self) -> None:
         """Create the directories (the 256 shards of ``objects/`` too, so that no receive
@@ -56,16 +128,17 @@ class Spool:
                 made = True
         if made:
             fsync_path(self.objects)
+        self.journal.prepare()
         for leftover in self.tmp.iterdir():
             with contextlib.suppress(OSError):
                 leftover.unlink()
 
     def free_bytes(self) -> int:
         """Free bytes on the spool's file system for an unprivileged writer."""
-        return shutil.disk_usage(self.root).free
+        return shutil.disk_usage(self.root).free + self.journal.unused_bytes()
 
     def path(self, rel: str) -> Path:
-        """Absolute path of a spooled file."""
+        """Absolute path of a spooled file (file per image spool; readers use ``open``)."""
         return self.root / rel
 
     def new_temp(self) -> tuple[int, str]:
@@ -95,11 +168,13 @@ class Spool:
         fsync_path(parent)
         return SpoolFile(rel, token, size)
 
-    def same_bytes(self, rel: str, other: Path) -> bool:
-        """True when the spooled file ``rel`` exists and holds exactly the data set of
-        ``other`` (the File Meta groups may differ: they name who sent each copy)."""
+    def same_bytes(self, rel: str, other: Path | str) -> bool:
+        """True when the spooled ``rel`` exists and holds exactly the data set of
+        ``other`` (a file, or a spool reference; the File Meta groups may differ: they
+        name who sent each copy)."""
         try:
-            with open(self.root / rel, "rb") as a, open(other, "rb") as b:
+            b_file = self.open(other) if isinstance(other, str) else open(other, "rb")  # noqa: SIM115
+            with self.open(rel) as a, b_file as b:
                 a.seek(dataset_offset(a))
                 b.seek(dataset_offset(b))
                 while True:
@@ -130,7 +205,10 @@ class Spool:
             raise
 
     def delete(self, rel: str) -> int:
-        """Remove a spooled file; returns the bytes freed (0 when it was already gone)."""
+        """Remove a spooled file; returns the bytes freed (0 when it was already gone).
+        A journal record is not removed alone: retention frees its whole segment."""
+        if journal_mod.is_ref(rel):
+            return 0
         path = self.root / rel
         try:
             size = path.stat().st_size

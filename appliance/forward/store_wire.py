@@ -25,6 +25,7 @@ exchange, not inside one of our PDUs.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import struct
@@ -108,7 +109,12 @@ def c_store_response(fields: dict[int, bytes], message_id: int) -> tuple[int, st
 
 
 def request_pdus(
-    command: bytes, f: BinaryIO, length: int, context_id: int, max_data: int, chunk: bytearray
+    command: bytes,
+    f: BinaryIO | io.RawIOBase,
+    length: int,
+    context_id: int,
+    max_data: int,
+    chunk: bytearray,
 ) -> Iterator[bytes]:
     """A C-STORE-RQ as P-DATA-TF PDUs (PS3.8 9.3.5, E.2), in batches of whole PDUs: the
     command set, then ``length`` bytes of data set read from ``f``, ``len(chunk)`` at a
@@ -119,7 +125,7 @@ def request_pdus(
     while left:
         n = min(left, len(view))
         try:
-            got = f.readinto(view[:n])  # type: ignore[attr-defined]
+            got = f.readinto(view[:n])  # type: ignore[union-attr]
         except OSError as exc:
             raise WireError(f"reading the spooled file failed ({exc})", broken=True) from exc
         if got != n:
@@ -267,15 +273,24 @@ class StoreWire:
         self.failure = ""  # why the last one failed
 
     def store(
-        self, path: Path, context_id: int, sop_class_uid: str, sop_instance_uid: str
+        self,
+        path: Path | io.RawIOBase | BinaryIO,
+        context_id: int,
+        sop_class_uid: str,
+        sop_instance_uid: str,
     ) -> tuple[int, str] | None:
-        """Send the file's data set; (Status, Error Comment), or None when the association
-        failed (it is aborted then). A missing file raises FileNotFoundError."""
+        """Send the data set of a file (a path, or a spooled instance opened by
+        ``Spool.open``: a journal record is read straight from its segment); (Status,
+        Error Comment), or None when the association failed (it is aborted then). A
+        missing file raises FileNotFoundError."""
         self.message_id = self.message_id % 0xFFFF + 1
         command = command_set(sop_class_uid, sop_instance_uid, self.message_id)
-        with open(path, "rb") as f:
-            offset = dataset_offset(f, path)
-            length = os.fstat(f.fileno()).st_size - offset
+        named = isinstance(path, Path)
+        opened = open(path, "rb") if isinstance(path, Path) else contextlib.nullcontext(path)  # noqa: SIM115
+        with opened as f:
+            offset = dataset_offset(f, path if isinstance(path, Path) else None)
+            total = os.fstat(f.fileno()).st_size if named else f.seek(0, io.SEEK_END)
+            length = total - offset
             if length <= 0:
                 raise Unsendable("the spooled file holds no data set")
             f.seek(offset)
@@ -317,7 +332,7 @@ class StoreWire:
     def _send(
         self,
         sock: socket.socket,
-        f: BinaryIO,
+        f: BinaryIO | io.RawIOBase,
         length: int,
         context_id: int,
         command: bytes,

@@ -8,6 +8,7 @@ its File Meta group (PS3.10 7.1).
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,7 +144,7 @@ def max_fragment(peer_max_pdu: int, unlimited: int) -> int:
     return peer_max_pdu - PDV_OVERHEAD if peer_max_pdu else unlimited
 
 
-def dataset_offset(f: BinaryIO, path: Path | None = None) -> int:
+def dataset_offset(f: BinaryIO | io.RawIOBase, path: Path | None = None) -> int:
     """Where the data set starts in a PS3.10 file: after the preamble, "DICM" and the File
     Meta group, whose length (0002,0000) says where it ends (PS3.10 7.1). Without that
     group length pydicom parses the group (``path`` given), else 0."""

@@ -10,11 +10,12 @@ data set's Specific Character Set, every component group kept.
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Callable, Mapping
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlite_utils
 from pydicom import dcmread
@@ -105,13 +106,25 @@ def attributes(ds: Dataset) -> dict[str, str]:
     return out
 
 
-def read_attributes(path: Path) -> dict[str, str] | None:
-    """The index columns read from a spooled file (up to the pixel data), or None."""
+def read_attributes(path: Path | BinaryIO | io.RawIOBase) -> dict[str, str] | None:
+    """The index columns read from a spooled file (a path, or one opened by
+    ``Spool.open``; up to the pixel data), or None."""
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
     except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError):
         return None
     return attributes(ds)
+
+
+def _read_held(
+    open_of: Callable[[str], io.RawIOBase | BinaryIO], ref: str
+) -> dict[str, str] | None:
+    """``read_attributes`` of a held instance opened by the spool's reader."""
+    try:
+        with open_of(ref) as f:
+            return read_attributes(f)
+    except OSError:
+        return None
 
 
 def head_attributes(head: bytes, transfer_syntax: str) -> dict[str, str] | None:
@@ -209,7 +222,9 @@ def record(db: sqlite_utils.Database, instance_id: int, attrs: Mapping[str, str]
     )
 
 
-def backfill(store: Store, path_of: Callable[[str], Path], batch: int = 200) -> int:
+def backfill(
+    store: Store, open_of: Callable[[str], io.RawIOBase | BinaryIO], batch: int = 200
+) -> int:
     """Index the held instances that have no index row (received before the index
     existed, or whose file the header read could not parse then); returns how many."""
     done, last = 0, 0
@@ -223,7 +238,7 @@ def backfill(store: Store, path_of: Callable[[str], Path], batch: int = 200) -> 
         if not rows:
             return done
         last = rows[-1]["id"]
-        read = [(r["id"], read_attributes(path_of(r["file"]))) for r in rows]
+        read = [(r["id"], _read_held(open_of, r["file"])) for r in rows]
         with store.write(durable=False) as db:
             for instance_id, attrs in read:
                 kept = db.execute(

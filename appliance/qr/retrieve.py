@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE
@@ -23,6 +24,7 @@ from pynetdicom.dsutils import encode
 
 from appliance import status
 from appliance.config import DicomSettings
+from appliance.forward.journal import is_ref
 from appliance.forward.sender import NODELAY, UNCOMPRESSED, PermanentError, uncompressed
 from appliance.forward.sender import proposed_contexts as _proposed
 from appliance.forward.spool import Spool
@@ -102,12 +104,14 @@ def store_one(
         {"originator_aet": originator, "originator_id": message_id} if originator else {}
     )
     try:
-        if _accepted(assoc, held.sop_class_uid, [stored]):
-            rsp = assoc.send_c_store(path, **extra)
-        elif _accepted(assoc, held.sop_class_uid, UNCOMPRESSED):
-            rsp = assoc.send_c_store(uncompressed(path, stored), **extra)
-        else:
-            return None, f"no accepted presentation context for {held.sop_class_uid}"
+        with spool.open(held.file) as f:  # the spool's one reader (file or journal record)
+            if _accepted(assoc, held.sop_class_uid, [stored]):
+                # pynetdicom reads a file's bytes itself; a journal record goes decoded.
+                rsp = assoc.send_c_store(dcmread(f) if is_ref(held.file) else path, **extra)
+            elif _accepted(assoc, held.sop_class_uid, UNCOMPRESSED):
+                rsp = assoc.send_c_store(uncompressed(f, stored), **extra)
+            else:
+                return None, f"no accepted presentation context for {held.sop_class_uid}"
     except PermanentError as exc:
         return None, str(exc)
     except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:

@@ -87,7 +87,7 @@ class QueryRetrieveService:
 
     def _backfill(self) -> None:
         try:
-            n = index.backfill(self.runtime.store, self.spool.path)
+            n = index.backfill(self.runtime.store, self.spool.open)
         except Exception:  # a failed backfill leaves those instances unindexed, nothing else
             log.exception("Q/R: indexing the instances held before the index failed")
             return

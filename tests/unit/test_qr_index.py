@@ -105,11 +105,11 @@ def test_backfill_indexes_instances_held_before_the_index(tmp_path: Path) -> Non
     spool.path(
         store.query("SELECT file FROM forward_instances WHERE id = 3")[0]["file"]
     ).write_bytes(b"x")
-    assert index.backfill(store, spool.path, batch=2) == 2
+    assert index.backfill(store, spool.open, batch=2) == 2
     got = store.query("SELECT sop_instance_uid, accession_number FROM qr_instances ORDER BY 2")
     assert got == [{"sop_instance_uid": uids[0], "accession_number": "A0"},
                    {"sop_instance_uid": uids[1], "accession_number": "A1"}]  # fmt: skip
-    assert index.backfill(store, spool.path) == 0  # the unreadable one is not retried forever
+    assert index.backfill(store, spool.open) == 0  # the unreadable one is not retried forever
     store.close()
 
 

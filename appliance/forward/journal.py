@@ -1,0 +1,360 @@
+"""The journal spool: received instances appended to preallocated segment files.
+
+A segment (``spool/journal/NNNNNNNN.seg``, ``forward.journal_segment_mb`` long, reserved
+with fallocate when it is made) starts with a header block naming its sequence number;
+records follow, each starting on a 4 KiB boundary::
+
+    magic "DAJR" | segment seq u32 | serial u64 | payload length u64 | key length u16
+    | flags u16 | checksum u32 | key (the SOP Instance UID) | padding to 8
+    | payload (a PS3.10 file)
+
+The serial grows with every record of the spool (across segments and restarts: it
+starts from the clock), so of two records of one instance the later one is known. The
+checksum is zlib's CRC-32 (no C CRC32C is in the standard library; zlib's runs in C)
+of the payload, continued over the header bytes before it and the key. A record is
+written in place (payload as it arrives, header last) and made durable by one
+``fdatasync`` before the C-STORE gets Success: the blocks were allocated beforehand, so
+when the segment was recycled (its blocks written once already) the sync carries no
+metadata at all. A record whose magic, sequence number or checksum is wrong ends its
+segment: a write torn by a power cut, or an older generation's bytes in a recycled one.
+
+Queue rows point at a record by a reference ``journal/NNNNNNNN.seg@OFFSET+LENGTH``
+(payload offset and length), which :func:`parse_ref` reads; the spool's one reader
+(``Spool.open``) opens it as a bounded file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHECKSUM = "crc32 (zlib)"
+BLOCK = 4096
+SEGMENT_MAGIC = b"DAJSEG01"
+RECORD_MAGIC = b"DAJR"
+_SEG_HEAD = struct.Struct("<8sQI")  # magic, seq, crc32 of the first 16 bytes
+_REC_HEAD = struct.Struct("<4sIQQHHI")  # magic, seq, serial, length, key len, flags, crc
+REC_FIXED = _REC_HEAD.size - 4  # the header bytes the checksum covers
+SPARES = 1  # freed segments kept (blocks written) for reuse instead of deleted
+_REF = re.compile(r"journal/([0-9]{8})\.seg@([0-9]+)\+([0-9]+)")
+
+
+class JournalError(Exception):
+    """A journal record could not be written or found."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a record's payload lies: segment sequence, payload offset, length."""
+
+    seq: int
+    offset: int
+    length: int
+
+    @property
+    def ref(self) -> str:
+        return f"journal/{self.seq:08d}.seg@{self.offset}+{self.length}"
+
+
+@dataclass(frozen=True)
+class Record:
+    """A complete record found by a scan."""
+
+    location: Location
+    key: str
+    serial: int
+    end: int  # where the next record may start
+
+
+def parse_ref(ref: str) -> Location | None:
+    """The location a queue row's ``file`` names, or None when it names a file."""
+    m = _REF.fullmatch(ref)
+    return Location(int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+def is_ref(ref: str) -> bool:
+    return ref.startswith("journal/")
+
+
+def segment_name(seq: int) -> str:
+    return f"{seq:08d}.seg"
+
+
+def _align(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+def _payload_start(offset: int, key_len: int) -> int:
+    return offset + _align(_REC_HEAD.size + key_len, 8)
+
+
+class Segment:
+    """One segment file open for appends by one writer at a time."""
+
+    def __init__(self, path: Path, seq: int, fd: int, capacity: int, end: int) -> None:
+        self.path, self.seq, self.fd, self.capacity, self.end = path, seq, fd, capacity, end
+
+    @property
+    def room(self) -> int:
+        return self.capacity - self.end
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def write_segment_header(fd: int, seq: int) -> None:
+    head = SEGMENT_MAGIC + struct.pack("<Q", seq)
+    _write_all(fd, _SEG_HEAD.pack(SEGMENT_MAGIC, seq, zlib.crc32(head)), 0)
+
+
+def read_segment_seq(fd: int) -> int | None:
+    raw = os.pread(fd, _SEG_HEAD.size, 0)
+    if len(raw) < _SEG_HEAD.size:
+        return None
+    magic, seq, crc = _SEG_HEAD.unpack(raw)
+    if magic != SEGMENT_MAGIC or zlib.crc32(raw[:16]) != crc:
+        return None
+    return int(seq)
+
+
+def scan(path: Path, start: int = BLOCK) -> Iterator[Record]:
+    """Every complete record of a segment from ``start`` (a record boundary, the segment's
+    checkpoint); the first torn or foreign record ends it (PS3.10 payloads not parsed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        seq = read_segment_seq(fd)
+        if seq is None:
+            return
+        size = os.fstat(fd).st_size
+        pos = max(start, BLOCK)
+        while pos + _REC_HEAD.size <= size:
+            found = _read_record(fd, seq, pos, size)
+            if found is None:
+                return
+            yield found
+            pos = found.end
+    finally:
+        os.close(fd)
+
+
+def _read_record(fd: int, seq: int, pos: int, size: int) -> Record | None:
+    head = os.pread(fd, _REC_HEAD.size, pos)
+    magic, rseq, serial, length, key_len, _flags, crc = _REC_HEAD.unpack(head)
+    if magic != RECORD_MAGIC or rseq != seq or key_len > 256:
+        return None
+    key = os.pread(fd, key_len, pos + _REC_HEAD.size)
+    start = _payload_start(pos, key_len)
+    if start + length > size or len(key) != key_len:
+        return None
+    got, at, left = 0, start, length
+    while left:
+        chunk = os.pread(fd, min(left, 1 << 20), at)
+        if not chunk:
+            return None
+        got = zlib.crc32(chunk, got)
+        at, left = at + len(chunk), left - len(chunk)
+    if zlib.crc32(head[:REC_FIXED] + key, got) != crc:
+        return None
+    key_text = key.decode("ascii", "replace")
+    return Record(Location(seq, start, length), key_text, serial, _align(at, BLOCK))
+
+
+class Append:
+    """One record being written: payload as it arrives, then ``commit`` (header, sync)."""
+
+    def __init__(self, journal: Journal, segment: Segment, key: str, serial: int) -> None:
+        self.journal = journal
+        self.serial = serial
+        self.segment = segment
+        self.key = key.encode("ascii", "replace")[:256]
+        self.offset = segment.end
+        self.start = _payload_start(self.offset, len(self.key))
+        self.size = 0
+        self.crc = 0
+        self.committed = False
+        self.done = False
+
+    @property
+    def location(self) -> Location:
+        return Location(self.segment.seq, self.start, self.size)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append payload bytes (past the preallocated end the file simply grows)."""
+        _write_all(self.segment.fd, data, self.start + self.size)
+        self.size += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+
+    def commit(self) -> Location:
+        """Write the header and make the record durable (one fdatasync)."""
+        seg = self.segment
+        fixed = _REC_HEAD.pack(RECORD_MAGIC, seg.seq, self.serial, self.size, len(self.key), 0, 0)
+        fixed = fixed[:REC_FIXED]
+        crc = zlib.crc32(fixed + self.key, self.crc)
+        _write_all(seg.fd, fixed + struct.pack("<I", crc) + self.key, self.offset)
+        os.fdatasync(seg.fd)
+        seg.end = _align(self.start + self.size, BLOCK)
+        self.committed = True
+        return self.location
+
+    def close(self) -> None:
+        """Give the segment back to the journal, once the record's rows are committed
+        (a segment in use is never freed); an uncommitted record is dropped: the next
+        one is written over it."""
+        if not self.done:
+            self.done = True
+            self.journal.release(self.segment)
+
+    abort = close
+
+
+class Journal:
+    """The segments under ``spool/journal``: writers take a segment each, so streams of
+    concurrent associations never interleave; a full segment is sealed."""
+
+    def __init__(self, root: Path, segment_bytes: int) -> None:
+        self.root = Path(root)
+        self.segment_bytes = max(_align(segment_bytes, BLOCK), 4 * BLOCK)
+        self._lock = threading.Lock()
+        self._idle: list[Segment] = []  # open for appends, not in use
+        self._busy: dict[int, Segment] = {}
+        self._next = 1
+        self._serial = 0
+
+    # -- segments --------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the folder; every segment found is sealed (new records go to new ones)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        seqs = self.sequences()
+        self._next = max(seqs, default=0) + 1
+
+    def sequences(self) -> list[int]:
+        """Sequence numbers of the segments on disk, oldest first."""
+        out = []
+        for p in self.root.glob("*.seg"):
+            with contextlib.suppress(ValueError):
+                out.append(int(p.stem))
+        return sorted(out)
+
+    def path(self, seq: int) -> Path:
+        return self.root / segment_name(seq)
+
+    def active(self) -> set[int]:
+        """Segments open for appends (never freed or compacted)."""
+        with self._lock:
+            return {s.seq for s in self._idle} | set(self._busy)
+
+    def unused_bytes(self) -> int:
+        """Preallocated bytes not yet written in open segments (free for the reserve)."""
+        with self._lock:
+            segs = [*self._idle, *self._busy.values()]
+        return sum(max(s.room, 0) for s in segs)
+
+    def begin(self, key: str, serial: int | None = None) -> Append:
+        """A new record for instance ``key`` in a segment this writer has to itself
+        (``serial`` kept when compaction copies a record)."""
+        with self._lock:
+            while self._idle:
+                seg = self._idle.pop()
+                if seg.room > BLOCK:
+                    break
+                self._seal(seg)
+            else:
+                seg = self._new_segment()
+            self._busy[seg.seq] = seg
+            if serial is None:
+                self._serial = max(self._serial + 1, time.time_ns())
+                serial = self._serial
+        return Append(self, seg, key, serial)
+
+    def release(self, seg: Segment) -> None:
+        with self._lock:
+            self._busy.pop(seg.seq, None)
+            if seg.room > BLOCK:
+                self._idle.append(seg)
+            else:
+                self._seal(seg)
+
+    def _seal(self, seg: Segment) -> None:
+        with contextlib.suppress(OSError):
+            os.close(seg.fd)
+        seg.fd = -1
+
+    def _new_segment(self) -> Segment:
+        """A recycled spare (blocks already written) or a new preallocated file."""
+        seq = self._next
+        self._next += 1
+        path = self.path(seq)
+        spare = next(iter(sorted(self.root.glob("spare-*.seg"))), None)
+        if spare is not None:
+            os.rename(spare, path)
+            fd = os.open(path, os.O_RDWR)
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.segment_bytes)
+            except OSError:
+                os.close(fd)
+                os.unlink(path)
+                raise
+        write_segment_header(fd, seq)
+        os.fsync(fd)
+        _fsync_dir(self.root)
+        capacity = max(os.fstat(fd).st_size, self.segment_bytes)
+        return Segment(path, seq, fd, capacity, BLOCK)
+
+    def free(self, seq: int) -> int:
+        """Give a sealed segment's space back: kept as a spare for reuse (its header
+        wiped, so no scan reads its old records) or deleted; returns bytes freed."""
+        if seq in self.active():
+            raise JournalError(f"segment {seq} is open for appends")
+        path = self.path(seq)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        spares = list(self.root.glob("spare-*.seg"))
+        if len(spares) < SPARES:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                _write_all(fd, bytes(_SEG_HEAD.size), 0)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.rename(path, self.root / f"spare-{seq:08d}.seg")
+            freed = 0
+        else:
+            path.unlink()
+            freed = size
+        _fsync_dir(self.root)
+        return freed
+
+    def close(self) -> None:
+        with self._lock:
+            for seg in [*self._idle, *self._busy.values()]:
+                self._seal(seg)
+            self._idle.clear()
+            self._busy.clear()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
