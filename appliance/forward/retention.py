@@ -11,9 +11,9 @@ at worst an unreferenced file, never a row that points at nothing it thinks it h
 Journal records (``appliance/forward/journal.py``) are not deleted one by one: a sealed
 segment no kept row points into any more is freed whole (``sweep_segments``), one sweep
 after it was first seen empty, so a sender or retrieve that opened a record just before
-never reads a reused segment. A sealed segment whose kept records fill less than
-``COMPACT_BELOW`` of it (a dead letter or an undelivered few holding it back) is
-compacted: those records are copied into the open segment (same bytes, same serial),
+never reads a reused segment. A sealed segment whose kept records are less than
+``COMPACT_BELOW`` of the records written in it (a dead letter or an undelivered few
+holding it back) is compacted: those records are copied into the open segment (same bytes, same serial),
 their rows moved to the copies, and the segment is freed like an empty one.
 """
 
@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from appliance.db import Store
-from appliance.forward import journal, queue
+from appliance.forward import queue
 from appliance.forward.spool import Spool
 from appliance.worker import Worker
 
@@ -140,7 +140,7 @@ def sweep_segments(
         if seq in active:
             continue
         kept = queue.segment_rows(store, seq)
-        if kept and _worth_compacting(j, seq, kept):
+        if kept and _worth_compacting(store, seq, kept):
             moved += compact(store, spool, seq, kept)
             kept = queue.segment_rows(store, seq)
         if kept:
@@ -161,12 +161,11 @@ def sweep_segments(
     return freed, freed_bytes, moved
 
 
-def _worth_compacting(j: journal.Journal, seq: int, kept: list[dict[str, Any]]) -> bool:
-    try:
-        size = j.path(seq).stat().st_size
-    except FileNotFoundError:
-        return False
-    return sum(int(r["size"]) for r in kept) < COMPACT_BELOW * size
+def _worth_compacting(store: Store, seq: int, kept: list[dict[str, Any]]) -> bool:
+    """The kept records hold less than ``COMPACT_BELOW`` of what was written in the
+    segment: the rest is records retention removed."""
+    written = sum(int(r["size"]) for r in queue.segment_rows(store, seq, kept_only=False))
+    return sum(int(r["size"]) for r in kept) < COMPACT_BELOW * written
 
 
 def compact(store: Store, spool: Spool, seq: int, kept: list[dict[str, Any]]) -> int:

@@ -1,0 +1,165 @@
+"""The journal's segments and records: framing, torn writes, recycled segments, the reader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.forward import journal
+from appliance.forward.journal import BLOCK, Journal, parse_ref, scan
+from appliance.forward.spool import Spool
+
+SEG = 1 << 20
+
+
+def _append(j: Journal, key: str, payload: bytes, pieces: int = 3) -> journal.Location:
+    a = j.begin(key)
+    step = max(1, len(payload) // pieces)
+    for i in range(0, len(payload), step):
+        a.write(payload[i : i + step])
+    loc = a.commit()
+    a.close()
+    return loc
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    s = Spool(tmp_path / "spool", "journal", SEG)
+    s.prepare()
+    yield s
+    s.journal.close()
+
+
+def test_records_scan_back_with_their_keys_and_read_byte_for_byte(spool: Spool) -> None:
+    payloads = [os.urandom(n) for n in (1, 5000, 70_000)]
+    locs = [_append(spool.journal, f"1.2.{n}", p) for n, p in enumerate(payloads)]
+    assert len({loc.seq for loc in locs}) == 1  # one writer at a time: one segment
+    found = list(scan(spool.journal.path(locs[0].seq)))
+    assert [r.location for r in found] == locs
+    assert [r.key for r in found] == ["1.2.0", "1.2.1", "1.2.2"]
+    assert all(r.location.offset % 8 == 0 and (r.end % BLOCK) == 0 for r in found)
+    for loc, payload in zip(locs, payloads, strict=True):
+        assert parse_ref(loc.ref) == loc
+        with spool.open(loc.ref) as f:
+            assert f.read() == payload
+            f.seek(2)
+            assert f.read(3) == payload[2:5]
+        assert spool.size(loc.ref) == len(payload)
+
+
+def test_segment_file_is_preallocated_to_its_size(spool: Spool) -> None:
+    loc = _append(spool.journal, "1.2.3", b"x" * 10)
+    path = spool.journal.path(loc.seq)
+    st_ = path.stat()
+    assert st_.st_size == SEG
+    assert st_.st_blocks * 512 >= SEG  # the blocks are reserved, not a sparse file
+
+
+def test_a_record_cut_short_ends_the_segment(spool: Spool) -> None:
+    """A power cut in the middle of a record's write: everything before it survives."""
+    a = _append(spool.journal, "1.1", os.urandom(9000))
+    b = _append(spool.journal, "1.2", os.urandom(9000))
+    path = spool.journal.path(a.seq)
+    spool.journal.close()
+    os.truncate(path, b.offset + 4000)  # truncated mid-record
+    assert [r.location for r in scan(path)] == [a]
+
+
+@pytest.mark.parametrize("where", ["payload", "header", "key"])
+def test_a_flipped_byte_ends_the_segment_at_that_record(spool: Spool, where: str) -> None:
+    locs = [_append(spool.journal, f"1.{n}", os.urandom(6000)) for n in range(3)]
+    path = spool.journal.path(locs[0].seq)
+    target = locs[1]
+    at = {
+        "payload": target.offset + 1234,
+        "header": target.offset - 8 - 16,  # inside the payload length field
+        "key": target.offset - 8,
+    }[where]
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x40]))
+    assert [r.location for r in scan(path)] == [locs[0]]
+
+
+def test_an_uncommitted_record_is_not_found_and_is_written_over(spool: Spool) -> None:
+    a = spool.journal.begin("1.9")
+    a.write(b"partial data set")
+    a.abort()  # refused: no header was written, nothing synced
+    assert list(scan(spool.journal.path(a.segment.seq))) == []
+    loc = _append(spool.journal, "1.10", b"next")
+    assert loc.offset == journal._payload_start(a.offset, len("1.10"))  # in its place
+    assert [r.key for r in scan(spool.journal.path(loc.seq))] == ["1.10"]
+
+
+def test_concurrent_writers_get_segments_of_their_own(spool: Spool) -> None:
+    a = spool.journal.begin("1.1")
+    b = spool.journal.begin("1.2")
+    assert a.segment.seq != b.segment.seq
+    a.write(b"a" * 100)
+    b.write(b"b" * 100)
+    la, lb = a.commit(), b.commit()
+    a.close()
+    b.close()
+    assert spool.open(la.ref).read() == b"a" * 100
+    assert spool.open(lb.ref).read() == b"b" * 100
+
+
+def test_a_full_segment_is_sealed_and_a_record_larger_than_one_still_fits(spool: Spool) -> None:
+    big = os.urandom(SEG + 5000)  # longer than a segment: that segment grows for it
+    loc = _append(spool.journal, "1.1", big, pieces=7)
+    assert spool.open(loc.ref).read() == big
+    assert loc.seq not in spool.journal.active()  # sealed once full
+    nxt = _append(spool.journal, "1.2", b"small")
+    assert nxt.seq > loc.seq
+    assert [r.location for r in scan(spool.journal.path(loc.seq))] == [loc]
+
+
+def test_a_freed_segment_is_recycled_and_its_old_records_are_never_read(spool: Spool) -> None:
+    j = spool.journal
+    old = [_append(j, f"1.{n}", os.urandom(20_000)) for n in range(5)]
+    first = old[0].seq
+    big = _append(j, "1.99", os.urandom(SEG))  # fills and seals the first segment
+    assert big.seq == first and first not in j.active()
+    with pytest.raises(journal.JournalError):
+        j.free(_append(j, "1.100", b"x").seq)  # open for appends: never freed
+    assert j.free(first) == 0  # kept as a spare: its blocks stay written
+    assert not j.path(first).exists()
+    j.close()  # the open segment is sealed: the next record needs a new segment
+    fresh = _append(j, "2.0", b"new generation")
+    reused = j.path(fresh.seq)
+    assert fresh.seq > first and reused.stat().st_size > SEG  # the spare, renamed
+    assert [r.key for r in scan(reused)] == ["2.0"]  # the old generation is not read
+    found = [r.key for seq in j.sequences() for r in scan(j.path(seq))]
+    assert "1.0" not in found and sorted(found) == ["1.100", "2.0"]
+
+
+def test_free_space_counts_the_unwritten_part_of_open_segments(spool: Spool) -> None:
+    """The reservation of an open segment is not "used" for the A700 reserve check."""
+    loc = _append(spool.journal, "1.1", b"x" * 100)
+    assert loc.seq in spool.journal.active()
+    assert spool.journal.unused_bytes() == SEG - 2 * BLOCK  # the header block, one record
+    spool.journal.close()
+    assert spool.journal.unused_bytes() == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=6), st.data())
+def test_any_cut_keeps_exactly_the_records_before_it(
+    tmp_path_factory: pytest.TempPathFactory, payloads: list[bytes], data: st.DataObject
+) -> None:
+    root = tmp_path_factory.mktemp("j")
+    j = Journal(root, 64 * BLOCK)
+    j.prepare()
+    locs = [_append(j, f"1.{n}", p) for n, p in enumerate(payloads)]
+    j.close()
+    path = j.path(locs[0].seq)
+    cut = data.draw(st.integers(min_value=BLOCK, max_value=locs[-1].offset + len(payloads[-1])))
+    os.truncate(path, cut)
+    kept = [loc for loc in locs if loc.offset + loc.length <= cut]
+    assert [r.location for r in scan(path)] == kept
