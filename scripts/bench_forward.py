@@ -17,11 +17,18 @@ appliance whose PACS is not up yet, then Orthanc starts on the destination's por
 the time runs from its DICOM port listening until it counts every image (the sender
 retries every 10-20 ms), against storescu straight to a fresh Orthanc in the same round.
 
+With ``--journal``: ingest alone (no destination) with ``forward.spool = "files"`` and
+``"journal"``, against storescp and against storescu -> Orthanc in the same round, and
+the bytes written to the block device of the work folder per image (from
+``/sys/dev/block/MAJ:MIN/stat`` before and after, with a sync at each end: the whole
+device, so other writers on the machine count too) and by the receiving process
+(``/proc/PID/io`` write_bytes); ``--one-core`` runs every process under ``taskset -c 0``.
+
 With ``--mixed``: the many-syntax corpus (tests/forward_corpus.py) into an Orthanc that
 takes only uncompressed data, through the appliance (which converts), against storescu
 straight to an all-syntax Orthanc.
 
-    scripts/bench forward [--images 300] [--repeat 3] [--drain | --mixed]
+    scripts/bench forward [--images 300] [--repeat 3] [--drain | --mixed | --journal [--one-core]]
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+PREFIX: list[str] = []  # ["taskset", "-c", "0"] with --one-core
 
 
 def free_port() -> int:
@@ -101,7 +109,8 @@ def storescu(port: int, called: str, images: Path) -> float:
     """Send every image over one association; returns the wall time."""
     t0 = time.perf_counter()
     proc = subprocess.run(
-        ["storescu", "-aet", "BENCH", "-aec", called, "+sd", "127.0.0.1", str(port), str(images)],
+        [*PREFIX, "storescu", "-aet", "BENCH", "-aec", called, "+sd", "127.0.0.1", str(port),
+         str(images)],
         capture_output=True, text=True, env=ENV, timeout=900,
     )  # fmt: skip
     elapsed = time.perf_counter() - t0
@@ -124,7 +133,10 @@ class Orthanc:
         (work / "orthanc.json").write_text(json.dumps(config))
         self.log = open(work / "orthanc.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [ORTHANC, str(work / "orthanc.json")], env=ENV, stdout=self.log, stderr=self.log
+            [*PREFIX, ORTHANC, str(work / "orthanc.json")],
+            env=ENV,
+            stdout=self.log,
+            stderr=self.log,
         )
         wait_until(lambda: listening(self.dicom) and listening(self.http), 30, "Orthanc")
 
@@ -148,7 +160,9 @@ def vm_hwm_mb(pid: int) -> float:
 
 def storescu_against(argv: list[str], port: int, called: str, images: Path) -> float:
     """Start a receiver process (listening on ``port``), time storescu into it, kill it."""
-    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*PREFIX, *argv], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_until(lambda: listening(port), 30, called)
         return storescu(port, called, images)
@@ -268,7 +282,7 @@ def start_appliance(
     )
     log = open(work / f"{name}.log", "wb")  # noqa: SIM115
     app = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+        [*PREFIX, sys.executable, "-m", "appliance", "serve", "--config", str(config)],
         cwd=ROOT, stdout=log, stderr=log,
     )  # fmt: skip
     try:
@@ -439,6 +453,106 @@ def drain(images: Path, work: Path, count: int, repeat: int) -> int:
     return 0
 
 
+def device_stat(path: Path) -> Path:
+    """The /sys stat file of the block device (or partition) holding ``path``."""
+    dev = os.stat(path).st_dev
+    return Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+
+
+def device_written(stat: Path) -> int:
+    """Bytes written to the device so far (field 7: sectors written, 512 bytes each)."""
+    return int(stat.read_text().split()[6]) * 512
+
+
+def process_written(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def round_spool(images: Path, work: Path, spool: str) -> tuple[float, int, int]:
+    """Ingest alone into an appliance whose spool is ``spool``: (seconds, bytes written
+    to the device from before the start to after the stop, bytes its process wrote)."""
+    stat = device_stat(work)
+    os.sync()
+    before = device_written(stat)
+    app, port, log = start_appliance(work, f"appliance-{spool}", None, f'spool = "{spool}"')
+    try:
+        elapsed = storescu(port, "APPLIANCE", images)
+        own = process_written(app.pid)
+    finally:
+        stop_appliance(app, log)
+    os.sync()
+    return elapsed, device_written(stat) - before, own
+
+
+def round_peer_bytes(run: Any, work: Path) -> tuple[float, int]:
+    stat = device_stat(work)
+    os.sync()
+    before = device_written(stat)
+    elapsed = run()
+    os.sync()
+    return elapsed, device_written(stat) - before
+
+
+def journal_bench(images: Path, work: Path, count: int, size: int, repeat: int) -> int:
+    """The --journal rounds and their table."""
+    rounds = []
+    for r in range(repeat):
+        rw = work / f"journal{r}"
+        rw.mkdir()
+        scp, scp_dev = round_peer_bytes(lambda: round_storescp(images, rw), rw)  # noqa: B023
+        orth, orth_dev = round_peer_bytes(lambda: round_direct(images, rw, count), rw)  # noqa: B023
+        files, files_dev, files_own = round_spool(images, rw, "files")
+        jour, jour_dev, jour_own = round_spool(images, rw, "journal")
+        rounds.append((scp, orth, files, jour, scp_dev, orth_dev, files_dev, jour_dev,
+                       files_own, jour_own))  # fmt: skip
+        print(
+            f"round {r + 1}: storescp {scp:.2f} s, Orthanc {orth:.2f} s, appliance files "
+            f"{files:.2f} s, journal {jour:.2f} s; device bytes/image: storescp "
+            f"{scp_dev / count:.0f}, Orthanc {orth_dev / count:.0f}, files "
+            f"{files_dev / count:.0f}, journal {jour_dev / count:.0f}; load "
+            f"{os.getloadavg()[0]:.2f}",
+            file=sys.stderr,
+        )
+        shutil.rmtree(rw, ignore_errors=True)
+    med = statistics.median
+    cols = [med(r[i] for r in rounds) for i in range(10)]
+    scp, orth, files, jour, scp_dev, orth_dev, files_dev, jour_dev, files_own, jour_own = cols
+    per = size / count
+    core = "one core (taskset -c 0)" if PREFIX else "all cores"
+    print(f"Machine: {machine()}; {core}; load average {os.getloadavg()[0]:.2f} at the end.")
+    print()
+    print(f"{count} images of {per / 1024:.0f} KiB on average, one storescu association each.")
+    print()
+    print("| receiver | time | speed vs storescp | device bytes / image | per byte received "
+          "| process bytes / byte |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, t, dev, own in (
+        ("storescp (no sync)", scp, scp_dev, None),
+        ("Orthanc (syncs each file)", orth, orth_dev, None),
+        ("appliance, spool = files", files, files_dev, files_own),
+        ("appliance, spool = journal", jour, jour_dev, jour_own),
+    ):
+        own_txt = f"{own / size:.2f}" if own is not None else ""
+        print(
+            f"| {name} | {t:.2f} s ({count / t:.0f} img/s) | {scp / t:.2f} | "
+            f"{dev / count:.0f} | {dev / size:.2f} | {own_txt} |"
+        )
+    print()
+    print(
+        f"Medians of {len(rounds)} rounds; every round (s): storescp / Orthanc / files / "
+        "journal, device bytes per byte received (files / journal):"
+    )
+    for r in rounds:
+        print(
+            f"- {r[0]:.2f} / {r[1]:.2f} / {r[2]:.2f} / {r[3]:.2f}, "
+            f"{r[6] / size:.2f} / {r[7] / size:.2f}"
+        )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
@@ -450,7 +564,15 @@ def main() -> int:
         "--mixed", action="store_true",
         help="the many-syntax corpus into an uncompressed-only Orthanc (conversion)",
     )  # fmt: skip
+    parser.add_argument(
+        "--journal", action="store_true",
+        help="ingest alone, spool = files and journal, against storescp and Orthanc, "
+        "with bytes written to the device",
+    )  # fmt: skip
+    parser.add_argument("--one-core", action="store_true", help="every process under taskset -c 0")
     args = parser.parse_args()
+    if args.one_core:
+        PREFIX[:] = ["taskset", "-c", "0"]
     for tool in ("storescu", "storescp"):
         if not shutil.which(tool):
             print(f"{tool} is missing (apt-get install dcmtk)", file=sys.stderr)
@@ -468,6 +590,8 @@ def main() -> int:
         print(f"# {args.images} images, {size / 2**20:.0f} MB", file=sys.stderr)
         if args.drain:
             return drain(images, work, args.images, args.repeat)
+        if args.journal:
+            return journal_bench(images, work, args.images, size, args.repeat)
         for r in range(args.repeat):
             rw = work / f"round{r}"
             rw.mkdir()

@@ -259,6 +259,11 @@ class Journal:
         with self._lock:
             return {s.seq for s in self._idle} | set(self._busy)
 
+    def writing(self) -> int:
+        """How many records are being written now."""
+        with self._lock:
+            return len(self._busy)
+
     def unused_bytes(self) -> int:
         """Preallocated bytes not yet written in open segments (free for the reserve)."""
         with self._lock:

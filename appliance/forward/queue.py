@@ -368,7 +368,9 @@ def segment_rows(store: Store, seq: int, kept_only: bool = True) -> list[dict[st
 
 
 def forget_segment(store: Store, seq: int) -> None:
-    with store.write(durable=False) as db:
+    """Drop a segment's checkpoint before the segment is freed; a durable commit, so
+    every row moved off the segment (compaction) is on disk before its space goes."""
+    with store.write(durable=True) as db:
         db.execute("DELETE FROM forward_journal_segments WHERE seq = ?", (seq,))
 
 

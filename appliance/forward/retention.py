@@ -149,8 +149,8 @@ def sweep_segments(
         since = empty_since.setdefault(seq, now)
         if now - since < grace:
             continue
-        freed_bytes += j.free(seq)
         queue.forget_segment(store, seq)
+        freed_bytes += j.free(seq)
         empty_since.pop(seq, None)
         freed += 1
     if freed or moved:

@@ -31,6 +31,7 @@ from pynetdicom.sop_class import Verification
 
 from appliance import status
 from appliance.dicom import compat
+from appliance.forward.spool import Spool
 from appliance.server import Appliance
 from tests.forward_factories import encoded, make_ct, write_series
 from tests.forward_helpers import MODALITY, forward_config, pacs_destination, send_files
@@ -40,25 +41,52 @@ NOWHERE = pacs_destination("pacs", "PACS", 9)  # nothing listens: rows stay wait
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
+@pytest.fixture(params=["journal", "files"])
+def spool_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def start_appliance(
+    start_appliance: Callable[..., Appliance], spool_mode: str
+) -> Callable[..., Appliance]:
+    """Every test of this module with either spool (forward.spool)."""
+
+    def start(raw: dict | None = None, data_dir: Path | None = None) -> Appliance:
+        raw = dict(raw or {})
+        raw["forward"] = {"spool": spool_mode, **raw.get("forward", {})}
+        return start_appliance(raw, data_dir)
+
+    return start
+
+
+def _spool(app: Appliance) -> Spool:
+    return next(s for s in app.services if s.name == "forward").spool
+
+
 def _rows(app: Appliance) -> list[dict]:
     return app.runtime.store.query("SELECT * FROM forward_instances ORDER BY id")
 
 
-def _spooled(app: Appliance, row: dict) -> Path:
-    return app.config.data_dir / "spool" / row["file"]
+def _spooled(app: Appliance, row: dict) -> bytes:
+    """The bytes kept for a row, read by the spool's reader (a file or a record)."""
+    with _spool(app).open(row["file"]) as f:
+        return f.read()
 
 
 def _tmp_files(app: Appliance) -> list[Path]:
-    return list((app.config.data_dir / "spool" / "tmp").iterdir())
+    """Data sets being received: temporary files, or journal records being written."""
+    writing = [Path("journal")] * _spool(app).journal.writing()
+    return list((app.config.data_dir / "spool" / "tmp").iterdir()) + writing
 
 
 def _streamed(app: Appliance) -> int:
     return int(app.health()["services"]["forward"]["received_since_start"])
 
 
-def _dataset_bytes(path: Path) -> bytes:
+def _dataset_bytes(path: Path | bytes) -> bytes:
     """The data set of a PS3.10 file as stored, without preamble and File Meta."""
-    raw = path.read_bytes()
+    raw = path if isinstance(path, bytes) else path.read_bytes()
     return raw[144 + struct.unpack_from("<I", raw, 140)[0] :]
 
 
@@ -119,7 +147,7 @@ def test_every_uncompressed_syntax_is_kept_as_sent(
     [row] = _rows(app)
     # The routing header came from the data set whatever its encoding.
     assert row["modality"] == "MR" and row["transfer_syntax"] == syntax
-    got = dcmread(_spooled(app, row))
+    got = dcmread(BytesIO(_spooled(app, row)))
     assert got.file_meta.TransferSyntaxUID == syntax
     assert got.SOPInstanceUID == ds.SOPInstanceUID and got.PixelData == ds.PixelData
     if syntax != DeflatedExplicitVRLittleEndian:
@@ -298,14 +326,15 @@ def test_a_full_disk_in_the_middle_is_out_of_resources(
     from appliance.forward import intake
 
     app = start_appliance(forward_config([NOWHERE]))
-    real_write = intake._Sink.write
+    sink = intake._RecordSink if _spool(app).journaled else intake._Sink
+    real_write = sink.write
 
     def disk_full(self, data, header=True):  # the File Meta fits, the data set does not
         if header:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(self, data, header)
 
-    monkeypatch.setattr(intake._Sink, "write", disk_full)
+    monkeypatch.setattr(sink, "write", disk_full)
     ae = AE(ae_title=MODALITY)
     ds = make_ct()
     ae.add_requested_context(ds.SOPClassUID, [ExplicitVRLittleEndian])
@@ -313,7 +342,7 @@ def test_a_full_disk_in_the_middle_is_out_of_resources(
     rsp = assoc.send_c_store(ds)
     assert rsp.Status == status.OUT_OF_RESOURCES
     assert rsp.ErrorComment == "out of resources: spool write failed"
-    monkeypatch.setattr(intake._Sink, "write", real_write)  # space freed: the retry works
+    monkeypatch.setattr(sink, "write", real_write)  # space freed: the retry works
     assert assoc.send_c_store(ds).Status == status.SUCCESS
     assoc.release()
     assert len(_rows(app)) == 1 and _tmp_files(app) == []

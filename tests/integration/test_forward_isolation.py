@@ -68,7 +68,8 @@ def test_one_unsendable_instance_ahead_of_fifty_is_charged_alone(
     own and becomes a dead letter; the fifty behind it are delivered meanwhile."""
     port = free_port()
     dest = pacs_destination("pacs", "FAKEPACS", port)
-    app = start_appliance(forward_config([dest], max_attempts=3))
+    # The file per image spool: its file is damaged below.
+    app = start_appliance(forward_config([dest], max_attempts=3, spool="files"))
     bad = make_ct(rows=64, columns=64, seed=3)
     bad.compress(RLELossless)  # must be decompressed for this PACS: the file is read
     bad_path = tmp_path / "rle.dcm"

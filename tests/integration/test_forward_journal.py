@@ -96,9 +96,8 @@ def test_files_spooled_before_the_switch_are_still_sent(
     start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    first = start_appliance(
-        forward_config([NOWHERE], retry_initial=30.0, retry_max=60.0), data_dir=data
-    )
+    raw = forward_config([NOWHERE], retry_initial=30.0, retry_max=60.0, spool="files")
+    first = start_appliance(raw, data_dir=data)
     old = write_series(tmp_path / "old", 2)
     assert send_files(first.dicom_port, old) == [status.SUCCESS] * 2
     first.stop()

@@ -13,7 +13,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from appliance import status
-from appliance.forward import queue
+from appliance.forward import journal, queue
+from appliance.forward.spool import Spool
 from appliance.server import Appliance
 from tests.forward_factories import encoded, make_ct, write_series
 from tests.forward_helpers import forward_config, pacs_destination, send_files, store_dataset
@@ -32,7 +33,10 @@ def spool_files(app: Appliance) -> list[Path]:
 def test_success_leaves_a_part10_file_named_at_random(
     start_appliance: Callable[..., Appliance], tmp_path: Path
 ) -> None:
-    app = start_appliance(forward_config([NOWHERE], retry_initial=30.0, retry_max=60.0))
+    # The file per image spool (its journal counterpart: tests/integration/test_forward_journal.py).
+    app = start_appliance(
+        forward_config([NOWHERE], retry_initial=30.0, retry_max=60.0, spool="files")
+    )
     path = write_series(tmp_path / "in", 1)[0]
     assert send_files(app.dicom_port, [path]) == [status.SUCCESS]
     [inst] = _instances(app)
@@ -97,22 +101,30 @@ def test_accept_policy_lets_unknown_ae_titles_store(
     assert _instances(app)[0]["calling_ae"] == "ANYONE"
 
 
+@pytest.mark.parametrize("spool_mode", ["journal", "files"])
 def test_repeated_identical_instance_is_idempotent(
-    start_appliance: Callable[..., Appliance], tmp_path: Path
+    start_appliance: Callable[..., Appliance], tmp_path: Path, spool_mode: str
 ) -> None:
-    app = start_appliance(forward_config([NOWHERE]))
+    app = start_appliance(forward_config([NOWHERE], spool=spool_mode))
     paths = write_series(tmp_path / "in", 2)
     assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 2
+    files = {r["file"] for r in _instances(app)}
     assert send_files(app.dicom_port, paths) == [status.SUCCESS] * 2
     assert len(_instances(app)) == 2
+    assert {r["file"] for r in _instances(app)} == files  # the kept copies, not new ones
     assert app.runtime.store.query("SELECT COUNT(*) AS n FROM forward_queue")[0]["n"] == 2
-    assert len(spool_files(app)) == 2
+    assert len(spool_files(app)) == (2 if spool_mode == "files" else 0)
+    if spool_mode == "journal":
+        [seg] = {journal.parse_ref(f).seq for f in files}  # type: ignore[union-attr]
+        path = app.config.data_dir / "spool" / "journal" / journal.segment_name(seg)
+        assert len(list(journal.scan(path))) == 2  # the repeats were never committed
 
 
+@pytest.mark.parametrize("spool_mode", ["journal", "files"])
 def test_changed_instance_replaces_the_old_version_and_is_queued_again(
-    start_appliance: Callable[..., Appliance], tmp_path: Path
+    start_appliance: Callable[..., Appliance], tmp_path: Path, spool_mode: str
 ) -> None:
-    app = start_appliance(forward_config([NOWHERE]))
+    app = start_appliance(forward_config([NOWHERE], spool=spool_mode))
     ds = make_ct()
     first = tmp_path / "v1.dcm"
     ds.save_as(first, enforce_file_format=True)
@@ -127,10 +139,12 @@ def test_changed_instance_replaces_the_old_version_and_is_queued_again(
     assert send_files(app.dicom_port, [second]) == [status.SUCCESS]
     [inst] = _instances(app)
     assert inst["file"] != old_file
-    assert not (app.config.data_dir / "spool" / old_file).exists()
+    if spool_mode == "files":  # a journal record goes with its segment (retention)
+        assert not (app.config.data_dir / "spool" / old_file).exists()
     [row] = store.query("SELECT state, generation FROM forward_queue")
     assert row == {"state": queue.WAITING, "generation": 1}
-    assert dcmread(app.config.data_dir / "spool" / inst["file"]).SeriesDescription == "corrected"
+    with Spool(app.config.data_dir / "spool").open(inst["file"]) as f:
+        assert dcmread(f).SeriesDescription == "corrected"
 
 
 def test_queue_database_failure_is_out_of_resources_not_success(
