@@ -191,7 +191,8 @@ def test_retention_deletes_delivered_files_and_health_reports_the_queue(
     start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
 ) -> None:
     pacs = fake_pacs()
-    app = _one_destination(start_appliance, pacs, retention_hours=0.0)
+    # Files deleted one by one: the file per image spool (segments: test_forward_journal.py).
+    app = _one_destination(start_appliance, pacs, retention_hours=0.0, spool="files")
     assert send_files(app.dicom_port, write_series(tmp_path / "in", 3)) == [status.SUCCESS] * 3
     objects = app.config.data_dir / "spool" / "objects"
     wait_for(lambda: len(pacs.stored_uids()) == 3, timeout=10)

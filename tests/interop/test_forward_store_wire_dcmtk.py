@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import ImplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 from pynetdicom.dsutils import split_dataset
 
@@ -90,8 +92,14 @@ def _instances(directory: Path) -> list[Path]:
     return paths
 
 
-def _dataset_bytes(path: Path) -> bytes:
-    return path.read_bytes()[split_dataset(path)[1] :]
+def _dataset_bytes(path: Path | bytes) -> bytes:
+    if isinstance(path, Path):
+        return path.read_bytes()[split_dataset(path)[1] :]
+    fp = BytesIO(path)  # what split_dataset does, on bytes
+    read_preamble(fp, False)
+    read_dataset(fp, is_implicit_VR=False, is_little_endian=True,
+                 stop_when=lambda tag, vr, length: tag.group != 2)  # fmt: skip
+    return path[fp.tell() :]
 
 
 @pytest.mark.parametrize("max_pdu", [4096, 131072])
@@ -115,13 +123,14 @@ def test_storescp_writes_the_spooled_data_sets_byte_for_byte(
     )
     assert sorted(received) == sorted(row["sop_instance_uid"] for row in spooled)
     for row in spooled:
-        spool_path = sender.spool.path(row["file"])
+        with sender.spool.open(row["file"]) as f:  # a journal record (or a file)
+            spooled_bytes = f.read()
         got = received[row["sop_instance_uid"]]
         assert (
             dcmread(got, stop_before_pixels=True).file_meta.TransferSyntaxUID
             == (row["transfer_syntax"])
         )
-        assert _dataset_bytes(got) == _dataset_bytes(spool_path), row["sop_instance_uid"]
+        assert _dataset_bytes(got) == _dataset_bytes(spooled_bytes), row["sop_instance_uid"]
     by_uid = {str(dcmread(p).SOPInstanceUID): p for p in paths}
     for uid, got in received.items():
         assert dcmread(got) == dcmread(by_uid[uid])  # and the same as the modality's file
