@@ -524,7 +524,9 @@ def journal_bench(images: Path, work: Path, count: int, size: int, repeat: int) 
     core = "one core (taskset -c 0)" if PREFIX else "all cores"
     print(f"Machine: {machine()}; {core}; load average {os.getloadavg()[0]:.2f} at the end.")
     print()
-    print(f"{count} images of {per / 1024:.0f} KiB on average, one storescu association each.")
+    print(
+        f"{count} images of {per / 1024:.0f} KiB on average, one storescu association per receiver."
+    )
     print()
     print("| receiver | time | speed vs storescp | device bytes / image | per byte received "
           "| process bytes / byte |")  # fmt: skip
