@@ -238,10 +238,27 @@ class Journal:
     # -- segments --------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Create the folder; every segment found is sealed (new records go to new ones)."""
+        """Create the folder; every segment found is sealed until recovery reopens the
+        newest one (``reopen``)."""
         self.root.mkdir(parents=True, exist_ok=True)
         seqs = self.sequences()
         self._next = max(seqs, default=0) + 1
+
+    def reopen(self, seq: int, end: int) -> bool:
+        """Append to segment ``seq`` again from ``end`` (where its scan stopped: the
+        records before it all have rows), so a restart does not leave its tail unused;
+        False when it has no room left or is not a segment of this journal."""
+        path = self.path(seq)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        if read_segment_seq(fd) != seq or os.fstat(fd).st_size - end <= BLOCK:
+            os.close(fd)
+            return False
+        with self._lock:
+            self._idle.append(Segment(path, seq, fd, os.fstat(fd).st_size, end))
+        return True
 
     def sequences(self) -> list[int]:
         """Sequence numbers of the segments on disk, oldest first."""

@@ -320,7 +320,9 @@ class Receiver:
         checkpoint moves to the end of the last complete record."""
         marks = queue.checkpoints(self.store)
         queued = 0
-        for seq in self.spool.journal.sequences():
+        end = journal.BLOCK
+        seqs = self.spool.journal.sequences()
+        for seq in seqs:
             end = marks.get(seq, journal.BLOCK)
             for rec in journal.scan(self.spool.journal.path(seq), end):
                 end = rec.end
@@ -337,6 +339,8 @@ class Receiver:
                 self._record(info, ref, version, rec.location.length, dests, durable=True)
                 queued += 1
             queue.set_checkpoint(self.store, seq, end)
+        if seqs and self.spool.journaled:
+            self.spool.journal.reopen(seqs[-1], end)  # new records go on after the last
         return queued
 
     def _superseded(self, rec: journal.Record) -> bool:

@@ -236,3 +236,22 @@ def test_a_segment_held_back_by_a_few_records_is_compacted(rig, tmp_path: Path) 
     with store.write() as db:
         db.execute("DELETE FROM forward_journal_segments")
     assert receiver.recover() == 0
+
+
+def test_a_restart_appends_after_the_last_complete_record(rig, tmp_path: Path) -> None:
+    """Recovery reopens the newest segment where its scan stopped: a torn record there
+    is written over and the segment's tail is not left unused."""
+    cfg, store, spool, receiver = rig
+    [first] = _received(receiver, store, write_series(tmp_path / "a", 1))
+    torn = _orphan(spool, write_series(tmp_path / "torn", 1)[0])
+    spool.journal.close()  # the process ends
+    seg = spool.journal.path(torn.seq)
+    with open(seg, "r+b") as f:  # the torn record's payload never reached the disk whole
+        f.seek(torn.offset + 10)
+        f.write(b"\xff" * 64)
+    assert receiver.recover() == 0
+    refs = _received(receiver, store, write_series(tmp_path / "b", 1))
+    new = journal.parse_ref(refs[-1])
+    assert new is not None and new.seq == torn.seq  # the same segment, not a new one
+    assert new.offset < torn.offset + torn.length  # over the torn record
+    assert [r.location.ref for r in journal.scan(seg)] == [first, refs[-1]]
