@@ -185,3 +185,49 @@ def test_path_traversal_and_non_uids_are_refused(box: Box, path: str) -> None:
 def test_what_is_held_stays_retrievable(box: Box) -> None:
     study = next(iter(box.held.studies))
     assert len(box.client().retrieve_study(study)) == 5
+
+
+MPPS_PATH = "/dicomweb/modality-performed-procedure-steps"
+JSON_CT = {"Content-Type": "application/dicom+json"}
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        (b"[" * 100000 + b"]" * 100000, 400, "body"),  # nesting deeper than the parser goes
+        (b'{"00100010": {"vr": "PN", "Value": 5}}', 400, "body"),
+        (b'{"zzzz": {"vr": "PN"}}', 400, "body"),
+        (b"[{}, {}]", 400, "body"),
+        (b'"a string"', 400, "body"),
+        (b"\xff\xfe", 400, "body"),
+        (b"{" + b'"00100010": {"vr": "PN"},' * 200000 + b'"00100020": {"vr": "LO"}}', 413, ""),
+    ],
+)
+def test_hostile_mpps_payloads(box: Box, body: bytes, code: int, field: str) -> None:
+    path = f"{MPPS_PATH}/{generate_uid()}"
+    got, answer = error(box, "POST", path, body=body, headers=JSON_CT)
+    assert got == code, answer
+    if field:
+        assert answer["field"] == field
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{MPPS_PATH}/..%2F..%2Fetc",
+        f"{MPPS_PATH}/1.2.3;DROP TABLE mpps",
+        f"{MPPS_PATH}/" + "9" * 65,
+        "/dicomweb/modality-scheduled-procedure-steps?"
+        + "PatientID=1&" * 3
+        + "PatientName="
+        + "*" * 5000,
+        "/dicomweb/modality-scheduled-procedure-steps?00400100.00400100.00400001=CT",
+        "/dicomweb/modality-scheduled-procedure-steps?ScheduledProcedureStepSequence=x",
+    ],
+)
+def test_hostile_worklist_paths(box: Box, path: str) -> None:
+    code, headers, body = box.request("GET", path.replace(" ", "%20"))
+    assert code in (200, 400, 404), (code, body[:200])
+    assert headers["content-type"].startswith("application/")
+    if code == 400:
+        assert json.loads(body)["field"], body

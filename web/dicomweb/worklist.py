@@ -162,13 +162,15 @@ def _payload() -> Dataset:
         data = json.loads(request.get_data(cache=False) or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise common.Refused(400, "body", f"is not JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise common.Refused(400, "body", "is nested too deeply") from exc
     if isinstance(data, list) and len(data) == 1:
         data = data[0]
     if not isinstance(data, dict) or not data:
         raise common.Refused(400, "body", "must be one DICOM JSON object")
     try:
         return Dataset.from_json(data)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise common.Refused(400, "body", f"is not DICOM JSON (PS3.18 F.2): {exc}") from exc
 
 
