@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
@@ -191,6 +192,47 @@ def _key(keyword: str, value: str) -> matching.Key:
     except matching.QueryError as exc:
         raise QidoError(keyword, str(exc).partition(": ")[2] or str(exc)) from exc
     return key
+
+
+_NUMBER_VRS = frozenset(("IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"))
+_FLOAT_VRS = frozenset(("DS", "FL", "FD"))
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def _json_value(vr: str, text: str) -> list[Any]:
+    """The JSON Value array of a stored text (PS3.18 F.2.3: numbers for IS/DS and the
+    binary number VRs, an object of component groups for PN, strings otherwise)."""
+    parts = text.split("\\")
+    if vr in _NUMBER_VRS:
+        out: list[Any] = []
+        for p in parts:
+            p = p.strip()
+            try:
+                out.append(float(p) if vr in _FLOAT_VRS else int(p))
+            except ValueError:
+                out.append(None)
+        return out
+    if vr == "PN":
+        return [
+            {g: v for g, v in zip(_PN_GROUPS, p.split("="), strict=False) if v} or None
+            for p in parts
+        ]
+    return parts
+
+
+def entity_json(entity: Mapping[str, str], returned: list[str]) -> dict[str, Any]:
+    """The attributes ``returned`` of one matching entity as DICOM JSON (PS3.18 F.2),
+    written directly (a pydicom Dataset per result costs 0.5 ms); tag order."""
+    out: dict[str, Any] = {}
+    for keyword in returned:
+        tag = int(tag_for_keyword(keyword) or 0)
+        vr = str(dictionary_VR(tag))
+        text = str(entity.get(keyword, "") or "")
+        attr: dict[str, Any] = {"vr": vr}
+        if text:
+            attr["Value"] = _json_value(vr, text)
+        out[f"{tag:08X}"] = attr
+    return dict(sorted(out.items()))
 
 
 def entity_dataset(entity: Mapping[str, str], returned: list[str]) -> Dataset:

@@ -108,3 +108,21 @@ def test_display_windows_inverts_fits_and_encodes() -> None:
     assert png.format == "PNG" and png.size == (4, 4)
     with pytest.raises(display.RenderError):
         display.encode(small, "image/gif")
+
+
+def test_entity_json_is_what_pydicom_writes() -> None:
+    """The direct JSON writer of QIDO results against pydicom's to_json_dict (F.2)."""
+    entity = {
+        "PatientName": "Yamada^Tarou=山田^太郎=やまだ^たろう",
+        "PatientID": "P3",
+        "ModalitiesInStudy": "CT\\MR",
+        "NumberOfStudyRelatedInstances": "5",
+        "StudyDate": "20261203",
+        "StudyInstanceUID": "1.2.3",
+        "ReferringPhysicianName": "Who^Doctor",
+        "StudyDescription": "",
+    }
+    returned = list(entity)
+    ours = qido.entity_json(entity, returned)
+    theirs = qido.entity_dataset(entity, returned).to_json_dict()
+    assert ours == dict(sorted(theirs.items()))

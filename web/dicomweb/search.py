@@ -84,12 +84,12 @@ def run(level: str, fixed: dict[str, str]) -> Response:
 
 
 def _result(entity: dict[str, str], search: qido.Search) -> dict[str, Any]:
-    ds = qido.entity_dataset(entity, search.returned)
+    out = qido.entity_json(entity, search.returned)
     url = common.study_url(entity["StudyInstanceUID"])
     if search.level in ("SERIES", "IMAGE"):
         url += f"/series/{entity['SeriesInstanceUID']}"
     if search.level == "IMAGE":
         url += f"/instances/{entity['SOPInstanceUID']}"
-    ds.add_new(0x00081190, "UR", url)  # RetrieveURL
-    ds.add_new(0x00080056, "CS", "ONLINE")  # InstanceAvailability
-    return ds.to_json_dict()
+    out["00081190"] = {"vr": "UR", "Value": [url]}  # RetrieveURL
+    out["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}  # InstanceAvailability
+    return out

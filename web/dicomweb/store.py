@@ -40,7 +40,6 @@ bp = Blueprint("store", __name__)
 CHUNK = 1 << 20
 PART_TYPES = ("application/dicom",)
 # FailureReason values (PS3.18 table 10.5.3-2 and PS3.4 B.2.3 statuses).
-PROCESSING_FAILURE = 0x0110
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 STUDY_MISMATCH = 0xA900  # the instance names another study than the request's target
 CANNOT_UNDERSTAND = status.CANNOT_UNDERSTAND
