@@ -22,7 +22,7 @@ from tests.dicomweb_helpers import Box, api_token, multipart_body, parts, values
 from tests.forward_factories import make_ct
 from tests.forward_helpers import FakePacs
 from tests.helpers import make_config, wait_for
-from tests.qr_helpers import JAPANESE, qr_config, store_studies
+from tests.qr_helpers import JAPANESE, Held, qr_config, store_studies
 
 PN, PID, STUDY_UID, STUDY_DATE = "00100010", "00100020", "0020000D", "00080020"
 
@@ -323,7 +323,6 @@ def stow_box(
     pacs = fake_pacs(ae_title="PACS")
     dest = {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}
     app = start_appliance({**qr_config(), "destinations": [dest]})
-    from tests.qr_helpers import Held
 
     return Box(app, Held(), api_token(app)), pacs
 
@@ -380,3 +379,29 @@ def test_stow_as_the_standard_shows_it_200_202_409(stow_box: Any) -> None:
         "POST", "/dicomweb/studies", body=body, headers={"Content-Type": ctype}
     )
     assert code == 409 and values(values(json.loads(data), "00081198")[0], "00081197") == [0xC000]
+
+
+def test_stow_while_the_pacs_is_down_is_queued_and_delivered_later(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs]
+) -> None:
+    """The forward guarantees: a STOW-RS upload is answered once queued; the PACS gets it
+    when it comes up, after retries, like a C-STORE."""
+    from appliance.forward import queue
+    from tests.orthanc import free_port
+
+    port = free_port()
+    dest = {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port}
+    app = start_appliance({**qr_config(), "destinations": [dest], "forward": {
+        "reserve_mb": 0, "retry_initial": 0.2, "retry_max": 0.5}})  # fmt: skip
+    box = Box(app, Held(), api_token(app))
+    images = [make_ct(seed=i, study_uid=generate_uid()) for i in range(2)]
+    body, ctype = multipart_body([part10(ds) for ds in images])
+    code, _, data = box.request(
+        "POST", "/dicomweb/studies", body=body, headers={"Content-Type": ctype}
+    )
+    assert code == 200, data
+    store = app.runtime.store  # type: ignore[union-attr]
+    assert queue.waiting_count(store, "pacs") + queue.dead_count(store, "pacs") == 2
+    pacs = fake_pacs(ae_title="PACS", port=port)
+    wait_for(lambda: len(pacs.stored_uids()) == 2, timeout=30)
+    assert sorted(pacs.stored_uids()) == sorted(ds.SOPInstanceUID for ds in images)
