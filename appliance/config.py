@@ -69,7 +69,7 @@ class DicomSettings:
     network_timeout: float = _doc("seconds an idle association stays open", 120.0)
     max_associations: int = _doc(
         "associations served at once; one more is rejected (A-ASSOCIATE-RJ local-limit-exceeded)",
-        32,
+        64,
     )
     max_pending: int = _doc(
         "connections that have not yet sent their A-ASSOCIATE-RQ, at once; one more is "
