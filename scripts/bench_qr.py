@@ -10,20 +10,29 @@ TCP_NODELAY=1 for DCMTK and Orthanc:
 - C-MOVE of the 300-image study: ``movescu -S`` to a DCMTK ``storescp`` (fresh for
   each move), until movescu exits with every sub-operation done, ``--repeat`` times.
 
+With ``--qido N``: N one-image studies held by both, then QIDO-RS study searches
+(``/dicomweb/studies`` with a Bearer token against Orthanc's DICOMweb plugin,
+``apt-get install orthanc-dicomweb``): one patient, a name prefix, a date, the first
+100, each ``--queries`` times over one keep-alive HTTP connection per server.
+
 Prints medians and a Markdown table for docs/benchmarks.md.
 
     scripts/bench qr [--studies 500] [--images 300] [--queries 20] [--repeat 3]
+    scripts/bench qr --qido 10000 [--queries 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +50,9 @@ from bench_forward import (
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from appliance import accounts
+from appliance.db import open_store
 
 CALLED = "APPLIANCE"
 STUDY_KEYS = [
@@ -72,12 +84,14 @@ def make_small_studies(directory: Path, count: int) -> None:
         ds.save_as(directory / f"s{i:05d}.dcm", enforce_file_format=True)
 
 
-def start_appliance(work: Path, move_port: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_appliance(
+    work: Path, move_port: int, web_port: int | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     data, port = work / "appliance-data", free_port()
     config = work / "appliance.toml"
     config.write_text(
         f'data_dir = "{data}"\n[dicom]\nae_title = "{CALLED}"\nhost = "127.0.0.1"\n'
-        f'port = {port}\ntls_port = 0\n[web]\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        f'port = {port}\ntls_port = 0\n[web]\nhost = "127.0.0.1"\nport = {web_port or free_port()}\n'
         '[logging]\nlevel = "WARNING"\n[[devices]]\nae_title = "BENCH"\n'
         f'[[devices]]\nae_title = "BENCHDEST"\nhost = "127.0.0.1"\nport = {move_port}\n'
     )
@@ -144,7 +158,10 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=300, help="images of the moved study")
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--qido", type=int, default=0, help="QIDO-RS at this many studies")
     args = parser.parse_args()
+    if args.qido:
+        return qido(args.qido, args.queries)
     for tool in ("storescu", "storescp", "findscu", "movescu"):
         if not shutil.which(tool):
             print(f"{tool} is missing (apt-get install dcmtk)", file=sys.stderr)
@@ -213,6 +230,100 @@ def main() -> int:
     for key, label in rows:
         am, om = med(a[key]), med(o[key])
         print(f"| {label} | {am * 1000:.0f} ms | {om * 1000:.0f} ms | {am / om:.2f} |")
+    return 0
+
+
+QIDO_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def api_token(data: Path) -> str:
+    """A user and an API token made in the running appliance's database."""
+    store = open_store(data)
+    try:
+        pk = accounts.create_user(store, "bench", "bench password 1234", accounts.ADMIN)
+        return accounts.create_token(store, pk, "bench")
+    finally:
+        store.close()
+
+
+def qido_times(url: str, queries: dict[str, str], repeat: int, headers: dict[str, str],
+               expect: dict[str, int]) -> dict[str, float]:  # fmt: skip
+    """Median seconds of each query over one keep-alive connection; counts checked."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    times: dict[str, list[float]] = {name: [] for name in queries}
+    try:
+        for _ in range(repeat):
+            for name, query in queries.items():
+                t0 = time.perf_counter()
+                conn.request("GET", f"{parts.path}/studies?{query}", headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                times[name].append(time.perf_counter() - t0)
+                if resp.status != 200:
+                    raise RuntimeError(f"{url} {query}: HTTP {resp.status} {body[:300]!r}")
+                found = len(json.loads(body))
+                if found != expect[name]:
+                    raise RuntimeError(f"{url} {query}: {found} studies, not {expect[name]}")
+    finally:
+        conn.close()
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def qido(count: int, repeat: int) -> int:
+    if not QIDO_PLUGIN.exists():
+        print(f"{QIDO_PLUGIN} is missing (apt-get install orthanc-dicomweb)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bench-qido-"))
+    try:
+        small = work / "small"
+        make_small_studies(small, count)
+        pacs = Orthanc(work / "orthanc", Plugins=[str(QIDO_PLUGIN)],
+                       DicomWeb={"Enable": True, "Root": "/dicom-web/"})  # fmt: skip
+        web = free_port()
+        app, port = start_appliance(work, free_port(), web_port=web)
+        try:
+            t0 = time.perf_counter()
+            for target, called in ((pacs.dicom, "ORTHANC"), (port, CALLED)):
+                storescu(target, called, small)
+            print(f"# {count} studies stored in both, {time.perf_counter() - t0:.0f} s",
+                  file=sys.stderr)  # fmt: skip
+            wait_until(lambda: pacs.count() >= count, 300, "Orthanc")
+            held(port, count)
+            token = api_token(work / "appliance-data")
+            mid = count // 2
+            queries = {
+                "one patient (PatientID)": f"PatientID=SMALL{mid:05d}",
+                "name prefix (PatientName=Small^0004*)": "PatientName=Small^0004*",
+                "one day (StudyDate)": "StudyDate=20261115",
+                "first 100 (limit=100)": "limit=100",
+            }
+            prefix = sum(1 for i in range(count) if f"{i:05d}".startswith("0004"))
+            expect = {
+                "one patient (PatientID)": 1,
+                "name prefix (PatientName=Small^0004*)": prefix,
+                "one day (StudyDate)": sum(1 for i in range(count) if 1 + i % 30 == 15),
+                "first 100 (limit=100)": min(100, count),
+            }
+            accept = {"Accept": "application/dicom+json"}
+            ours = qido_times(f"http://127.0.0.1:{web}/dicomweb", queries, repeat,
+                              {**accept, "Authorization": f"Bearer {token}"}, expect)  # fmt: skip
+            theirs = qido_times(f"http://127.0.0.1:{pacs.http}/dicom-web", queries, repeat,
+                                accept, expect)  # fmt: skip
+        finally:
+            app.terminate()
+            app.wait(30)
+            pacs.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"Machine: {machine()}.")
+    print()
+    print(f"| QIDO-RS study search, {count} held studies (median of {repeat}) "
+          "| appliance | Orthanc DICOMweb plugin | appliance / Orthanc (time) |")  # fmt: skip
+    print("|---|---:|---:|---:|")
+    for name in queries:
+        print(f"| {name}, {expect[name]} found | {ours[name] * 1000:.0f} ms "
+              f"| {theirs[name] * 1000:.0f} ms | {ours[name] / theirs[name]:.2f} |")  # fmt: skip
     return 0
 
 
