@@ -56,8 +56,15 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             locale="en-US",
             viewport={"width": 1366, "height": 768},
         )
+        context.csp_refusals = []  # what the CSP blocked on these pages
+        context.on("console", lambda msg: _note_csp(context, msg))
         yield context
         context.close()
+
+
+def _note_csp(context: Any, msg: Any) -> None:
+    if "Content Security Policy" in msg.text:
+        context.csp_refusals.append(f"{msg.page.url if msg.page else '?'}: {msg.text}")
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +186,7 @@ def test_waiting_images_say_whose_they_are_and_echo_says_what_failed(
         rf"failed: no association with PACS@127\.0\.0\.1:{port}: connection refused .*",
         echo,
     ), echo
+
+
+def test_csp_blocked_nothing_on_these_pages(browser: Any) -> None:
+    assert browser.csp_refusals == []
