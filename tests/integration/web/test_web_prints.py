@@ -363,6 +363,9 @@ def test_jobs_show_and_find_the_patient_of_the_printed_images(printed: tuple[Web
     assert '<dd id="job-patient">山田 太郎 <small class="alpha">Yamada Tarou</small></dd>' in detail
     assert '<dd id="job-patient-id">P001</dd>' in detail
     assert '<dd id="job-accession">A20261203-0001</dd>' in detail
+    # A reprint is the same patient's film.
+    again = history.reprint(web.runtime.config, web.store, jobs["CHEST"])
+    assert history.get_job(web.store, again)["patient_id"] == "P001"
     # The filters fold away until one of them is used.
     assert '<details id="more-filters">' in page
     assert '<details id="more-filters" open>' in desk.get("/prints?device=CT1").text
