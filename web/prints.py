@@ -56,8 +56,25 @@ def _when(raw: str, end: bool) -> str | None:
 @bp.get("/printers")
 def printers() -> Any:
     config = runtime().config
-    return render_template("prints/printers.html", printers=history.printers(config,
-                                                                           request_store()))  # fmt: skip
+    test = request.args.get("test", "")  # the test page just sent, to show its preview
+    shown = (test if test and not _bad_uid(test) and g.user is not None and g.user.is_admin
+             and _test_preview(test).is_file() else "")  # fmt: skip
+    return render_template(
+        "prints/printers.html", printers=history.printers(config, request_store()), test=shown
+    )
+
+
+def _test_preview(uid: str) -> Path:
+    return Path(runtime().config.data_dir) / PRINTS_DIR / testpage.TEST_DIR / uid / "page-1.png"
+
+
+@bp.get("/printers/test/<uid>.png")
+def printer_test_png(uid: str) -> Any:
+    """The preview of a test page, as it was sent (the last few are kept)."""
+    _admin()
+    if _bad_uid(uid) or not _test_preview(uid).is_file():
+        return refuse(404, "uid", "no such test page")
+    return send_file(_test_preview(uid), mimetype="image/png", max_age=0)
 
 
 def _admin() -> None:
@@ -153,18 +170,19 @@ def printer_test(name: str) -> Any:
         return refuse(404, "printer", "no such printer")
     config = runtime().config
     data_dir = Path(config.data_dir)
+    uid = new_uid()
     try:
-        detail = testpage.print_test_page(found[0], data_dir / PRINTS_DIR, data_dir, new_uid())
+        detail = testpage.print_test_page(found[0], data_dir / PRINTS_DIR, data_dir, uid)
     except (DeliveryError, OSError) as exc:
         audit.record_now(store, security.actor(), "printer-test", f"printer {name}",
                          f"failed: {exc}"[:200], security.source())  # fmt: skip
         flash(gettext("Test page to %(name)s failed: %(what)s", name=name, what=str(exc)),
               "error")  # fmt: skip
-        return redirect(url_for("prints.printers"))
+        return redirect(url_for("prints.printers", test=uid))
     audit.record_now(store, security.actor(), "printer-test", f"printer {name}", detail[:200],
                      security.source())  # fmt: skip
     flash(gettext("Test page sent to %(name)s: %(what)s", name=name, what=detail))
-    return redirect(url_for("prints.printers"))
+    return redirect(url_for("prints.printers", test=uid))
 
 
 @bp.get("/prints")

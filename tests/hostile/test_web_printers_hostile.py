@@ -77,6 +77,9 @@ def test_odd_paths_are_404(box: Appliance) -> None:
         status = admin.post(path, {"csrf_token": token}).status if "edit" not in path else (
             admin.get(path).status)  # fmt: skip
         assert status == 404, path
+    for png in ("/printers/test/..%2F..%2Fappliance.sqlite.png", "/printers/test/1" + "1" * 80 + ".png",
+                "/printers/test/%2Fetc%2Fpasswd.png"):  # fmt: skip
+        assert admin.get(png).status == 404, png
 
 
 def test_a_burst_of_test_pages_keeps_only_the_last_few(box: Appliance, tmp_path: Path) -> None:

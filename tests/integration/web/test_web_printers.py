@@ -4,6 +4,7 @@ also one made by another process; the test page goes through the printer's own o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -174,6 +175,16 @@ def test_test_page_goes_through_the_folder_output(
     pdfs = list((tmp_path / "ward").glob("*test_page_ward*.pdf"))
     assert len(pdfs) == 1 and pdfs[0].read_bytes().startswith(b"%PDF-")
     assert f"Test page sent to ward: {pdfs[0]}" in resp.text
+    # The page shows the test page as it was sent: the folder printer's own PNG of it.
+    [png] = re.findall(r'<img src="(/printers/test/[0-9.]+\.png)"', resp.text)
+    preview = admin.get(png)
+    assert preview.status_code == 200 and preview.mimetype == "image/png"
+    [sent_png] = (tmp_path / "ward").glob("*test_page_ward*.png")
+    assert preview.data == sent_png.read_bytes()
+    assert admin.get("/printers/test/1.2.3.png").status_code == 404
+    assert admin.get("/printers/test/..%2F..%2Fx.png").status_code == 404
+    assert web.login("desk").get(png).status_code == 403
+    assert 'id="test-page"' not in admin.get("/printers?test=../../etc").text
     assert web.count("audit", "action = 'printer-test' AND object = 'printer ward'") == 1
 
 

@@ -94,7 +94,7 @@ def test_page_shows_counts_why_dead_letters_and_rules(web: Web, queued: dict) ->
     # Whose images wait: patient (kanji name, ID), accession, modality, study, its date.
     assert first.count("<b>山田 太郎</b>") == 2 and "ID P1.1" in first and "ID P1.2" in first
     assert '<span class="accession">ACC1.1</span>' in first
-    assert "CT · CT Head · 2026-12-03" in first
+    assert 'CT · CT Head · <span class="date">2026-12-03</span>' in first
     dead = html.split(f'id="dead-item-{queued["dead"]}"')[1].split("</tr>")[0]
     assert "refused: 0xC000 cannot understand" in dead and "0xC000" in dead
     assert "山田 太郎" in dead and "ACC1.1" in dead and "CT Head" in dead
