@@ -390,7 +390,9 @@ class Config:
     dicomweb: DicomwebSettings = field(default_factory=DicomwebSettings)
     devices: tuple[DeviceSettings, ...] = _doc_list("modalities and peers allowed to talk")
     destinations: tuple[DestinationSettings, ...] = _doc_list("PACS the forwarder sends to")
-    printers: tuple[PrinterSettings, ...] = _doc_list("printers films go to")
+    printers: tuple[PrinterSettings, ...] = _doc_list(
+        "printers films go to (managed by the file; the web page Printers adds more)"
+    )
     print_profiles: tuple[PrintProfileSettings, ...] = _doc_list("print profiles per called AE")
 
     def device(self, ae_title: str) -> DeviceSettings | None:
