@@ -80,9 +80,9 @@ def create_app(
     if token is not None:
         announce(token)
 
-    from web import admin, api, auth, board, destinations, hl7, prints, queues, steps
+    from web import admin, api, auth, board, destinations, dicomweb, hl7, prints, queues, steps
 
-    blueprints = (auth, board, steps, admin, prints, queues, destinations, hl7, api)
+    blueprints = (auth, board, steps, admin, prints, queues, destinations, hl7, api, dicomweb)
     for bp in (module.bp for module in blueprints):
         app.register_blueprint(bp)
 
@@ -163,7 +163,8 @@ def pn_alphabetic(pn: str) -> str:
 
 
 def _is_api() -> bool:
-    return request.path.startswith("/api/")
+    """JSON errors, Bearer tokens, 401 for anonymous: the API and DICOMweb."""
+    return request.path.startswith(("/api/", "/dicomweb/"))
 
 
 def _authenticate() -> Any:

@@ -147,7 +147,7 @@ class Receiver:
         kept = self._kept_copy(sop_instance, path)
         if kept is not None:
             path.unlink()
-            rel, version, size = kept[0], kept[1], self.spool.path(kept[0]).stat().st_size
+            rel, version, size = kept[0], kept[1], self.spool.size(kept[0])
         else:
             sf = self.spool.place(path, synced=synced, size=size)
             rel, version, size = sf.rel, sf.token, sf.size

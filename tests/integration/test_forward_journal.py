@@ -89,7 +89,8 @@ def test_sender_streams_records_from_the_segment_to_the_pacs(
     wait_for(lambda: len(pacs.stored_uids()) == 4, timeout=20)
     assert sorted(pacs.stored_uids()) == sorted(dcmread(p).SOPInstanceUID for p in paths)
     [forward] = [s for s in app.services if hasattr(s, "senders")]
-    assert forward.senders["pacs"][0].wire_stores == 4  # on the socket, from the segment
+    sender = forward.senders["pacs"][0]
+    wait_for(lambda: sender.wire_stores == 4, timeout=10)  # on the socket, from the segment
 
 
 def test_files_spooled_before_the_switch_are_still_sent(
