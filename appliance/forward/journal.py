@@ -282,10 +282,16 @@ class Journal:
             return len(self._busy)
 
     def unused_bytes(self) -> int:
-        """Preallocated bytes not yet written in open segments (free for the reserve)."""
+        """Preallocated bytes not yet written in open segments, and the spares kept for
+        reuse: space the journal holds but will write new records into (free, for the
+        disk reserve)."""
         with self._lock:
             segs = [*self._idle, *self._busy.values()]
-        return sum(max(s.room, 0) for s in segs)
+        spares = 0
+        for p in self.root.glob("spare-*.seg"):
+            with contextlib.suppress(FileNotFoundError):
+                spares += p.stat().st_size
+        return sum(max(s.room, 0) for s in segs) + spares
 
     def begin(self, key: str, serial: int | None = None) -> Append:
         """A new record for instance ``key`` in a segment this writer has to itself
