@@ -241,7 +241,7 @@ class ForwardSettings:
         "where received images are kept: journal (appended to preallocated segment files, "
         "one data sync per image) or files (a file per image); both are read, so images "
         "kept the other way are sent until drained",
-        "journal",
+        "files",
     )
     journal_segment_mb: int = _doc(
         "size (MiB) of one journal segment file, reserved when the segment is made", 256

@@ -23,7 +23,7 @@ from tests.orthanc import Orthanc
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _write_config(path: Path, data_dir: Path, pacs: Orthanc) -> None:
+def _write_config(path: Path, data_dir: Path, pacs: Orthanc, spool: str = "files") -> None:
     path.write_text(
         f"""data_dir = "{data_dir}"
 [dicom]
@@ -34,6 +34,7 @@ tls_port = 0
 host = "127.0.0.1"
 port = 0
 [forward]
+spool = "{spool}"
 reserve_mb = 0
 retry_initial = 0.05
 retry_max = 0.5
@@ -77,15 +78,16 @@ class ApplianceProcess:
             self.proc.wait(20)
 
 
+@pytest.mark.parametrize("spool", ["files", "journal"])
 @pytest.mark.parametrize("pacs_up", [True, False], ids=["pacs-up", "pacs-down"])
 def test_kill_9_mid_transfer_then_restart_delivers_every_acknowledged_instance(
-    orthanc: Orthanc, tmp_path: Path, pacs_up: bool
+    orthanc: Orthanc, tmp_path: Path, pacs_up: bool, spool: str
 ) -> None:
     """PACS up: the kill lands while the sender forwards; down: every ack is still queued."""
     if not pacs_up:
         orthanc.kill()
     config = tmp_path / "appliance.toml"
-    _write_config(config, tmp_path / "data", orthanc)
+    _write_config(config, tmp_path / "data", orthanc, spool)
     paths = write_series(tmp_path / "in", 60, rows=128, columns=128)
     datasets = [dcmread(p) for p in paths]
 
