@@ -80,9 +80,33 @@ def create_app(
     if token is not None:
         announce(token)
 
-    from web import admin, api, auth, board, destinations, dicomweb, hl7, prints, queues, steps
+    from web import (
+        admin,
+        api,
+        auth,
+        board,
+        destinations,
+        dicomweb,
+        hl7,
+        prints,
+        queues,
+        steps,
+        studies,
+    )
 
-    blueprints = (auth, board, steps, admin, prints, queues, destinations, hl7, api, dicomweb)
+    blueprints = (
+        auth,
+        board,
+        steps,
+        admin,
+        prints,
+        queues,
+        destinations,
+        hl7,
+        api,
+        dicomweb,
+        studies,
+    )
     for bp in (module.bp for module in blueprints):
         app.register_blueprint(bp)
 
