@@ -151,7 +151,7 @@ def spooled(box: dict[str, Any], sop_instance: str) -> Path:
 
 def test_the_list_is_newest_first_with_counts_and_a_menu_link(box: dict[str, Any]) -> None:
     s = signed_in(box)
-    r = s.get(f"{box['root']}/studies", timeout=10)
+    r = s.get(box["root"] + "/studies", timeout=10)
     assert r.status_code == 200
     held: Held = box["held"]
     studies = list(held.studies)
@@ -178,7 +178,7 @@ def test_the_list_is_newest_first_with_counts_and_a_menu_link(box: dict[str, Any
 )
 def test_search(box: dict[str, Any], query: dict[str, str], expected: list[int]) -> None:
     s = signed_in(box)
-    r = s.get(f"{box['root']}/studies", params=query, timeout=10)
+    r = s.get(box["root"] + "/studies", params=query, timeout=10)
     assert r.status_code == 200
     studies = list(box["held"].studies)
     assert set(study_rows(r.text)) == {studies[i] for i in expected}
@@ -200,12 +200,12 @@ def test_keyset_pages_hold_every_study_once(box: dict[str, Any]) -> None:
 def test_thumbnail_is_a_picture_with_caching_headers(box: dict[str, Any]) -> None:
     s = signed_in(box)
     study = next(iter(box["held"].studies))
-    r = s.get(f"{box['root']}/studies/{study}/thumbnail.png", timeout=10)
+    r = s.get(box["root"] + f"/studies/{study}/thumbnail.png", timeout=10)
     assert r.status_code == 200 and r.headers["Content-Type"] == "image/png"
     assert "max-age" in r.headers["Cache-Control"] and r.headers["ETag"]
     im = Image.open(io.BytesIO(r.content))
     assert max(im.size) <= 160 and im.getextrema() != (0, 0)
-    again = s.get(f"{box['root']}/studies/{study}/thumbnail.png",
+    again = s.get(box["root"] + f"/studies/{study}/thumbnail.png",
                   headers={"If-None-Match": r.headers["ETag"]}, timeout=10)  # fmt: skip
     assert again.status_code == 304 and not again.content
 
@@ -214,8 +214,8 @@ def test_send_to_a_destination_arrives_byte_for_byte_and_again(box: dict[str, An
     s = signed_in(box)
     held: Held = box["held"]
     study = list(held.studies)[0]
-    page = s.get(f"{box['root']}/studies", timeout=10).text
-    r = s.post(f"{box['root']}/studies/{study}/send",
+    page = s.get(box["root"] + "/studies", timeout=10).text
+    r = s.post(box["root"] + f"/studies/{study}/send",
                data={"csrf_token": csrf(page), "to": "PACS"}, timeout=10)  # fmt: skip
     assert r.status_code == 200 and "5 of 5 images queued to PACS" in r.text
     pacs: RawSCP = box["pacs"]
@@ -224,13 +224,13 @@ def test_send_to_a_destination_arrives_byte_for_byte_and_again(box: dict[str, An
     for uid in wanted:
         assert pacs.received[uid] == dataset_bytes(spooled(box, uid))
     store = box["app"].runtime.store
-    wait_for(lambda: "5 delivered" in s.get(f"{box['root']}/studies", timeout=10).text, timeout=10)
+    wait_for(lambda: "5 delivered" in s.get(box["root"] + "/studies", timeout=10).text, timeout=10)
     audit = store.query("SELECT actor, object, detail FROM audit WHERE action = 'forward-send'")
     assert {"actor": "tech", "object": f"study {study}",
             "detail": "to PACS: 5 of 5 instances queued"} in audit  # fmt: skip
     # Sent again: the delivered rows wait again and go again.
     pacs.received.clear()
-    r = s.post(f"{box['root']}/studies/{study}/send",
+    r = s.post(box["root"] + f"/studies/{study}/send",
                data={"csrf_token": csrf(page), "to": "PACS"}, timeout=10)  # fmt: skip
     assert "5 of 5 images queued to PACS" in r.text
     wait_for(lambda: set(wanted) <= set(pacs.received), timeout=20)
@@ -240,9 +240,9 @@ def test_send_to_a_device_reaches_storescp_byte_for_byte(box: dict[str, Any]) ->
     s = signed_in(box)
     held: Held = box["held"]
     study = list(held.studies)[3]  # the Japanese name, ISO 2022 IR 87
-    page = s.get(f"{box['root']}/studies", timeout=10).text
+    page = s.get(box["root"] + "/studies", timeout=10).text
     assert 'value="device:WS3D"' in page
-    r = s.post(f"{box['root']}/studies/{study}/send",
+    r = s.post(box["root"] + f"/studies/{study}/send",
                data={"csrf_token": csrf(page), "to": "device:WS3D"}, timeout=10)  # fmt: skip
     assert r.status_code == 200 and "1 of 1 images queued to WS3D" in r.text
     ws: StoreSCP = box["ws"]
@@ -256,7 +256,7 @@ def test_send_to_a_device_reaches_storescp_byte_for_byte(box: dict[str, Any]) ->
     ) == [{"state": "delivered"}], timeout=10)  # fmt: skip
     assert (
         JAPANESE.split("=")[1].split("^")[0]
-        in s.get(f"{box['root']}/studies", params={"name": "山田"}, timeout=10).text
+        in s.get(box["root"] + "/studies", params={"name": "山田"}, timeout=10).text
     )
 
 
