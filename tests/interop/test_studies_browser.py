@@ -133,8 +133,6 @@ def test_studies_thumbnails_search_and_send_to_a_workstation(
     page.press("#name", "Enter")
     page.wait_for_url(re.compile(r"name="))
     assert page.locator("tr.study").count() == 1
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "studies.png"), full_page=True, animations="disabled")
 
     row = page.locator("tr.study").first
     row.locator("select[name=to]").select_option("device:WS3D")
@@ -151,4 +149,11 @@ def test_studies_thumbnails_search_and_send_to_a_workstation(
         return "3 件配信済み" in page.locator("tr.study").first.locator("td.delivery").inner_text()
 
     wait_for(delivered, timeout=20, interval=1)
+    page.goto(box.url + "/studies")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img.thumbnail')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "studies.png"), full_page=True, animations="disabled")
     assert browser.csp_refusals == []
