@@ -387,7 +387,6 @@ JA: dict[str, str] = {
     "the image cannot be rendered": "画像を表示できません",
     "is not a destination or a device with host and port": "送信先、またはホストとポートのある機器ではありません",
     "is not a modality code (CT, MR, US...)": "モダリティコード (CT、MR、US など) ではありません",
-    "is longer than 64 characters": "64 文字を超えています",
 }
 
 PATTERNS: list[tuple[re.Pattern[str], str]] = [
