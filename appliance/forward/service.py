@@ -244,7 +244,7 @@ class ForwardService:
                 # Why items wait now (from the queue rows); each worker's own last error,
                 # stale once it recovered, is under "associations".
                 "last_error": row["last_error"],
-                "associations": [s.health() for s in lanes] or [{"state": "destination removed"}],
+                "associations": [s.health() for s in lanes] or [{"state": _idle(name)}],
             }
             if row["stalled_s"] is not None:
                 stalled.append(name)
@@ -265,6 +265,14 @@ class ForwardService:
             "commitment": self.committer.health(),
             "retention": self.retention.health(),
         }
+
+
+def _idle(name: str) -> str:
+    """Why a destination with queue rows has no sender: removed, or a device whose sender
+    runs only while rows wait for it (and it has host and port)."""
+    if destinations.device_ae(name) is not None:
+        return "device: a sender runs while images wait for it (with host and port)"
+    return "destination removed"
 
 
 class DestinationWatcher(Worker):

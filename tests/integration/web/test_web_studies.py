@@ -22,6 +22,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 
 from appliance import accounts
 from appliance.server import Appliance
+from tests.forward_helpers import FakePacs
 from tests.helpers import make_config, peer_env, require_peer, wait_for
 from tests.orthanc import free_port
 from tests.qr_helpers import JAPANESE, Held, qr_config, store_studies
@@ -96,6 +97,10 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     ws = StoreSCP(tmp / "ws")
     raw = qr_config()
     raw["devices"].append({"ae_title": "WS3D", "host": "127.0.0.1", "port": ws.port})
+    # A viewer that is out of resources once (retried), then refuses one image for good.
+    bad = FakePacs(ae_title="BADWS", statuses=[0xA700, (0xC000, "cannot understand")])
+    raw["devices"].append({"ae_title": "BADWS", "host": "127.0.0.1", "port": bad.port})
+    raw["forward"].update({"retry_initial": 0.2, "retry_max": 0.5})
     # Nothing is routed at ingest (no calling AE matches): every study waits to be sent.
     raw["destinations"] = [{"name": "PACS", "ae_title": "PACS", "host": "127.0.0.1",
                             "port": pacs.port, "from_ae": ["NOBODY"], "commitment": "delivery"}]  # fmt: skip
@@ -110,12 +115,14 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "held": held,
             "pacs": pacs,
             "ws": ws,
+            "bad": bad,
             "root": f"http://127.0.0.1:{app.web_port}",
         }
     finally:
         app.stop()
         pacs.stop()
         ws.stop()
+        bad.close()
 
 
 def signed_in(box: dict[str, Any]) -> requests.Session:
@@ -271,3 +278,29 @@ def test_a_device_row_is_on_the_queue_page(box: dict[str, Any]) -> None:
     s.post(f"{box['root']}/login", data=form, timeout=10)
     r = s.get(f"{box['root']}/admin/destinations", timeout=10)
     assert r.status_code == 200 and "device:WS3D" in r.text
+    health = s.get(box["root"] + "/healthz", timeout=10).json()
+    ws = health["services"]["forward"]["destinations"]["device:WS3D"]
+    assert ws["delivered"] == 1 and ws["waiting"] == 0
+
+
+def test_a_device_that_refuses_gets_retries_then_a_dead_letter(box: dict[str, Any]) -> None:
+    s = signed_in(box)
+    held: Held = box["held"]
+    study = list(held.studies)[2]  # two images
+    page = s.get(box["root"] + "/studies", timeout=10).text
+    r = s.post(box["root"] + f"/studies/{study}/send",
+               data={"csrf_token": csrf(page), "to": "device:BADWS"}, timeout=10)  # fmt: skip
+    assert "2 of 2 images queued to BADWS" in r.text
+    store = box["app"].runtime.store
+
+    def states() -> list[str]:
+        rows = store.query("SELECT state FROM forward_queue WHERE destination = 'device:BADWS' "
+                           "ORDER BY state")  # fmt: skip
+        return [row["state"] for row in rows]
+
+    wait_for(lambda: states() == ["dead", "delivered"], timeout=20)
+    assert len(box["bad"].received) == 3  # A700, then retried: C000 for good, Success
+    dead = store.query("SELECT attempts, last_error FROM forward_queue WHERE state = 'dead'")
+    assert "cannot understand" in dead[0]["last_error"]
+    html = s.get(box["root"] + "/studies", params={"patient_id": "P2"}, timeout=10).text
+    assert "device:BADWS: " in html and "1 delivered" in html and "1 refused" in html
