@@ -107,3 +107,39 @@ def test_cli_send(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
                        (OTHER,))  # fmt: skip
     assert [r["destination"] for r in rows] == ["pacs", "device:WS3D"]
     store.close()
+
+
+def test_a_study_sent_while_retention_sweeps_keeps_its_files(tmp_path: Path) -> None:
+    """Retention reads what may go, then marks it in a write; a "Send to" committed in
+    between (a waiting row) keeps the file: the write checks the rows again."""
+    from appliance.forward.retention import sweep
+    from appliance.forward.spool import Spool
+
+    store = open_store(tmp_path / "data")
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    src = spool.tmp / "rx.dcm"
+    src.write_bytes(b"x" * 100)
+    sf = spool.place(src)
+    info = queue.InstanceInfo("1.2.9.7", CT, "1.2.840.10008.1.2.1", "CT", "CT1")
+    indexed = {"study_uid": STUDY, "sop_instance_uid": "1.2.9.7"}
+    queue.record_instance(store, info, sf.rel, sf.token, sf.size, ["pacs"], now=0, indexed=indexed)
+    items = queue.claim(store, "pacs", 10, now=1)
+    queue.mark_delivered(store, [(i, 0) for i in items], now=1)
+
+    real_query = store.query
+
+    def query_then_send(sql: str, *args: object, **kw: object) -> object:
+        rows = real_query(sql, *args, **kw)  # type: ignore[arg-type]
+        if "HAVING SUM(q.state != 'delivered') = 0" in sql:  # retention's read
+            assert queue.send_study(store, STUDY, "device:WS3D", "tech") == (1, 1)
+        return rows
+
+    store.query = query_then_send  # type: ignore[method-assign]
+    try:
+        assert sweep(store, spool, retention_s=0, now=10**9) == (0, 0)
+    finally:
+        store.query = real_query  # type: ignore[method-assign]
+    assert (spool.root / sf.rel).exists()
+    assert store.query("SELECT removed_at FROM forward_instances") == [{"removed_at": None}]
+    store.close()
