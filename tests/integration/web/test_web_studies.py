@@ -26,7 +26,7 @@ from tests.forward_helpers import FakePacs
 from tests.helpers import make_config, peer_env, require_peer, wait_for
 from tests.orthanc import free_port
 from tests.qr_helpers import JAPANESE, Held, qr_config, store_studies
-from tests.webclient import PASSWORD
+from tests.webclient import PASSWORD, inline_code
 
 
 class RawSCP:
@@ -165,6 +165,7 @@ def test_the_list_is_newest_first_with_counts_and_a_menu_link(box: dict[str, Any
     # STUDIES dates: 20261201, 20261115, 20261202, 20261203 -> newest first
     assert study_rows(r.text) == [studies[3], studies[2], studies[0], studies[1]]
     assert 'href="/studies"' in r.text
+    assert inline_code(r.text) == []  # the CSP allows none
     row = r.text[r.text.index(f'data-study="{studies[0]}"') :]
     assert re.search(r'class="counts">2 / 5<', row)
     assert "not routed" in row.split("</tr>")[0]
