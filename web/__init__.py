@@ -80,35 +80,14 @@ def create_app(
     if token is not None:
         announce(token)
 
-    from web import (
-        admin,
-        api,
-        auth,
-        board,
-        destinations,
-        dicomweb,
-        hl7,
-        prints,
-        queues,
-        steps,
-        studies,
-    )
+    from web import admin, api, auth, board, destinations, dicomweb, hl7, prints, queues, steps
 
-    blueprints = (
-        auth,
-        board,
-        steps,
-        admin,
-        prints,
-        queues,
-        destinations,
-        hl7,
-        api,
-        dicomweb,
-        studies,
-    )
+    blueprints = (auth, board, steps, admin, prints, queues, destinations, hl7, api, dicomweb)
     for bp in (module.bp for module in blueprints):
         app.register_blueprint(bp)
+    from web import studies  # the Studies page (issue 16)
+
+    app.register_blueprint(studies.bp)
 
     @app.get("/healthz")
     def healthz() -> Any:
