@@ -214,3 +214,29 @@ def publish(store: Store, live: Live) -> None:
     with store.read():
         seen, dests = version(store), load(store)
     live.set(dests, seen)
+
+
+# -- a device as an ad-hoc destination ("Send to" a [[devices]] entry) -----------------
+# A person may send held images to a device with host and port (a 3D workstation, a
+# viewer). Its queue rows are keyed ``device:AE`` (a destination name cannot hold a
+# colon), so they have the forward queue's guarantees (durable rows, retries, dead
+# letters, the queue pages) and no routing rule ever sends received images there.
+DEVICE_PREFIX = "device:"
+
+
+def device_key(ae_title: str) -> str:
+    """The queue's destination name for a device."""
+    return DEVICE_PREFIX + ae_title.strip()
+
+
+def device_ae(name: str) -> str | None:
+    """The device AE title a queue destination name stands for, or None."""
+    return name[len(DEVICE_PREFIX) :] if name.startswith(DEVICE_PREFIX) else None
+
+
+def for_device(ae_title: str, host: str, port: int) -> DestinationSettings:
+    """The ad-hoc destination a device's queue rows are sent with: no routing rule, and
+    a Success C-STORE counts as committed (a workstation is not asked for commitment)."""
+    return DestinationSettings(
+        name=device_key(ae_title), ae_title=ae_title, host=host, port=port, commitment="delivery"
+    )

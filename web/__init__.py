@@ -85,6 +85,9 @@ def create_app(
     blueprints = (auth, board, steps, admin, prints, queues, destinations, hl7, api, dicomweb)
     for bp in (module.bp for module in blueprints):
         app.register_blueprint(bp)
+    from web import studies  # the Studies page (issue 16)
+
+    app.register_blueprint(studies.bp)
 
     @app.get("/healthz")
     def healthz() -> Any:

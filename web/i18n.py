@@ -366,6 +366,27 @@ JA: dict[str, str] = {
     "Newest first": "新しい順",
     "is not a position in this list": "この一覧の位置を示す値ではありません",
     "cannot be given with after": "after と同時には指定できません",
+    # studies (web/studies.py)
+    "Studies": "検査一覧",
+    "Patient name": "患者氏名",
+    "Study date": "検査日",
+    "Image": "画像",
+    "Series": "シリーズ",
+    "Images": "画像数",
+    "Delivery": "配信状況",
+    "Send to": "送信先",
+    "Send": "送信",
+    "not routed": "送信先なし",
+    "%(n)s delivered": "%(n)s 件配信済み",
+    "%(n)s waiting": "%(n)s 件待機中",
+    "%(n)s refused": "%(n)s 件拒否",
+    "%(n)s of %(total)s images queued to %(to)s.": "%(total)s 枚中 %(n)s 枚を %(to)s への送信キューに入れました。",
+    "No study held: images the box receives appear here.": "保持している検査はありません。受信した画像がここに表示されます。",
+    "is not a UID": "UID ではありません",
+    "no such study is held": "その検査は保持されていません",
+    "the image cannot be rendered": "画像を表示できません",
+    "is not a destination or a device with host and port": "送信先、またはホストとポートのある機器ではありません",
+    "is not a modality code (CT, MR, US...)": "モダリティコード (CT、MR、US など) ではありません",
 }
 
 PATTERNS: list[tuple[re.Pattern[str], str]] = [

@@ -3,7 +3,8 @@
 ``status`` per destination; ``waiting DEST`` with why each item waits; ``dead`` letters
 with reasons (both the first ``--limit N``, 100 by default, or ``--all``, and a last line
 saying how many were left out); ``retry [DEST]`` makes waiting items due now;
-``resend ID...`` puts dead letters back; ``echo DEST`` tries a C-ECHO. A running appliance's workers pick changes
+``resend ID...`` puts dead letters back; ``send --study UID --to NAME`` queues a held
+study to a destination or a device (as the Studies page does); ``echo DEST`` tries a C-ECHO. A running appliance's workers pick changes
 up within a second (they read the same SQLite database).
 """
 
@@ -44,6 +45,14 @@ def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) ->
     )
     add_common(route)
     route.add_argument("destination")
+    send = actions.add_parser(
+        "send", help="queue a held study to a destination or a device with host and port"
+    )
+    add_common(send)
+    send.add_argument("--study", required=True, help="the Study Instance UID")
+    send.add_argument(
+        "--to", required=True, help="a destination's name, or a device's AE title (device:AE)"
+    )
     echo = actions.add_parser("echo", help="C-ECHO a destination")
     add_common(echo)
     echo.add_argument("destination")
@@ -82,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     command = args.forward_command
     if command is None:
         print(
-            "usage: appliance forward {status|waiting|dead|retry|resend|route|echo}",
+            "usage: appliance forward {status|waiting|dead|retry|resend|route|send|echo}",
             file=sys.stderr,
         )
         return 2
@@ -148,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{n} unrouted images are queued to {args.destination}")
         elif command == "resend":
             print(f"{queue.resend(store, args.ids)} of {len(args.ids)} items are queued again")
+        elif command == "send":
+            return _send(cfg, store, args.study, args.to)
     finally:
         store.close()
     return 0
@@ -161,6 +172,34 @@ def _destinations(cfg: Any, store: Any) -> list[Any]:
     known = destinations.load(store)
     names = {d.name for d in known}
     return [*known, *(d for d in cfg.destinations if d.name not in names)]
+
+
+def _send(cfg: Any, store: Any, study: str, to: str) -> int:
+    """``send --study UID --to NAME``: as the Studies page's "Send to" (queue.send_study)."""
+    import re
+
+    from appliance import destinations, devices
+
+    if len(study) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", study):
+        print(f"--study: {study!r} is not a UID", file=sys.stderr)
+        return 2
+    target = to
+    if to not in {d.name for d in _destinations(cfg, store)}:
+        ae = destinations.device_ae(to) or to
+        # The database's devices (the file's synced in at every start), then the file's.
+        known = [*devices.load(store), *cfg.devices]
+        device = next((d for d in known if d.ae_title == ae), None)
+        if device is None or not device.host or not device.port:
+            print(f"--to: {to!r} is not a destination or a device with host and port",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        target = destinations.device_key(ae)
+    total, queued = queue.send_study(store, study, target, "cli", "cli")
+    if not total:
+        print(f"--study: no study {study} is held", file=sys.stderr)
+        return 1
+    print(f"{queued} of {total} images of the study are queued to {to}")
+    return 0
 
 
 def _echo(cfg: Any, dests: list[Any], name: str) -> int:

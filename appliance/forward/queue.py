@@ -18,7 +18,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from appliance import paging
+from appliance import audit, paging
 from appliance.db import Store
 from appliance.qr import index as qr_index
 
@@ -758,6 +758,57 @@ def resend(store: Store, queue_ids: Iterable[int], now: float | None = None) -> 
             )
             count += cur.rowcount
     return count
+
+
+def send_study(
+    store: Store,
+    study_uid: str,
+    destination: str,
+    actor: str,
+    source: str = "",
+    now: float | None = None,
+) -> tuple[int, int]:
+    """A person's "Send to": queue every held instance of a study to ``destination`` (a
+    destination's name or ``destinations.device_key``), with an audit row, in one
+    transaction. A new row waits; a delivered or dead one waits again (attempts reset,
+    a new generation); one already waiting stays as it is. Returns (instances held,
+    rows queued now)."""
+    now = time.time() if now is None else now
+    with store.write() as db:
+        ids = [
+            int(r[0])
+            for r in db.execute(
+                "SELECT q.instance_id FROM qr_instances q JOIN forward_instances f "
+                "ON f.id = q.instance_id WHERE f.removed_at IS NULL AND q.study_uid = ? "
+                "ORDER BY q.instance_id",
+                (study_uid,),
+            ).fetchall()
+        ]
+        queued = 0
+        for instance_id in ids:
+            cur = db.execute(
+                """INSERT OR IGNORE INTO forward_queue
+                   (instance_id, destination, next_attempt, queued_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?)""",
+                (instance_id, destination, now, now, now),
+            )
+            if not cur.rowcount:
+                cur = db.execute(
+                    """UPDATE forward_queue SET state = 'waiting', attempts = 0,
+                       next_attempt = ?, last_error = 'sent again by a person',
+                       last_status = NULL, updated_at = ?, queued_at = ?, delivered_at = NULL,
+                       generation = generation + 1, commit_requested_at = NULL,
+                       committed_at = NULL, commit_error = ''
+                       WHERE instance_id = ? AND destination = ? AND state != 'waiting'""",
+                    (now, now, now, instance_id, destination),
+                )
+            queued += cur.rowcount
+        if ids:
+            audit.record(
+                db, actor, "forward-send", f"study {study_uid}",
+                f"to {destination}: {queued} of {len(ids)} instances queued", source,
+            )  # fmt: skip
+    return len(ids), queued
 
 
 # -- instances no destination took -----------------------------------------------------

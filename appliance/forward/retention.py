@@ -66,12 +66,20 @@ def sweep(
         kept -= r["size"]
     if not doomed:
         return 0, 0
+    marked = []
     with store.write() as db:
         for r in doomed:
-            db.execute(
-                "UPDATE forward_instances SET removed_at = ? WHERE id = ? AND removed_at IS NULL",
-                (now, r["id"]),
+            # Checked again in the write: a person may have queued it since the read
+            # ("Send to" on the Studies page, a resend): then it stays.
+            cur = db.execute(
+                "UPDATE forward_instances SET removed_at = ? WHERE id = ? AND removed_at IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM forward_queue q WHERE q.instance_id = ? "
+                "AND q.state != 'delivered')",
+                (now, r["id"], r["id"]),
             )
+            if cur.rowcount:
+                marked.append(r)
+    doomed = marked
     freed = 0
     for r in doomed:
         # The same bytes may back another instance row (never in practice: names are

@@ -104,6 +104,7 @@ class ForwardService:
 
     def _lanes(self, dest: DestinationSettings) -> list[Sender]:
         fwd = self.config.forward
+        lanes = 1 if destinations.device_ae(dest.name) is not None else fwd.associations
         return [
             Sender(
                 dest,
@@ -113,9 +114,9 @@ class ForwardService:
                 fwd,
                 on_delivered=self._delivered,
                 lane=lane,
-                lanes=fwd.associations,
+                lanes=lanes,
             )
-            for lane in range(fwd.associations)
+            for lane in range(lanes)
         ]
 
     def reconcile(self) -> None:
@@ -124,6 +125,7 @@ class ForwardService:
         The queue rows of a removed destination stay; they wait until it is added again."""
         with self._reconcile_lock:
             wanted = {d.name: d for d in self.live.current()}
+            wanted.update(self._device_targets())
             old = self.senders
             keep = {
                 n: lanes for n, lanes in old.items() if n in wanted and lanes[0].dest == wanted[n]
@@ -146,6 +148,24 @@ class ForwardService:
                 ", ".join(lanes[0].dest.name for lanes in gone) or "none",
             )
         self.committer.wake()
+
+    def _device_targets(self) -> dict[str, DestinationSettings]:
+        """The devices that rows of the queue wait for (a person's "Send to"), as ad-hoc
+        destinations with one association each; a device without host and port (or no
+        longer known) gets no sender: its rows wait, as those of a removed destination."""
+        rows = self.store.query(
+            "SELECT DISTINCT destination FROM forward_queue WHERE state = 'waiting' "
+            "AND destination >= ? AND destination < ?",
+            (destinations.DEVICE_PREFIX, destinations.DEVICE_PREFIX[:-1] + ";"),
+        )
+        out: dict[str, DestinationSettings] = {}
+        for r in rows:
+            ae = destinations.device_ae(r["destination"]) or ""
+            device = self.runtime.access.device(ae)
+            if device is not None and device.host and device.port:
+                dest = destinations.for_device(ae, device.host, device.port)
+                out[dest.name] = dest
+        return out
 
     def contexts(self) -> list[tuple[Any, ...]]:
         """Every storage SOP class with every transfer syntax (in forward.prefer's order) and
@@ -227,7 +247,7 @@ class ForwardService:
                 # Why items wait now (from the queue rows); each worker's own last error,
                 # stale once it recovered, is under "associations".
                 "last_error": row["last_error"],
-                "associations": [s.health() for s in lanes] or [{"state": "destination removed"}],
+                "associations": [s.health() for s in lanes] or [{"state": _idle(name)}],
             }
             if row["stalled_s"] is not None:
                 stalled.append(name)
@@ -248,6 +268,14 @@ class ForwardService:
             "commitment": self.committer.health(),
             "retention": self.retention.health(),
         }
+
+
+def _idle(name: str) -> str:
+    """Why a destination with queue rows has no sender: removed, or a device whose sender
+    runs only while rows wait for it (and it has host and port)."""
+    if destinations.device_ae(name) is not None:
+        return "device: a sender runs while images wait for it (with host and port)"
+    return "destination removed"
 
 
 class DestinationWatcher(Worker):
