@@ -137,9 +137,10 @@ def _render(held: Any) -> bytes | None:
     """One frame (the first) of a held file through its stored window, fit to the box."""
     spool = Spool(runtime().config.data_dir / "spool")
     try:
-        ds = dcmread(spool.path(held.file))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        arr = pixel_array(ds, index=0 if frames > 1 else None)
+        with spool.open(held.file) as fh:  # a file or a journal record
+            ds = dcmread(fh)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            arr = pixel_array(ds, index=0 if frames > 1 else None)
     except READ_ERRORS + DECODE_ERRORS:
         return None
     center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
