@@ -35,6 +35,7 @@ from tests.rawpeer import (
 )
 
 TIMEOUTS = {"associate_timeout": 1.0, "pdu_timeout": 1.5, "network_timeout": 3.0}
+CAP = 32  # dicom.max_associations here (default 64): 34 trickling peers must exceed it
 A_ABORT, A_ASSOCIATE_RJ, A_ASSOCIATE_AC = 0x07, 0x03, 0x02
 # pynetdicom's reader and reactor threads must survive whatever the peer sends.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExce
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
-    cfg = make_config(tmp_path_factory.mktemp("edge") / "data", {"dicom": dict(TIMEOUTS)})
+    cfg = make_config(tmp_path_factory.mktemp("edge") / "data", {"dicom": {**TIMEOUTS, "max_associations": CAP}})
     appliance = Appliance(cfg, only=("dicom",)).start()
     echo_seconds(appliance.dicom_port)  # warm: imports, first association
     yield appliance
@@ -350,7 +351,7 @@ def test_thirty_four_trickling_peers_do_not_stop_echo(app: Appliance) -> None:
             inside.append(sock)
         else:
             sock.close()
-    assert len(inside) == 32  # dicom.max_associations; the others were rejected
+    assert len(inside) == CAP  # dicom.max_associations; the others were rejected
     start = time.monotonic()
     deadline = start + TIMEOUTS["pdu_timeout"] + 3
     while time.monotonic() < deadline:
