@@ -4,7 +4,8 @@ Devices declared in the configuration file (``[[devices]]``) are *managed by the
 at every start they are written over the database rows with the same AE title, rows
 the file no longer declares are removed, and the web UI shows them read-only. Devices
 added in the web UI are *managed by the web* and kept across restarts. After any
-change the live list is pushed to ``Access.set_devices`` so associations see it at once.
+change the live list (``Access.devices``, an ``appliance.live.LiveList``) is published so
+associations see it at once.
 """
 
 from __future__ import annotations
@@ -133,8 +134,3 @@ def delete(store: Store, ae_title: str, actor: str = "system", source: str = "")
     with store.write() as db:
         TABLE.remove(db, ae_title)
         audit.record(db, actor, "device-delete", f"device {ae_title}", "", source)
-
-
-def publish(store: Store, access: Any) -> None:
-    """Push the database's device list to the live access policy."""
-    access.set_devices(load(store))

@@ -12,16 +12,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from appliance import access, destinations, statuskey
+from appliance import access, statuskey
 from appliance.config import Config
-from appliance.db import Store, open_store
+from appliance.db import open_store
 from appliance.dicom import compat, edge, tls
+from appliance.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +47,6 @@ class Service(Protocol):
 
     def health(self) -> dict[str, Any]:
         """A small JSON-able report: at least ``{"state": "running"}``."""
-
-
-@dataclass
-class Runtime:
-    """What services and the web app share: configuration, database, live device list,
-    live destination list (the file's ``[[destinations]]`` synced in when it is built)."""
-
-    config: Config
-    store: Store
-    access: access.Access
-    started_at: float = field(default_factory=time.time)
-    destinations: destinations.Live = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.destinations = destinations.Live(self.store, self.config.destinations)
 
 
 def configure_pynetdicom(config: Config) -> None:
@@ -188,7 +173,8 @@ class Appliance:
     def start(self) -> Appliance:
         """Open the database, bind the listeners, start workers; returns when ready."""
         store = open_store(self.config.data_dir)
-        self.runtime = Runtime(self.config, store, access.Access(self.config, store))
+        self.runtime = Runtime.create(self.config, store)
+        self.runtime.sync()
         try:
             if "dicom" in self.only:
                 self._start_dicom()
@@ -279,11 +265,11 @@ class Appliance:
     def _start_web(self) -> None:
         from waitress import create_server
 
-        from web import create_app
+        import web
 
         assert self.runtime is not None
         key = statuskey.write(self.config.data_dir)
-        app = create_app(self.runtime, health=self.health, health_key=key)
+        app = web.start(web.create_app(self.runtime, health=self.health, health_key=key))
         cfg = self.config.web
         server = create_server(
             app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance",

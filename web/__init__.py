@@ -18,6 +18,8 @@ from flask import Flask, current_app, g, jsonify, redirect, render_template, req
 from werkzeug.exceptions import HTTPException
 
 from appliance import accounts
+from appliance.db import Store
+from appliance.runtime import Runtime
 from web import i18n, security
 
 PUBLIC_ENDPOINTS = {"healthz", "static", "auth.login", "auth.setup", "auth.language"}
@@ -46,21 +48,20 @@ def _announce_setup(token: str) -> None:
 
 
 def create_app(
-    runtime: Any,
+    runtime: Runtime,
     health: Callable[[], dict[str, Any]] | None = None,
     test_config: dict[str, Any] | None = None,
     announce: Callable[[str], None] = _announce_setup,
     health_key: str = "",
 ) -> Flask:
-    """Build the Flask app for this runtime (config, store, access).
+    """Build the Flask app for this runtime (config, store, access); it writes nothing:
+    ``start(app)`` does, before the first request.
 
     ``health_key``: the box's status key (appliance.statuskey); a caller sending it as a
     Bearer token sees the full /healthz report, as a signed-in user or an API token does.
     """
     app = Flask(__name__)
-    store = runtime.store
     app.config.update(
-        SECRET_KEY=accounts.secret_key(store),
         SESSION_COOKIE_NAME="appliance_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -75,10 +76,7 @@ def create_app(
     app.config.update(test_config or {})
     app.extensions["appliance"] = runtime
     app.extensions["admin_menu"] = list(ADMIN_MENU)
-
-    token = accounts.issue_setup_token(store)
-    if token is not None:
-        announce(token)
+    app.extensions["announce_setup"] = announce
 
     from web import admin, api, auth, board, destinations, hl7, prints, queues, steps
 
@@ -114,6 +112,18 @@ def create_app(
     app.jinja_env.filters["pn_alpha"] = pn_alphabetic
     app.jinja_env.filters["epoch"] = epoch_display
     app.jinja_env.filters["birth"] = birth_display
+    return app
+
+
+def start(app: Flask) -> Flask:
+    """The web app's writes, made once before it serves: the session signing key (made
+    on the first start, kept in the database) and, while there is no admin account, a
+    one-time setup token handed to ``announce``."""
+    store = app.extensions["appliance"].store
+    app.config["SECRET_KEY"] = accounts.secret_key(store)
+    token = accounts.issue_setup_token(store)
+    if token is not None:
+        app.extensions["announce_setup"](token)
     return app
 
 
@@ -233,11 +243,12 @@ def _http_error(exc: HTTPException) -> Any:
     return render_template("error.html", code=code, message=gettext(message)), code
 
 
-def request_store() -> Any:
+def request_store() -> Store:
     """The appliance's database (each thread has its own connection)."""
-    return current_app.extensions["appliance"].store
+    return runtime().store
 
 
-def runtime() -> Any:
-    """The appliance's runtime: config, store, access."""
-    return current_app.extensions["appliance"]
+def runtime() -> Runtime:
+    """The appliance's runtime: config, store, access, destinations."""
+    rt: Runtime = current_app.extensions["appliance"]
+    return rt

@@ -128,7 +128,7 @@ def _device_save(original: str | None) -> Any:
             abort(404)
     if errors:
         return _device_form(values, errors, original)
-    devices.publish(store, runtime().access)
+    runtime().access.devices.publish()
     flash(gettext("Saved."))
     return redirect(url_for("admin.devices"))
 
@@ -143,7 +143,7 @@ def device_delete(ae_title: str) -> Any:
     except ValidationError as exc:
         flash(f"{ae_title}: {gettext(exc.reason)}", "error")
         return redirect(url_for("admin.devices"))
-    devices.publish(store, runtime().access)
+    runtime().access.devices.publish()
     return redirect(url_for("admin.devices"))
 
 

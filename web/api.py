@@ -190,7 +190,7 @@ def _device_write(original: str | None) -> Any:
         return invalid({exc.field: exc.reason})
     except NotFound:
         abort(404, description=f"no device {original}")
-    devices.publish(store, runtime().access)
+    runtime().access.devices.publish()
     return jsonify(device_json(devices.get(store, device.ae_title))), (
         201 if original is None else 200
     )
@@ -216,7 +216,7 @@ def device_delete(ae_title: str) -> Any:
         abort(404, description=f"no device {ae_title}")
     except ValidationError as exc:
         return invalid({exc.field: exc.reason})
-    devices.publish(store, runtime().access)
+    runtime().access.devices.publish()
     return "", 204
 
 
@@ -256,7 +256,7 @@ def _destination_write(original: str | None) -> Any:
         return invalid({exc.field: exc.reason})
     except NotFound:
         abort(404, description=f"no destination {original}")
-    destinations.publish(store, runtime().destinations)
+    runtime().destinations.publish()
     return jsonify(destination_json(destinations.get(store, dest.name))), (
         201 if original is None else 200
     )
@@ -282,5 +282,5 @@ def destination_delete(name: str) -> Any:
         abort(404, description=f"no destination {name}")
     except ValidationError as exc:
         return invalid({exc.field: exc.reason})
-    destinations.publish(store, runtime().destinations)
+    runtime().destinations.publish()
     return "", 204

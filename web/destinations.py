@@ -103,7 +103,7 @@ def _save(original: str | None) -> Any:
             abort(404)
     if errors:
         return _form(dict(request.form), errors, original)
-    destinations.publish(store, runtime().destinations)
+    runtime().destinations.publish()
     flash(gettext("Saved."))
     return redirect(url_for("queues.index"))
 
@@ -118,6 +118,6 @@ def delete(name: str) -> Any:
     except ValidationError as exc:
         flash(f"{name}: {gettext(exc.reason)}", "error")
         return redirect(url_for("queues.index"))
-    destinations.publish(store, runtime().destinations)
+    runtime().destinations.publish()
     flash(gettext("%(name)s removed; its waiting items stay until it is added again.", name=name))
     return redirect(url_for("queues.index"))

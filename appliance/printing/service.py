@@ -32,6 +32,7 @@ from appliance.printing.jobs import JobRunner
 from appliance.printing.output import FAILURE, Output, PrinterState, make_output
 from appliance.printing.repo import PrintRepo
 from appliance.printing.session import PrintError
+from appliance.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class PrintService:
 
     name = "print"
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         config = runtime.config
         self.data_dir = Path(config.data_dir)
@@ -483,6 +484,6 @@ class PrintService:
         return ds
 
 
-def make_service(runtime: Any) -> PrintService:
+def make_service(runtime: Runtime) -> PrintService:
     """The factory in ``appliance.services.FACTORIES``."""
     return PrintService(runtime)

@@ -22,7 +22,7 @@ from appliance.server import Appliance
 from tests.helpers import wait_for
 from tests.printscu import PrintSCU
 from tests.webclient import Web, pager, post, session_csrf, walk
-from web import create_app
+from web import create_app, start
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def printed(start_appliance: Callable[..., Appliance], tmp_path: Path) -> tuple[
     assert rt is not None
     for uid in jobs.values():
         wait_for(lambda uid=uid: history.get_job(rt.store, uid)["state"] == "DONE")
-    flask_app = create_app(rt, test_config={"TESTING": True}, announce=lambda _t: None)
+    flask_app = start(create_app(rt, test_config={"TESTING": True}, announce=lambda _t: None))
     web = Web(flask_app, rt.store, rt)
     web.user("admin", accounts.ADMIN)
     return web, jobs
