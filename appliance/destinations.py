@@ -23,7 +23,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from appliance import audit
-from appliance.config import DestinationSettings, _validate_destination
+from appliance.config import DestinationSettings, validate_destination
 from appliance.db import Store
 from appliance.errors import ConfigError, NotFound, ValidationError
 from appliance.live import LiveList
@@ -68,7 +68,7 @@ def version(store: Store) -> int:
 def validate(dest: DestinationSettings) -> DestinationSettings:
     """The same rules as ``[[destinations]]`` in the file; ValidationError names the field."""
     try:
-        return _validate_destination(dest, "destination")
+        return validate_destination(dest, "destination")
     except ConfigError as exc:
         raise ValidationError(exc.setting.removeprefix("destination."), exc.reason) from exc
 

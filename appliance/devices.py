@@ -17,7 +17,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from appliance import audit
-from appliance.config import DeviceSettings, _validate_device
+from appliance.config import DeviceSettings, validate_device
 from appliance.db import Store
 from appliance.errors import ConfigError, NotFound, ValidationError
 from appliance.managed import NOW, ManagedTable
@@ -61,7 +61,7 @@ def version(store: Store) -> int:
 def validate(device: DeviceSettings) -> DeviceSettings:
     """The same rules as ``[[devices]]`` in the file; ValidationError names the field."""
     try:
-        return _validate_device(device, "device")
+        return validate_device(device, "device")
     except ConfigError as exc:
         raise ValidationError(exc.setting.removeprefix("device."), exc.reason) from exc
 

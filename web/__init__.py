@@ -10,11 +10,21 @@ static files and ``/healthz`` needs a signed-in user; the API also takes Bearer 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Flask, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from werkzeug.exceptions import HTTPException
 
 from appliance import accounts
@@ -49,13 +59,14 @@ def _announce_setup(token: str) -> None:
 
 def create_app(
     runtime: Runtime,
+    blueprints: Sequence[Blueprint],
     health: Callable[[], dict[str, Any]] | None = None,
     test_config: dict[str, Any] | None = None,
     announce: Callable[[str], None] = _announce_setup,
     health_key: str = "",
 ) -> Flask:
-    """Build the Flask app for this runtime (config, store, access); it writes nothing:
-    ``start(app)`` does, before the first request.
+    """Build the Flask app for this runtime (config, store, access) with these blueprints
+    (``appliance.app.BLUEPRINTS``); it writes nothing: ``start(app)`` does, before it serves.
 
     ``health_key``: the box's status key (appliance.statuskey); a caller sending it as a
     Bearer token sees the full /healthz report, as a signed-in user or an API token does.
@@ -78,10 +89,7 @@ def create_app(
     app.extensions["admin_menu"] = list(ADMIN_MENU)
     app.extensions["announce_setup"] = announce
 
-    from web import admin, api, auth, board, destinations, hl7, prints, queues, steps
-
-    blueprints = (auth, board, steps, admin, prints, queues, destinations, hl7, api)
-    for bp in (module.bp for module in blueprints):
+    for bp in blueprints:
         app.register_blueprint(bp)
 
     @app.get("/healthz")

@@ -8,13 +8,17 @@ input answers 400 with the field named, as the HTML form does.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, g, jsonify, request
 
 from appliance import destinations, devices
+from appliance.db import Store
 from appliance.errors import Conflict, NotFound, ValidationError
+from appliance.live import LiveList
 from appliance.worklist.repo import WorklistRepo
 from web import board, request_store, runtime, security, stepform
 from web.admin import device_from
@@ -162,65 +166,80 @@ def procedure_cancel(pk: int) -> Any:
     return jsonify(step_json(repo.get(pk)))
 
 
-# -- devices ----------------------------------------------------------------------
+# -- devices and destinations: one managed-table API ---------------------------------
 
 
-@bp.get("/devices")
-def devices_list() -> Any:
-    return jsonify(devices=[device_json(r) for r in devices.rows(request_store())])
+@dataclass(frozen=True)
+class Managed:
+    """A list the file and the web both edit (``appliance.managed``), as JSON endpoints:
+    list, get, create, update and delete, each change published to the live list."""
 
+    noun: str  # "device": endpoint names (device_get) and the 404 wording
+    plural: str  # "devices": the URL and the list's key
+    rows: Callable[[Store], list[dict[str, Any]]]
+    get: Callable[[Store, str], dict[str, Any]]
+    parse: Callable[[Any], tuple[Any, dict[str, str]]]  # JSON -> (entry or None, errors)
+    save: Callable[..., Any]  # (store, entry, original, actor, source) -> saved entry
+    delete: Callable[..., None]  # (store, key, actor, source)
+    to_json: Callable[[dict[str, Any]], dict[str, Any]]
+    live: Callable[[], LiveList[Any]]
+    key_of: Callable[[Any], str]
+    admin_reads: bool  # reading needs the admin role too
 
-@bp.get("/devices/<ae_title>")
-def device_get(ae_title: str) -> Any:
-    try:
-        return jsonify(device_json(devices.get(request_store(), ae_title)))
-    except NotFound:
-        abort(404, description=f"no device {ae_title}")
+    def routes(self, blueprint: Blueprint) -> None:
+        """``GET/POST /PLURAL`` and ``GET/PUT/DELETE /PLURAL/<key>`` on the blueprint."""
+        add = blueprint.add_url_rule
+        add(f"/{self.plural}", f"{self.plural}_list", self.list_all, methods=["GET"])
+        add(f"/{self.plural}/<key>", f"{self.noun}_get", self.get_one, methods=["GET"])
+        add(f"/{self.plural}", f"{self.noun}_create", self.create, methods=["POST"])
+        add(f"/{self.plural}/<key>", f"{self.noun}_update", self.update, methods=["PUT"])
+        add(f"/{self.plural}/<key>", f"{self.noun}_delete", self.remove, methods=["DELETE"])
 
+    def list_all(self) -> Any:
+        if self.admin_reads:
+            _admin()
+        return jsonify({self.plural: [self.to_json(r) for r in self.rows(request_store())]})
 
-def _device_write(original: str | None) -> Any:
-    _admin()
-    store = request_store()
-    device, errors = device_from(body())
-    if device is None:
-        return invalid(errors)
-    try:
-        devices.save(store, device, original, security.actor(), security.source())
-    except ValidationError as exc:
-        return invalid({exc.field: exc.reason})
-    except NotFound:
-        abort(404, description=f"no device {original}")
-    runtime().access.devices.publish()
-    return jsonify(device_json(devices.get(store, device.ae_title))), (
-        201 if original is None else 200
-    )
+    def get_one(self, key: str) -> Any:
+        if self.admin_reads:
+            _admin()
+        try:
+            return jsonify(self.to_json(self.get(request_store(), key)))
+        except NotFound:
+            abort(404, description=f"no {self.noun} {key}")
 
+    def create(self) -> Any:
+        return self._write(None)
 
-@bp.post("/devices")
-def device_create() -> Any:
-    return _device_write(None)
+    def update(self, key: str) -> Any:
+        return self._write(key)
 
+    def _write(self, original: str | None) -> Any:
+        _admin()
+        store = request_store()
+        entry, errors = self.parse(body())
+        if entry is None:
+            return invalid(errors)
+        try:
+            self.save(store, entry, original, security.actor(), security.source())
+        except ValidationError as exc:
+            return invalid({exc.field: exc.reason})
+        except NotFound:
+            abort(404, description=f"no {self.noun} {original}")
+        self.live().publish()
+        saved = self.to_json(self.get(store, self.key_of(entry)))
+        return jsonify(saved), (201 if original is None else 200)
 
-@bp.put("/devices/<ae_title>")
-def device_update(ae_title: str) -> Any:
-    return _device_write(ae_title)
-
-
-@bp.delete("/devices/<ae_title>")
-def device_delete(ae_title: str) -> Any:
-    _admin()
-    store = request_store()
-    try:
-        devices.delete(store, ae_title, security.actor(), security.source())
-    except NotFound:
-        abort(404, description=f"no device {ae_title}")
-    except ValidationError as exc:
-        return invalid({exc.field: exc.reason})
-    runtime().access.devices.publish()
-    return "", 204
-
-
-# -- destinations (admins only) -----------------------------------------------------
+    def remove(self, key: str) -> Any:
+        _admin()
+        try:
+            self.delete(request_store(), key, security.actor(), security.source())
+        except NotFound:
+            abort(404, description=f"no {self.noun} {key}")
+        except ValidationError as exc:
+            return invalid({exc.field: exc.reason})
+        self.live().publish()
+        return "", 204
 
 
 def destination_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -229,58 +248,14 @@ def destination_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@bp.get("/destinations")
-def destinations_list() -> Any:
-    _admin()
-    return jsonify(destinations=[destination_json(r) for r in destinations.rows(request_store())])
-
-
-@bp.get("/destinations/<name>")
-def destination_get(name: str) -> Any:
-    _admin()
-    try:
-        return jsonify(destination_json(destinations.get(request_store(), name)))
-    except NotFound:
-        abort(404, description=f"no destination {name}")
-
-
-def _destination_write(original: str | None) -> Any:
-    _admin()
-    store = request_store()
-    dest, errors = destination_from(body())
-    if dest is None:
-        return invalid(errors)
-    try:
-        destinations.save(store, dest, original, security.actor(), security.source())
-    except ValidationError as exc:
-        return invalid({exc.field: exc.reason})
-    except NotFound:
-        abort(404, description=f"no destination {original}")
-    runtime().destinations.publish()
-    return jsonify(destination_json(destinations.get(store, dest.name))), (
-        201 if original is None else 200
-    )
-
-
-@bp.post("/destinations")
-def destination_create() -> Any:
-    return _destination_write(None)
-
-
-@bp.put("/destinations/<name>")
-def destination_update(name: str) -> Any:
-    return _destination_write(name)
-
-
-@bp.delete("/destinations/<name>")
-def destination_delete(name: str) -> Any:
-    _admin()
-    store = request_store()
-    try:
-        destinations.delete(store, name, security.actor(), security.source())
-    except NotFound:
-        abort(404, description=f"no destination {name}")
-    except ValidationError as exc:
-        return invalid({exc.field: exc.reason})
-    runtime().destinations.publish()
-    return "", 204
+Managed(
+    noun="device", plural="devices", rows=devices.rows, get=devices.get, parse=device_from,
+    save=devices.save, delete=devices.delete, to_json=device_json,
+    live=lambda: runtime().access.devices, key_of=lambda d: d.ae_title, admin_reads=False,
+).routes(bp)  # fmt: skip
+Managed(
+    noun="destination", plural="destinations", rows=destinations.rows, get=destinations.get,
+    parse=destination_from, save=destinations.save, delete=destinations.delete,
+    to_json=destination_json, live=lambda: runtime().destinations, key_of=lambda d: d.name,
+    admin_reads=True,
+).routes(bp)  # fmt: skip

@@ -482,8 +482,3 @@ class PrintService:
         ds.PrinterName = job["printer"][:64]
         ds.Originator = job["calling_ae"]
         return ds
-
-
-def make_service(runtime: Runtime) -> PrintService:
-    """The factory in ``appliance.services.FACTORIES``."""
-    return PrintService(runtime)

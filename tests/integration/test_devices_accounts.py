@@ -11,9 +11,9 @@ import pytest
 
 from appliance import accounts, devices
 from appliance.access import Access
+from appliance.app import open_store
 from appliance.cli import main
 from appliance.config import DeviceSettings
-from appliance.db import open_store
 from appliance.errors import Conflict, ValidationError
 from appliance.runtime import Runtime
 from appliance.server import Appliance

@@ -9,11 +9,11 @@ import pytest
 from flask.testing import FlaskClient
 
 from appliance import accounts, catalog
-from appliance.db import open_store
+from appliance.app import open_store, web_app
 from appliance.runtime import Runtime
 from tests.helpers import make_config
 from tests.webclient import DEVICES, PROCEDURES, Web
-from web import create_app, start
+from web import start
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def web_bare(tmp_path: Path) -> Iterator[Web]:
     store = open_store(cfg.data_dir)
     runtime = Runtime.create(cfg, store).sync()
     tokens: list[str] = []
-    app = start(create_app(runtime, test_config={"TESTING": True}, announce=tokens.append))
+    app = start(web_app(runtime, test_config={"TESTING": True}, announce=tokens.append))
     yield Web(app, store, runtime, tokens)
     store.close()
 
