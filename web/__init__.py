@@ -140,6 +140,11 @@ def gettext(text: str, **params: Any) -> str:
     return i18n.translate(text, g.get("lang", i18n.DEFAULT), **params)
 
 
+def refuse(code: int, field: str, reason: str) -> Any:
+    """An error page that names what is wrong: the field and the (translated) reason."""
+    return render_template("error.html", code=code, message=f"{field}: {gettext(reason)}"), code
+
+
 def pn_display(pn: str) -> str:
     """A person name for people: the ideographic group if any, else alphabetic, else phonetic."""
     groups = [*(pn or "").split("="), "", ""]

@@ -21,8 +21,7 @@ from appliance.errors import Conflict, NotFound, ValidationError
 from appliance.live import LiveList
 from appliance.worklist.repo import WorklistRepo
 from web import board, request_store, runtime, security, stepform
-from web.admin import device_from
-from web.destinations import destination_from
+from web.entries import destination_from, device_from
 from web.steps import lookups
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
