@@ -1,8 +1,11 @@
 """The web application: a Flask app factory over the appliance's runtime.
 
-Blueprints: ``auth`` (sign-in, first-run setup, own account), ``board`` (the schedule
-board and its live updates), ``steps`` (schedule form), ``admin`` (devices, users,
-catalog, audit log) and ``api`` (JSON under /api/v1/). Every page but sign-in, setup,
+Blueprints (listed in ``appliance.app.BLUEPRINTS``, handed to ``create_app``): ``auth``
+(sign-in, first-run setup, own account), ``board`` (the schedule board and its live
+updates), ``steps`` (schedule form), ``admin`` (devices, users, catalog, audit log),
+``prints``, ``queues``, ``destinations``, ``hl7`` and ``api`` (JSON under /api/v1/). This
+package imports none of them: they import it (``gettext``, ``runtime``, ``refuse``).
+``create_app`` writes nothing; ``start(app)`` does, once, before it serves. Every page but sign-in, setup,
 static files and ``/healthz`` needs a signed-in user; the API also takes Bearer tokens.
 ``/healthz`` tells anonymous callers only up or down.
 """

@@ -25,7 +25,7 @@ from appliance.config import CHARSETS, DEVICE_ROLES, STATION_FILTERS
 from appliance.dicom import echo as dicom_echo
 from appliance.errors import Conflict, NotFound, ValidationError
 from web import gettext, paging, refuse, request_store, runtime, security
-from web.entries import device_from
+from web.entries import DEVICES
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -77,32 +77,24 @@ def _device_save(original: str | None) -> Any:
             abort(404)
     values: dict[str, Any] = dict(request.form)
     values["hide_completed"] = "hide_completed" in request.form
-    device, errors = device_from(request.form)
-    if device is not None:
-        try:
-            devices.save(store, device, original, security.actor(), security.source())
-        except ValidationError as exc:
-            errors = {exc.field: exc.reason}
-        except NotFound:
-            abort(404)
-    if errors:
+    try:
+        device, errors = DEVICES.write(request.form, original)
+    except NotFound:
+        abort(404)
+    if device is None:
         return _device_form(values, errors, original)
-    runtime().access.devices.publish()
     flash(gettext("Saved."))
     return redirect(url_for("admin.devices"))
 
 
 @bp.post("/devices/<ae_title>/delete")
 def device_delete(ae_title: str) -> Any:
-    store = request_store()
     try:
-        devices.delete(store, ae_title, security.actor(), security.source())
+        DEVICES.remove(ae_title)
     except NotFound:
         abort(404)
     except ValidationError as exc:
         flash(f"{ae_title}: {gettext(exc.reason)}", "error")
-        return redirect(url_for("admin.devices"))
-    runtime().access.devices.publish()
     return redirect(url_for("admin.devices"))
 
 

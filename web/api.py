@@ -16,12 +16,10 @@ from typing import Any
 from flask import Blueprint, abort, g, jsonify, request
 
 from appliance import destinations, devices
-from appliance.db import Store
 from appliance.errors import Conflict, NotFound, ValidationError
-from appliance.live import LiveList
 from appliance.worklist.repo import WorklistRepo
-from web import board, request_store, runtime, security, stepform
-from web.entries import destination_from, device_from
+from web import board, request_store, security, stepform
+from web.entries import DESTINATIONS, DEVICES, Managed
 from web.steps import lookups
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -169,43 +167,36 @@ def procedure_cancel(pk: int) -> Any:
 
 
 @dataclass(frozen=True)
-class Managed:
-    """A list the file and the web both edit (``appliance.managed``), as JSON endpoints:
-    list, get, create, update and delete, each change published to the live list."""
+class ManagedApi:
+    """A managed list (``web.entries.Managed``) as JSON endpoints: list, get, create,
+    update and delete."""
 
-    noun: str  # "device": endpoint names (device_get) and the 404 wording
-    plural: str  # "devices": the URL and the list's key
-    rows: Callable[[Store], list[dict[str, Any]]]
-    get: Callable[[Store, str], dict[str, Any]]
-    parse: Callable[[Any], tuple[Any, dict[str, str]]]  # JSON -> (entry or None, errors)
-    save: Callable[..., Any]  # (store, entry, original, actor, source) -> saved entry
-    delete: Callable[..., None]  # (store, key, actor, source)
+    table: Managed
     to_json: Callable[[dict[str, Any]], dict[str, Any]]
-    live: Callable[[], LiveList[Any]]
-    key_of: Callable[[Any], str]
     admin_reads: bool  # reading needs the admin role too
 
     def routes(self, blueprint: Blueprint) -> None:
         """``GET/POST /PLURAL`` and ``GET/PUT/DELETE /PLURAL/<key>`` on the blueprint."""
-        add = blueprint.add_url_rule
-        add(f"/{self.plural}", f"{self.plural}_list", self.list_all, methods=["GET"])
-        add(f"/{self.plural}/<key>", f"{self.noun}_get", self.get_one, methods=["GET"])
-        add(f"/{self.plural}", f"{self.noun}_create", self.create, methods=["POST"])
-        add(f"/{self.plural}/<key>", f"{self.noun}_update", self.update, methods=["PUT"])
-        add(f"/{self.plural}/<key>", f"{self.noun}_delete", self.remove, methods=["DELETE"])
+        noun, plural, add = self.table.noun, self.table.plural, blueprint.add_url_rule
+        add(f"/{plural}", f"{plural}_list", self.list_all, methods=["GET"])
+        add(f"/{plural}/<key>", f"{noun}_get", self.get_one, methods=["GET"])
+        add(f"/{plural}", f"{noun}_create", self.create, methods=["POST"])
+        add(f"/{plural}/<key>", f"{noun}_update", self.update, methods=["PUT"])
+        add(f"/{plural}/<key>", f"{noun}_delete", self.remove, methods=["DELETE"])
 
     def list_all(self) -> Any:
         if self.admin_reads:
             _admin()
-        return jsonify({self.plural: [self.to_json(r) for r in self.rows(request_store())]})
+        rows = self.table.rows(request_store())
+        return jsonify({self.table.plural: [self.to_json(r) for r in rows]})
 
     def get_one(self, key: str) -> Any:
         if self.admin_reads:
             _admin()
         try:
-            return jsonify(self.to_json(self.get(request_store(), key)))
+            return jsonify(self.to_json(self.table.get(request_store(), key)))
         except NotFound:
-            abort(404, description=f"no {self.noun} {key}")
+            abort(404, description=f"no {self.table.noun} {key}")
 
     def create(self) -> Any:
         return self._write(None)
@@ -215,29 +206,23 @@ class Managed:
 
     def _write(self, original: str | None) -> Any:
         _admin()
-        store = request_store()
-        entry, errors = self.parse(body())
+        try:
+            entry, errors = self.table.write(body(), original)
+        except NotFound:
+            abort(404, description=f"no {self.table.noun} {original}")
         if entry is None:
             return invalid(errors)
-        try:
-            self.save(store, entry, original, security.actor(), security.source())
-        except ValidationError as exc:
-            return invalid({exc.field: exc.reason})
-        except NotFound:
-            abort(404, description=f"no {self.noun} {original}")
-        self.live().publish()
-        saved = self.to_json(self.get(store, self.key_of(entry)))
+        saved = self.to_json(self.table.get(request_store(), self.table.key_of(entry)))
         return jsonify(saved), (201 if original is None else 200)
 
     def remove(self, key: str) -> Any:
         _admin()
         try:
-            self.delete(request_store(), key, security.actor(), security.source())
+            self.table.remove(key)
         except NotFound:
-            abort(404, description=f"no {self.noun} {key}")
+            abort(404, description=f"no {self.table.noun} {key}")
         except ValidationError as exc:
             return invalid({exc.field: exc.reason})
-        self.live().publish()
         return "", 204
 
 
@@ -247,14 +232,5 @@ def destination_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-Managed(
-    noun="device", plural="devices", rows=devices.rows, get=devices.get, parse=device_from,
-    save=devices.save, delete=devices.delete, to_json=device_json,
-    live=lambda: runtime().access.devices, key_of=lambda d: d.ae_title, admin_reads=False,
-).routes(bp)  # fmt: skip
-Managed(
-    noun="destination", plural="destinations", rows=destinations.rows, get=destinations.get,
-    parse=destination_from, save=destinations.save, delete=destinations.delete,
-    to_json=destination_json, live=lambda: runtime().destinations, key_of=lambda d: d.name,
-    admin_reads=True,
-).routes(bp)  # fmt: skip
+ManagedApi(DEVICES, device_json, admin_reads=False).routes(bp)
+ManagedApi(DESTINATIONS, destination_json, admin_reads=True).routes(bp)

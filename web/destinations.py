@@ -15,8 +15,8 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from appliance import destinations, managed
 from appliance.config import COMMITMENT_POLICIES
 from appliance.errors import NotFound, ValidationError
-from web import gettext, request_store, runtime, security
-from web.entries import destination_from
+from web import gettext, request_store
+from web.entries import DESTINATIONS
 
 bp = Blueprint("destinations", __name__, url_prefix="/admin/destinations")
 
@@ -63,31 +63,24 @@ def _save(original: str | None) -> Any:
         if row["managed_by"] == managed.CONFIG:
             abort(404)  # read-only: the file's entries have no form
         return _form(row, {}, original)
-    dest, errors = destination_from(request.form)
-    if dest is not None:
-        try:
-            destinations.save(store, dest, original, security.actor(), security.source())
-        except ValidationError as exc:
-            errors = {exc.field: exc.reason}
-        except NotFound:
-            abort(404)
-    if errors:
+    try:
+        dest, errors = DESTINATIONS.write(request.form, original)
+    except NotFound:
+        abort(404)
+    if dest is None:
         return _form(dict(request.form), errors, original)
-    runtime().destinations.publish()
     flash(gettext("Saved."))
     return redirect(url_for("queues.index"))
 
 
 @bp.post("/<name>/delete")
 def delete(name: str) -> Any:
-    store = request_store()
     try:
-        destinations.delete(store, name, security.actor(), security.source())
+        DESTINATIONS.remove(name)
     except NotFound:
         abort(404)
     except ValidationError as exc:
         flash(f"{name}: {gettext(exc.reason)}", "error")
         return redirect(url_for("queues.index"))
-    runtime().destinations.publish()
     flash(gettext("%(name)s removed; its waiting items stay until it is added again.", name=name))
     return redirect(url_for("queues.index"))

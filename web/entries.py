@@ -1,14 +1,20 @@
-"""Devices and destinations read from a form or a JSON body (the admin pages and the API
-share these): a settings entry validated with the file's rules, or the errors by field."""
+"""Devices and destinations as the web edits them, for the admin pages and the API alike:
+read from a form or a JSON body (validated with the file's rules, errors by field), and
+``Managed``, the one way to save or remove an entry of such a list and publish it."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from appliance import destinations, devices
 from appliance.config import DestinationSettings, DeviceSettings
+from appliance.db import Store
 from appliance.errors import ValidationError
+from appliance.live import LiveList
+from web import request_store, runtime, security
 
 _SEPARATORS = re.compile(r"[,\n]")  # AE titles may hold spaces; lists are comma-separated
 
@@ -80,3 +86,49 @@ def destination_from(data: Any) -> tuple[DestinationSettings | None, dict[str, s
         return destinations.validate(DestinationSettings(**values)), {}
     except ValidationError as exc:
         return None, {exc.field: exc.reason}
+
+
+@dataclass(frozen=True)
+class Managed:
+    """A list the file and the web both edit (``appliance.managed``): read, save and
+    remove an entry as the signed-in user, each change published to the live list."""
+
+    noun: str  # "device": endpoint names (device_get) and the 404 wording
+    plural: str  # "devices": the API's URL and the list's key
+    rows: Callable[[Store], list[dict[str, Any]]]
+    get: Callable[[Store, str], dict[str, Any]]  # NotFound when there is none
+    parse: Callable[[Any], tuple[Any, dict[str, str]]]  # data -> (entry or None, errors)
+    save: Callable[..., Any]  # (store, entry, original, actor, source)
+    delete: Callable[..., None]  # (store, key, actor, source)
+    live: Callable[[], LiveList[Any]]
+    key_of: Callable[[Any], str]
+
+    def write(self, data: Any, original: str | None) -> tuple[Any, dict[str, str]]:
+        """Add (``original`` None) or change an entry from form or JSON data: (the entry,
+        {}) or (None, errors by field). NotFound when ``original`` is not there."""
+        entry, errors = self.parse(data)
+        if entry is None:
+            return None, errors
+        try:
+            self.save(request_store(), entry, original, security.actor(), security.source())
+        except ValidationError as exc:
+            return None, {exc.field: exc.reason}
+        self.live().publish()
+        return entry, {}
+
+    def remove(self, key: str) -> None:
+        """Remove an entry; NotFound, or ValidationError for one the file manages."""
+        self.delete(request_store(), key, security.actor(), security.source())
+        self.live().publish()
+
+
+DEVICES = Managed(
+    noun="device", plural="devices", rows=devices.rows, get=devices.get, parse=device_from,
+    save=devices.save, delete=devices.delete, live=lambda: runtime().access.devices,
+    key_of=lambda d: d.ae_title,
+)  # fmt: skip
+DESTINATIONS = Managed(
+    noun="destination", plural="destinations", rows=destinations.rows,
+    get=destinations.get, parse=destination_from, save=destinations.save,
+    delete=destinations.delete, live=lambda: runtime().destinations, key_of=lambda d: d.name,
+)  # fmt: skip
