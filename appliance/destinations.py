@@ -25,7 +25,7 @@ from sqlite_utils.migrations import Migrations
 from appliance import audit
 from appliance.config import DestinationSettings, validate_destination
 from appliance.db import Store
-from appliance.errors import ConfigError, NotFound, ValidationError
+from appliance.errors import NotFound
 from appliance.live import LiveList
 from appliance.managed import NOW, ManagedTable
 
@@ -67,10 +67,8 @@ def version(store: Store) -> int:
 
 def validate(dest: DestinationSettings) -> DestinationSettings:
     """The same rules as ``[[destinations]]`` in the file; ValidationError names the field."""
-    try:
-        return validate_destination(dest, "destination")
-    except ConfigError as exc:
-        raise ValidationError(exc.setting.removeprefix("destination."), exc.reason) from exc
+    validated: DestinationSettings = TABLE.validate(dest)
+    return validated
 
 
 def _settings(row: dict[str, Any]) -> DestinationSettings:
@@ -96,6 +94,7 @@ TABLE = ManagedTable(
     decode=_settings,
     order="managed_by = 'web', position, name",  # the file's order, then the web's
     version_key=VERSION_KEY,
+    check=validate_destination,
     positioned=True,
 )
 

@@ -19,7 +19,7 @@ from sqlite_utils.migrations import Migrations
 from appliance import audit
 from appliance.config import DeviceSettings, validate_device
 from appliance.db import Store
-from appliance.errors import ConfigError, NotFound, ValidationError
+from appliance.errors import NotFound
 from appliance.managed import NOW, ManagedTable
 
 FIELDS = tuple(f.name for f in dataclasses.fields(DeviceSettings))
@@ -60,10 +60,8 @@ def version(store: Store) -> int:
 
 def validate(device: DeviceSettings) -> DeviceSettings:
     """The same rules as ``[[devices]]`` in the file; ValidationError names the field."""
-    try:
-        return validate_device(device, "device")
-    except ConfigError as exc:
-        raise ValidationError(exc.setting.removeprefix("device."), exc.reason) from exc
+    validated: DeviceSettings = TABLE.validate(device)
+    return validated
 
 
 def _settings(row: dict[str, Any]) -> DeviceSettings:
@@ -87,6 +85,7 @@ TABLE = ManagedTable(
     decode=_settings,
     order="ae_title",
     version_key=VERSION_KEY,
+    check=validate_device,
 )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import sqlite_utils
 
 from appliance.db import Store
-from appliance.errors import NotFound, ValidationError
+from appliance.errors import ConfigError, NotFound, ValidationError
 
 CONFIG, WEB = "config", "web"
 NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
@@ -36,6 +36,15 @@ class ManagedTable:
     order: str  # ORDER BY of the live list
     version_key: str
     positioned: bool = False  # the file's order kept in a ``position`` column
+    # The file's rules for one entry: config.validate_device and the like (ConfigError).
+    check: Callable[[Any, str], Any] = lambda entry, _where: entry
+
+    def validate(self, entry: Any) -> Any:
+        """An entry from the web under the file's rules; ValidationError names the field."""
+        try:
+            return self.check(entry, self.noun)
+        except ConfigError as exc:
+            raise ValidationError(exc.setting.removeprefix(f"{self.noun}."), exc.reason) from exc
 
     def bump(self, db: sqlite_utils.Database) -> None:
         """Count a change, so another process notices it."""
