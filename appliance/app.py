@@ -35,7 +35,7 @@ from appliance.runtime import Runtime
 from appliance.worklist import cli as worklist_cli
 from appliance.worklist.schema import migrations as worklist_migrations
 from appliance.worklist.scp import WorklistService
-from web import admin, api, auth, board, prints, queues, steps
+from web import admin, api, auth, board, dicomweb, prints, queues, steps
 from web import destinations as destination_pages
 from web import hl7 as hl7_pages
 
@@ -86,6 +86,7 @@ BLUEPRINTS: list[Blueprint] = [
     destination_pages.bp,
     hl7_pages.bp,
     api.bp,
+    dicomweb.bp,
 ]
 
 

@@ -3,10 +3,10 @@
 Blueprints (listed in ``appliance.app.BLUEPRINTS``, handed to ``create_app``): ``auth``
 (sign-in, first-run setup, own account), ``board`` (the schedule board and its live
 updates), ``steps`` (schedule form), ``admin`` (devices, users, catalog, audit log),
-``prints``, ``queues``, ``destinations``, ``hl7`` and ``api`` (JSON under /api/v1/). This
-package imports none of them: they import it (``gettext``, ``runtime``, ``refuse``).
-``create_app`` writes nothing; ``start(app)`` does, once, before it serves. Every page but sign-in, setup,
-static files and ``/healthz`` needs a signed-in user; the API also takes Bearer tokens.
+``prints``, ``queues``, ``destinations``, ``hl7``, ``api`` (JSON under /api/v1/) and
+``dicomweb``. This package imports none of them: they import it (``gettext``, ``runtime``,
+``refuse``). ``create_app`` writes nothing; ``start(app)`` does, once, before it serves.
+Every page but sign-in, setup, static files and ``/healthz`` needs a signed-in user; the API also takes Bearer tokens.
 ``/healthz`` tells anonymous callers only up or down.
 """
 
@@ -189,7 +189,8 @@ def pn_alphabetic(pn: str) -> str:
 
 
 def _is_api() -> bool:
-    return request.path.startswith("/api/")
+    """JSON errors, Bearer tokens, 401 for anonymous: the API and DICOMweb."""
+    return request.path.startswith(("/api/", "/dicomweb/"))
 
 
 def _authenticate() -> Any:

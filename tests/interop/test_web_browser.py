@@ -54,12 +54,12 @@ CATALOG_CSV = (
 class Box:
     """`appliance serve` in a subprocess; its stderr is read for the ports and setup token."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, extra: str = "") -> None:
         cfg = data / "appliance.toml"
         cfg.write_text(
             f'data_dir = "{data / "data"}"\n'
             '[dicom]\nhost = "127.0.0.1"\nport = 0\ntls_port = 0\n'
-            '[web]\nhost = "127.0.0.1"\nport = 0\n'
+            '[web]\nhost = "127.0.0.1"\nport = 0\n' + extra
         )
         self.lines: list[str] = []
         self.proc = subprocess.Popen(

@@ -43,6 +43,7 @@ KNOWN_CROSSINGS: dict[tuple[str, str], str] = {
     ("appliance.qr.retrieve", "appliance.forward.sender"): "C-MOVE sends with the forwarder",
     ("appliance.qr.retrieve", "appliance.forward.spool"): "Q/R serves the spool's files",
     ("appliance.qr.scp", "appliance.forward.spool"): "Q/R serves the spool's files",
+    ("appliance.qr.qido", "appliance.worklist.matching"): "QIDO-RS: the same attribute matching",
     ("appliance.qr.scp", "appliance.worklist.matching"): "the same attribute matching",
     ("appliance.qr.scp", "appliance.worklist.scp"): "the same identifier reading",
 }
