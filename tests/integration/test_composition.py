@@ -91,7 +91,9 @@ def test_the_root_lists_every_service_blueprint_and_command(tmp_path: Path) -> N
         code, report = get_json(box.web_port, "/healthz", _status_key(tmp_path / "d"))
         assert code == 200 and services <= set(report["services"])
         flask_app = app.web_app(box.runtime)
-        assert set(flask_app.blueprints) == {bp.name for bp in app.BLUEPRINTS}
+        assert {name.split(".")[0] for name in flask_app.blueprints} == {
+            bp.name for bp in app.BLUEPRINTS
+        }  # nested ones (dicomweb.search) under their parent
     _parser, handlers = cli.build_parser()
     assert {
         "serve",
