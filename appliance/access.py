@@ -16,12 +16,11 @@ from typing import Any
 from appliance import audit, devices
 from appliance.config import Config, DeviceSettings
 from appliance.db import Store
+from appliance.live import LiveList
 
 log = logging.getLogger(__name__)
 
 VERIFY = "verify"
-# How often a process looks for device changes made by another process (seconds).
-REFRESH_S = 2.0
 # A refusal is audited once per calling AE title, address and kind in this many seconds
 # (a modality retrying every second must not fill the audit log).
 AUDIT_EVERY_S = 60.0
@@ -43,48 +42,35 @@ class Access:
         self.config = config
         self.store = store
         self._lock = threading.Lock()
-        # The file's [[devices]] are written over the database's, then all are loaded.
-        known = devices.sync_from_config(store, config.devices)
-        self._devices: dict[str, DeviceSettings] = {d.ae_title: d for d in known}
-        self._version = devices.version(store)
-        self._checked = time.monotonic()
+        self.devices: LiveList[DeviceSettings] = LiveList(store, devices.TABLE)
+        self.devices.subscribe(self._index)
+        self._by_title: dict[str, DeviceSettings] = {}
         self._ae: Any = None
         self._audited: dict[tuple[str, str, str], float] = {}
 
-    def bind(self, ae: Any) -> None:
-        """Apply the reject policy to a pynetdicom AE (its calling AE title allow-list)."""
-        self._ae = ae
-        self._apply()
+    def sync(self) -> None:
+        """Write the file's [[devices]] over the database's, then load them all (at start)."""
+        self.devices.sync(self.config.devices)
 
-    def set_devices(self, devices: list[DeviceSettings]) -> None:
-        """Replace the known devices (the web UI calls this after an edit)."""
+    def _index(self) -> None:
+        by_title = {d.ae_title: d for d in self.devices.current()}
         with self._lock:
-            self._devices = {d.ae_title: d for d in devices}
-        self._apply()
+            self._by_title = by_title
 
-    def _apply(self) -> None:
-        if self._ae is None:
-            return
-        # The reject policy is applied at the listener's edge (``admits``), before
-        # pynetdicom: its allow-list cannot say "nobody" when there is no device yet.
-        self._ae.require_calling_aet = []
+    def bind(self, ae: Any) -> None:
+        """Apply the reject policy to a pynetdicom AE (its calling AE title allow-list).
 
-    def _refresh(self) -> None:
-        """Reload when another process (``serve --only web``) changed the device list."""
-        now = time.monotonic()
-        if now - self._checked < REFRESH_S:
-            return
-        self._checked = now
-        current = devices.version(self.store)
-        if current != self._version:
-            self._version = current
-            self.set_devices(devices.load(self.store))
+        The reject policy is applied at the listener's edge (``admits``), before
+        pynetdicom: its allow-list cannot say "nobody" when there is no device yet.
+        """
+        self._ae = ae
+        ae.require_calling_aet = []
 
     def device(self, calling_ae: str) -> DeviceSettings | None:
         """The known device with this calling AE title, or None."""
-        self._refresh()
+        self.devices.refresh()
         with self._lock:
-            return self._devices.get(calling_ae.strip())
+            return self._by_title.get(calling_ae.strip())
 
     def policy(self, calling_ae: str) -> DeviceSettings:
         """The device's settings, or defaults for an unknown AE served under ``accept``."""

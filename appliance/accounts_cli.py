@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance import accounts
+from appliance.cliargs import Context, Handler, load_config
 from appliance.errors import ApplianceError, ValidationError
 
 
-def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Any]:
+def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Handler]:
     """Add the ``users`` command and its actions."""
     users = sub.add_parser("users", help="web users: list, add, set a password, setup token")
     actions = users.add_subparsers(dest="users_command", metavar="ACTION")
@@ -49,17 +50,14 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
-def run(args: argparse.Namespace) -> int:
-    from appliance.cli import load_config
-    from appliance.db import open_store
-
+def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.users_command not in ("list", "add", "set-password", "setup-token"):
         print(
             "usage: appliance users {list | add NAME | set-password NAME | setup-token}",
             file=sys.stderr,
         )
         return 2
-    store = open_store(load_config(args).data_dir)
+    store = ctx.open_store(load_config(args).data_dir)
     try:
         if args.users_command == "list":
             for u in accounts.list_users(store):

@@ -12,10 +12,11 @@ from typing import Any
 
 from appliance import backup
 from appliance import config as config_mod
+from appliance.cliargs import EXIT_CONFIG, EXIT_OK, Context, Handler, load_config
 from appliance.config import ENV_CONFIG
 
 
-def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Any]:
+def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Handler]:
     """Add the ``backup`` and ``restore`` commands."""
     b = sub.add_parser(
         "backup",
@@ -43,10 +44,8 @@ def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) ->
     return {"backup": cmd_backup, "restore": cmd_restore}
 
 
-def cmd_backup(args: argparse.Namespace) -> int:
+def cmd_backup(args: argparse.Namespace, _ctx: Context) -> int:
     """Write the archive next to its final name, readable by this user only, then rename."""
-    from appliance.cli import EXIT_OK, load_config
-
     cfg = load_config(args)
     config_file = args.config or (
         Path(os.environ[ENV_CONFIG]) if os.environ.get(ENV_CONFIG) else None
@@ -75,11 +74,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_restore(args: argparse.Namespace) -> int:
+def cmd_restore(args: argparse.Namespace, _ctx: Context) -> int:
     """Refused while the appliance runs; see ``backup.restore``. With ``--restore-config``
     the settings (data_dir, ports) come from the backup's configuration file."""
-    from appliance.cli import EXIT_CONFIG, EXIT_OK, load_config
-
     if args.restore_config and args.config is None:
         print("appliance: --restore-config needs --config FILE", file=sys.stderr)
         return EXIT_CONFIG

@@ -14,40 +14,35 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__, statuskey
+from appliance import __version__, app, backup, notify, statuskey
 from appliance import config as config_mod
+from appliance.cliargs import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    Context,
+    Handler,
+    Registrar,
+    load_config,
+)
+from appliance.cliargs import add_common as _add_common
+from appliance.dicom.echo import echo
 from appliance.errors import ApplianceError, ConfigError
+from appliance.server import ALL_PARTS, Appliance
 
 log = logging.getLogger("appliance")
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
 ENV_TOKEN = "APPLIANCE_TOKEN"
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help=f"TOML configuration file (default: ${config_mod.ENV_CONFIG}, else built-in defaults)",
-    )
-    p.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="data directory (database, spool/, prints/); default ./appliance-data",
-    )
-    p.add_argument("--dicom-port", type=int, metavar="PORT", help="override dicom.port")
-    p.add_argument("--dicom-tls-port", type=int, metavar="PORT", help="override dicom.tls_port")
-    p.add_argument("--web-port", type=int, metavar="PORT", help="override web.port")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
+def build_parser(
+    commands: Sequence[Registrar] = app.COMMANDS,
+) -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    """The argument parser for every subcommand, and the handler of each command."""
     parser = argparse.ArgumentParser(
         prog="appliance",
         description="DICOM Appliance: modality worklist, MPPS, print, store-and-forward, web UI.",
@@ -79,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     cfg_sub.add_parser("settings", help="list every setting with its documentation")
 
-    from appliance import commands
-
-    commands.add_subcommands(sub, _add_common)
-    return parser
+    handlers: dict[str, Handler] = {"serve": cmd_serve, "status": cmd_status, "config": cmd_config}
+    for register in commands:
+        handlers.update(register(sub, _add_common))
+    return parser, handlers
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -91,8 +86,6 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 def _setup_logging(cfg: config_mod.Config) -> None:
     """Log lines to stderr (journald keeps them under systemd), and to a file rotated by
     size when ``logging.file`` is set (relative to the data directory)."""
-    from logging.handlers import RotatingFileHandler
-
     level = getattr(logging, cfg.logging.level)
     logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT)
     root = logging.getLogger()
@@ -110,27 +103,8 @@ def _setup_logging(cfg: config_mod.Config) -> None:
         root.addHandler(handler)
 
 
-def load_config(args: argparse.Namespace) -> config_mod.Config:
-    """Configuration from --config / $APPLIANCE_CONFIG plus command-line overrides."""
-    cfg = config_mod.load(getattr(args, "config", None))
-    host = getattr(args, "host", None)
-    return config_mod.with_overrides(
-        cfg,
-        data_dir=getattr(args, "data_dir", None),
-        dicom_port=getattr(args, "dicom_port", None),
-        dicom_tls_port=getattr(args, "dicom_tls_port", None),
-        web_port=getattr(args, "web_port", None),
-        dicom_host=host,
-        web_host=host,
-        log_level=getattr(args, "log_level", None),
-    )
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, _ctx: Context) -> int:
     """Run until SIGTERM or Ctrl-C, then stop everything cleanly."""
-    from appliance import backup, notify
-    from appliance.server import ALL_PARTS, Appliance
-
     cfg = load_config(args)
     _setup_logging(cfg)
     backup.hold_serve_lock(cfg.data_dir)  # until exit: `appliance restore` refuses meanwhile
@@ -143,32 +117,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     only = (args.only,) if args.only else ALL_PARTS
-    app = Appliance(cfg, only=only)
+    box = Appliance(cfg, only=only)
     try:
-        app.start()
+        box.start()
     except OSError as exc:
         log.error("cannot start: %s", exc)
-        app.stop()
+        box.stop()
         return EXIT_FAILURE
     statuskey.write_ports(
         cfg.data_dir,
-        {"dicom": app.dicom_port, "dicom_tls": app.dicom_tls_port, "web": app.web_port},
+        {"dicom": box.dicom_port, "dicom_tls": box.dicom_tls_port, "web": box.web_port},
     )
-    tls = f"DICOM TLS on port {app.dicom_tls_port}; " if app.dicom_tls_port else ""
-    urls = " or ".join(f"http://{host}:{app.web_port}/" for host in _addresses(cfg.web.host))
+    tls = f"DICOM TLS on port {box.dicom_tls_port}; " if box.dicom_tls_port else ""
+    urls = " or ".join(f"http://{host}:{box.web_port}/" for host in _addresses(cfg.web.host))
     print(
-        f"appliance: DICOM {cfg.dicom.ae_title} on port {app.dicom_port}, "
+        f"appliance: DICOM {cfg.dicom.ae_title} on port {box.dicom_port}, "
         f"web on {urls} ({tls}data in {cfg.data_dir})",
         file=sys.stderr,
         flush=True,
     )
-    supervision = notify.supervise(app)  # systemd: READY=1 now, then watchdog pings
+    supervision = notify.supervise(box)  # systemd: READY=1 now, then watchdog pings
     try:
         while not stop.wait(0.5):
             pass
     finally:
         supervision.stopping()
-        app.stop()
+        box.stop()
     return EXIT_OK
 
 
@@ -189,7 +163,7 @@ def _local(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace, _ctx: Context) -> int:
     """Print what a running appliance reports at /healthz, plus a C-ECHO of its listener.
 
     /healthz gives each part's state only with a token: ``--token``, ``$APPLIANCE_TOKEN``
@@ -249,12 +223,10 @@ def _brief(value: Any) -> str:
 
 
 def _echo(host: str, port: int, ae_title: str) -> str:
-    from appliance.dicom.echo import echo  # pynetdicom is loaded only for this command
-
     return echo(host, port, ae_title, "APPLIANCE-CLI", timeout=5.0)[1]
 
 
-def cmd_config(args: argparse.Namespace) -> int:
+def cmd_config(args: argparse.Namespace, _ctx: Context) -> int:
     """``config check FILE`` and ``config settings``."""
     if args.config_command == "check":
         cfg = config_mod.load(args.file)
@@ -275,17 +247,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``appliance`` console script."""
-    parser = build_parser()
+    parser, handlers = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"serve": cmd_serve, "status": cmd_status, "config": cmd_config}
-    from appliance import commands
-
-    handlers.update(commands.HANDLERS)
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG
     try:
-        return handlers[args.command](args)
+        return handlers[args.command](args, Context(open_store=app.open_store))
     except ConfigError as exc:
         print(f"appliance: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance import identifiers
 from appliance.errors import ConfigError
+from image import film
 
 ENV_CONFIG = "APPLIANCE_CONFIG"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -442,14 +444,10 @@ def validate_ae_title(value: str, setting: str) -> str:
     """PS3.5 AE VR: 1-16 characters, no backslash, no control characters, not all spaces."""
     if not isinstance(value, str):
         raise ConfigError(setting, "must be a string")
-    stripped = value.strip(" ")
-    if not stripped:
-        raise ConfigError(setting, "must not be empty")
-    if len(value) > 16:
-        raise ConfigError(setting, f"{value!r} is longer than 16 characters")
-    if "\\" in value or _CONTROL.search(value):
-        raise ConfigError(setting, f"{value!r} contains a backslash or a control character")
-    return stripped
+    problem = identifiers.ae_title_problem(value)
+    if problem is not None:
+        raise ConfigError(setting, problem)
+    return value.strip(" ")
 
 
 def _check_port(value: Any, setting: str, allow_zero: bool = True) -> int:
@@ -564,7 +562,8 @@ def _validate_logging(lg: LoggingSettings) -> LoggingSettings:
     return dataclasses.replace(lg, level=level)
 
 
-def _validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
+def validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
+    """A ``[[devices]]`` entry (or a device from the web), ConfigError naming ``where.field``."""
     ae = validate_ae_title(d.ae_title, f"{where}.ae_title")
     _check_host(d.host, f"{where}.host")
     _check_port(d.port, f"{where}.port")
@@ -579,7 +578,8 @@ def _validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
     return dataclasses.replace(d, ae_title=ae)
 
 
-def _validate_destination(d: DestinationSettings, where: str) -> DestinationSettings:
+def validate_destination(d: DestinationSettings, where: str) -> DestinationSettings:
+    """A ``[[destinations]]`` entry (or one from the web), ConfigError naming the field."""
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", d.name):
         raise ConfigError(f"{where}.name", f"{d.name!r} must be 1-32 letters, digits, '_' or '-'")
     ae = validate_ae_title(d.ae_title, f"{where}.ae_title")
@@ -589,7 +589,7 @@ def _validate_destination(d: DestinationSettings, where: str) -> DestinationSett
     modalities = tuple(m.strip().upper() for m in d.modalities)
     if not all(re.fullmatch(r"[A-Z0-9_ ]{1,16}", m) for m in modalities):
         raise ConfigError(f"{where}.modalities", "must be Modality codes such as CT or MR")
-    if not all(re.fullmatch(r"[0-9]+(\.[0-9]+)*", u) and len(u) <= 64 for u in d.sop_classes):
+    if not all(identifiers.is_uid(u) for u in d.sop_classes):
         raise ConfigError(f"{where}.sop_classes", "must be SOP Class UIDs (digits and dots)")
     _check_choice(d.commitment, f"{where}.commitment", COMMITMENT_POLICIES)
     _check_choice(d.transfer_syntax, f"{where}.transfer_syntax", ("", *LOSSLESS_TARGETS))
@@ -702,7 +702,7 @@ def _validate_hl7(h: Hl7Settings) -> Hl7Settings:
     return dataclasses.replace(h, allowed_senders=tuple(senders), charset=charset)
 
 
-def _validate_printer(p: PrinterSettings, where: str) -> PrinterSettings:
+def validate_printer(p: PrinterSettings, where: str) -> PrinterSettings:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", p.name):
         raise ConfigError(f"{where}.name", f"{p.name!r} must be 1-32 letters, digits, '_' or '-'")
     scheme, sep, rest = p.uri.partition(":")
@@ -714,8 +714,6 @@ def _validate_printer(p: PrinterSettings, where: str) -> PrinterSettings:
 
 
 def _validate_print_profile(p: PrintProfileSettings, where: str) -> PrintProfileSettings:
-    from image import film
-
     ae = validate_ae_title(p.ae_title, f"{where}.ae_title") if p.ae_title else ""
     paper = p.paper.upper()
     if paper != "AUTO" and paper not in film.PAPER_SIZES_MM:
@@ -796,9 +794,9 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         _coerce(DicomwebSettings, raw.get("dicomweb", {}), "dicomweb")
     )
     validators: dict[str, Callable[[Any, str], Any]] = {
-        "devices": _validate_device,
-        "destinations": _validate_destination,
-        "printers": _validate_printer,
+        "devices": validate_device,
+        "destinations": validate_destination,
+        "printers": validate_printer,
         "print_profiles": _validate_print_profile,
     }
     for table, cls in TABLES.items():

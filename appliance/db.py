@@ -2,13 +2,14 @@
 
 Reads use the thread's connection directly; writes go through ``Store.write()``, a short
 ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue on the busy timeout instead
-of failing with "database is locked" halfway through.
+of failing with "database is locked" halfway through. This module knows no table: the
+migrations are applied by ``appliance.migrations.open_store`` with the composition root's
+list (``appliance.app.open_store``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import sqlite3
 import threading
 import weakref
@@ -16,8 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
-
-log = logging.getLogger(__name__)
 
 DB_FILENAME = "appliance.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -142,20 +141,3 @@ def run_script(db: sqlite_utils.Database, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
-
-
-def open_store(data_dir: Path) -> Store:
-    """Create the data directory if needed, open the database and apply migrations; an
-    existing database is first copied to ``DATA_DIR/backups`` when a migration is pending."""
-    from appliance import backup
-    from appliance.migrations import migrate, pending
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    existed = (data_dir / DB_FILENAME).exists()
-    store = Store(data_dir / DB_FILENAME)
-    todo = pending(store.db) if existed else []
-    if todo:
-        copy = backup.before_migration(store.db.conn, data_dir)
-        log.info("copied the database to %s before %d migrations", copy, len(todo))
-    migrate(store.db)
-    return store

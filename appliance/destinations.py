@@ -5,8 +5,9 @@ file (``[[destinations]]``) are *managed by the file*: at every start they are w
 over the database rows with the same name, rows the file no longer declares are
 removed, and the web UI shows them read-only. Destinations added in the web UI are
 *managed by the web* and kept across restarts. Every change bumps a counter in
-``settings`` (``VERSION_KEY``); ``Live`` holds the current list of a process, reloads it
-when another process (``serve --only web``) changed it, and tells its listeners.
+``settings`` (``VERSION_KEY``); ``Live`` (an ``appliance.live.LiveList``) holds the current
+list of a process, reloads it when another process (``serve --only web``) changed it, and
+tells its listeners.
 
 Queue rows are keyed by destination name and are never touched here: the rows of a
 removed destination stay waiting (not sent), and adding the name again resumes them.
@@ -16,25 +17,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
-import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from appliance import audit
-from appliance.config import DestinationSettings, _validate_destination
+from appliance.config import DestinationSettings, validate_destination
 from appliance.db import Store
-from appliance.errors import ConfigError, NotFound, ValidationError
+from appliance.errors import NotFound
+from appliance.live import LiveList
 from appliance.managed import NOW, ManagedTable
 
 FIELDS = tuple(f.name for f in dataclasses.fields(DestinationSettings))
 LISTS = ("from_ae", "modalities", "sop_classes")  # kept as JSON arrays
 VERSION_KEY = "destinations_version"
-# How often a process looks for destination changes made by another process (seconds).
-REFRESH_S = 2.0
 
 migrations = Migrations("destinations")
 
@@ -70,10 +67,8 @@ def version(store: Store) -> int:
 
 def validate(dest: DestinationSettings) -> DestinationSettings:
     """The same rules as ``[[destinations]]`` in the file; ValidationError names the field."""
-    try:
-        return _validate_destination(dest, "destination")
-    except ConfigError as exc:
-        raise ValidationError(exc.setting.removeprefix("destination."), exc.reason) from exc
+    validated: DestinationSettings = TABLE.validate(dest)
+    return validated
 
 
 def _settings(row: dict[str, Any]) -> DestinationSettings:
@@ -99,6 +94,7 @@ TABLE = ManagedTable(
     decode=_settings,
     order="managed_by = 'web', position, name",  # the file's order, then the web's
     version_key=VERSION_KEY,
+    check=validate_destination,
     positioned=True,
 )
 
@@ -157,63 +153,14 @@ def delete(store: Store, name: str, actor: str = "system", source: str = "") -> 
         audit.record(db, actor, "destination-delete", f"destination {name}", "", source)
 
 
-class Live:
-    """The destination list one process works with, reloaded when the database changed.
+class Live(LiveList[DestinationSettings]):
+    """The destination list one process works with (``appliance.live.LiveList``)."""
 
-    Built at start from the file (``sync_from_config``); ``publish`` pushes an edit made
-    in this process; ``current()`` also notices, at most every ``REFRESH_S`` seconds, an
-    edit made by another process. Listeners are called (with no arguments) after every
-    change; they must return quickly (the forwarder's only wakes its watcher thread).
-    """
-
-    def __init__(self, store: Store, configured: tuple[DestinationSettings, ...]) -> None:
-        self.store = store
-        self._lock = threading.Lock()
-        self._list = tuple(sync_from_config(store, configured))
-        self._version = version(store)
-        self._checked = time.monotonic()
-        self._listeners: list[Callable[[], None]] = []
-
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
-
-    def unsubscribe(self, listener: Callable[[], None]) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
-
-    def set(self, dests: Iterable[DestinationSettings], seen_version: int | None = None) -> None:
-        """Replace the list (and remember the version it reflects), then tell the listeners."""
-        with self._lock:
-            self._list = tuple(dests)
-            if seen_version is not None:
-                self._version = seen_version
-        for listener in list(self._listeners):
-            listener()
-
-    def refresh(self, force: bool = False) -> None:
-        """Reload when the change counter moved (checked at most every REFRESH_S)."""
-        now = time.monotonic()
-        if not force and now - self._checked < REFRESH_S:
-            return
-        self._checked = now
-        current = version(self.store)
-        if current != self._version:
-            self.set(load(self.store), current)
-
-    def current(self) -> tuple[DestinationSettings, ...]:
-        """The destinations now, in routing order."""
-        self.refresh()
-        return self._list
+    def __init__(self, store: Store) -> None:
+        super().__init__(store, TABLE)
 
     def get(self, name: str) -> DestinationSettings | None:
-        return next((d for d in self.current() if d.name == name), None)
-
-
-def publish(store: Store, live: Live) -> None:
-    """Push the database's destination list to this process's live list."""
-    with store.read():
-        seen, dests = version(store), load(store)
-    live.set(dests, seen)
+        return self.find(name)
 
 
 # -- a device as an ad-hoc destination ("Send to" a [[devices]] entry) -----------------

@@ -4,7 +4,8 @@ Devices declared in the configuration file (``[[devices]]``) are *managed by the
 at every start they are written over the database rows with the same AE title, rows
 the file no longer declares are removed, and the web UI shows them read-only. Devices
 added in the web UI are *managed by the web* and kept across restarts. After any
-change the live list is pushed to ``Access.set_devices`` so associations see it at once.
+change the live list (``Access.devices``, an ``appliance.live.LiveList``) is published so
+associations see it at once.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from appliance import audit
-from appliance.config import DeviceSettings, _validate_device
+from appliance.config import DeviceSettings, validate_device
 from appliance.db import Store
-from appliance.errors import ConfigError, NotFound, ValidationError
+from appliance.errors import NotFound
 from appliance.managed import NOW, ManagedTable
 
 FIELDS = tuple(f.name for f in dataclasses.fields(DeviceSettings))
@@ -59,10 +60,8 @@ def version(store: Store) -> int:
 
 def validate(device: DeviceSettings) -> DeviceSettings:
     """The same rules as ``[[devices]]`` in the file; ValidationError names the field."""
-    try:
-        return _validate_device(device, "device")
-    except ConfigError as exc:
-        raise ValidationError(exc.setting.removeprefix("device."), exc.reason) from exc
+    validated: DeviceSettings = TABLE.validate(device)
+    return validated
 
 
 def _settings(row: dict[str, Any]) -> DeviceSettings:
@@ -86,6 +85,7 @@ TABLE = ManagedTable(
     decode=_settings,
     order="ae_title",
     version_key=VERSION_KEY,
+    check=validate_device,
 )
 
 
@@ -133,8 +133,3 @@ def delete(store: Store, ae_title: str, actor: str = "system", source: str = "")
     with store.write() as db:
         TABLE.remove(db, ae_title)
         audit.record(db, actor, "device-delete", f"device {ae_title}", "", source)
-
-
-def publish(store: Store, access: Any) -> None:
-    """Push the database's device list to the live access policy."""
-    access.set_devices(load(store))

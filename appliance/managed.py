@@ -10,8 +10,6 @@ differs (columns, how a value is stored, the audit wording) stays in each module
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import sqlite_utils
 
 from appliance.db import Store
-from appliance.errors import NotFound, ValidationError
+from appliance.errors import ConfigError, NotFound, ValidationError
 
 CONFIG, WEB = "config", "web"
 NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
@@ -38,6 +36,15 @@ class ManagedTable:
     order: str  # ORDER BY of the live list
     version_key: str
     positioned: bool = False  # the file's order kept in a ``position`` column
+    # The file's rules for one entry: config.validate_device and the like (ConfigError).
+    check: Callable[[Any, str], Any] = lambda entry, _where: entry
+
+    def validate(self, entry: Any) -> Any:
+        """An entry from the web under the file's rules; ValidationError names the field."""
+        try:
+            return self.check(entry, self.noun)
+        except ConfigError as exc:
+            raise ValidationError(exc.setting.removeprefix(f"{self.noun}."), exc.reason) from exc
 
     def bump(self, db: sqlite_utils.Database) -> None:
         """Count a change, so another process notices it."""
@@ -113,47 +120,3 @@ class ManagedTable:
         self._editable(db, key)
         db.execute(f"DELETE FROM {self.table} WHERE {self.key} = ?", (key,))
         self.bump(db)
-
-
-class Live:
-    """The live list of one managed table in one process, reloaded when another process
-    (``serve --only web`` beside ``--only dicom``) changed it.
-
-    Built at start from the file (``sync_from_config``); ``publish`` pushes an edit made
-    in this process; ``current()`` notices, at most every ``refresh_s`` seconds, an edit
-    made by another process. (``destinations.Live`` is the same with listeners.)
-    """
-
-    def __init__(
-        self, table: ManagedTable, store: Store, configured: Sequence[Any], refresh_s: float = 2.0
-    ) -> None:
-        self.table = table
-        self.store = store
-        self.refresh_s = refresh_s
-        self._lock = threading.Lock()
-        self._list = tuple(table.sync_from_config(store, configured))
-        self._version = table.version(store)
-        self._checked = time.monotonic()
-
-    def refresh(self, force: bool = False) -> None:
-        """Reload when the change counter moved (checked at most every ``refresh_s``)."""
-        now = time.monotonic()
-        if not force and now - self._checked < self.refresh_s:
-            return
-        self._checked = now
-        with self.store.read():  # the counter and the rows from one snapshot
-            seen = self.table.version(self.store)
-            if seen == self._version:
-                return
-            entries = tuple(self.table.load(self.store))
-        with self._lock:
-            self._list, self._version = entries, seen
-
-    def publish(self) -> None:
-        """Take an edit made in this process at once."""
-        self.refresh(force=True)
-
-    def current(self) -> tuple[Any, ...]:
-        """The entries now, in the table's order."""
-        self.refresh()
-        return self._list

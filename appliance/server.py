@@ -12,60 +12,21 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from appliance import access, destinations, managed, statuskey
+from appliance import access, statuskey
+from appliance.app import PARTS
 from appliance.config import Config
-from appliance.db import Store, open_store
 from appliance.dicom import compat, edge, tls
-from appliance.printing import printers as printer_list
+from appliance.parts import Listener, Parts, Service
+from appliance.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 ALL_PARTS = ("dicom", "web")
-
-
-class Service(Protocol):
-    """What a DICOM service adds to the shared listener."""
-
-    name: str
-
-    def contexts(self) -> list[tuple[str, list[str] | None]]:
-        """(abstract syntax UID, transfer syntaxes or None for the default) it serves as SCP."""
-
-    def handlers(self) -> list[tuple[Any, ...]]:
-        """pynetdicom event bindings, e.g. ``(evt.EVT_C_FIND, handle_find, [repo])``."""
-
-    def start(self) -> None:
-        """Start background workers, if any."""
-
-    def stop(self) -> None:
-        """Stop background workers, if any."""
-
-    def health(self) -> dict[str, Any]:
-        """A small JSON-able report: at least ``{"state": "running"}``."""
-
-
-@dataclass
-class Runtime:
-    """What services and the web app share: configuration, database, live device list,
-    live destination list (the file's ``[[destinations]]`` synced in when it is built) and
-    live printer list (``[[printers]]`` likewise)."""
-
-    config: Config
-    store: Store
-    access: access.Access
-    started_at: float = field(default_factory=time.time)
-    destinations: destinations.Live = field(init=False)
-    printers: managed.Live = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.destinations = destinations.Live(self.store, self.config.destinations)
-        self.printers = printer_list.live(self.store, self.config.printers)
 
 
 def configure_pynetdicom(config: Config) -> None:
@@ -81,13 +42,6 @@ def configure_pynetdicom(config: Config) -> None:
     # Keep element values as sent; do not coerce or fix up on decode.
     _config.LOG_RESPONSE_IDENTIFIERS = debug
     _config.LOG_REQUEST_IDENTIFIERS = debug
-
-
-def build_services(runtime: Runtime) -> list[Service]:
-    """The DICOM services on the shared listener, in the order their contexts are added."""
-    from appliance import services
-
-    return [factory(runtime) for factory in services.FACTORIES]
 
 
 class ContextsCopiedCheaply(list):  # type: ignore[type-arg]
@@ -170,9 +124,12 @@ def bind_handlers(services: list[Service], own: list[tuple[Any, ...]]) -> list[t
 class Appliance:
     """The whole box in one process (or just its ``dicom`` or ``web`` part)."""
 
-    def __init__(self, config: Config, only: tuple[str, ...] = ALL_PARTS) -> None:
+    def __init__(
+        self, config: Config, only: tuple[str, ...] = ALL_PARTS, parts: Parts = PARTS
+    ) -> None:
         self.config = config
         self.only = only
+        self.parts = parts  # what it opens and starts: the composition root's lists
         self.runtime: Runtime | None = None
         self.services: list[Service] = []
         self._dicom_server: Any = None
@@ -185,23 +142,22 @@ class Appliance:
         self.tls_error = ""
         self.web_port: int | None = None
         self._health_extra: list[Callable[[], dict[str, Any]]] = []
-        self.hl7: Any = None  # appliance.hl7.service.Hl7Service when [hl7] enabled
+        self.listeners: list[Listener] = []  # listeners of their own (HL7) now running
 
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> Appliance:
         """Open the database, bind the listeners, start workers; returns when ready."""
-        store = open_store(self.config.data_dir)
-        self.runtime = Runtime(self.config, store, access.Access(self.config, store))
+        store = self.parts.open_store(self.config.data_dir)
+        self.runtime = Runtime.create(self.config, store)
+        self.runtime.sync()
         try:
             if "dicom" in self.only:
                 self._start_dicom()
             if "web" in self.only:
                 self._start_web()
-            if "dicom" in self.only and self.config.hl7.enabled:
-                from appliance.hl7.service import Hl7Service
-
-                self.hl7 = Hl7Service(self.runtime).start()
+            if "dicom" in self.only:
+                self._start_listeners()
         except BaseException:
             self.stop()
             raise
@@ -213,11 +169,19 @@ class Appliance:
         )
         return self
 
+    def _start_listeners(self) -> None:
+        assert self.runtime is not None
+        for own in self.parts.listeners:
+            if own.enabled(self.config):
+                listener = own.make(self.runtime)
+                listener.start()
+                self.listeners.append(listener)
+
     def _start_dicom(self) -> None:
         assert self.runtime is not None
         cfg = self.config.dicom
         configure_pynetdicom(self.config)
-        self.services = build_services(self.runtime)
+        self.services = [make(self.runtime) for make in self.parts.services]
         ae = AE(ae_title=cfg.ae_title)
         ae.maximum_pdu_size = cfg.max_pdu
         ae.acse_timeout = cfg.acse_timeout
@@ -283,11 +247,9 @@ class Appliance:
     def _start_web(self) -> None:
         from waitress import create_server
 
-        from web import create_app
-
         assert self.runtime is not None
         key = statuskey.write(self.config.data_dir)
-        app = create_app(self.runtime, health=self.health, health_key=key)
+        app = self.parts.web_app(self.runtime, self.health, key)
         cfg = self.config.web
         server = create_server(
             app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance",
@@ -300,9 +262,8 @@ class Appliance:
 
     def stop(self) -> None:
         """Stop listeners and workers and close the database; safe to call twice."""
-        if self.hl7 is not None:
-            self.hl7.stop()
-            self.hl7 = None
+        while self.listeners:
+            self.listeners.pop().stop()
         for server in (self._dicom_server, self._dicom_tls_server):
             if server is not None:
                 # Open associations end with the listener, as they would with the process.
@@ -334,6 +295,10 @@ class Appliance:
             self.runtime.store.close()
         log.info("appliance stopped")
 
+    def listener(self, name: str) -> Any:
+        """The running listener of its own called ``name`` (``"hl7"``), or None."""
+        return next((one for one in self.listeners if one.name == name), None)
+
     def __enter__(self) -> Appliance:
         return self.start()
 
@@ -363,8 +328,8 @@ class Appliance:
                 )  # fmt: skip
             for service in self.services:
                 parts[service.name] = service.health()
-            if self.hl7 is not None:
-                parts["hl7"] = self.hl7.health()
+            for listener in self.listeners:
+                parts[listener.name] = listener.health()
         else:
             parts["dicom"] = {"state": "not in this process"}
         parts["web"] = {"state": "running", "port": self.web_port}

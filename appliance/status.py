@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.dataset import Dataset
+
 # General (PS3.7 C.1-C.5)
 SUCCESS = 0x0000
 CANCEL = 0xFE00
@@ -98,8 +100,6 @@ def error_comment(text: str) -> str:
 def response(code: int, comment: str = "", **elements: object) -> Any:
     """A status data set for a pynetdicom handler: Status, the Error Comment if any, and
     any other elements given by keyword (AffectedSOPInstanceUID=...)."""
-    from pydicom.dataset import Dataset
-
     ds = Dataset()
     ds.Status = code
     if comment:

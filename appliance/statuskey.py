@@ -8,6 +8,7 @@ nothing more than that; anonymous callers get only up or down.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -41,8 +42,6 @@ PORTS_FILE = "ports.json"
 def write_ports(data_dir: Path, ports: dict[str, int | None]) -> None:
     """The ports the running box listens on (``appliance status`` finds a box started
     with other ports than its configuration's there)."""
-    import json
-
     path = Path(data_dir) / PORTS_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({**ports, "pid": os.getpid()}))
@@ -51,8 +50,6 @@ def write_ports(data_dir: Path, ports: dict[str, int | None]) -> None:
 
 def read_ports(data_dir: Path) -> dict[str, int]:
     """The running box's ports, or {} when no box wrote them or that box is gone."""
-    import json
-
     try:
         ports = json.loads((Path(data_dir) / PORTS_FILE).read_text())
         pid = int(ports.get("pid", 0))

@@ -62,7 +62,7 @@ def main() -> int:
         try:
             catalog.save(app.runtime.store, Procedure("CTCH", "LOCAL", "CT Chest", "CT"))
             trips = []
-            with MllpPeer(app.hl7.port) as peer:
+            with MllpPeer(app.listener("hl7").port) as peer:
                 started = time.perf_counter()
                 for i in range(args.orders):
                     order = orm(f"B{i}", placer=f"PL{i:06d}", accession=f"A{i:06d}",

@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from bench_forward import ENV, Orthanc, free_port, listening, machine, wait_until  # noqa: E402
 from bench_worklist import KEYS, LOG_CONFIG, _stamp  # noqa: E402
 
-from appliance.db import open_store  # noqa: E402
+from appliance.app import open_store  # noqa: E402
 from appliance.worklist.matching import item_dataset  # noqa: E402
 from appliance.worklist.model import Code, StepRequest  # noqa: E402
 from appliance.worklist.repo import Narrowing, WorklistRepo, row_to_item  # noqa: E402

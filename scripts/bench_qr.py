@@ -52,7 +52,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from appliance import accounts
-from appliance.db import open_store
+from appliance.app import open_store
 
 CALLED = "APPLIANCE"
 STUDY_KEYS = [

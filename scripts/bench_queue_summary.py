@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from appliance.db import open_store  # noqa: E402
+from appliance.app import open_store  # noqa: E402
 from appliance.forward import queue  # noqa: E402
 
 DESTINATIONS = ("pacs", "offsite", "archive")

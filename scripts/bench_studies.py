@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from appliance import paging
-from appliance.db import open_store
+from appliance.app import open_store
 from appliance.forward import queue
 from appliance.qr import studies
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from appliance import accounts  # noqa: E402
 from appliance import config as config_mod  # noqa: E402
-from appliance.db import open_store  # noqa: E402
+from appliance.app import open_store  # noqa: E402
 from appliance.qr import index as qr_index  # noqa: E402
 from appliance.server import Appliance  # noqa: E402
 from appliance.worklist.model import Code, StepRequest  # noqa: E402

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from appliance.db import open_store  # noqa: E402
+from appliance.app import open_store  # noqa: E402
 from appliance.worklist.matching import item_dataset  # noqa: E402
 from appliance.worklist.model import Code, StepRequest  # noqa: E402
 from appliance.worklist.repo import Narrowing, WorklistRepo, row_to_item  # noqa: E402

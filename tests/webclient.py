@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from appliance import accounts, catalog
 from appliance.db import Store
-from appliance.server import Runtime
+from appliance.runtime import Runtime
 
 PASSWORD = "correct horse battery"
 DEVICES = [

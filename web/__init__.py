@@ -1,23 +1,38 @@
 """The web application: a Flask app factory over the appliance's runtime.
 
-Blueprints: ``auth`` (sign-in, first-run setup, own account), ``board`` (the schedule
-board and its live updates), ``steps`` (schedule form), ``admin`` (devices, users,
-catalog, audit log) and ``api`` (JSON under /api/v1/). Every page but sign-in, setup,
-static files and ``/healthz`` needs a signed-in user; the API also takes Bearer tokens.
+Blueprints (listed in ``appliance.app.BLUEPRINTS``, handed to ``create_app``): ``auth``
+(sign-in, first-run setup, own account), ``board`` (the schedule board and its live
+updates), ``steps`` (schedule form), ``admin`` (devices, users, catalog, audit log),
+``prints``, ``queues``, ``destinations``, ``hl7``, ``api`` (JSON under /api/v1/) and
+``dicomweb``. This package imports none of them: they import it (``gettext``, ``runtime``,
+``refuse``). ``create_app`` writes nothing; ``start(app)`` does, once, before it serves.
+Every page but sign-in, setup, static files and ``/healthz`` needs a signed-in user; the API also takes Bearer tokens.
 ``/healthz`` tells anonymous callers only up or down.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Flask, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from werkzeug.exceptions import HTTPException
 
 from appliance import accounts
+from appliance.db import Store
+from appliance.runtime import Runtime
 from web import i18n, security
 
 PUBLIC_ENDPOINTS = {"healthz", "static", "auth.login", "auth.setup", "auth.language"}
@@ -46,21 +61,21 @@ def _announce_setup(token: str) -> None:
 
 
 def create_app(
-    runtime: Any,
+    runtime: Runtime,
+    blueprints: Sequence[Blueprint],
     health: Callable[[], dict[str, Any]] | None = None,
     test_config: dict[str, Any] | None = None,
     announce: Callable[[str], None] = _announce_setup,
     health_key: str = "",
 ) -> Flask:
-    """Build the Flask app for this runtime (config, store, access).
+    """Build the Flask app for this runtime (config, store, access) with these blueprints
+    (``appliance.app.BLUEPRINTS``); it writes nothing: ``start(app)`` does, before it serves.
 
     ``health_key``: the box's status key (appliance.statuskey); a caller sending it as a
     Bearer token sees the full /healthz report, as a signed-in user or an API token does.
     """
     app = Flask(__name__)
-    store = runtime.store
     app.config.update(
-        SECRET_KEY=accounts.secret_key(store),
         SESSION_COOKIE_NAME="appliance_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -75,19 +90,10 @@ def create_app(
     app.config.update(test_config or {})
     app.extensions["appliance"] = runtime
     app.extensions["admin_menu"] = list(ADMIN_MENU)
+    app.extensions["announce_setup"] = announce
 
-    token = accounts.issue_setup_token(store)
-    if token is not None:
-        announce(token)
-
-    from web import admin, api, auth, board, destinations, dicomweb, hl7, prints, queues, steps
-
-    blueprints = (auth, board, steps, admin, prints, queues, destinations, hl7, api, dicomweb)
-    for bp in (module.bp for module in blueprints):
+    for bp in blueprints:
         app.register_blueprint(bp)
-    from web import studies  # the Studies page (issue 16)
-
-    app.register_blueprint(studies.bp)
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -120,9 +126,26 @@ def create_app(
     return app
 
 
+def start(app: Flask) -> Flask:
+    """The web app's writes, made once before it serves: the session signing key (made
+    on the first start, kept in the database) and, while there is no admin account, a
+    one-time setup token handed to ``announce``."""
+    store = app.extensions["appliance"].store
+    app.config["SECRET_KEY"] = accounts.secret_key(store)
+    token = accounts.issue_setup_token(store)
+    if token is not None:
+        app.extensions["announce_setup"](token)
+    return app
+
+
 def gettext(text: str, **params: Any) -> str:
     """The text in the request's language."""
     return i18n.translate(text, g.get("lang", i18n.DEFAULT), **params)
+
+
+def refuse(code: int, field: str, reason: str) -> Any:
+    """An error page that names what is wrong: the field and the (translated) reason."""
+    return render_template("error.html", code=code, message=f"{field}: {gettext(reason)}"), code
 
 
 def pn_display(pn: str) -> str:
@@ -237,11 +260,12 @@ def _http_error(exc: HTTPException) -> Any:
     return render_template("error.html", code=code, message=gettext(message)), code
 
 
-def request_store() -> Any:
+def request_store() -> Store:
     """The appliance's database (each thread has its own connection)."""
-    return current_app.extensions["appliance"].store
+    return runtime().store
 
 
-def runtime() -> Any:
-    """The appliance's runtime: config, store, access."""
-    return current_app.extensions["appliance"]
+def runtime() -> Runtime:
+    """The appliance's runtime: config, store, access, destinations."""
+    rt: Runtime = current_app.extensions["appliance"]
+    return rt

@@ -21,11 +21,11 @@ from flask import (
 )
 
 from appliance import accounts, audit, backup, catalog, devices
-from appliance.config import CHARSETS, DEVICE_ROLES, STATION_FILTERS, DeviceSettings
+from appliance.config import CHARSETS, DEVICE_ROLES, STATION_FILTERS
 from appliance.dicom import echo as dicom_echo
 from appliance.errors import Conflict, NotFound, ValidationError
-from web import gettext, paging, request_store, runtime, security
-from web.prints import refuse
+from web import gettext, paging, refuse, request_store, runtime, security
+from web.entries import DEVICES
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -37,47 +37,6 @@ def _admins_only() -> None:
 
 
 # -- devices -------------------------------------------------------------------
-
-
-def device_from(data: Any) -> tuple[DeviceSettings | None, dict[str, str]]:
-    """A DeviceSettings from form or JSON data; errors name the field."""
-    errors: dict[str, str] = {}
-    values: dict[str, Any] = {}
-    for name in (
-        "ae_title",
-        "host",
-        "role",
-        "description",
-        "modality",
-        "station_filter",
-        "character_set",
-        "tls",
-    ):
-        values[name] = str(data.get(name, "") or "").strip()
-    values["tls"] = values["tls"] or "optional"
-    values["modality"] = values["modality"].upper()
-    values["role"] = values["role"] or "modality"
-    values["station_filter"] = values["station_filter"] or "none"
-    for name in ("port", "max_results"):
-        raw = data.get(name, 0)
-        raw = 0 if raw in ("", None) else raw
-        try:
-            if isinstance(raw, bool):
-                raise ValueError
-            values[name] = int(raw)
-        except (TypeError, ValueError):
-            errors[name] = "is not a whole number"
-            values[name] = 0
-    hide = data.get("hide_completed", False)
-    values["hide_completed"] = hide in (True, "1", "on", "true", "yes")
-    if len(values["description"]) > 64:
-        errors["description"] = "is longer than 64 characters"
-    if errors:
-        return None, errors
-    try:
-        return devices.validate(DeviceSettings(**values)), {}
-    except ValidationError as exc:
-        return None, {exc.field: exc.reason}
 
 
 def _device_form(values: dict[str, Any], errors: dict[str, str], original: str | None) -> Any:
@@ -118,32 +77,24 @@ def _device_save(original: str | None) -> Any:
             abort(404)
     values: dict[str, Any] = dict(request.form)
     values["hide_completed"] = "hide_completed" in request.form
-    device, errors = device_from(request.form)
-    if device is not None:
-        try:
-            devices.save(store, device, original, security.actor(), security.source())
-        except ValidationError as exc:
-            errors = {exc.field: exc.reason}
-        except NotFound:
-            abort(404)
-    if errors:
+    try:
+        device, errors = DEVICES.write(request.form, original)
+    except NotFound:
+        abort(404)
+    if device is None:
         return _device_form(values, errors, original)
-    devices.publish(store, runtime().access)
     flash(gettext("Saved."))
     return redirect(url_for("admin.devices"))
 
 
 @bp.post("/devices/<ae_title>/delete")
 def device_delete(ae_title: str) -> Any:
-    store = request_store()
     try:
-        devices.delete(store, ae_title, security.actor(), security.source())
+        DEVICES.remove(ae_title)
     except NotFound:
         abort(404)
     except ValidationError as exc:
         flash(f"{ae_title}: {gettext(exc.reason)}", "error")
-        return redirect(url_for("admin.devices"))
-    devices.publish(store, runtime().access)
     return redirect(url_for("admin.devices"))
 
 

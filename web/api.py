@@ -8,6 +8,8 @@ input answers 400 with the field named, as the HTML form does.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,9 +18,8 @@ from flask import Blueprint, abort, g, jsonify, request
 from appliance import destinations, devices
 from appliance.errors import Conflict, NotFound, ValidationError
 from appliance.worklist.repo import WorklistRepo
-from web import board, request_store, runtime, security, stepform
-from web.admin import device_from
-from web.destinations import destination_from
+from web import board, request_store, security, stepform
+from web.entries import DESTINATIONS, DEVICES, Managed
 from web.steps import lookups
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -162,65 +163,67 @@ def procedure_cancel(pk: int) -> Any:
     return jsonify(step_json(repo.get(pk)))
 
 
-# -- devices ----------------------------------------------------------------------
+# -- devices and destinations: one managed-table API ---------------------------------
 
 
-@bp.get("/devices")
-def devices_list() -> Any:
-    return jsonify(devices=[device_json(r) for r in devices.rows(request_store())])
+@dataclass(frozen=True)
+class ManagedApi:
+    """A managed list (``web.entries.Managed``) as JSON endpoints: list, get, create,
+    update and delete."""
 
+    table: Managed
+    to_json: Callable[[dict[str, Any]], dict[str, Any]]
+    admin_reads: bool  # reading needs the admin role too
 
-@bp.get("/devices/<ae_title>")
-def device_get(ae_title: str) -> Any:
-    try:
-        return jsonify(device_json(devices.get(request_store(), ae_title)))
-    except NotFound:
-        abort(404, description=f"no device {ae_title}")
+    def routes(self, blueprint: Blueprint) -> None:
+        """``GET/POST /PLURAL`` and ``GET/PUT/DELETE /PLURAL/<key>`` on the blueprint."""
+        noun, plural, add = self.table.noun, self.table.plural, blueprint.add_url_rule
+        add(f"/{plural}", f"{plural}_list", self.list_all, methods=["GET"])
+        add(f"/{plural}/<key>", f"{noun}_get", self.get_one, methods=["GET"])
+        add(f"/{plural}", f"{noun}_create", self.create, methods=["POST"])
+        add(f"/{plural}/<key>", f"{noun}_update", self.update, methods=["PUT"])
+        add(f"/{plural}/<key>", f"{noun}_delete", self.remove, methods=["DELETE"])
 
+    def list_all(self) -> Any:
+        if self.admin_reads:
+            _admin()
+        rows = self.table.rows(request_store())
+        return jsonify({self.table.plural: [self.to_json(r) for r in rows]})
 
-def _device_write(original: str | None) -> Any:
-    _admin()
-    store = request_store()
-    device, errors = device_from(body())
-    if device is None:
-        return invalid(errors)
-    try:
-        devices.save(store, device, original, security.actor(), security.source())
-    except ValidationError as exc:
-        return invalid({exc.field: exc.reason})
-    except NotFound:
-        abort(404, description=f"no device {original}")
-    devices.publish(store, runtime().access)
-    return jsonify(device_json(devices.get(store, device.ae_title))), (
-        201 if original is None else 200
-    )
+    def get_one(self, key: str) -> Any:
+        if self.admin_reads:
+            _admin()
+        try:
+            return jsonify(self.to_json(self.table.get(request_store(), key)))
+        except NotFound:
+            abort(404, description=f"no {self.table.noun} {key}")
 
+    def create(self) -> Any:
+        return self._write(None)
 
-@bp.post("/devices")
-def device_create() -> Any:
-    return _device_write(None)
+    def update(self, key: str) -> Any:
+        return self._write(key)
 
+    def _write(self, original: str | None) -> Any:
+        _admin()
+        try:
+            entry, errors = self.table.write(body(), original)
+        except NotFound:
+            abort(404, description=f"no {self.table.noun} {original}")
+        if entry is None:
+            return invalid(errors)
+        saved = self.to_json(self.table.get(request_store(), self.table.key_of(entry)))
+        return jsonify(saved), (201 if original is None else 200)
 
-@bp.put("/devices/<ae_title>")
-def device_update(ae_title: str) -> Any:
-    return _device_write(ae_title)
-
-
-@bp.delete("/devices/<ae_title>")
-def device_delete(ae_title: str) -> Any:
-    _admin()
-    store = request_store()
-    try:
-        devices.delete(store, ae_title, security.actor(), security.source())
-    except NotFound:
-        abort(404, description=f"no device {ae_title}")
-    except ValidationError as exc:
-        return invalid({exc.field: exc.reason})
-    devices.publish(store, runtime().access)
-    return "", 204
-
-
-# -- destinations (admins only) -----------------------------------------------------
+    def remove(self, key: str) -> Any:
+        _admin()
+        try:
+            self.table.remove(key)
+        except NotFound:
+            abort(404, description=f"no {self.table.noun} {key}")
+        except ValidationError as exc:
+            return invalid({exc.field: exc.reason})
+        return "", 204
 
 
 def destination_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -229,58 +232,5 @@ def destination_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@bp.get("/destinations")
-def destinations_list() -> Any:
-    _admin()
-    return jsonify(destinations=[destination_json(r) for r in destinations.rows(request_store())])
-
-
-@bp.get("/destinations/<name>")
-def destination_get(name: str) -> Any:
-    _admin()
-    try:
-        return jsonify(destination_json(destinations.get(request_store(), name)))
-    except NotFound:
-        abort(404, description=f"no destination {name}")
-
-
-def _destination_write(original: str | None) -> Any:
-    _admin()
-    store = request_store()
-    dest, errors = destination_from(body())
-    if dest is None:
-        return invalid(errors)
-    try:
-        destinations.save(store, dest, original, security.actor(), security.source())
-    except ValidationError as exc:
-        return invalid({exc.field: exc.reason})
-    except NotFound:
-        abort(404, description=f"no destination {original}")
-    destinations.publish(store, runtime().destinations)
-    return jsonify(destination_json(destinations.get(store, dest.name))), (
-        201 if original is None else 200
-    )
-
-
-@bp.post("/destinations")
-def destination_create() -> Any:
-    return _destination_write(None)
-
-
-@bp.put("/destinations/<name>")
-def destination_update(name: str) -> Any:
-    return _destination_write(name)
-
-
-@bp.delete("/destinations/<name>")
-def destination_delete(name: str) -> Any:
-    _admin()
-    store = request_store()
-    try:
-        destinations.delete(store, name, security.actor(), security.source())
-    except NotFound:
-        abort(404, description=f"no destination {name}")
-    except ValidationError as exc:
-        return invalid({exc.field: exc.reason})
-    destinations.publish(store, runtime().destinations)
-    return "", 204
+ManagedApi(DEVICES, device_json, admin_reads=False).routes(bp)
+ManagedApi(DESTINATIONS, destination_json, admin_reads=True).routes(bp)

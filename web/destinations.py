@@ -8,53 +8,23 @@ Commitment follow at once (another process notices within a few seconds).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from appliance import destinations, managed
-from appliance.config import COMMITMENT_POLICIES, DestinationSettings
+from appliance.config import COMMITMENT_POLICIES
 from appliance.errors import NotFound, ValidationError
-from web import gettext, request_store, runtime, security
+from web import gettext, request_store
+from web.entries import DESTINATIONS
 
 bp = Blueprint("destinations", __name__, url_prefix="/admin/destinations")
-
-_SEPARATORS = re.compile(r"[,\n]")  # AE titles may hold spaces; lists are comma-separated
 
 
 @bp.before_request
 def _admins_only() -> None:
     if g.user is None or not g.user.is_admin:
         abort(403)
-
-
-def _list(raw: Any) -> tuple[str, ...]:
-    """A list field from a form (comma- or line-separated text) or JSON (a list)."""
-    parts = raw if isinstance(raw, list | tuple) else _SEPARATORS.split(str(raw or ""))
-    return tuple(s for s in (str(p).strip() for p in parts) if s)
-
-
-def destination_from(data: Any) -> tuple[DestinationSettings | None, dict[str, str]]:
-    """A DestinationSettings from form data; errors name the field."""
-    values: dict[str, Any] = {
-        name: str(data.get(name, "") or "").strip() for name in ("name", "ae_title", "host")
-    }
-    values["commitment"] = str(data.get("commitment", "") or "").strip() or "pacs"
-    values["transfer_syntax"] = str(data.get("transfer_syntax", "") or "").strip()
-    for name in destinations.LISTS:
-        values[name] = _list(data.get(name, ""))
-    raw = data.get("port", "")
-    try:
-        if isinstance(raw, bool) or raw in ("", None):
-            raise ValueError
-        values["port"] = int(raw)
-    except (TypeError, ValueError):
-        return None, {"port": "is not a whole number"}
-    try:
-        return destinations.validate(DestinationSettings(**values)), {}
-    except ValidationError as exc:
-        return None, {exc.field: exc.reason}
 
 
 def _form(values: dict[str, Any], errors: dict[str, str], original: str | None) -> Any:
@@ -93,31 +63,24 @@ def _save(original: str | None) -> Any:
         if row["managed_by"] == managed.CONFIG:
             abort(404)  # read-only: the file's entries have no form
         return _form(row, {}, original)
-    dest, errors = destination_from(request.form)
-    if dest is not None:
-        try:
-            destinations.save(store, dest, original, security.actor(), security.source())
-        except ValidationError as exc:
-            errors = {exc.field: exc.reason}
-        except NotFound:
-            abort(404)
-    if errors:
+    try:
+        dest, errors = DESTINATIONS.write(request.form, original)
+    except NotFound:
+        abort(404)
+    if dest is None:
         return _form(dict(request.form), errors, original)
-    destinations.publish(store, runtime().destinations)
     flash(gettext("Saved."))
     return redirect(url_for("queues.index"))
 
 
 @bp.post("/<name>/delete")
 def delete(name: str) -> Any:
-    store = request_store()
     try:
-        destinations.delete(store, name, security.actor(), security.source())
+        DESTINATIONS.remove(name)
     except NotFound:
         abort(404)
     except ValidationError as exc:
         flash(f"{name}: {gettext(exc.reason)}", "error")
         return redirect(url_for("queues.index"))
-    destinations.publish(store, runtime().destinations)
     flash(gettext("%(name)s removed; its waiting items stay until it is added again.", name=name))
     return redirect(url_for("queues.index"))

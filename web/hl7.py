@@ -9,8 +9,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 
 from appliance.errors import NotFound
 from appliance.hl7 import inbox, outbound
-from web import gettext, request_store, runtime, security
-from web.prints import refuse
+from web import gettext, refuse, request_store, runtime, security
 
 bp = Blueprint("hl7", __name__, url_prefix="/admin/hl7")
 

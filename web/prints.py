@@ -8,33 +8,25 @@ with devices and destinations) and print a test page through a printer's own out
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, send_file, url_for
 
-from appliance import audit, managed
+from appliance import audit, identifiers, managed
+from appliance import printers as printer_list
 from appliance.config import PrinterSettings
 from appliance.errors import NotFound, ValidationError
 from appliance.printing import history, testpage
-from appliance.printing import printers as printer_list
 from appliance.printing.output import DeliveryError
 from appliance.printing.service import PRINTS_DIR, new_uid
-from web import gettext, paging, request_store, runtime, security
+from web import gettext, paging, refuse, request_store, runtime, security
 
 bp = Blueprint("prints", __name__)
 
-UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-def refuse(code: int, field: str, reason: str) -> Any:
-    """An error page that names what is wrong: the field and the (translated) reason."""
-    return render_template("error.html", code=code, message=f"{field}: {gettext(reason)}"), code
-
 
 def _bad_uid(uid: str) -> bool:
-    return len(uid) > 64 or not UID_RE.match(uid)
+    return not identifiers.is_uid(uid)
 
 
 def _when(raw: str, end: bool) -> str | None:

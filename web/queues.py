@@ -18,8 +18,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from appliance import audit, destinations
 from appliance.errors import ValidationError
 from appliance.forward import queue, sender
-from web import epoch_display, gettext, paging, request_store, runtime, security
-from web.prints import refuse
+from web import epoch_display, gettext, paging, refuse, request_store, runtime, security
 
 bp = Blueprint("queues", __name__, url_prefix="/admin/destinations")
 

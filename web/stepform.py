@@ -7,6 +7,7 @@ then checks again (first error) and its ValidationError is mapped back to a fiel
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -271,8 +272,6 @@ def domain_error(exc: ValidationError) -> dict[str, str]:
 
 def values_of(row: Mapping[str, Any]) -> dict[str, str]:
     """Form values of a stored step (for the edit form)."""
-    import json
-
     code = json.loads(row["procedure_code"]) if row.get("procedure_code") else {}
     start = datetime.strptime(row["start_dt"], "%Y%m%d%H%M%S")
     birth = row.get("birth_date") or ""

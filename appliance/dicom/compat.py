@@ -21,6 +21,7 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
+from pynetdicom.service_class import QueryRetrieveServiceClass
 
 READ_FROM = "3.0.4"
 
@@ -220,8 +221,6 @@ def serve_retrieves_whole(sop_classes: Any) -> None:
     cannot answer A801 with an ErrorComment, sends only data sets held in memory, and
     opens the sub-association with the listener's timeouts; its ``_get_scp`` likewise
     needs decoded data sets. Other SOP classes keep pynetdicom's own handling."""
-    from pynetdicom.service_class import QueryRetrieveServiceClass
-
     _WHOLE_RETRIEVES.update(str(uid) for uid in sop_classes)
     if _REPLACED_RETRIEVES:
         return

@@ -39,6 +39,7 @@ from pynetdicom.association import Association
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from appliance import identifiers
 from appliance.dicom import compat
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def reject_pdu(result: int, source: int, reason: int) -> bytes:
 def _valid_ae(raw: bytes) -> bool:
     """An AE title of the PDU: 16 bytes of the default repertoire, no control characters
     and no backslash (PS3.5 6.2 AE), not all spaces."""
-    return all(0x20 <= b < 0x7F and b != 0x5C for b in raw) and bool(raw.strip(b" "))
+    return identifiers.ae_title_problem(raw.decode("latin-1")) is None
 
 
 def check_associate_rq(body: bytes) -> None:
@@ -140,7 +141,7 @@ def check_associate_rq(body: bytes) -> None:
 def _check_uid(raw: bytes, what: str) -> None:
     """A UID of the PDU: digits and dots, at most 64 (a trailing NUL tolerated)."""
     uid = raw.rstrip(b"\0 ")
-    if not uid or len(uid) > 64 or any(b not in b"0123456789." for b in uid):
+    if not identifiers.is_uid(uid.decode("latin-1")):
         raise Refusal(f"{what} {uid[:70]!r} is not a UID", abort_pdu(INVALID_PARAMETER))
 
 

@@ -20,6 +20,11 @@ import socket
 import ssl
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 BCP195_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
@@ -28,11 +33,6 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     cert_path, key_path = directory / "appliance.crt", directory / "appliance.key"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     host = socket.gethostname() or "appliance"

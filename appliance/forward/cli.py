@@ -16,12 +16,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appliance import destinations, devices, identifiers
+from appliance.cliargs import Context, Handler, load_config
+from appliance.config import Config, DestinationSettings
+from appliance.db import Store
 from appliance.forward import queue
+from appliance.forward.sender import echo
 
 DEFAULT_LIMIT = 100
 
 
-def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Any]:
+def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Handler]:
     """Add the ``forward`` command and its actions."""
     fwd = sub.add_parser("forward", help="store-and-forward queues: status, retry, resend")
     actions = fwd.add_subparsers(dest="forward_command", metavar="ACTION")
@@ -83,10 +88,7 @@ def _age(t: float | None, now: float) -> str:
     return "-" if t is None else f"{now - t:.0f} s ago"
 
 
-def run(args: argparse.Namespace) -> int:
-    from appliance.cli import load_config
-    from appliance.db import open_store
-
+def run(args: argparse.Namespace, ctx: Context) -> int:
     cfg = load_config(args)
     command = args.forward_command
     if command is None:
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    store = open_store(cfg.data_dir)
+    store = ctx.open_store(cfg.data_dir)
     now = time.time()
     try:
         if command == "echo":
@@ -164,23 +166,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _destinations(cfg: Any, store: Any) -> list[Any]:
+def _destinations(cfg: Config, store: Store) -> list[DestinationSettings]:
     """The destinations the appliance works with: the database's (the file's synced in at
     every start, and the web's), then any the file declares that no start synced yet."""
-    from appliance import destinations
-
     known = destinations.load(store)
     names = {d.name for d in known}
     return [*known, *(d for d in cfg.destinations if d.name not in names)]
 
 
-def _send(cfg: Any, store: Any, study: str, to: str) -> int:
+def _send(cfg: Config, store: Store, study: str, to: str) -> int:
     """``send --study UID --to NAME``: as the Studies page's "Send to" (queue.send_study)."""
-    import re
-
-    from appliance import destinations, devices
-
-    if len(study) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", study):
+    if not identifiers.is_uid(study):
         print(f"--study: {study!r} is not a UID", file=sys.stderr)
         return 2
     target = to
@@ -202,9 +198,7 @@ def _send(cfg: Any, store: Any, study: str, to: str) -> int:
     return 0
 
 
-def _echo(cfg: Any, dests: list[Any], name: str) -> int:
-    from appliance.forward.sender import echo
-
+def _echo(cfg: Config, dests: list[DestinationSettings], name: str) -> int:
     dest = next((d for d in dests if d.name == name), None)
     if dest is None:
         print(f"no destination named {name!r}", file=sys.stderr)

@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, build_role, evt
 
 from appliance import status
+from appliance.access import Access
 from appliance.config import Config, DestinationSettings
 from appliance.db import Store
 from appliance.errors import Conflict, ValidationError
@@ -45,7 +46,7 @@ class Committer(Worker):
         self,
         config: Config,
         store: Store,
-        access: Any,
+        access: Access,
         destinations: Callable[[], Iterable[DestinationSettings]] | None = None,
     ) -> None:
         self.config = config
@@ -188,7 +189,7 @@ class Committer(Worker):
         return {"requests": commitment.pending_summary(self.store), "last_error": self.last_error}
 
 
-def handle_n_action(event: Any, committer: Committer, access: Any) -> tuple[Dataset, None]:
+def handle_n_action(event: Any, committer: Committer, access: Access) -> tuple[Dataset, None]:
     """EVT_N_ACTION: a modality asks for Storage Commitment (PS3.4 J.3.2); kept, then 0000."""
     calling = event.assoc.requestor.ae_title.strip()
     if not access.allowed(calling, SERVICE, str(event.assoc.requestor.address)):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance import status
+from appliance.access import Access
 from appliance.dicom import compat, edge
 from appliance.forward import wire
 from appliance.forward.receiver import SERVICE, Receiver, refusal_for
@@ -235,7 +236,7 @@ class Intake:
     """The PDU reader of one association: C-STORE streams here, everything else to pynetdicom."""
 
     def __init__(
-        self, dul: Any, receiver: Receiver, access: Any, storage_uids: frozenset[str]
+        self, dul: Any, receiver: Receiver, access: Access, storage_uids: frozenset[str]
     ) -> None:
         self.dul = dul
         self.receiver = receiver
@@ -608,7 +609,7 @@ class Intake:
 _warned: list[str] = []
 
 
-def install(event: Any, receiver: Receiver, access: Any, storage_uids: Iterable[str]) -> None:
+def install(event: Any, receiver: Receiver, access: Access, storage_uids: Iterable[str]) -> None:
     """EVT_CONN_OPEN: put the intake reader in front of pynetdicom's for an accepted
     connection (the appliance's own outgoing associations keep pynetdicom's reader)."""
     assoc = event.assoc

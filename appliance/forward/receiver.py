@@ -14,7 +14,6 @@ failure into the status that answers it.
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -26,7 +25,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from appliance import status
+from appliance import identifiers, status
+from appliance.access import Access
 from appliance.config import Config, DestinationSettings
 from appliance.db import Store
 from appliance.errors import StorageFull, ValidationError
@@ -37,14 +37,13 @@ from appliance.qr import index as qr_index
 log = logging.getLogger(__name__)
 
 SERVICE = "forward"
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "Modality"]
 
 
 def check_uid(value: str, field: str) -> str:
     """A UID as PS3.5 9.1 allows (digits and dots, at most 64 characters)."""
     value = str(value).rstrip("\0 ")
-    if not value or len(value) > 64 or not _UID.fullmatch(value):
+    if not identifiers.is_uid(value):
         raise ValidationError(field, "is not a valid UID")
     return value
 
@@ -391,7 +390,7 @@ def refusal_for(exc: BaseException, calling: str) -> tuple[int, str] | None:
     return None
 
 
-def handle_store(event: Any, receiver: Receiver, access: Any) -> Dataset:
+def handle_store(event: Any, receiver: Receiver, access: Access) -> Dataset:
     """EVT_C_STORE, the path pynetdicom takes when the intake is not installed (a
     pynetdicom whose internals the intake does not know): pynetdicom has written the data
     set to a temporary file, which is spooled and queued the same way; statuses as the

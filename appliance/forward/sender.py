@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydicom import dcmread
 from pydicom.uid import (
     UID,
@@ -480,7 +481,6 @@ def _to_little_endian(ds: Any) -> None:
     pydicom converts every other VR itself when it writes little endian; raw binary
     values it keeps as read, so a big endian file's words would arrive byte-swapped.
     """
-    import numpy as np
 
     def swap(dataset: Any) -> None:
         for elem in dataset:

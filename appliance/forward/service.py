@@ -23,7 +23,7 @@ from pydicom.uid import (
 )
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-from appliance import destinations
+from appliance import destinations, live
 from appliance.config import DestinationSettings
 from appliance.forward import commitment, intake, queue
 from appliance.forward.committer import Committer, handle_n_action, handle_n_event_report
@@ -31,6 +31,7 @@ from appliance.forward.receiver import Receiver, handle_store
 from appliance.forward.retention import Retention
 from appliance.forward.sender import Sender
 from appliance.forward.spool import Spool
+from appliance.runtime import Runtime
 from appliance.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class ForwardService:
 
     name = "forward"
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         config = runtime.config
         self.config = config
@@ -296,5 +297,5 @@ class DestinationWatcher(Worker):
                 self.service.reconcile()
             except Exception:  # a bug must not kill the watcher; logged, tried again
                 log.exception("forward: applying destination changes failed")
-            if self._wake.wait(destinations.REFRESH_S):
+            if self._wake.wait(live.REFRESH_S):
                 self._wake.clear()

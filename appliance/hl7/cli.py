@@ -12,14 +12,17 @@ from typing import Any
 
 from hl7.mllp import open_hl7_connection
 
-from appliance.hl7 import charsets
+from appliance.cliargs import Context, Handler, load_config
+from appliance.config import Config
+from appliance.errors import NotFound
+from appliance.hl7 import charsets, inbox, outbound
 
 EXIT_OK = 0
 EXIT_NOT_ACCEPTED = 1
 EXIT_USAGE = 2
 
 
-def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Any]:
+def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Handler]:
     """Add the ``hl7`` command and its ``send`` action."""
     cmd = sub.add_parser("hl7", help="HL7 v2 tools: inject a message for testing")
     actions = cmd.add_subparsers(dest="hl7_command", metavar="ACTION")
@@ -78,15 +81,13 @@ def describe(answer: bytes, default: str) -> tuple[str, list[str]]:
     return code, lines
 
 
-def run(args: argparse.Namespace) -> int:
-    from appliance.cli import load_config
-
+def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.hl7_command not in ("send", "messages", "outbox", "resend"):
         print("usage: appliance hl7 {send FILE | messages | outbox | resend PK}", file=sys.stderr)
         return EXIT_USAGE
     cfg = load_config(args)
     if args.hl7_command != "send":
-        return show(args, cfg)
+        return show(args, cfg, ctx)
     try:
         messages = split_messages(args.file.read_bytes())
     except OSError as exc:
@@ -109,13 +110,9 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if accepted else EXIT_NOT_ACCEPTED
 
 
-def show(args: argparse.Namespace, cfg: Any) -> int:
+def show(args: argparse.Namespace, cfg: Config, ctx: Context) -> int:
     """``messages``, ``outbox`` and ``resend``: read (or requeue) in the box's database."""
-    from appliance.db import open_store
-    from appliance.errors import NotFound
-    from appliance.hl7 import inbox, outbound
-
-    store = open_store(cfg.data_dir)
+    store = ctx.open_store(cfg.data_dir)
     try:
         if args.hl7_command == "messages":
             for m in inbox.recent(store, args.limit, args.failed):

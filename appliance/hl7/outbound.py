@@ -21,8 +21,10 @@ from typing import Any
 import hl7
 from hl7.mllp import open_hl7_connection
 
+from appliance import audit
 from appliance.config import Hl7OutboundSettings, Hl7Settings
 from appliance.db import Store
+from appliance.errors import NotFound
 from appliance.hl7 import charsets
 from appliance.hl7.mapping import escape, value
 from appliance.worklist.repo import WorklistRepo
@@ -270,9 +272,6 @@ def recent(store: Store, limit: int = 20, state: str | None = None) -> list[dict
 
 def resend(store: Store, pk: int, actor: str = "cli") -> None:
     """Put a sent or dead message back in its RIS's queue, to go out at once (same MSH-10)."""
-    from appliance import audit
-    from appliance.errors import NotFound
-
     with store.write() as db:
         changed = db.execute(
             """UPDATE hl7_outbox SET state = 'waiting', next_attempt = 0, attempts = 0,

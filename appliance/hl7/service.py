@@ -7,6 +7,7 @@ from typing import Any
 from appliance.hl7.inbox import Inbox
 from appliance.hl7.listener import Hl7Listener
 from appliance.hl7.outbound import OutboundWorker, Outbox
+from appliance.runtime import Runtime
 
 
 class Hl7Service:
@@ -14,7 +15,7 @@ class Hl7Service:
 
     name = "hl7"
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         config = runtime.config
         self.inbox = Inbox(
             runtime.store, config.hl7, application=config.dicom.ae_title, devices=config.devices

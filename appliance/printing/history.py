@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance import paging
+from appliance import printers as printer_list
 from appliance.config import Config
 from appliance.db import Store
 from appliance.errors import NotFound, ValidationError
 from appliance.printing import output as output_mod
-from appliance.printing import printers as printer_list
 from appliance.printing.jobs import now_iso
 from appliance.printing.repo import JOBS_DIR
 from appliance.printing.service import PRINTS_DIR, new_uid

@@ -108,7 +108,7 @@ def _printing_0002(db: sqlite_utils.Database) -> None:
 
 @printing(name="0003_printers")
 def _printing_0003(db: sqlite_utils.Database) -> None:
-    # Printers managed like devices and destinations (appliance/printing/printers.py).
+    # Printers managed like devices and destinations (appliance/printers.py).
     db.execute(
         """CREATE TABLE printers (
             name TEXT PRIMARY KEY,

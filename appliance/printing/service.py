@@ -24,8 +24,8 @@ from pydicom.uid import (
 )
 
 from appliance import __version__, status
+from appliance import printers as printer_list
 from appliance.config import PrintProfileSettings
-from appliance.printing import printers as printer_list
 from appliance.printing import scp
 from appliance.printing import session as rules
 from appliance.printing.events import EventSender
@@ -33,6 +33,7 @@ from appliance.printing.jobs import JobRunner
 from appliance.printing.output import FAILURE, Output, PrinterState, make_output
 from appliance.printing.repo import PrintRepo
 from appliance.printing.session import PrintError
+from appliance.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class PrintService:
 
     name = "print"
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         config = runtime.config
         self.data_dir = Path(config.data_dir)
@@ -521,8 +522,3 @@ def job_patient(films: Any) -> dict[str, str]:
                 if key in found and value not in found[key]:
                     found[key].append(value)
     return {key: ", ".join(values[:3]) for key, values in found.items() if values}
-
-
-def make_service(runtime: Any) -> PrintService:
-    """The factory in ``appliance.services.FACTORIES``."""
-    return PrintService(runtime)

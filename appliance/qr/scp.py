@@ -35,6 +35,7 @@ from appliance.config import DeviceSettings
 from appliance.dicom import compat
 from appliance.forward.spool import Spool
 from appliance.qr import index, repo, retrieve
+from appliance.runtime import Runtime
 from appliance.worklist import matching
 from appliance.worklist.scp import CHARSET_VALUES, encodable, response_charset
 
@@ -64,7 +65,7 @@ class QueryRetrieveService:
 
     name = SERVICE
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.spool = Spool(runtime.config.data_dir / "spool")
         self._lock = threading.Lock()

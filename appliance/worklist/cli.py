@@ -9,10 +9,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from appliance.cliargs import Context, Handler, load_config
 from appliance.worklist import exchange
+from appliance.worklist.repo import WorklistRepo
 
 
-def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Any]:
+def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Handler]:
     """Add the ``worklist`` command and its actions."""
     wl = sub.add_parser("worklist", help="import or export scheduled procedure steps")
     actions = wl.add_subparsers(dest="worklist_command", metavar="ACTION")
@@ -29,16 +31,12 @@ def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) ->
     return {"worklist": run}
 
 
-def run(args: argparse.Namespace) -> int:
-    from appliance.cli import load_config
-    from appliance.db import open_store
-    from appliance.worklist.repo import WorklistRepo
-
+def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.worklist_command not in ("import", "export"):
         print("usage: appliance worklist {import FILE | export}", file=sys.stderr)
         return 2
     cfg = load_config(args)
-    store = open_store(cfg.data_dir)
+    store = ctx.open_store(cfg.data_dir)
     repo = WorklistRepo(store)
     try:
         if args.worklist_command == "import":

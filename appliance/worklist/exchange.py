@@ -26,7 +26,7 @@ from pydicom.valuerep import PersonName
 from appliance.errors import ApplianceError, ValidationError
 from appliance.worklist.matching import item_dataset
 from appliance.worklist.model import Code, Item, StepRequest, check_item
-from appliance.worklist.repo import WorklistRepo, row_to_item
+from appliance.worklist.repo import STEP_COLUMNS, STEP_FROM, WorklistRepo, row_to_item
 
 CSV_COLUMNS = (
     "patient_id", "patient_name", "birth_date", "sex", "accession_number", "requested_procedure_id",
@@ -245,8 +245,6 @@ def import_csv(repo: WorklistRepo, text: str, actor: str = "import") -> ImportRe
 
 def _rows(repo: WorklistRepo, first: date | None, last: date | None) -> Iterator[dict[str, Any]]:
     sql = "SELECT * FROM (SELECT {cols} {frm}) WHERE status != 'CANCELED'"
-    from appliance.worklist.repo import STEP_COLUMNS, STEP_FROM
-
     params: list[str] = []
     if first:
         sql += " AND start_date >= ?"

@@ -19,6 +19,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
 
+from appliance import identifiers
 from appliance.worklist.model import CODE_KEYS, SPS_KEYS, TOP_KEYS, Item, dt_key, fold
 
 # (date keyword, time keyword) pairs matched as one date-time range (PS3.4 C.2.2.2.5.1).
@@ -146,7 +147,7 @@ def _check_syntax(key: Key) -> None:
             raise QueryError(f"{key.keyword}: {v!r} is not a time or time range")
     elif key.vr == "UI":
         for uid in v.split("\\"):
-            if not re.fullmatch(r"[0-9.]{1,64}", uid.strip("\0 ")):
+            if not identifiers.is_uid(uid.strip("\0 ")):
                 raise QueryError(f"{key.keyword}: {uid!r} is not a UID")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from appliance import identifiers
 from appliance.errors import ValidationError
 
 Item = dict[str, Any]
@@ -103,7 +104,6 @@ REQUIRED_SPS = (
     "ScheduledProcedureStepID",
 )
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _DA = re.compile(r"^\d{8}$")
 _TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 _CS = re.compile(r"^[A-Z0-9_ ]{0,16}$")
@@ -187,7 +187,7 @@ def validate_pn(value: str, name: str, required: bool = False) -> str:
 
 
 def validate_uid(value: str, name: str) -> str:
-    if len(value) > 64 or not _UID.match(value):
+    if not identifiers.is_uid(value, strict=True):
         raise ValidationError(name, f"{value!r} is not a valid UID (digits and dots, at most 64)")
     return value
 
@@ -219,13 +219,10 @@ def validate_date(value: str, name: str) -> str:
 
 def validate_request(req: StepRequest) -> StepRequest:
     """Check every field; raise ValidationError naming the first bad one."""
-    from appliance.config import validate_ae_title
-    from appliance.errors import ConfigError
-
-    try:
-        station = validate_ae_title(req.station_ae, "station_ae")
-    except ConfigError as exc:
-        raise ValidationError("station_ae", exc.reason) from exc
+    problem = identifiers.ae_title_problem(req.station_ae)
+    if problem is not None:
+        raise ValidationError("station_ae", problem)
+    station = req.station_ae.strip(" ")
     modality = req.modality.strip().upper()
     if not modality or not _CS.match(modality):
         raise ValidationError("modality", "must be a modality code such as CT, MR, US, CR, DX")

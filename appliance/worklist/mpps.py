@@ -12,6 +12,7 @@ import logging
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
@@ -245,8 +246,6 @@ def handle_n_create(event: evt.Event, service: Any) -> tuple[Any, Dataset | None
     request = cast(N_CREATE, event.request)
     uid = request.AffectedSOPInstanceUID
     if not uid:
-        from pydicom.uid import generate_uid
-
         uid = generate_uid()
     try:
         ds = read_attributes(event, "AttributeList")

@@ -25,6 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from appliance import audit, dataset_check, status
 from appliance.config import DeviceSettings
+from appliance.runtime import Runtime
 from appliance.worklist import matching, mpps, wire
 from appliance.worklist.repo import Narrowing, WorklistRepo, row_to_item
 
@@ -103,7 +104,7 @@ class WorklistService:
 
     name = SERVICE
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.repo = WorklistRepo(runtime.store)
         self.mpps = mpps.MppsRecorder(runtime.store, self.repo)

@@ -43,7 +43,9 @@ pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExce
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
-    cfg = make_config(tmp_path_factory.mktemp("edge") / "data", {"dicom": {**TIMEOUTS, "max_associations": CAP}})
+    cfg = make_config(
+        tmp_path_factory.mktemp("edge") / "data", {"dicom": {**TIMEOUTS, "max_associations": CAP}}
+    )
     appliance = Appliance(cfg, only=("dicom",)).start()
     echo_seconds(appliance.dicom_port)  # warm: imports, first association
     yield appliance

@@ -35,7 +35,7 @@ def box(start_appliance: Callable[..., Appliance]) -> Appliance:
 
 
 def still_acks(box: Appliance, control_id: str = "GOOD") -> None:
-    with MllpPeer(box.hl7.port) as peer:
+    with MllpPeer(box.listener("hl7").port) as peer:
         ack = Ack.parse(peer.exchange(orm(control_id)))
     assert (ack.code, ack.control_id) == ("AA", control_id), ack.text
 
@@ -47,7 +47,7 @@ def counts(box: Appliance) -> dict[str, int]:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_bytes(box: Appliance, seed: int) -> None:
     rng = random.Random(seed)
-    with MllpPeer(box.hl7.port) as peer:
+    with MllpPeer(box.listener("hl7").port) as peer:
         try:
             peer.send_raw(bytes(rng.getrandbits(8) for _ in range(100_000)))
         except ConnectionError:
@@ -57,7 +57,7 @@ def test_random_bytes(box: Appliance, seed: int) -> None:
 
 
 def test_no_start_block_closes_the_connection(box: Appliance) -> None:
-    with MllpPeer(box.hl7.port) as peer:
+    with MllpPeer(box.listener("hl7").port) as peer:
         peer.send_raw(orm("NOVT") + FS + CR)
         assert peer.wait_closed(timeout=5)
     assert counts(box)["framing_errors"] == 1
@@ -65,7 +65,7 @@ def test_no_start_block_closes_the_connection(box: Appliance) -> None:
 
 
 def test_message_without_end_block_is_closed_at_the_idle_timeout(box: Appliance) -> None:
-    with MllpPeer(box.hl7.port) as peer:
+    with MllpPeer(box.listener("hl7").port) as peer:
         peer.send_raw(VT + orm("NOEND"))
         started = time.monotonic()
         assert peer.wait_closed(timeout=5)
@@ -76,7 +76,7 @@ def test_message_without_end_block_is_closed_at_the_idle_timeout(box: Appliance)
 
 
 def test_a_trickling_message_is_bounded_by_the_idle_timeout(box: Appliance) -> None:
-    with MllpPeer(box.hl7.port) as peer:
+    with MllpPeer(box.listener("hl7").port) as peer:
         started = time.monotonic()
         closed = False
         for byte in VT + orm("SLOW"):
@@ -95,7 +95,7 @@ def test_a_trickling_message_is_bounded_by_the_idle_timeout(box: Appliance) -> N
 
 def test_oversized_message_gets_ar_and_a_close(box: Appliance) -> None:
     big = orm("HUGE").rstrip(b"\r") + b"\rNTE|1||" + b"x" * 200_000 + b"\r"
-    with MllpPeer(box.hl7.port) as peer:
+    with MllpPeer(box.listener("hl7").port) as peer:
         try:
             peer.send(big)
         except ConnectionError:
@@ -108,7 +108,10 @@ def test_oversized_message_gets_ar_and_a_close(box: Appliance) -> None:
 
 
 def test_200_connections(box: Appliance) -> None:
-    socks = [socket.create_connection(("127.0.0.1", box.hl7.port), timeout=5) for _ in range(200)]
+    socks = [
+        socket.create_connection(("127.0.0.1", box.listener("hl7").port), timeout=5)
+        for _ in range(200)
+    ]
     seen: list[int] = []
 
     def all_dealt_with() -> bool:  # at most 16 served at once, the others closed
@@ -131,12 +134,16 @@ def test_a_ris_that_sent_orders_keeps_its_link_while_silent_peers_come_and_go(
 ) -> None:
     box = start_appliance({"hl7": HL7 | {"idle_timeout": 30.0}})
     catalog.save(box.runtime.store, Procedure("CTCH", "LOCAL", "CT Chest", "CT"))
-    with MllpPeer(box.hl7.port) as ris:
+    with MllpPeer(box.listener("hl7").port) as ris:
         assert Ack.parse(ris.exchange(orm("KEEP1"))).code == "AA"
-        first = [socket.create_connection(("127.0.0.1", box.hl7.port)) for _ in range(15)]
+        first = [
+            socket.create_connection(("127.0.0.1", box.listener("hl7").port)) for _ in range(15)
+        ]
         wait_for(lambda: counts(box)["connections"] == 16, timeout=5)
         time.sleep(0.6)  # let them age past EVICT_AFTER, so the next ones make room
-        second = [socket.create_connection(("127.0.0.1", box.hl7.port)) for _ in range(5)]
+        second = [
+            socket.create_connection(("127.0.0.1", box.listener("hl7").port)) for _ in range(5)
+        ]
         wait_for(lambda: counts(box).get("connections_evicted", 0) == 5, timeout=5)
         ack = Ack.parse(ris.exchange(orm("KEEP2", placer="PL2", accession="A2", patient_id="P2")))
         assert ack.code == "AA"
@@ -146,7 +153,7 @@ def test_a_ris_that_sent_orders_keeps_its_link_while_silent_peers_come_and_go(
 
 
 def test_peer_closing_mid_message_leaves_nothing(box: Appliance) -> None:
-    with MllpPeer(box.hl7.port) as peer:
+    with MllpPeer(box.listener("hl7").port) as peer:
         peer.send_raw(VT + orm("HALF")[:80])
     wait_for(lambda: counts(box)["connections"] == 0, timeout=5)
     assert box.runtime.store.query("SELECT count(*) AS n FROM hl7_messages")[0]["n"] == 0
@@ -155,7 +162,7 @@ def test_peer_closing_mid_message_leaves_nothing(box: Appliance) -> None:
 
 def test_stop_is_prompt_with_connections_open(start_appliance: Callable[..., Appliance]) -> None:
     app = start_appliance({"hl7": HL7 | {"idle_timeout": 60.0}})
-    peers = [MllpPeer(app.hl7.port) for _ in range(5)]
+    peers = [MllpPeer(app.listener("hl7").port) for _ in range(5)]
     for p in peers:
         p.send_raw(VT + b"MSH|")
     wait_for(lambda: app.health()["services"]["hl7"]["connections"] == 5, timeout=5)

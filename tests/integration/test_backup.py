@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from appliance import backup
-from appliance.db import DB_FILENAME, Store, open_store
+from appliance.app import MIGRATIONS, open_store
+from appliance.db import DB_FILENAME, Store
 from appliance.migrations import core, pending
 from appliance.printing import history
 from appliance.server import Appliance
@@ -255,7 +256,7 @@ def test_a_copy_is_kept_before_migrations_run_the_last_three(tmp_path: Path) -> 
         (data / DB_FILENAME).unlink()
         _core_only(data)
         store = open_store(data)
-        assert pending(store.db) == []
+        assert pending(store.db, MIGRATIONS) == []
         store.close()
     copies = sorted((data / backup.BACKUPS_DIR).glob("before-migration-*.db"))
     assert len(copies) == backup.KEEP_BEFORE_MIGRATION

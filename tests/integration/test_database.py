@@ -9,8 +9,9 @@ import pytest
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from appliance import migrations, schema_sets
-from appliance.db import DB_FILENAME, Store, open_store
+from appliance import app, migrations
+from appliance.app import open_store
+from appliance.db import DB_FILENAME, Store
 from tests.helpers import open_fds, wait_for
 
 
@@ -21,7 +22,7 @@ def test_new_database_gets_every_migration(tmp_path: Path) -> None:
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert db.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
     assert {"settings", "audit", "_sqlite_migrations"} <= set(db.table_names())
-    expected = sum(len(m._migrations) for m in migrations.all_sets())
+    expected = sum(len(m._migrations) for m in app.MIGRATIONS)
     assert db["_sqlite_migrations"].count == expected
     store.close()
 
@@ -39,11 +40,12 @@ def test_existing_database_gets_only_new_migrations(
     def _widgets(db: sqlite_utils.Database) -> None:
         db.execute("CREATE TABLE widgets (id INTEGER PRIMARY KEY, name TEXT)")
 
-    monkeypatch.setattr(schema_sets, "SETS", [*schema_sets.SETS, later])
-    store = open_store(tmp_path)
+    store = migrations.open_store(tmp_path, [*app.MIGRATIONS, later])
     assert "widgets" in store.db.table_names()
     assert [r["action"] for r in store.db["audit"].rows] == ["kept"]
-    assert migrations.migrate(store.db) == []  # nothing pending the second time
+    assert (
+        migrations.migrate(store.db, [*app.MIGRATIONS, later]) == []
+    )  # nothing pending the second time
     store.close()
 
 
@@ -58,9 +60,8 @@ def test_failed_migration_leaves_database_as_it_was(
         db.execute("CREATE TABLE half (id INTEGER)")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(schema_sets, "SETS", [broken])
     with pytest.raises(RuntimeError):
-        open_store(tmp_path)
+        migrations.open_store(tmp_path, [*app.MIGRATIONS, broken])
     db = sqlite_utils.Database(tmp_path / DB_FILENAME)
     assert "half" not in db.table_names()
 

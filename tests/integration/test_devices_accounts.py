@@ -11,10 +11,11 @@ import pytest
 
 from appliance import accounts, devices
 from appliance.access import Access
+from appliance.app import open_store
 from appliance.cli import main
 from appliance.config import DeviceSettings
-from appliance.db import open_store
 from appliance.errors import Conflict, ValidationError
+from appliance.runtime import Runtime
 from appliance.server import Appliance
 from tests.helpers import make_config, wait_for
 
@@ -28,6 +29,7 @@ def test_config_devices_win_web_devices_stay(tmp_path: Path) -> None:
     )
     store = open_store(data)
     access = Access(cfg, store)
+    access.sync()
     assert access.device("CT1").modality == "CT" and access.device("OLD") is not None
     devices.save(store, DeviceSettings(ae_title="US1", modality="US"))
     with pytest.raises(ValidationError) as err:
@@ -38,6 +40,7 @@ def test_config_devices_win_web_devices_stay(tmp_path: Path) -> None:
     cfg2 = make_config(data, {"devices": [{"ae_title": "CT1", "modality": "MR"}]})
     store = open_store(data)
     access = Access(cfg2, store)
+    access.sync()
     assert access.device("CT1").modality == "MR"
     assert access.device("OLD") is None
     assert access.device("US1").modality == "US"
@@ -53,7 +56,7 @@ def test_web_devices_survive_a_restart_of_the_appliance(
 ) -> None:
     app = start_appliance(data_dir=tmp_path / "d")
     devices.save(app.runtime.store, DeviceSettings(ae_title="CT9", character_set="ISO 2022 IR 87"))
-    devices.publish(app.runtime.store, app.runtime.access)
+    app.runtime.access.devices.publish()
     assert app.runtime.access.device("CT9") is not None
     app.stop()
     again = start_appliance(data_dir=tmp_path / "d")
@@ -142,3 +145,25 @@ def test_a_change_made_by_another_process_is_seen(tmp_path: Path) -> None:
     wait_for(lambda: dicom_side.device("US1") is None, timeout=10)
     dicom_store.close()
     web_store.close()
+
+
+def test_building_the_runtime_writes_nothing_until_sync(tmp_path: Path) -> None:
+    """The constructors read nothing into the tables; ``sync()`` at start writes the
+    file's devices and destinations (and only then are they served)."""
+    cfg = make_config(
+        tmp_path / "data",
+        {"devices": [{"ae_title": "CT1", "modality": "CT"}],
+         "destinations": [{"name": "main", "ae_title": "PACS", "host": "127.0.0.1",
+                           "port": 104}]},
+    )  # fmt: skip
+    store = open_store(cfg.data_dir)
+    before = store.db.conn.total_changes
+    rt = Runtime.create(cfg, store)
+    assert store.db.conn.total_changes == before
+    assert store.query("SELECT count(*) AS n FROM devices")[0]["n"] == 0
+    assert rt.access.device("CT1") is None and rt.destinations.current() == ()
+    rt.sync()
+    assert rt.access.device("CT1").modality == "CT"  # type: ignore[union-attr]
+    assert [d.name for d in rt.destinations.current()] == ["main"]
+    assert store.query("SELECT count(*) AS n FROM destinations")[0]["n"] == 1
+    store.close()

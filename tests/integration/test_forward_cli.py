@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from appliance import cli
-from appliance.db import open_store
+from appliance.app import open_store
 from appliance.forward import queue
 from tests.forward_helpers import FakePacs
 

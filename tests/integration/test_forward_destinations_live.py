@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 
-from appliance import accounts, destinations, status
+from appliance import accounts, live, status
 from appliance.forward import queue
 from appliance.server import Appliance
 from tests.forward_factories import write_series
@@ -86,7 +86,7 @@ def uids(paths: list[Path]) -> list[str]:
 def test_add_edit_remove_readd_and_restart(
     tmp_path: Path, pacs_servers: list[FakePacs], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(destinations, "REFRESH_S", 0.2)  # the other process looks sooner
+    monkeypatch.setattr(live, "REFRESH_S", 0.2)  # the other process looks sooner
     filed, first, second = (FakePacs(ae_title=t) for t in ("FILED", "WEBPACS", "WEBPACS"))
     pacs_servers += [filed, first, second]
     raw = forward_config([pacs_destination("filed", "FILED", filed.port)])

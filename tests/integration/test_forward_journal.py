@@ -11,7 +11,7 @@ import pytest
 from pydicom import dcmread
 
 from appliance import status
-from appliance.db import open_store
+from appliance.app import open_store
 from appliance.forward import journal, queue
 from appliance.forward.receiver import Receiver
 from appliance.forward.retention import sweep, sweep_segments

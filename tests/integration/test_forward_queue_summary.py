@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance import migrations
-from appliance.db import Store, open_store
+from appliance.app import MIGRATIONS, open_store
+from appliance.db import Store
 from appliance.forward import queue
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -120,7 +121,7 @@ def test_counts_start_from_the_rows_a_database_already_has(tmp_path: Path) -> No
         db.execute("DROP TABLE forward_delivered_counts")
         db.execute("DROP INDEX forward_queue_delivered_dest")
         db.execute("DELETE FROM _sqlite_migrations WHERE name = '0004_delivered_counts'")
-    assert migrations.migrate(store.db) == ["forward:0004_delivered_counts"]
+    assert migrations.migrate(store.db, MIGRATIONS) == ["forward:0004_delivered_counts"]
     assert queue.summary(store, [], now=30) == full_scan(store, [], now=30)
     assert [r["delivered"] for r in queue.summary(store, [], now=30)] == [3, 0]
     store.close()

@@ -164,7 +164,7 @@ def test_queue_database_failure_is_out_of_resources_not_success(
 @pytest.mark.filterwarnings("ignore:End of file reached:UserWarning")
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarning")
 def test_ingest_refuses_what_it_cannot_route(tmp_path: Path) -> None:
-    from appliance.db import open_store
+    from appliance.app import open_store
     from appliance.errors import ValidationError
     from appliance.forward.receiver import Receiver
     from appliance.forward.spool import Spool

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from appliance import cli
-from appliance.db import Store, open_store
+from appliance.app import open_store
+from appliance.db import Store
 from appliance.forward import queue
 
 CT = "1.2.840.10008.5.1.4.1.1.2"

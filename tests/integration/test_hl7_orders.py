@@ -41,7 +41,7 @@ def box(start_appliance: Callable[..., Appliance]) -> Appliance:
 
 @pytest.fixture
 def peer(box: Appliance) -> Any:
-    with MllpPeer(box.hl7.port) as p:
+    with MllpPeer(box.listener("hl7").port) as p:
         yield p
 
 
@@ -58,7 +58,7 @@ def counts(app: Appliance) -> tuple[int, int, int, int]:
 
 
 def test_hl7_is_off_by_default(appliance: Appliance) -> None:
-    assert appliance.hl7 is None
+    assert appliance.listener("hl7") is None
     assert "hl7" not in appliance.health()["services"]
 
 
@@ -211,11 +211,11 @@ def test_duplicate_after_a_restart_is_still_recognised(
 ) -> None:
     first_box = start_appliance({"hl7": HL7}, data_dir=tmp_path / "d")
     add_catalog(first_box)
-    with MllpPeer(first_box.hl7.port) as p:
+    with MllpPeer(first_box.listener("hl7").port) as p:
         first = p.exchange(orm("R1"))
     first_box.stop()
     second_box = start_appliance({"hl7": HL7}, data_dir=tmp_path / "d")
-    with MllpPeer(second_box.hl7.port) as p:
+    with MllpPeer(second_box.listener("hl7").port) as p:
         assert p.exchange(orm("R1")) == first
     assert len(steps(second_box)) == 1
 
@@ -371,7 +371,7 @@ def test_healthz_counts_messages_by_ack_code(box: Appliance, peer: MllpPeer) -> 
     peer.exchange(orm("H2", code="XXXX^x^LOCAL", placer="PLX", accession="AX"))
     code, report = get_json(box.web_port, "/healthz", token=statuskey.read(box.config.data_dir))
     hl7 = report["services"]["hl7"]
-    assert (code, hl7["state"], hl7["port"]) == (200, "running", box.hl7.port)
+    assert (code, hl7["state"], hl7["port"]) == (200, "running", box.listener("hl7").port)
     assert (hl7["received"], hl7["AA"], hl7["AE"], hl7["duplicates"]) == (3, 2, 1, 1)
 
 
@@ -391,7 +391,7 @@ def test_cli_send_injects_the_messages_of_a_file(box: Appliance, tmp_path: Path)
         "send",
         str(file),
         "--port",
-        str(box.hl7.port),
+        str(box.listener("hl7").port),
     ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stdout) == (0, "MSA|AA|CLI1\n"), proc.stderr
@@ -436,7 +436,7 @@ def test_station_from_the_one_device_of_that_modality(
     app = start_appliance({"hl7": HL7, "devices": devices})
     catalog.save(app.runtime.store, Procedure("USAB", "LOCAL", "US Abdomen", "US"))
     catalog.save(app.runtime.store, Procedure("DXCH", "LOCAL", "DX Chest", "DX"))
-    with MllpPeer(app.hl7.port) as peer:
+    with MllpPeer(app.listener("hl7").port) as peer:
         ack = Ack.parse(peer.exchange(orm("S1", code="USAB^US^LOCAL", modality="")))
         assert ack.code == "AA", ack.text
         ambiguous = orm("S2", code="DXCH^DX^LOCAL", modality="", placer="PL2", accession="A2")

@@ -48,7 +48,7 @@ def start(start_appliance: Callable[..., Appliance], ris_port: int, **kw: Any) -
 
 
 def order_step(app: Appliance, control_id: str = "C1") -> dict[str, Any]:
-    with MllpPeer(app.hl7.port) as peer:
+    with MllpPeer(app.listener("hl7").port) as peer:
         assert Ack.parse(peer.exchange(orm(control_id))).code == "AA"
     return WorklistRepo(app.runtime.store).search("P1001")[0]
 
@@ -141,7 +141,7 @@ def test_status_set_by_the_ris_itself_is_not_echoed(
 ) -> None:
     app = start(start_appliance, ris.port)
     order_step(app)
-    with MllpPeer(app.hl7.port) as peer:
+    with MllpPeer(app.listener("hl7").port) as peer:
         assert Ack.parse(peer.exchange(orm("C2", control="SC", status="IP"))).code == "AA"
         assert Ack.parse(peer.exchange(orm("C3", control="DC"))).code == "AA"
     assert WorklistRepo(app.runtime.store).search("P1001")[0]["status"] == "DISCONTINUED"

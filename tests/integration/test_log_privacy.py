@@ -20,7 +20,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
 from appliance import accounts, catalog, status
-from appliance.db import open_store
+from appliance.app import open_store
 from tests.factories import make_mwl_query
 from tests.forward_factories import make_ct
 from tests.forward_helpers import FakePacs, store_dataset

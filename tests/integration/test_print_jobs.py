@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from appliance.app import open_store
 from appliance.config import PrintProfileSettings
-from appliance.db import open_store
 from appliance.printing.jobs import JobRunner
 from appliance.printing.output import Delivery, FolderOutput
 from appliance.printing.repo import PrintRepo

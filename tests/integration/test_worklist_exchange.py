@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from appliance.db import open_store
+from appliance.app import open_store
 from appliance.worklist import exchange
 from appliance.worklist.repo import WorklistRepo, row_to_item
 from tests.factories import make_step_request

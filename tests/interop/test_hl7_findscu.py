@@ -92,7 +92,7 @@ def find(box: Appliance, tmp: Path, patient_id: str, calling: str = "JPCT") -> l
 def test_jahis_iso_2022_jp_order_reaches_the_modality_with_three_groups(
     box: Appliance, tmp_path: Path
 ) -> None:
-    with MllpPeer(box.hl7.port) as peer:
+    with MllpPeer(box.listener("hl7").port) as peer:
         payload = peer.exchange(msg(*JAHIS, codec="iso2022_jp"))
     ack = Ack.parse(payload, "iso2022_jp")
     assert (ack.code, ack.control_id) == ("AA", "JP1"), ack.text
@@ -115,7 +115,7 @@ def test_jahis_iso_2022_jp_order_reaches_the_modality_with_three_groups(
 def test_shift_jis_order_reaches_the_modality_with_its_groups(
     box: Appliance, tmp_path: Path
 ) -> None:
-    with MllpPeer(box.hl7.port) as peer:
+    with MllpPeer(box.listener("hl7").port) as peer:
         ack = Ack.parse(peer.exchange(msg(*SJIS, codec="shift_jis")), "shift_jis")
     assert (ack.code, ack.control_id) == ("AA", "SJ1"), ack.text
     [ds] = find(box, tmp_path, "SJ0001")
@@ -129,7 +129,7 @@ def test_shift_jis_order_reaches_the_modality_with_its_groups(
 def test_cancel_discontinue_and_reschedule_as_the_modality_sees_them(
     box: Appliance, tmp_path: Path
 ) -> None:
-    with MllpPeer(box.hl7.port) as peer:
+    with MllpPeer(box.listener("hl7").port) as peer:
         for i, pl in enumerate(("PLA", "PLB", "PLC")):
             order = orm(f"N{i}", placer=pl, accession=f"ACC{pl}", patient_id=f"P{pl}", sps_id="")
             assert Ack.parse(peer.exchange(order)).code == "AA"

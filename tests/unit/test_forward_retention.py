@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.db import open_store
+from appliance.app import open_store
 from appliance.forward import commitment, queue
 from appliance.forward.retention import sweep, sweep_orphans
 from appliance.forward.spool import Spool

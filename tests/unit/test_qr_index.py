@@ -54,7 +54,7 @@ def test_an_unreadable_file_gives_none(tmp_path: Path) -> None:
 
 
 def test_retention_takes_the_index_row_and_a_new_copy_brings_it_back(tmp_path: Path) -> None:
-    from appliance.db import open_store
+    from appliance.app import open_store
     from appliance.forward import queue
     from appliance.forward.retention import sweep
     from appliance.forward.spool import Spool
@@ -84,7 +84,7 @@ def test_retention_takes_the_index_row_and_a_new_copy_brings_it_back(tmp_path: P
 
 
 def test_backfill_indexes_instances_held_before_the_index(tmp_path: Path) -> None:
-    from appliance.db import open_store
+    from appliance.app import open_store
     from appliance.forward import queue
     from appliance.forward.spool import Spool
 

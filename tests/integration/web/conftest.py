@@ -9,12 +9,11 @@ import pytest
 from flask.testing import FlaskClient
 
 from appliance import accounts, catalog
-from appliance.access import Access
-from appliance.db import open_store
-from appliance.server import Runtime
+from appliance.app import open_store, web_app
+from appliance.runtime import Runtime
 from tests.helpers import make_config
 from tests.webclient import DEVICES, PROCEDURES, Web
-from web import create_app
+from web import start
 
 
 @pytest.fixture
@@ -22,9 +21,9 @@ def web_bare(tmp_path: Path) -> Iterator[Web]:
     """The web app on a fresh database: no admin yet, devices from config, catalog empty."""
     cfg = make_config(tmp_path / "data", {"devices": DEVICES})
     store = open_store(cfg.data_dir)
-    runtime = Runtime(cfg, store, Access(cfg, store))
+    runtime = Runtime.create(cfg, store).sync()
     tokens: list[str] = []
-    app = create_app(runtime, test_config={"TESTING": True}, announce=tokens.append)
+    app = start(web_app(runtime, test_config={"TESTING": True}, announce=tokens.append))
     yield Web(app, store, runtime, tokens)
     store.close()
 

@@ -9,8 +9,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from appliance import accounts
+from appliance.app import web_app
 from tests.webclient import PASSWORD, Web, csrf_of, post
-from web import create_app
+from web import start
 
 PAGES = [
     "/",
@@ -67,7 +68,7 @@ def test_healthz_needs_no_login_and_tells_anonymous_callers_only_up_or_down(web:
 
 def test_healthz_degraded_is_503_and_still_only_the_status(web: Web) -> None:
     report = {"status": "degraded", "services": {"offsite": {"state": "failed", "host": "pacs"}}}
-    app = create_app(web.runtime, health=lambda: report, announce=lambda _: None)
+    app = web_app(web.runtime, health=lambda: report, announce=lambda _: None)
     anonymous = app.test_client().get("/healthz")
     assert anonymous.status_code == 503 and anonymous.json == {"status": "degraded"}
     token = accounts.create_token(web.store, web.user("ris"), "monitoring")
@@ -342,6 +343,17 @@ def test_login_page_in_japanese_for_a_japanese_browser(web: Web) -> None:
 
 
 # -- first-run setup -------------------------------------------------------------
+
+
+def test_building_the_app_writes_nothing_start_issues_the_token(web_bare: Web) -> None:
+    """``create_app`` only builds; ``start(app)`` makes the session key and the token."""
+    conn = web_bare.store.db.conn
+    before, told = conn.total_changes, []
+    app = web_app(web_bare.runtime, announce=told.append)
+    assert conn.total_changes == before and told == [] and app.config["SECRET_KEY"] is None
+    start(app)
+    assert len(told) == 1 and told[0] != web_bare.setup_tokens[-1]
+    assert app.config["SECRET_KEY"] == accounts.secret_key(web_bare.store)
 
 
 def test_first_start_prints_a_setup_token_and_redirects_to_setup(web_bare: Web) -> None:

@@ -163,16 +163,15 @@ def test_board_shows_birth_date_age_and_sex(web: Web, desk: FlaskClient) -> None
 def test_an_empty_board_says_what_to_do_first(tmp_path: Path) -> None:
     """No modality configured yet: the board says to add one (not just "No procedures")."""
     from appliance import accounts
-    from appliance.access import Access
-    from appliance.db import open_store
-    from appliance.server import Runtime
+    from appliance.app import open_store, web_app
+    from appliance.runtime import Runtime
     from tests.helpers import make_config
-    from web import create_app
+    from web import start
 
     cfg = make_config(tmp_path / "data", {})
     store = open_store(cfg.data_dir)
-    app = create_app(Runtime(cfg, store, Access(cfg, store)), test_config={"TESTING": True},
-                     announce=lambda token: None)  # fmt: skip
+    app = start(web_app(Runtime.create(cfg, store).sync(), test_config={"TESTING": True},
+                           announce=lambda token: None))  # fmt: skip
     web = Web(app, store, app.extensions["appliance"])
     web.user("admin0", accounts.ADMIN)
     page = web.login("desk0").get("/").text

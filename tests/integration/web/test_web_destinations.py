@@ -10,14 +10,13 @@ import pytest
 from flask.testing import FlaskClient
 
 from appliance import accounts, destinations
-from appliance.access import Access
+from appliance.app import open_store, web_app
 from appliance.config import DestinationSettings
-from appliance.db import open_store
 from appliance.forward import queue
-from appliance.server import Runtime
+from appliance.runtime import Runtime
 from tests.helpers import make_config
 from tests.webclient import Web, field_errors, post
-from web import create_app
+from web import start
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 NEARBY = {
@@ -41,8 +40,8 @@ def web(tmp_path: Path) -> Iterator[Web]:
                            "port": 104}]},
     )  # fmt: skip
     store = open_store(cfg.data_dir)
-    app = create_app(Runtime(cfg, store, Access(cfg, store)), test_config={"TESTING": True},
-                     announce=print)  # fmt: skip
+    app = start(web_app(Runtime.create(cfg, store).sync(), test_config={"TESTING": True},
+                           announce=print))  # fmt: skip
     w = Web(app, store, app.extensions["appliance"])
     w.user("admin", accounts.ADMIN)
     yield w

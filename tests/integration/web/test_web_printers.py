@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from appliance import accounts
+from appliance import printers as printer_list
+from appliance.app import open_store, web_app
 from appliance.config import PrinterSettings
-from appliance.db import open_store
 from appliance.printing import history
-from appliance.printing import printers as printer_list
 from appliance.server import Appliance
 from tests.helpers import wait_for
 from tests.printscu import PRINTER, PRINTER_INSTANCE, PrintSCU
 from tests.webclient import Web, field_errors, post
-from web import create_app
+from web import start
 
 
 @pytest.fixture
@@ -34,7 +34,8 @@ def box(start_appliance: Callable[..., Appliance], tmp_path: Path) -> tuple[Appl
     )
     rt = app.runtime
     assert rt is not None
-    web = Web(create_app(rt, test_config={"TESTING": True}, announce=lambda _t: None), rt.store, rt)
+    flask_app = start(web_app(rt, test_config={"TESTING": True}, announce=lambda _t: None))
+    web = Web(flask_app, rt.store, rt)
     web.user("admin", accounts.ADMIN)
     return app, web
 

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from appliance import accounts
+from appliance.app import web_app
 from appliance.printing import history
 from appliance.printing.repo import PrintRepo
 from appliance.printing.service import PRINTS_DIR
@@ -22,7 +23,7 @@ from appliance.server import Appliance
 from tests.helpers import wait_for
 from tests.printscu import PrintSCU
 from tests.webclient import Web, pager, post, session_csrf, walk
-from web import create_app
+from web import start
 
 # Whose images each film printed: the Japanese one in UTF-8, declared in the item.
 PATIENTS = {
@@ -61,7 +62,7 @@ def printed(start_appliance: Callable[..., Appliance], tmp_path: Path) -> tuple[
     assert rt is not None
     for uid in jobs.values():
         wait_for(lambda uid=uid: history.get_job(rt.store, uid)["state"] == "DONE")
-    flask_app = create_app(rt, test_config={"TESTING": True}, announce=lambda _t: None)
+    flask_app = start(web_app(rt, test_config={"TESTING": True}, announce=lambda _t: None))
     web = Web(flask_app, rt.store, rt)
     web.user("admin", accounts.ADMIN)
     return web, jobs

@@ -12,14 +12,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from appliance import accounts
-from appliance.access import Access
-from appliance.db import open_store
+from appliance.app import open_store, web_app
 from appliance.forward import queue
-from appliance.server import Runtime
+from appliance.runtime import Runtime
 from tests.forward_helpers import FakePacs
 from tests.helpers import make_config
 from tests.webclient import Web, pager, post, walk
-from web import create_app
+from web import start
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ELE = "1.2.840.10008.1.2.1"
@@ -39,8 +38,8 @@ def web(tmp_path: Path, pacs: FakePacs) -> Iterator[Web]:
         },
     )  # fmt: skip
     store = open_store(cfg.data_dir)
-    app = create_app(
-        Runtime(cfg, store, Access(cfg, store)), test_config={"TESTING": True}, announce=print
+    app = start(
+        web_app(Runtime.create(cfg, store).sync(), test_config={"TESTING": True}, announce=print)
     )
     w = Web(app, store, app.extensions["appliance"])
     w.user("admin", accounts.ADMIN)

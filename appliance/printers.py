@@ -5,7 +5,7 @@ Printers work as devices and destinations do (``appliance/managed.py``): the fil
 printers added on the web are kept. With no printer at all, films go to the built-in
 prints folder (``DEFAULT``). The print service reads the live list (``Live``) before it
 picks a printer, so an edit counts from the next film on, without a restart; another
-process's edit within ``REFRESH_S`` seconds.
+process's edit within ``appliance.live.REFRESH_S`` seconds.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from appliance import audit
-from appliance.config import PrinterSettings, _validate_printer
+from appliance.config import PrinterSettings, validate_printer
 from appliance.db import Store
-from appliance.errors import ConfigError, NotFound, ValidationError
-from appliance.managed import Live, ManagedTable
+from appliance.errors import NotFound, ValidationError
+from appliance.live import LiveList
+from appliance.managed import ManagedTable
 
 DEFAULT = PrinterSettings(name="folder", uri="folder:prints/out")
 VERSION_KEY = "printers_version"
-REFRESH_S = 2.0
 
 
 TABLE = ManagedTable(
@@ -33,6 +33,7 @@ TABLE = ManagedTable(
     order="managed_by = 'web', position, name",  # the file's order, then the web's
     version_key=VERSION_KEY,
     positioned=True,
+    check=validate_printer,
 )
 
 
@@ -46,10 +47,8 @@ def validate(printer: PrinterSettings) -> PrinterSettings:
         raise ValidationError("uri", f"is longer than {MAX_URI} characters")
     if not printer.uri.isprintable():
         raise ValidationError("uri", "must not hold control characters")
-    try:
-        return _validate_printer(printer, "printer")
-    except ConfigError as exc:
-        raise ValidationError(exc.setting.removeprefix("printer."), exc.reason) from exc
+    validated: PrinterSettings = TABLE.validate(printer)
+    return validated
 
 
 def effective(
@@ -59,9 +58,11 @@ def effective(
     return tuple(entries) or (DEFAULT,)
 
 
-def live(store: Store, configured: tuple[PrinterSettings, ...]) -> Live:
-    """The live list of one process, the file's printers synced in."""
-    return Live(TABLE, store, configured, REFRESH_S)
+class Live(LiveList[PrinterSettings]):
+    """The printer list one process works with (``appliance.live.LiveList``)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store, TABLE)
 
 
 def rows(store: Store) -> list[dict[str, Any]]:
