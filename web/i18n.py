@@ -340,6 +340,12 @@ JA: dict[str, str] = {
     "Newest first": "新しい順",
     "is not a position in this list": "この一覧の位置を示す値ではありません",
     "cannot be given with after": "after と同時には指定できません",
+    # the clinic's clock (one time zone on every page)
+    "This computer's clock differs from the appliance's by": "このコンピューターの時計と装置の時計のずれ:",
+    "The times on these pages are the appliance's; ask the admin to check both clocks.": "画面の時刻は装置の時刻です。管理者に両方の時計の確認を依頼してください。",
+    "Times in %(zone)s": "時刻は %(zone)s",
+    "Appliance clock": "装置の時計",
+    # CLINIC1-MORE
 }
 
 PATTERNS: list[tuple[re.Pattern[str], str]] = [

@@ -10,7 +10,7 @@ from appliance import catalog, devices
 from appliance.errors import Conflict, NotFound, ValidationError
 from appliance.worklist.model import PRIORITIES
 from appliance.worklist.repo import WorklistRepo
-from web import gettext, request_store, security, stepform
+from web import clock, gettext, request_store, security, stepform
 
 bp = Blueprint("steps", __name__, url_prefix="/steps")
 
@@ -105,7 +105,7 @@ def new() -> Any:
             values["start"] = request.args["date"] + "T09:00"
         return _render(values, {})
     values = {k: request.form.get(k, "") for k in stepform.TEXT_FIELDS}
-    parsed = stepform.parse(request.form, lookups())
+    parsed = stepform.parse(request.form, lookups(), today=clock.clinic().today())
     if parsed.request is None:
         return _render(values, parsed.errors)
     try:
@@ -129,7 +129,11 @@ def edit(pk: int) -> Any:
         return _render(stepform.values_of(step), {}, step)
     values = {k: request.form.get(k, "") for k in stepform.TEXT_FIELDS}
     parsed = stepform.parse(
-        request.form, lookups(), new=False, current_patient_id=step["patient_id"]
+        request.form,
+        lookups(),
+        today=clock.clinic().today(),
+        new=False,
+        current_patient_id=step["patient_id"],
     )
     if parsed.request is None:
         return _render(values, parsed.errors, step)

@@ -1,0 +1,210 @@
+"""A clinic's day in headless Chromium against `appliance serve` (issue 15, points 4, 10,
+11 and 12): one clock, the health page and help, the schedule form's start slot and
+messages, the board search in the URL and a completed step that opens read-only.
+
+The box runs with TZ=Asia/Tokyo; a second box sets clinic.time_zone. DCMTK findscu is the
+modality asking for its worklist, a pynetdicom MPPS client reports the step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.helpers import require_peer
+from tests.interop.test_web_browser import (
+    CATALOG_CSV,
+    CHROMIUM_ARGS,
+    PASSWORD,
+    Box,
+    findscu,
+    mpps,
+    shot,
+)
+
+pytestmark = pytest.mark.interop
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+DEVICE = '[[devices]]\nae_title = "CT1"\nmodality = "CT"\ndescription = "CT room 1"\n'
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    exe = require_peer("chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-clinic")),
+            executable_path=exe,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            locale="en-US",
+            viewport={"width": 1366, "height": 768},
+        )
+        context.csp_refusals = []
+        context.on(
+            "console",
+            lambda m: (
+                context.csp_refusals.append(m.text) if "Content Security Policy" in m.text else None
+            ),
+        )
+        yield context
+        context.close()
+
+
+def first_start(box: Box, page: Any, tmp: Path) -> None:
+    """Set the admin password with the box's setup token and import the catalog."""
+    page.goto(box.url + "/")
+    page.fill("#username", "admin")
+    page.fill("#password", PASSWORD)
+    page.fill("#password2", PASSWORD)
+    page.fill("#token", box.setup_token)
+    page.click("main button[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/devices$"))
+    page.goto(box.url + "/admin/catalog")
+    csv_file = tmp / "catalog.csv"
+    csv_file.write_text(CATALOG_CSV)
+    page.set_input_files("#file", str(csv_file))
+    page.click("text=Import CSV >> nth=-1")
+    page.wait_for_selector("#proc-CTHEAD")
+
+
+def schedule(box: Box, page: Any, patient_id: str, family: str, start: str) -> str:
+    """Schedule a CT head through the form; the step's pk."""
+    page.goto(box.url + "/steps/new")
+    page.fill("#patient_id", patient_id)
+    page.fill("#name_alpha_family", family)
+    page.fill("#name_alpha_given", "Hanako")
+    page.select_option("#procedure", "CTHEAD")
+    page.select_option("#station_ae", "CT1")
+    page.fill("#start", start)
+    page.click("#save")
+    page.wait_for_selector(f"li.step:has-text('{patient_id}')")
+    return str(page.locator(f"li.step:has-text('{patient_id}')").first.get_attribute("data-pk"))
+
+
+def shown_near(text: str, zone: ZoneInfo, minutes: int = 3) -> bool:
+    """A 'YYYY-MM-DD HH:MM:SS' in ``text`` within a few minutes of now in ``zone``."""
+    now = datetime.now(zone).replace(tzinfo=None)
+    for m in re.finditer(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", text):
+        when = datetime.strptime(m.group(0), "%Y-%m-%d %H:%M:%S")
+        if abs(when - now) < timedelta(minutes=minutes):
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def tokyo_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    b = Box(tmp_path_factory.mktemp("tokyo"), extra=DEVICE, env={"TZ": "Asia/Tokyo"})
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def page(tokyo_box: Box, chromium: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    pg = chromium.new_page()
+    pg.set_default_timeout(15_000)
+    first_start(tokyo_box, pg, tmp_path_factory.mktemp("catalog"))
+    return pg
+
+
+def test_one_clock_in_the_box_zone(tokyo_box: Box, page: Any, tmp_path: Path) -> None:
+    """TZ=Asia/Tokyo, no setting: the step's start, its MPPS times and the audit log are all
+    Tokyo times, the zone is named once per page, and the worklist keeps the typed time."""
+    today = datetime.now(TOKYO).date()
+    pk = schedule(tokyo_box, page, "TZ-0001", "Kato", f"{today.isoformat()}T18:00")
+    found = findscu(tokyo_box, tmp_path, today.strftime("%Y%m%d"))
+    item = next(f for f in found if f.PatientID == "TZ-0001")
+    sps = item.ScheduledProcedureStepSequence[0]
+    # DICOM DA/TM are the clinic's wall clock: the worklist gives back what was typed.
+    assert sps.ScheduledProcedureStepStartDate == today.strftime("%Y%m%d")
+    assert sps.ScheduledProcedureStepStartTime.startswith("1800")
+    uid = mpps(tokyo_box, item, "IN PROGRESS")
+    page.goto(f"{tokyo_box.url}/steps/{pk}")
+    performed = page.inner_text("#performed")
+    assert shown_near(performed, TOKYO), performed  # not UTC beside a local start
+    body = page.content()
+    assert "(UTC)" not in body and body.count("Asia/Tokyo") == 1
+    assert "Asia/Tokyo (JST, UTC+09:00)" in page.inner_text("#clinic-zone")
+    box_clock = page.inner_text("#box-clock")
+    now = datetime.now(TOKYO)
+    assert abs(
+        datetime.combine(now.date(), datetime.strptime(box_clock, "%H:%M").time()).replace(
+            tzinfo=TOKYO
+        )
+        - now
+    ) < timedelta(minutes=3)
+    assert page.locator("#clock-skew").is_hidden()
+    shot(page, "clock-step-tokyo")
+    mpps(tokyo_box, item, "COMPLETED", uid)
+    for path in ("/admin/audit", "/admin/destinations", "/prints", "/admin/hl7"):
+        page.goto(tokyo_box.url + path)
+        text = page.content()
+        assert "(UTC)" not in text and text.count("Asia/Tokyo") == 1, path
+    page.goto(tokyo_box.url + "/admin/audit")
+    assert shown_near(page.inner_text("#audit"), TOKYO)
+
+
+def test_a_browser_clock_far_from_the_box_is_warned_about(
+    tokyo_box: Box, chromium: Any, page: Any
+) -> None:
+    """This computer's clock 10 minutes ahead: a banner says so, on every page."""
+    pg = chromium.new_page()
+    pg.clock.install(time=datetime.now() + timedelta(minutes=10))
+    pg.goto(tokyo_box.url + "/")
+    pg.wait_for_selector("#clock-skew:not([hidden])")
+    assert "10 min" in pg.inner_text("#clock-skew")
+    shot(pg, "clock-skew")
+    pg.goto(tokyo_box.url + "/steps/new")
+    pg.wait_for_selector("#clock-skew:not([hidden])")
+    pg.close()
+    other = chromium.new_page()
+    other.clock.install(time=datetime.now() + timedelta(seconds=30))  # near enough
+    other.goto(tokyo_box.url + "/")
+    other.wait_for_selector("#board")
+    assert other.locator("#clock-skew").is_hidden()
+    other.close()
+
+
+def test_the_clinic_zone_setting_wins_over_the_box_zone(
+    chromium: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """TZ=Asia/Tokyo but clinic.time_zone = America/New_York: pages show New York times;
+    the worklist still answers with the scheduled date and time as typed."""
+    york = ZoneInfo("America/New_York")
+    box = Box(
+        tmp_path_factory.mktemp("york"),
+        extra='[clinic]\ntime_zone = "America/New_York"\n' + DEVICE,
+        env={"TZ": "Asia/Tokyo"},
+    )
+    pg = chromium.new_page()
+    try:
+        first_start(box, pg, tmp_path_factory.mktemp("catalog-york"))
+        today = datetime.now(york).date()
+        schedule(box, pg, "NY-0001", "Smith", f"{today.isoformat()}T07:15")
+        # The board opened on the clinic's day, not Tokyo's.
+        assert pg.get_attribute("#board", "data-date") == today.isoformat()
+        assert "America/New_York" in pg.inner_text("#clinic-zone")
+        found = findscu(box, tmp_path, today.strftime("%Y%m%d"))
+        sps = next(f for f in found if f.PatientID == "NY-0001").ScheduledProcedureStepSequence[0]
+        assert sps.ScheduledProcedureStepStartDate == today.strftime("%Y%m%d")
+        assert sps.ScheduledProcedureStepStartTime.startswith("0715")
+        pg.goto(box.url + "/admin/audit")
+        audit = pg.inner_text("#audit")
+        assert shown_near(audit, york) and not shown_near(audit, TOKYO)
+        shot(pg, "clock-audit-new-york")
+    finally:
+        pg.close()
+        box.stop()
+
+
+def test_csp_blocked_nothing(chromium: Any) -> None:
+    """Last: no page above had a script or style the CSP refused."""
+    assert chromium.csp_refusals == []
