@@ -345,10 +345,29 @@ JA: dict[str, str] = {
     "The times on these pages are the appliance's; ask the admin to check both clocks.": "画面の時刻は装置の時刻です。管理者に両方の時計の確認を依頼してください。",
     "Times in %(zone)s": "時刻は %(zone)s",
     "Appliance clock": "装置の時計",
+    # the catalog import's messages (sentences; "Line N: ..." is a pattern below)
+    "Choose a CSV file first.": "先に CSV ファイルを選んでください。",
+    "The file is not UTF-8 or Shift_JIS text.": "ファイルが UTF-8 または Shift_JIS のテキストではありません。",
+    "The file holds no procedures.": "ファイルに検査がありません。",
+    # the schedule form's start slot and messages
+    "Patient name": "患者氏名",
+    "Next free slot": "次の空き枠",
+    "No free slot in the next two weeks": "2 週間先まで空き枠がありません",
+    "choose a room first": "先に検査室を選んでください",
     # CLINIC1-MORE
 }
 
 PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # the catalog import's sentences
+    (re.compile(r"^Line (\d+): (.+)$"), r"\1 行目: \2"),
+    (
+        re.compile(r"^The header row must name (.+) \(missing (.+)\)\.$"),
+        r"ヘッダー行には \1 が必要です (不足: \2)。",
+    ),
+    (
+        re.compile(r"^The header row names an unknown column, (.+)\.$"),
+        r"ヘッダー行に不明な列があります: \1。",
+    ),
     # the configuration loader's reasons, which name the value (destination form)
     (
         re.compile(r"^(.+) must be 1-32 letters, digits, '_' or '-'$"),
@@ -396,6 +415,19 @@ def translate(text: str, lang: str, **params: Any) -> str:
                     out = pattern.sub(replacement, text)
                     break
     return out % params if params else out
+
+
+def sentence(label: tuple[str, ...], reason: str, lang: str) -> str:
+    """A field's message as a sentence that names the field: 'Patient ID is required.',
+    '患者ID: 必須です。'. A reason that is already a sentence (capitalised) stays one."""
+    name = " · ".join(translate(part, lang) for part in label)
+    said = translate(reason, lang)
+    if lang == "ja":
+        out = said if not label or reason[:1].isupper() else f"{name}: {said}"
+        return out if out.endswith(("。", ".")) else out + "。"
+    out = said if not label or reason[:1].isupper() else f"{name} {said}"
+    out = out[:1].upper() + out[1:]
+    return out if out.endswith((".", "?", "!")) else out + "."
 
 
 def pick(user_language: str, accept: Any, cookie: str | None = None) -> str:

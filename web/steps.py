@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from appliance import catalog, devices
 from appliance.errors import Conflict, NotFound, ValidationError
 from appliance.worklist.model import PRIORITIES
 from appliance.worklist.repo import WorklistRepo
-from web import clock, gettext, request_store, security, stepform
+from web import clock, gettext, i18n, request_store, security, stepform
 
 bp = Blueprint("steps", __name__, url_prefix="/steps")
 
@@ -58,7 +69,18 @@ def performed(step_pk: int) -> list[dict[str, Any]]:
     )
 
 
-def _render(values: dict[str, str], errors: dict[str, str], step: dict | None = None) -> Any:
+def sentences(errors: dict[str, str]) -> dict[str, str]:
+    """Each field's reason as a sentence naming the field, in the user's language."""
+    lang = g.get("lang", i18n.DEFAULT)
+    return {
+        name: i18n.sentence(stepform.LABELS.get(name, ()), reason, lang)
+        for name, reason in errors.items()
+    }
+
+
+def _render(
+    values: dict[str, str], errors: dict[str, str], step: dict | None = None, slot_date: str = ""
+) -> Any:
     store = request_store()
     known = None
     if step is None and not values.get("next_accession"):
@@ -69,7 +91,7 @@ def _render(values: dict[str, str], errors: dict[str, str], step: dict | None = 
     return render_template(
         "step_form.html",
         values=values,
-        errors=errors,
+        errors=sentences(errors),
         step=step,
         stations=devices.rows(store, role="modality"),
         procedures=catalog.all_rows(store),
@@ -77,7 +99,35 @@ def _render(values: dict[str, str], errors: dict[str, str], step: dict | None = 
         name_parts=stepform.NAME_PARTS,
         known_patient=known,
         performed=performed(step["step_pk"]) if step else [],
+        slot_date=slot_date,
     ), (400 if errors else 200)
+
+
+@bp.get("/next-slot")
+def next_slot() -> Any:
+    """The station's next free slot: from now, or from the morning of a later ``date``."""
+    station = request.args.get("station", "").strip()
+    if lookups().station(station) is None:
+        return jsonify(error="validation", field="station", message="is not a known station"), 400
+    now = clock.clinic().now().replace(tzinfo=None)
+    after = now
+    raw = request.args.get("date", "").strip()
+    if raw:
+        try:
+            day = datetime.strptime(raw, "%Y-%m-%d")
+        except ValueError:
+            return jsonify(error="validation", field="date", message="is not a date"), 400
+        after = max(now, day)
+    last = after + timedelta(days=stepform.SLOT_SEARCH_DAYS + 1)
+    starts = WorklistRepo(request_store()).station_starts(
+        station,
+        (after - timedelta(minutes=stepform.SLOT_MINUTES)).strftime("%Y%m%d%H%M%S"),
+        last.strftime("%Y%m%d%H%M%S"),
+    )
+    slot = stepform.next_free_slot([datetime.strptime(s, "%Y%m%d%H%M%S") for s in starts], after)
+    if slot is None:
+        return jsonify(station=station, start=None)
+    return jsonify(station=station, start=slot.strftime("%Y-%m-%dT%H:%M"))
 
 
 def _prefill_patient(values: dict[str, str], patient_id: str) -> None:
@@ -101,9 +151,8 @@ def new() -> Any:
         values = {"priority": "ROUTINE"}
         if request.args.get("patient_id"):
             _prefill_patient(values, request.args["patient_id"])
-        if request.args.get("date"):
-            values["start"] = request.args["date"] + "T09:00"
-        return _render(values, {})
+        # Start stays empty: the form offers the station's next free slot (next_slot).
+        return _render(values, {}, slot_date=request.args.get("date", ""))
     values = {k: request.form.get(k, "") for k in stepform.TEXT_FIELDS}
     parsed = stepform.parse(request.form, lookups(), today=clock.clinic().today())
     if parsed.request is None:

@@ -371,6 +371,16 @@ class WorklistRepo:
             sql += " AND s.status != 'CANCELED'"
         return self.store.query(sql + " ORDER BY s.start_dt, s.pk", tuple(params))
 
+    def station_starts(self, station_ae: str, first: str, last: str) -> list[str]:
+        """Start times (YYYYMMDDHHMMSS) of a station's steps from ``first`` to before
+        ``last``, cancelled ones left out (the schedule form's next free slot)."""
+        rows = self.store.query(
+            """SELECT start_dt FROM steps WHERE station_ae = ? AND start_dt >= ?
+               AND start_dt < ? AND status != 'CANCELED' ORDER BY start_dt""",
+            (station_ae, first, last),
+        )
+        return [str(r["start_dt"]) for r in rows]
+
     def search(self, text: str, limit: int = 100) -> list[dict]:
         """Steps whose patient name, patient ID or accession number contains the text."""
         text = text.strip()

@@ -205,6 +205,35 @@ def test_the_clinic_zone_setting_wins_over_the_box_zone(
         box.stop()
 
 
+def test_start_is_empty_and_offers_the_rooms_next_free_slot(tokyo_box: Box, page: Any) -> None:
+    """Start is empty; choosing the room offers its next free slot; messages are sentences."""
+    page.goto(tokyo_box.url + "/steps/new")
+    assert page.input_value("#start") == ""
+    assert page.locator("#next-slot").is_disabled()  # no room chosen yet
+    page.click("#save")
+    assert page.inner_text("#error-patient_id") == "Patient ID is required."
+    assert page.inner_text("#error-start") == "Start is required."
+    page.select_option("#station_ae", "CT1")
+    page.wait_for_selector("#next-slot:not([disabled])")
+    offered = page.get_attribute("#next-slot", "data-start") or ""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:(00|15|30|45)", offered), offered
+    assert page.inner_text("#next-slot") == "Next free slot: " + offered.replace("T", " ")
+    page.click("#next-slot")
+    assert page.input_value("#start") == offered
+    assert page.locator("#error-start").count() == 0  # the message left with the change
+    shot(page, "form-next-slot")
+    page.fill("#patient_id", "SLOT-01")
+    page.fill("#name_alpha_family", "Mori")
+    page.select_option("#procedure", "CTHEAD")
+    page.click("#save")
+    page.wait_for_selector("li.step:has-text('SLOT-01')")
+    # That slot is taken now: the form offers a later one.
+    page.goto(tokyo_box.url + "/steps/new")
+    page.select_option("#station_ae", "CT1")
+    page.wait_for_selector("#next-slot:not([disabled])")
+    assert (page.get_attribute("#next-slot", "data-start") or "") > offered
+
+
 def test_csp_blocked_nothing(chromium: Any) -> None:
     """Last: no page above had a script or style the CSP refused."""
     assert chromium.csp_refusals == []
