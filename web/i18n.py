@@ -354,6 +354,17 @@ JA: dict[str, str] = {
     "Next free slot": "次の空き枠",
     "No free slot in the next two weeks": "2 週間先まで空き枠がありません",
     "choose a room first": "先に検査室を選んでください",
+    # a performed step: read-only, corrected with a reason
+    "Procedure": "検査",
+    "Correct a performed procedure": "実施済み検査の訂正",
+    "This record is read-only: the procedure is %(status)s.": "この記録は読み取り専用です (検査の状態: %(status)s)。",
+    "A mistake in it can be corrected; the reason goes to the audit log.": "誤りは訂正できます。訂正の理由は監査ログに記録されます。",
+    "Correct": "訂正",
+    "Correction": "訂正",
+    "Reason for the correction": "訂正の理由",
+    "The procedure was performed: change only what was recorded wrongly. The reason and the fields you change go to the audit log.": "この検査は実施済みです。誤って記録された項目だけを変更してください。理由と変更した項目は監査ログに記録されます。",
+    "Save correction": "訂正を保存",
+    "Corrected; the reason is in the audit log.": "訂正しました。理由は監査ログに記録されています。",
     # CLINIC1-MORE
 }
 

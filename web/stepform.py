@@ -54,6 +54,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     "performing_physician": ("Performing physician",),
     "priority": ("Priority",),
     "sps_description": ("Step description",),
+    "correction_reason": ("Reason for the correction",),
 } | {
     f"name_{g}_{p}": (label, "Family name" if p == "family" else "Given name")
     for g, label in NAME_PARTS

@@ -19,8 +19,8 @@ from flask import (
 
 from appliance import catalog, devices
 from appliance.errors import Conflict, NotFound, ValidationError
-from appliance.worklist.model import PRIORITIES
-from appliance.worklist.repo import WorklistRepo
+from appliance.worklist.model import FINAL_STATUSES, PRIORITIES
+from appliance.worklist.repo import CORRECTABLE_STATUSES, WorklistRepo
 from web import clock, gettext, i18n, request_store, security, stepform
 
 bp = Blueprint("steps", __name__, url_prefix="/steps")
@@ -79,7 +79,11 @@ def sentences(errors: dict[str, str]) -> dict[str, str]:
 
 
 def _render(
-    values: dict[str, str], errors: dict[str, str], step: dict | None = None, slot_date: str = ""
+    values: dict[str, str],
+    errors: dict[str, str],
+    step: dict | None = None,
+    slot_date: str = "",
+    correcting: bool = False,
 ) -> Any:
     store = request_store()
     known = None
@@ -100,6 +104,9 @@ def _render(
         known_patient=known,
         performed=performed(step["step_pk"]) if step else [],
         slot_date=slot_date,
+        correcting=correcting,
+        read_only=bool(step and step["status"] in FINAL_STATUSES and not correcting),
+        correctable=bool(step and step["status"] in CORRECTABLE_STATUSES),
     ), (400 if errors else 200)
 
 
@@ -194,6 +201,54 @@ def edit(pk: int) -> Any:
         return _render(values, {"form": str(exc)}, step)
     flash(gettext("Saved."))
     return redirect(url_for("board.index", date=parsed.request.start.strftime("%Y-%m-%d")))
+
+
+@bp.route("/<int:pk>/correct", methods=["GET", "POST"])
+def correct(pk: int) -> Any:
+    """A performed step's record, corrected: the form again, with a reason (audited)."""
+    repo = WorklistRepo(request_store())
+    try:
+        step = repo.get(pk)
+    except NotFound:
+        abort(404)
+    if step["status"] not in CORRECTABLE_STATUSES:
+        return redirect(url_for("steps.edit", pk=pk))
+    if request.method == "GET":
+        return _render(stepform.values_of(step), {}, step, correcting=True)
+    values = {k: request.form.get(k, "") for k in stepform.TEXT_FIELDS}
+    values["correction_reason"] = request.form.get("correction_reason", "")
+    parsed = stepform.parse(
+        request.form,
+        lookups(),
+        today=clock.clinic().today(),
+        new=False,
+        current_patient_id=step["patient_id"],
+    )
+    errors = dict(parsed.errors)
+    reason = values["correction_reason"].strip()
+    if not reason:
+        errors["correction_reason"] = "is required"
+    elif len(reason) > 200:
+        errors["correction_reason"] = "is longer than 200 characters"
+    if errors or parsed.request is None:
+        return _render(values, errors, step, correcting=True)
+    before = stepform.values_of(step)
+    changed = tuple(k for k in stepform.TEXT_FIELDS if k in before and before[k] != values[k])
+    try:
+        repo.correct(
+            pk,
+            parsed.request,
+            reason,
+            actor=security.actor(),
+            source=security.source(),
+            changed=changed,
+        )
+    except ValidationError as exc:
+        return _render(values, stepform.domain_error(exc), step, correcting=True)
+    except Conflict as exc:
+        return _render(values, {"form": str(exc)}, step, correcting=True)
+    flash(gettext("Corrected; the reason is in the audit log."))
+    return redirect(url_for("steps.edit", pk=pk))
 
 
 @bp.post("/<int:pk>/cancel")

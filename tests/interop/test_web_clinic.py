@@ -234,6 +234,76 @@ def test_start_is_empty_and_offers_the_rooms_next_free_slot(tokyo_box: Box, page
     assert (page.get_attribute("#next-slot", "data-start") or "") > offered
 
 
+def test_the_board_search_is_in_the_url(tokyo_box: Box, chromium: Any, page: Any) -> None:
+    """Back keeps the search, a shared link opens the same search, the placeholder shows."""
+    schedule(tokyo_box, page, "SRCH-01", "Ishikawa", datetime.now(TOKYO).strftime("%Y-%m-%dT11:00"))
+    page.goto(tokyo_box.url + "/")
+    page.fill("#q", "Ishikawa")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#results")
+    assert "q=Ishikawa" in page.url and "SRCH-01" in page.inner_text("#results")
+    shared = page.url
+    page.click("#results a.name")
+    page.wait_for_selector("#step-form")
+    page.go_back()
+    page.wait_for_selector("#results")
+    assert page.input_value("#q") == "Ishikawa" and "SRCH-01" in page.inner_text("#results")
+    other = chromium.new_page()
+    other.goto(shared)
+    assert other.input_value("#q") == "Ishikawa" and "SRCH-01" in other.inner_text("#results")
+    measure = """() => {
+        const q = document.getElementById("q");
+        const css = getComputedStyle(q);
+        const ctx = document.createElement("canvas").getContext("2d");
+        ctx.font = css.font;
+        const room = q.clientWidth - parseFloat(css.paddingLeft) - parseFloat(css.paddingRight);
+        return [ctx.measureText(q.placeholder).width, room];
+    }"""
+    for width, height in ((1366, 768), (768, 1024), (390, 844)):
+        other.set_viewport_size({"width": width, "height": height})
+        for lang_page in (other,):
+            text, room = lang_page.evaluate(measure)
+            assert text <= room, f"placeholder cut off at {width}px: {text:.0f} > {room:.0f}"
+        overflow = other.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, width
+    other.set_viewport_size({"width": 390, "height": 844})
+    shot(other, "board-search-phone")
+    other.close()
+
+
+def test_a_completed_step_opens_read_only_and_is_corrected_with_a_reason(
+    tokyo_box: Box, page: Any, tmp_path: Path
+) -> None:
+    today = datetime.now(TOKYO).date()
+    pk = schedule(tokyo_box, page, "RO-0001", "Ueda", f"{today.isoformat()}T12:00")
+    item = next(
+        f
+        for f in findscu(tokyo_box, tmp_path, today.strftime("%Y%m%d"))
+        if f.PatientID == "RO-0001"
+    )
+    mpps(tokyo_box, item, "COMPLETED", mpps(tokyo_box, item, "IN PROGRESS"))
+    page.goto(f"{tokyo_box.url}/steps/{pk}")
+    assert page.locator("#read-only").is_visible()
+    assert page.locator("#save").count() == 0
+    assert page.locator("#name_alpha_family").is_disabled() and page.locator("#start").is_disabled()
+    shot(page, "step-read-only")
+    page.click("#correct")
+    page.wait_for_selector("#correction_reason")
+    page.fill("#name_alpha_family", "Ueta")
+    page.click("#save")
+    assert page.inner_text("#error-correction_reason") == "Reason for the correction is required."
+    page.fill("#correction_reason", "family name misspelt at the desk")
+    shot(page, "step-correct")
+    page.click("#save")
+    page.wait_for_selector("#read-only")
+    assert page.input_value("#name_alpha_family") == "Ueta"
+    assert "COMPLETED" in page.inner_text("h1")
+    page.goto(tokyo_box.url + "/admin/audit?action=correct")
+    audit = page.inner_text("#audit")
+    assert f"step {pk}" in audit and "family name misspelt at the desk" in audit
+    assert "changed: name_alpha_family" in audit
+
+
 def test_csp_blocked_nothing(chromium: Any) -> None:
     """Last: no page above had a script or style the CSP refused."""
     assert chromium.csp_refusals == []
