@@ -355,7 +355,6 @@ JA: dict[str, str] = {
     "No free slot in the next two weeks": "2 週間先まで空き枠がありません",
     "choose a room first": "先に検査室を選んでください",
     # a performed step: read-only, corrected with a reason
-    "Procedure": "検査",
     "Correct a performed procedure": "実施済み検査の訂正",
     "This record is read-only: the procedure is %(status)s.": "この記録は読み取り専用です (検査の状態: %(status)s)。",
     "A mistake in it can be corrected; the reason goes to the audit log.": "誤りは訂正できます。訂正の理由は監査ログに記録されます。",
