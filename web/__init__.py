@@ -75,14 +75,28 @@ def create_app(
     app.config.update(test_config or {})
     app.extensions["appliance"] = runtime
     app.extensions["admin_menu"] = list(ADMIN_MENU)
+    app.extensions["health"] = health  # the service health page reads it (web/health_page.py)
 
     token = accounts.issue_setup_token(store)
     if token is not None:
         announce(token)
 
-    from web import admin, api, auth, board, destinations, hl7, prints, queues, steps
+    from web import (
+        admin,
+        api,
+        auth,
+        board,
+        destinations,
+        health_page,
+        help_pages,
+        hl7,
+        prints,
+        queues,
+        steps,
+    )
 
-    blueprints = (auth, board, steps, admin, prints, queues, destinations, hl7, api)
+    blueprints = [auth, board, steps, admin, prints, queues, destinations, hl7]
+    blueprints += [health_page, help_pages, api]
     for bp in (module.bp for module in blueprints):
         app.register_blueprint(bp)
 

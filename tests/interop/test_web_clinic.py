@@ -304,6 +304,31 @@ def test_a_completed_step_opens_read_only_and_is_corrected_with_a_reason(
     assert "changed: name_alpha_family" in audit
 
 
+def test_the_health_page_says_in_words_what_healthz_knows(tokyo_box: Box, page: Any) -> None:
+    page.goto(tokyo_box.url + "/")
+    page.click("#menu-health")
+    page.wait_for_selector("#service-dicom")
+    resp = page.request.get(tokyo_box.url + "/healthz")  # the same session
+    assert resp.ok or resp.status == 503, (resp.status, resp.text()[:300])
+    report = resp.json()
+    for key in report["services"]:
+        assert page.locator(f"#service-{key}").count() == 1, key
+    assert "running" in page.inner_text("#service-dicom")
+    assert str(report["services"]["dicom"]["port"]) in page.inner_text("#service-dicom")
+    fingerprint = report["services"]["dicom_tls"]["fingerprint_sha256"]
+    assert fingerprint and fingerprint in page.inner_text("#service-dicom_tls")
+    assert "Queries since start" in page.inner_text("#service-worklist")
+    assert re.search(r"GB free of [\d,.]+ GB", page.inner_text("#disk"))
+    shot(page, "health")
+    # Each page's help link opens that page's text.
+    for path, topic in (("/", "board"), ("/steps/new", "schedule"), ("/health", "health")):
+        page.goto(tokyo_box.url + path)
+        page.click("#help-link")
+        page.wait_for_url(re.compile(f"/help#help-{topic}$"))
+        assert page.locator(f"#help-{topic}").is_visible()
+    shot(page, "help")
+
+
 def test_csp_blocked_nothing(chromium: Any) -> None:
     """Last: no page above had a script or style the CSP refused."""
     assert chromium.csp_refusals == []
