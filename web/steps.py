@@ -24,6 +24,7 @@ from appliance.worklist.repo import CORRECTABLE_STATUSES, WorklistRepo
 from web import clock, gettext, i18n, request_store, security, stepform
 
 bp = Blueprint("steps", __name__, url_prefix="/steps")
+SLOT_HORIZON_DAYS = 730  # the next free slot is looked for up to two years ahead
 
 
 def lookups() -> stepform.Lookups:
@@ -124,6 +125,9 @@ def next_slot() -> Any:
             day = datetime.strptime(raw, "%Y-%m-%d")
         except ValueError:
             return jsonify(error="validation", field="date", message="is not a date"), 400
+        if day > now + timedelta(days=SLOT_HORIZON_DAYS):
+            message = "is more than two years ahead"
+            return jsonify(error="validation", field="date", message=message), 400
         after = max(now, day)
     last = after + timedelta(days=stepform.SLOT_SEARCH_DAYS + 1)
     starts = WorklistRepo(request_store()).station_starts(
