@@ -4,12 +4,14 @@ its messages are sentences that name the field."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from flask.testing import FlaskClient
 
 from tests.integration.web.test_web_steps import JAPANESE
 from tests.webclient import Web, post
+
+DAY = (date.today() + timedelta(days=40)).isoformat()  # a day ahead, with no step yet
 
 
 def errors_of(html: str) -> dict[str, str]:
@@ -19,31 +21,29 @@ def errors_of(html: str) -> dict[str, str]:
 
 
 def test_start_is_empty_even_from_a_board_day(web: Web, desk: FlaskClient) -> None:
-    for url in ("/steps/new", "/steps/new?date=2030-05-06"):
+    for url in ("/steps/new", f"/steps/new?date={DAY}"):
         page = desk.get(url).text
         assert 'name="start" type="datetime-local" value=""' in page, url
-    page = desk.get("/steps/new?date=2030-05-06").text
-    assert 'id="next-slot"' in page and 'data-date="2030-05-06"' in page
+    page = desk.get(f"/steps/new?date={DAY}").text
+    assert 'id="next-slot"' in page and f'data-date="{DAY}"' in page
 
 
 def test_next_slot_of_a_future_day_skips_taken_slots(web: Web, desk: FlaskClient) -> None:
-    assert desk.get("/steps/next-slot?station=CT1&date=2030-05-06").json == {
+    assert desk.get(f"/steps/next-slot?station=CT1&date={DAY}").json == {
         "station": "CT1",
-        "start": "2030-05-06T08:00",
+        "start": f"{DAY}T08:00",
     }
-    for i, start in enumerate(("2030-05-06T08:00", "2030-05-06T08:15", "2030-05-06T08:40")):
+    for i, start in enumerate((f"{DAY}T08:00", f"{DAY}T08:15", f"{DAY}T08:40")):
         form = {**JAPANESE, "accession_number": f"S{i}", "start": start}
         assert post(desk, "/steps/new", form).status_code == 302
-    got = desk.get("/steps/next-slot?station=CT1&date=2030-05-06").json
-    assert got["start"] == "2030-05-06T09:00"  # 08:30 and 08:45 are within 15 min of 08:40
+    got = desk.get(f"/steps/next-slot?station=CT1&date={DAY}").json
+    assert got["start"] == f"{DAY}T09:00"  # 08:30 and 08:45 are within 15 min of 08:40
     # Another room is free at opening time; a cancelled step frees its slot.
-    assert desk.get("/steps/next-slot?station=MR1&date=2030-05-06").json["start"] == (
-        "2030-05-06T08:00"
-    )
+    assert desk.get(f"/steps/next-slot?station=MR1&date={DAY}").json["start"] == (f"{DAY}T08:00")
     pk = web.store.query("SELECT pk FROM steps WHERE start_time = '084000'")[0]["pk"]
     assert post(desk, f"/steps/{pk}/cancel", {"reason": "moved"}).status_code == 302
-    got = desk.get("/steps/next-slot?station=CT1&date=2030-05-06").json
-    assert got["start"] == "2030-05-06T08:30"
+    got = desk.get(f"/steps/next-slot?station=CT1&date={DAY}").json
+    assert got["start"] == f"{DAY}T08:30"
 
 
 def test_next_slot_from_now(web: Web, desk: FlaskClient) -> None:
