@@ -70,7 +70,7 @@ class DicomSettings:
     network_timeout: float = _doc("seconds an idle association stays open", 120.0)
     max_associations: int = _doc(
         "associations served at once; one more is rejected (A-ASSOCIATE-RJ local-limit-exceeded)",
-        32,
+        64,
     )
     max_pending: int = _doc(
         "connections that have not yet sent their A-ASSOCIATE-RQ, at once; one more is "
@@ -129,6 +129,19 @@ class ClinicSettings:
         "IANA time zone every time on the web pages is shown in, e.g. 'Asia/Tokyo' "
         "('' = the box's local zone); stored times do not change",
         "",
+    )
+
+
+@dataclass(frozen=True)
+class DicomwebSettings:
+    """[dicomweb]: QIDO-RS, WADO-RS, STOW-RS and the worklist over REST under /dicomweb."""
+
+    max_body_mb: int = _doc("largest STOW-RS request body in MB (larger gets 413)", 512)
+    max_results: int = _doc(
+        "most QIDO-RS results in one response (more: a Warning header says how many)", 1000
+    )
+    source_ae: str = _doc(
+        "the calling AE title STOW-RS uploads are routed as (destinations' from_ae)", "DICOMWEB"
     )
 
 
@@ -387,9 +400,12 @@ class Config:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    dicomweb: DicomwebSettings = field(default_factory=DicomwebSettings)
     devices: tuple[DeviceSettings, ...] = _doc_list("modalities and peers allowed to talk")
     destinations: tuple[DestinationSettings, ...] = _doc_list("PACS the forwarder sends to")
-    printers: tuple[PrinterSettings, ...] = _doc_list("printers films go to")
+    printers: tuple[PrinterSettings, ...] = _doc_list(
+        "printers films go to (managed by the file; the web page Printers adds more)"
+    )
     print_profiles: tuple[PrintProfileSettings, ...] = _doc_list("print profiles per called AE")
 
     def device(self, ae_title: str) -> DeviceSettings | None:
@@ -408,6 +424,7 @@ SECTIONS: dict[str, type] = {
     "logging": LoggingSettings,
     "forward": ForwardSettings,
     "hl7": Hl7Settings,
+    "dicomweb": DicomwebSettings,
 }
 TABLES: dict[str, type] = {
     "devices": DeviceSettings,
@@ -666,6 +683,14 @@ def _validate_hl7_outbound(o: Hl7OutboundSettings, where: str) -> Hl7OutboundSet
     return dataclasses.replace(o, charset=charset)
 
 
+def _validate_dicomweb(d: DicomwebSettings) -> DicomwebSettings:
+    if not 1 <= d.max_body_mb <= 65536:
+        raise ConfigError("dicomweb.max_body_mb", f"{d.max_body_mb} is not between 1 and 65536")
+    if not 1 <= d.max_results <= 100000:
+        raise ConfigError("dicomweb.max_results", f"{d.max_results} is not between 1 and 100000")
+    return dataclasses.replace(d, source_ae=validate_ae_title(d.source_ae, "dicomweb.source_ae"))
+
+
 def _validate_hl7(h: Hl7Settings) -> Hl7Settings:
     _check_host(h.host, "hl7.host", required=True)
     _check_port(h.port, "hl7.port")
@@ -780,6 +805,9 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         _coerce(ForwardSettings, raw.get("forward", {}), "forward")
     )
     kwargs["hl7"] = _validate_hl7(_coerce_hl7(raw.get("hl7", {})))
+    kwargs["dicomweb"] = _validate_dicomweb(
+        _coerce(DicomwebSettings, raw.get("dicomweb", {}), "dicomweb")
+    )
     validators: dict[str, Callable[[Any, str], Any]] = {
         "devices": _validate_device,
         "destinations": _validate_destination,

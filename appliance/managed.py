@@ -10,6 +10,8 @@ differs (columns, how a value is stored, the audit wording) stays in each module
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,3 +113,47 @@ class ManagedTable:
         self._editable(db, key)
         db.execute(f"DELETE FROM {self.table} WHERE {self.key} = ?", (key,))
         self.bump(db)
+
+
+class Live:
+    """The live list of one managed table in one process, reloaded when another process
+    (``serve --only web`` beside ``--only dicom``) changed it.
+
+    Built at start from the file (``sync_from_config``); ``publish`` pushes an edit made
+    in this process; ``current()`` notices, at most every ``refresh_s`` seconds, an edit
+    made by another process. (``destinations.Live`` is the same with listeners.)
+    """
+
+    def __init__(
+        self, table: ManagedTable, store: Store, configured: Sequence[Any], refresh_s: float = 2.0
+    ) -> None:
+        self.table = table
+        self.store = store
+        self.refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._list = tuple(table.sync_from_config(store, configured))
+        self._version = table.version(store)
+        self._checked = time.monotonic()
+
+    def refresh(self, force: bool = False) -> None:
+        """Reload when the change counter moved (checked at most every ``refresh_s``)."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.refresh_s:
+            return
+        self._checked = now
+        with self.store.read():  # the counter and the rows from one snapshot
+            seen = self.table.version(self.store)
+            if seen == self._version:
+                return
+            entries = tuple(self.table.load(self.store))
+        with self._lock:
+            self._list, self._version = entries, seen
+
+    def publish(self) -> None:
+        """Take an edit made in this process at once."""
+        self.refresh(force=True)
+
+    def current(self) -> tuple[Any, ...]:
+        """The entries now, in the table's order."""
+        self.refresh()
+        return self._list

@@ -18,10 +18,11 @@ from typing import Any, Protocol
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from appliance import access, destinations, statuskey
+from appliance import access, destinations, managed, statuskey
 from appliance.config import Config
 from appliance.db import Store, open_store
 from appliance.dicom import compat, edge, tls
+from appliance.printing import printers as printer_list
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,19 @@ class Service(Protocol):
 @dataclass
 class Runtime:
     """What services and the web app share: configuration, database, live device list,
-    live destination list (the file's ``[[destinations]]`` synced in when it is built)."""
+    live destination list (the file's ``[[destinations]]`` synced in when it is built) and
+    live printer list (``[[printers]]`` likewise)."""
 
     config: Config
     store: Store
     access: access.Access
     started_at: float = field(default_factory=time.time)
     destinations: destinations.Live = field(init=False)
+    printers: managed.Live = field(init=False)
 
     def __post_init__(self) -> None:
         self.destinations = destinations.Live(self.store, self.config.destinations)
+        self.printers = printer_list.live(self.store, self.config.printers)
 
 
 def configure_pynetdicom(config: Config) -> None:

@@ -176,16 +176,21 @@ class PrintSCU:
         fmt: str = "STANDARD\\1,1",
         positions: list[int] | None = None,
         session_attrs: dict | None = None,
+        item_attrs: dict | None = None,
         **film_attrs: Any,
     ) -> tuple[str, str]:
-        """Session, film box, image boxes, N-ACTION on the film box: (film box, print job)."""
+        """Session, film box, image boxes, N-ACTION on the film box: (film box, print job).
+        ``item_attrs`` go into every image's item (Patient Name, ID, Accession Number...)."""
         st, session_uid, _ = self.session(**(session_attrs or {}))
         assert st == 0, hex(st)
         st, box_uid, reply = self.film_box(session_uid, fmt, **film_attrs)
         assert st == 0, hex(st)
         boxes = [item.ReferencedSOPInstanceUID for item in reply.ReferencedImageBoxSequence]
         for pos in positions or range(1, len(boxes) + 1):
-            st, _ = self.image(boxes[pos - 1], pos, self._item_for(pos))
+            item = self._item_for(pos)
+            for k, v in (item_attrs or {}).items():
+                setattr(item, k, v)
+            st, _ = self.image(boxes[pos - 1], pos, item)
             assert st == 0, hex(st)
         st, reply = self.action(FILM_BOX, box_uid)
         assert st == 0, hex(st)

@@ -87,6 +87,7 @@ def create_app(
         auth,
         board,
         destinations,
+        dicomweb,
         health_page,
         help_pages,
         hl7,
@@ -96,7 +97,7 @@ def create_app(
     )
 
     blueprints = [auth, board, steps, admin, prints, queues, destinations, hl7]
-    blueprints += [health_page, help_pages, api]
+    blueprints += [health_page, help_pages, api, dicomweb]
     for bp in (module.bp for module in blueprints):
         app.register_blueprint(bp)
 
@@ -170,7 +171,8 @@ def pn_alphabetic(pn: str) -> str:
 
 
 def _is_api() -> bool:
-    return request.path.startswith("/api/")
+    """JSON errors, Bearer tokens, 401 for anonymous: the API and DICOMweb."""
+    return request.path.startswith(("/api/", "/dicomweb/"))
 
 
 def _authenticate() -> Any:

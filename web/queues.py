@@ -9,6 +9,7 @@ through every row."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +18,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from appliance import audit, destinations
 from appliance.errors import ValidationError
 from appliance.forward import queue, sender
-from web import gettext, paging, request_store, runtime, security
+from web import clock, gettext, paging, request_store, runtime, security
 from web.prints import refuse
 
 bp = Blueprint("queues", __name__, url_prefix="/admin/destinations")
@@ -172,11 +173,16 @@ def echo(name: str) -> Any:
     dest = _configured().get(name)
     if dest is None:
         return refuse(404, "destination", "no such destination")
+    when = clock.clinic().from_epoch(time.time())
     ok, what = sender.echo(dest, runtime().config.dicom)
     audit.record_now(request_store(), security.actor(), "forward-echo", name, what,
                      security.source())  # fmt: skip
+    # As much as the queue says: the address asked, when, and what failed (or the time).
+    where = f"{dest.ae_title}@{dest.host}:{dest.port}"
+    params = {"name": name, "where": where, "when": when, "what": what}
     if ok:
-        flash(gettext("C-ECHO to %(name)s: success.", name=name))
+        flash(gettext("C-ECHO to %(name)s (%(where)s) at %(when)s: %(what)s.", **params))
     else:
-        flash(gettext("C-ECHO to %(name)s failed: %(what)s", name=name, what=what), "error")
+        flash(gettext("C-ECHO to %(name)s (%(where)s) at %(when)s failed: %(what)s",
+                      **params), "error")  # fmt: skip
     return redirect(url_for("queues.index"))

@@ -35,6 +35,21 @@ def set_nodelay(event: Any) -> None:
 NODELAY: list[Any] = [(evt.EVT_CONN_OPEN, set_nodelay)]
 
 
+def _why_not(host: str, port: int, timeout: float) -> str:
+    """Why no association came about, in words: what a plain TCP connect meets."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return "the connection was accepted, then closed or aborted before an association"
+    except ConnectionRefusedError:
+        return "connection refused (nothing listens on that port)"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s (host down or port filtered)"
+    except socket.gaierror:
+        return f"host name {host!r} is not known"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
 def echo(
     host: str, port: int, called: str, calling: str, timeout: float = 10.0
 ) -> tuple[bool, str]:
@@ -51,7 +66,7 @@ def echo(
         key = (int(getattr(rj, "result_source", 0) or 0), int(getattr(rj, "diagnostic", 0) or 0))
         return False, f"association rejected by {where}: {REJECTIONS.get(key, f'reason {key}')}"
     if not assoc.is_established:
-        return False, f"no association with {where} (connection refused, timed out or aborted)"
+        return False, f"no association with {where}: {_why_not(host, port, timeout)}"
     try:
         rsp = assoc.send_c_echo()
     finally:

@@ -124,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
                 due = max(0.0, item["next_attempt"] - now)
                 held = "HELD " if item["held"] else ""
                 behind = f" (destination: {item['waits_for']})" if item["waits_for"] else ""
+                tried = item["attempts"] if item["held"] else "-"  # not tried: no "attempts 0"
                 print(
-                    f"{item['id']:>8} {item['modality'] or '-':<4} attempts {item['attempts']:<3} "
+                    f"{item['id']:>8} {item['modality'] or '-':<4} attempts {tried:<3} "
                     f"next in {due:.0f} s  {held}{item['why']}{behind}"
                 )
             _left_out(len(items), total, "waiting items (oldest first)")

@@ -554,12 +554,18 @@ def summary(
     return out
 
 
-_WAITING_SELECT = """SELECT q.id, q.attempts, q.next_attempt, q.last_error, q.queued_at,
-       i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae
-    FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id"""
-_DEAD_SELECT = """SELECT q.id, q.destination, q.attempts, q.last_error AS reason, q.last_status,
-       q.updated_at, i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae
-    FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id"""
+# Whose image it is: the Q/R index row, written in the same transaction as the queue row
+# (absent for an instance the index could not read: the columns are then NULL).
+_STUDY_COLUMNS = """r.patient_name, r.patient_id, r.accession_number, r.study_description,
+       r.study_date"""
+_STUDY_JOIN = "LEFT JOIN qr_instances r ON r.instance_id = i.id"
+_WAITING_SELECT = f"""SELECT q.id, q.attempts, q.next_attempt, q.last_error, q.queued_at,
+       i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae, {_STUDY_COLUMNS}
+    FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id {_STUDY_JOIN}"""
+_DEAD_SELECT = f"""SELECT q.id, q.destination, q.attempts, q.last_error AS reason, q.last_status,
+       q.updated_at, i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae,
+       {_STUDY_COLUMNS}
+    FROM forward_queue q JOIN forward_instances i ON i.id = q.instance_id {_STUDY_JOIN}"""
 # A waiting row keeps its queued_at; a dead row keeps its updated_at while it is dead:
 # stable keys, so a page never shifts when rows arrive or leave.
 WAITING_ORDER = paging.Order(("q.queued_at", "q.id"), ("queued_at", "id"), (float, int))
@@ -588,13 +594,16 @@ def _dead_listing(destination: str | None) -> paging.Listing:
 
 def _with_why(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Why each row waits: a held row (it failed on its own: attempts > 0) its own error;
-    a row not tried yet says so, with the destination's error it waits behind, if any."""
+    a row not tried yet says so, with the destination's error it waits behind, if any
+    (that error came from the destination, not from this image: ``waits_for``)."""
     for r in rows:
         r["held"] = r["attempts"] > 0
         if r["held"]:
             r["why"], r["waits_for"] = r["last_error"] or "failed, waiting to be retried", ""
+        elif r["last_error"]:
+            r["why"], r["waits_for"] = "not tried yet", r["last_error"]
         else:
-            r["why"], r["waits_for"] = "queued, not tried yet", r["last_error"] or ""
+            r["why"], r["waits_for"] = "queued, not tried yet", ""
     return rows
 
 
@@ -696,9 +705,9 @@ def resend(store: Store, queue_ids: Iterable[int], now: float | None = None) -> 
 # row of which was delivered), but routed nowhere: no destination existed, or none of
 # their rules matched. They are listed and can be sent to a destination later.
 
-_UNROUTED = """FROM forward_instances i
-    WHERE i.removed_at IS NULL
+_UNROUTED_WHERE = """WHERE i.removed_at IS NULL
       AND NOT EXISTS (SELECT 1 FROM forward_queue q WHERE q.instance_id = i.id)"""
+_UNROUTED = f"FROM forward_instances i {_UNROUTED_WHERE}"
 
 
 def unrouted_count(store: Store) -> int:
@@ -710,7 +719,9 @@ def unrouted(store: Store, limit: int | None = 100) -> list[dict[str, Any]]:
     """Kept instances routed nowhere, oldest first."""
     return store.query(
         f"""SELECT i.id, i.sop_instance_uid, i.sop_class_uid, i.modality, i.calling_ae,
-                   i.received_at {_UNROUTED} ORDER BY i.received_at, i.id LIMIT ?""",
+                   i.received_at, {_STUDY_COLUMNS}
+            FROM forward_instances i {_STUDY_JOIN} {_UNROUTED_WHERE}
+            ORDER BY i.received_at, i.id LIMIT ?""",
         (-1 if limit is None else limit,),
     )
 

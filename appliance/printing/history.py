@@ -19,9 +19,10 @@ from appliance.config import Config
 from appliance.db import Store
 from appliance.errors import NotFound, ValidationError
 from appliance.printing import output as output_mod
+from appliance.printing import printers as printer_list
 from appliance.printing.jobs import now_iso
 from appliance.printing.repo import JOBS_DIR
-from appliance.printing.service import DEFAULT_PRINTER, PRINTS_DIR, new_uid
+from appliance.printing.service import PRINTS_DIR, new_uid
 
 JOB_STATES = ("PENDING", "PRINTING", "DONE", "FAILURE")
 MAX_LIMIT = 500
@@ -37,6 +38,7 @@ class JobFilter:
     since: str = ""  # ISO date or date-time, inclusive
     until: str = ""  # ISO date or date-time, exclusive
     printer: str = ""
+    patient: str = ""  # part of the Patient Name, Patient ID or Accession Number
 
 
 def _prints(config: Config) -> Path:
@@ -46,7 +48,8 @@ def _prints(config: Config) -> Path:
 _JOB_COLUMNS = (
     "SELECT uid, calling_ae, called_ae, label, printer, priority, copies, state, "
     "state_info, films, pages, media, warnings, error, attempts, reprint_of, render_ms, "
-    "created_at, ready_at, finished_at FROM print_jobs"
+    "created_at, ready_at, finished_at, patient_name, patient_id, accession_number "
+    "FROM print_jobs"
 )
 # Newest first; the job UID breaks ties (the rowid of a table without an INTEGER PRIMARY
 # KEY may change in a VACUUM, so a cursor must not hold it).
@@ -66,8 +69,15 @@ def _conditions(flt: JobFilter) -> tuple[list[str], list[Any]]:
             params.append(value)
     if flt.label:
         where.append("label LIKE ? ESCAPE '\\'")
-        escaped = flt.label.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        params.append(f"%{escaped}%")
+        params.append(f"%{_like(flt.label)}%")
+    if flt.patient:
+        # A name is stored as DICOM PN (Yamada^Tarou=山田^太郎): words match across '^'.
+        term = "%" + "%".join(_like(w) for w in flt.patient.split()) + "%"
+        where.append(
+            "(patient_name LIKE ? ESCAPE '\\' OR patient_id LIKE ? ESCAPE '\\' "
+            "OR accession_number LIKE ? ESCAPE '\\')"
+        )
+        params += [term, term, term]
     if flt.since:
         where.append("created_at >= ?")
         params.append(flt.since)
@@ -75,6 +85,11 @@ def _conditions(flt: JobFilter) -> tuple[list[str], list[Any]]:
         where.append("created_at < ?")
         params.append(flt.until)
     return where, params
+
+
+def _like(text: str) -> str:
+    """Text for a LIKE pattern, its wildcards escaped (ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def list_jobs(
@@ -137,19 +152,22 @@ def document_path(config: Config, store: Store, uid: str) -> Path:
     return _prints(config) / job["document"]
 
 
-def printer_names(config: Config) -> list[str]:
-    """Names of the configured printers (the built-in folder when none is configured)."""
-    return [p.name for p in (config.printers or (DEFAULT_PRINTER,))]
+def printer_names(store: Store) -> list[str]:
+    """Names of the printers now (the file's and the web's; the built-in folder when there
+    is none), read from the database so that a web-only process sees every edit."""
+    return [p.name for p in printer_list.effective(printer_list.TABLE.load(store))]
 
 
-def printers(config: Config) -> list[dict[str, Any]]:
-    """Every printer with its live state (DICOM Printer Status and Status Info)."""
+def printers(config: Config, store: Store) -> list[dict[str, Any]]:
+    """Every printer with its live state (DICOM Printer Status and Status Info) and who
+    manages it (``config`` / ``web``; ``builtin`` for the prints folder used when none)."""
+    managed = {r["name"]: r["managed_by"] for r in printer_list.rows(store)}
     out = []
-    for p in config.printers or (DEFAULT_PRINTER,):
+    for p in printer_list.effective(printer_list.TABLE.load(store)):
         state = output_mod.make_output(p.name, p.uri, Path(config.data_dir)).state()
         out.append(
             {"name": p.name, "uri": p.uri, "status": state.status, "info": state.info,
-             "detail": state.detail}
+             "detail": state.detail, "managed_by": managed.get(p.name, "builtin")}
         )  # fmt: skip
     return out
 
@@ -170,7 +188,7 @@ def reprint(config: Config, store: Store, uid: str, printer: str = "") -> str:
     if not job["document"]:
         raise ValidationError("uid", "the job has no document to reprint yet")
     target = printer or job["printer"]
-    if target not in printer_names(config):
+    if target not in printer_names(store):
         raise ValidationError("printer", f"no printer named {target!r}")
     new = new_uid()
     src_dir = _prints(config) / JOBS_DIR / uid
@@ -182,7 +200,8 @@ def reprint(config: Config, store: Store, uid: str, printer: str = "") -> str:
     copied = {
         k: job[k]
         for k in ("session_uid", "calling_ae", "called_ae", "label", "priority", "copies",
-                  "spec", "films", "pages", "media", "warnings")
+                  "spec", "films", "pages", "media", "warnings", "patient_name",
+                  "patient_id", "accession_number")
     }  # fmt: skip
     with store.write() as db:
         db.table("print_jobs").insert(

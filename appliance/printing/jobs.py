@@ -196,6 +196,9 @@ class JobRunner:
         if job["state"] == rules.PENDING:
             self.repo.update_job(uid, state=rules.PRINTING, started_at=now_iso())
             self.notify(uid, rules.PRINTING, "NORMAL")
+        if job["printer"] not in self.outputs:  # removed from the Printers page since
+            self._finish(uid, rules.FAILURE, "PRINTER DOWN", f"no printer {job['printer']!r}")
+            return
         if job["ready_at"] is None:
             try:
                 self.render(job)

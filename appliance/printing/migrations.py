@@ -104,3 +104,25 @@ def _printing_0002(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX print_jobs_calling_uid ON print_jobs(calling_ae, created_at, uid)")
     db.execute("DROP INDEX print_jobs_created")
     db.execute("DROP INDEX print_jobs_calling")
+
+
+@printing(name="0003_printers")
+def _printing_0003(db: sqlite_utils.Database) -> None:
+    # Printers managed like devices and destinations (appliance/printing/printers.py).
+    db.execute(
+        """CREATE TABLE printers (
+            name TEXT PRIMARY KEY,
+            uri TEXT NOT NULL,
+            position INTEGER NOT NULL DEFAULT 0,
+            managed_by TEXT NOT NULL DEFAULT 'web',
+            updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )"""
+    )
+
+
+@printing(name="0004_job_patient")
+def _printing_0004(db: sqlite_utils.Database) -> None:
+    # Whose films a job printed: Patient Name / ID / Accession Number of the printed
+    # images where their items carried them, stored when the job is queued.
+    for column in ("patient_name", "patient_id", "accession_number"):
+        db.execute(f"ALTER TABLE print_jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")

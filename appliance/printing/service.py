@@ -24,7 +24,8 @@ from pydicom.uid import (
 )
 
 from appliance import __version__, status
-from appliance.config import PrinterSettings, PrintProfileSettings
+from appliance.config import PrintProfileSettings
+from appliance.printing import printers as printer_list
 from appliance.printing import scp
 from appliance.printing import session as rules
 from appliance.printing.events import EventSender
@@ -42,7 +43,7 @@ TRANSFER_SYNTAXES: list[str] = [
     ExplicitVRLittleEndian,
     DeflatedExplicitVRLittleEndian,
 ]
-DEFAULT_PRINTER = PrinterSettings(name="folder", uri="folder:prints/out")
+DEFAULT_PRINTER = printer_list.DEFAULT
 MAX_QUEUED_JOBS = 50
 PRINTER_POLL_SECONDS = 10.0  # how often printers are checked while an SCU is connected
 SESSION_TTL_HOURS = 48  # an unprinted film session is kept this long after its creation
@@ -80,11 +81,12 @@ class PrintService:
         config = runtime.config
         self.data_dir = Path(config.data_dir)
         self.repo = PrintRepo(runtime.store, self.data_dir / PRINTS_DIR)
-        printers = config.printers or (DEFAULT_PRINTER,)
-        self.printers: dict[str, Output] = {
-            p.name: make_output(p.name, p.uri, self.data_dir) for p in printers
-        }
-        self.default_printer = printers[0].name
+        # The same dict object the job runner reads: changed in place by _refresh_printers.
+        self.printers: dict[str, Output] = {}
+        self._printer_uris: dict[str, str] = {}
+        self.default_printer = DEFAULT_PRINTER.name
+        self._lock = threading.Lock()
+        self._refresh_printers()
         self.profiles: dict[str, PrintProfileSettings] = {}
         for p in config.print_profiles:
             self.profiles[p.ae_title or config.dicom.ae_title] = p
@@ -94,7 +96,6 @@ class PrintService:
                 raise PrintError(status.PROCESSING_FAILURE, f"profile {ae}: no printer {p.printer}")
         self.events = EventSender(timeout=min(10.0, config.dicom.dimse_timeout))
         self.runner = JobRunner(self.repo, self.printers, notify=self._job_changed)
-        self._lock = threading.Lock()
         # Associations that opened a film session, with their printer and meta SOP class.
         self._listeners: weakref.WeakKeyDictionary[Any, tuple[str, str]] = (
             weakref.WeakKeyDictionary()
@@ -161,13 +162,37 @@ class PrintService:
         except KeyError:
             raise PrintError(status.PROCESSING_FAILURE, f"no print profile for {called}") from None
 
+    def _refresh_printers(self) -> None:
+        """Follow the live printer list (edited on the web): outputs added, changed (a new
+        URI) and removed in place, so the job runner and the next film see them at once."""
+        current = printer_list.effective(self.runtime.printers.current())
+        uris = {p.name: p.uri for p in current}
+        with self._lock:
+            if uris == self._printer_uris:
+                return
+            for name, uri in uris.items():
+                if self._printer_uris.get(name) != uri:
+                    self.printers[name] = make_output(name, uri, self.data_dir)
+            for name in set(self.printers) - set(uris):
+                del self.printers[name]
+            self._printer_uris = uris
+            self.default_printer = current[0].name
+        log.info("printers: %s", ", ".join(uris))
+
     def printer_name(self, profile: PrintProfileSettings) -> str:
-        """The printer a profile prints to."""
-        return profile.printer or self.default_printer
+        """The printer a profile prints to (the live list's first when it names none)."""
+        self._refresh_printers()
+        name = profile.printer or self.default_printer
+        if name not in self.printers:
+            raise PrintError(status.PROCESSING_FAILURE, f"no printer {name}")
+        return name
 
     def printer_state(self, name: str) -> PrinterState:
         """The live state of a printer (remembered, so a change can be reported)."""
-        state = self.printers[name].state()
+        output = self.printers.get(name)
+        if output is None:
+            raise PrintError(status.PROCESSING_FAILURE, f"no printer {name}")
+        state = output.state()
         with self._lock:
             before = self._printer_states.get(name)
             self._printer_states[name] = (state.status, state.info)
@@ -180,8 +205,9 @@ class PrintService:
         profile = self.profile(called)
         if not profile.job_events:
             return
+        name = self.printer_name(profile)  # outside the lock: it may refresh the printers
         with self._lock:
-            self._listeners[assoc] = (self.printer_name(profile), meta_uid)
+            self._listeners[assoc] = (name, meta_uid)
 
     def _printer_changed(self, name: str, state: PrinterState) -> None:
         info = Dataset()
@@ -206,7 +232,8 @@ class PrintService:
             last = time.monotonic()
             with self._lock:
                 names = {p for a, (p, _m) in self._listeners.items() if a.is_established}
-            for name in sorted(names):
+            self._refresh_printers()
+            for name in sorted(names & set(self.printers)):  # a removed one is not watched
                 self.printer_state(name)
 
     # -- Film Session -----------------------------------------------------------
@@ -410,7 +437,8 @@ class PrintService:
         warnings = [] if any(has for _s, has in snapshots) else [empty_status]
         attrs = session_row["attrs"]
         job_uid = new_uid()
-        row = {
+        row: dict[str, Any] = {**job_patient(s for s, _has in snapshots)}
+        row |= {
             "uid": job_uid,
             "session_uid": session_row["uid"],
             "calling_ae": calling,
@@ -481,6 +509,18 @@ class PrintService:
         ds.PrinterName = job["printer"][:64]
         ds.Originator = job["calling_ae"]
         return ds
+
+
+def job_patient(films: Any) -> dict[str, str]:
+    """Whose films a job prints: the first Patient Name, ID and Accession Number found in
+    its images (several patients on one job: the distinct IDs, comma-separated)."""
+    found: dict[str, list[str]] = {key: [] for key in rules.PATIENT_KEYWORDS.values()}
+    for film in films:
+        for box in film["boxes"]:
+            for key, value in box["info"].get("patient", {}).items():
+                if key in found and value not in found[key]:
+                    found[key].append(value)
+    return {key: ", ".join(values[:3]) for key, values in found.items() if values}
 
 
 def make_service(runtime: Any) -> PrintService:

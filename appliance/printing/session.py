@@ -387,6 +387,27 @@ def _pixels(item: Dataset, color: bool) -> tuple[np.ndarray, dict[str, Any]]:
     return grey, {"photometric": photometric, "bits": stored, "aspect": _aspect(item)}
 
 
+PATIENT_KEYWORDS = {
+    "PatientName": "patient_name",
+    "PatientID": "patient_id",
+    "AccessionNumber": "accession_number",
+}
+
+
+def image_patient(item: Dataset) -> dict[str, str]:
+    """Patient Name / ID / Accession Number an image carries, where present: not part of
+    the Basic Image Box (PS3.3 C.13.5), but modalities often send them along."""
+    out = {}
+    for keyword, key in PATIENT_KEYWORDS.items():
+        try:
+            value = str(item.get(keyword, "") or "").strip("\0 ")
+        except (TypeError, ValueError, LookupError):  # a value that cannot be decoded
+            continue
+        if value:
+            out[key] = value[:200]
+    return out
+
+
 def image_box_update(
     ds: Dataset,
     position: int,
@@ -424,6 +445,9 @@ def image_box_update(
         seq = ds[seq_kw].value
         if seq:
             out.pixels, out.pixel_info = _pixels(seq[0], color)
+            who = image_patient(seq[0]) or image_patient(ds)
+            if who:
+                out.pixel_info["patient"] = who
     requested = attrs.get("RequestedImageSize", 0.0)
     if requested:
         box_w, _ = box_width_mm(film_attrs, position)

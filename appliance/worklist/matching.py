@@ -150,6 +150,9 @@ def _check_syntax(key: Key) -> None:
                 raise QueryError(f"{key.keyword}: {uid!r} is not a UID")
 
 
+check_syntax = _check_syntax  # public: QIDO-RS builds its keys from a query string
+
+
 # -- value normalisation --------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from pynetdicom import AE
@@ -33,6 +34,12 @@ def test_association_over_the_configured_cap_is_rejected(
     finally:
         for a in held:
             a.release()
+    # release() returns once the A-RELEASE-RP is read; the server's association thread
+    # ends just after. The slots must be free again within a second, not at once.
+    deadline = time.monotonic() + 1.0
+    while app.health()["services"]["dicom"]["associations"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert app.health()["services"]["dicom"]["associations"] == 0
     again = _associate(app.dicom_port, title)
     assert again.is_established
     assert again.send_c_echo().Status == 0x0000

@@ -50,6 +50,8 @@ def test_status_waiting_and_dead(config: Path, capsys: pytest.CaptureFixture[str
     assert cli.main(["forward", "waiting", "down", "--config", str(config)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all("no association with NOBODY" in line for line in lines)
+    # Never tried (the destination is down): no "attempts 0" beside the destination's error.
+    assert all("attempts -" in line and "not tried yet (destination: " in line for line in lines)
     assert cli.main(["forward", "dead", "--config", str(config)]) == 0
     assert "bad pixel data" in capsys.readouterr().out
 

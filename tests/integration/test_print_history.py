@@ -122,7 +122,10 @@ def test_printers_report_their_state(
     raw["printers"].append({"name": "broken", "uri": f"folder:{blocked / 'sub'}"})
     raw["printers"].append({"name": "offline", "uri": "ipp://127.0.0.1:9/ipp/print"})
     app = start_appliance(raw)
-    states = {p["name"]: (p["status"], p["info"]) for p in history.printers(app.runtime.config)}
+    states = {
+        p["name"]: (p["status"], p["info"])
+        for p in history.printers(app.runtime.config, app.runtime.store)
+    }
     assert states == {
         "ward": ("NORMAL", "NORMAL"),
         "archive": ("NORMAL", "NORMAL"),

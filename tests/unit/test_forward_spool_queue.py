@@ -135,7 +135,7 @@ def test_page_functions(store) -> None:
     waiting = queue.waiting_items(store, "a")
     # Not tried yet: said so, with the destination's error they wait behind.
     assert [(w["why"], w["waits_for"], w["held"]) for w in waiting] == [
-        ("queued, not tried yet", "PACS down", False)
+        ("not tried yet", "PACS down", False)
     ] * 2
     assert queue.retry_now(store, "a", now=130) == 2
     assert len(queue.claim(store, "a", 10, now=130)) == 2

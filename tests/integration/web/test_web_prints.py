@@ -24,6 +24,13 @@ from tests.printscu import PrintSCU
 from tests.webclient import Web, pager, post, session_csrf, walk
 from web import create_app
 
+# Whose images each film printed: the Japanese one in UTF-8, declared in the item.
+PATIENTS = {
+    "CHEST": {"SpecificCharacterSet": "ISO_IR 192", "PatientName": "Yamada^Tarou=山田^太郎",
+              "PatientID": "P001", "AccessionNumber": "A20261203-0001"},
+    "KNEE": {"PatientName": "Smith^Ann", "PatientID": "P002", "AccessionNumber": "A20261203-0002"},
+}  # fmt: skip
+
 
 @pytest.fixture
 def printed(start_appliance: Callable[..., Appliance], tmp_path: Path) -> tuple[Web, dict]:
@@ -43,7 +50,10 @@ def printed(start_appliance: Callable[..., Appliance], tmp_path: Path) -> tuple[
         scu = PrintSCU(app.dicom_port, calling=calling)
         try:
             _box, jobs[label] = scu.print_film(
-                "STANDARD\\1,2", session_attrs={"FilmSessionLabel": label}, FilmSizeID="8INX10IN"
+                "STANDARD\\1,2",
+                session_attrs={"FilmSessionLabel": label},
+                item_attrs=PATIENTS[label],
+                FilmSizeID="8INX10IN",
             )
         finally:
             scu.release()
@@ -325,3 +335,37 @@ def test_a_pending_job_refreshes_itself_and_a_reprint_names_its_origin(
     resp = post(desk, f"/prints/{uid}/reprint", {"printer": ""})
     page = desk.get(resp.headers["Location"]).text
     assert ">the earlier job</a>" in page and uid in page
+
+
+def test_jobs_show_and_find_the_patient_of_the_printed_images(printed: tuple[Web, dict]) -> None:
+    """Patient Name / ID / Accession of the printed images, stored at job time, are shown in
+    the list and on the job page, and searched by one field (kanji, romaji, ID, accession)."""
+    web, jobs = printed
+    stored = web.store.query(
+        "SELECT patient_name, patient_id, accession_number FROM print_jobs WHERE uid = ?",
+        (jobs["CHEST"],),
+    )[0]
+    assert stored == {"patient_name": "Yamada^Tarou=山田^太郎", "patient_id": "P001",
+                      "accession_number": "A20261203-0001"}  # fmt: skip
+    desk = web.login("desk")
+    page = desk.get("/prints").text
+    chest = page.split(f'id="job-{jobs["CHEST"]}"')[1].split("</tr>")[0]
+    assert "山田 太郎" in chest and "ID P001" in chest and "A20261203-0001" in chest
+    knee = page.split(f'id="job-{jobs["KNEE"]}"')[1].split("</tr>")[0]
+    assert "Smith Ann" in knee and "P002" in knee
+    for term in ("山田", "yamada tarou", "P001", "20261203-0001"):
+        found = desk.get("/prints", query_string={"patient": term}).text
+        assert f'id="job-{jobs["CHEST"]}"' in found, term
+        assert f'id="job-{jobs["KNEE"]}"' not in found, term
+    assert f'id="job-{jobs["KNEE"]}"' in desk.get("/prints?patient=a20261203").text
+    assert 'id="job-' not in desk.get("/prints?patient=%25").text  # no wildcard injection
+    detail = desk.get(f"/prints/{jobs['CHEST']}").text
+    assert '<dd id="job-patient">山田 太郎 <small class="alpha">Yamada Tarou</small></dd>' in detail
+    assert '<dd id="job-patient-id">P001</dd>' in detail
+    assert '<dd id="job-accession">A20261203-0001</dd>' in detail
+    # A reprint is the same patient's film.
+    again = history.reprint(web.runtime.config, web.store, jobs["CHEST"])
+    assert history.get_job(web.store, again)["patient_id"] == "P001"
+    # The filters fold away until one of them is used.
+    assert '<details id="more-filters">' in page
+    assert '<details id="more-filters" open>' in desk.get("/prints?device=CT1").text

@@ -49,8 +49,13 @@ def web(tmp_path: Path, pacs: FakePacs) -> Iterator[Web]:
 
 
 def _receive(web: Web, uid: str, dests: list[str], now: float) -> None:
+    """An instance of patient 'Yamada' (its Q/R index row in the same transaction)."""
     info = queue.InstanceInfo(uid, CT, ELE, "CT", "CT1")
-    queue.record_instance(web.store, info, f"f{uid}", f"d{uid}", 1, dests, now=now)
+    indexed = {"patient_name": "Yamada^Tarou=山田^太郎", "patient_id": f"P{uid}",
+               "accession_number": f"ACC{uid}", "study_description": "CT Head",
+               "study_date": "20261203", "sop_instance_uid": uid, "sop_class_uid": CT,
+               "modality": "CT"}  # fmt: skip
+    queue.record_instance(web.store, info, f"f{uid}", f"d{uid}", 1, dests, now=now, indexed=indexed)
 
 
 @pytest.fixture
@@ -81,10 +86,18 @@ def test_page_shows_counts_why_dead_letters_and_rules(web: Web, queued: dict) ->
     dead_link = '<a href="/admin/destinations/dead?destination=offsite">1</a>'
     assert f'<td class="dead">{dead_link}</td>' in offsite and '<td class="dead">0</td>' in main
     # Why each item waits: not tried yet, behind the destination's error.
-    why = '<td class="why">queued, not tried yet<br><small>destination: no association</small></td>'
+    why = '<td class="why">not tried yet: destination unreachable<br><small>no association</small></td>'
     assert html.count(why) == 2
+    # No "Attempts 0" beside the destination's error: the image itself was never tried.
+    first = html.split('id="waiting-main"')[1].split("</table>")[0]
+    assert first.count('<td class="attempts">—</td>') == 2 and ">0</td>" not in first
+    # Whose images wait: patient (kanji name, ID), accession, modality, study, its date.
+    assert first.count("<b>山田 太郎</b>") == 2 and "ID P1.1" in first and "ID P1.2" in first
+    assert '<span class="accession">ACC1.1</span>' in first
+    assert 'CT · CT Head · <span class="date">2026-12-03</span>' in first
     dead = html.split(f'id="dead-item-{queued["dead"]}"')[1].split("</tr>")[0]
     assert "refused: 0xC000 cannot understand" in dead and "0xC000" in dead
+    assert "山田 太郎" in dead and "ACC1.1" in dead and "CT Head" in dead
     route = html.split('id="route-offsite"')[1].split("</tr>")[0]
     assert "CT1" in route and "<td>CT</td>" in route and "delivery" in route
     assert "any" in html.split('id="route-main"')[1].split("</tr>")[0]
@@ -136,10 +149,15 @@ def test_bad_input(web: Web, queued: dict, url: str, data: dict, code: int, name
 def test_echo_button_shows_the_result(web: Web, pacs: FakePacs) -> None:
     admin = web.login("admin")
     resp = post(admin, "/admin/destinations/main/echo", follow_redirects=True)
-    assert resp.status_code == 200 and "C-ECHO to main: success." in resp.text
+    ok = re.search(r"C-ECHO to main \(FAKEPACS@127\.0\.0\.1:(\d+)\) at "
+                   r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d: success in \d+ ms\.", resp.text)  # fmt: skip
+    assert resp.status_code == 200 and ok and int(ok.group(1)) == pacs.port
     assert pacs.associations == 1
     resp = post(admin, "/admin/destinations/offsite/echo", follow_redirects=True)
-    assert "C-ECHO to offsite failed: no association" in resp.text
+    # What failed, when, where: port 9 has no listener, so the connection was refused.
+    failed = re.search(r"C-ECHO to offsite \(FAR@127\.0\.0\.1:9\) at [0-9: -]+ failed: "
+                       r"no association with FAR@127\.0\.0\.1:9: connection refused", resp.text)  # fmt: skip
+    assert failed, resp.text
     assert web.count("audit", "action = 'forward-echo'") == 2
 
 
@@ -379,11 +397,12 @@ def test_a_stalled_destination_and_its_held_items_are_shown(web: Web, queued: di
 
 
 def test_unrouted_images_are_listed_and_sent_from_the_page(web: Web) -> None:
-    info = queue.InstanceInfo("9.9", CT, ELE, "CT", "CT9")
-    queue.record_instance(web.store, info, "f9", "d9", 1, [], now=time.time())
+    _receive(web, "9.9", [], time.time())
     admin = web.login("admin")
     page = admin.get("/admin/destinations").text
     assert "Unrouted images (1)" in page and 'id="unrouted-' in page
+    row = page.split('<tr id="unrouted-')[1].split("</tr>")[0]
+    assert "<b>山田 太郎</b>" in row and "ACC9.9" in row and "CT Head" in row
     assert (
         post(admin, "/admin/destinations/unrouted/route", {"destination": "nope"}).status_code
         == 400
