@@ -35,7 +35,19 @@ from appliance.runtime import Runtime
 from appliance.worklist import cli as worklist_cli
 from appliance.worklist.schema import migrations as worklist_migrations
 from appliance.worklist.scp import WorklistService
-from web import admin, api, auth, board, dicomweb, prints, queues, steps, studies
+from web import (
+    admin,
+    api,
+    auth,
+    board,
+    dicomweb,
+    health_page,
+    help_pages,
+    prints,
+    queues,
+    steps,
+    studies,
+)
 from web import destinations as destination_pages
 from web import hl7 as hl7_pages
 
@@ -85,6 +97,8 @@ BLUEPRINTS: list[Blueprint] = [
     queues.bp,
     destination_pages.bp,
     hl7_pages.bp,
+    health_page.bp,
+    help_pages.bp,
     api.bp,
     dicomweb.bp,
     studies.bp,

@@ -160,7 +160,8 @@ def delete(store: Store, code_value: str, actor: str = "system", source: str = "
 def import_csv(store: Store, text: str, actor: str = "system", source: str = "") -> int:
     """Add or replace entries from CSV (header row of CSV_COLUMNS); all or nothing.
 
-    A bad row raises ValidationError naming ``line N: field``.
+    A bad file raises ValidationError("file", a sentence), a bad row one that begins
+    ``Line N:`` and names the column.
     """
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     header = [h.strip() for h in reader.fieldnames or []]
@@ -168,29 +169,29 @@ def import_csv(store: Store, text: str, actor: str = "system", source: str = "")
     if missing:
         raise ValidationError(
             "file",
-            f"the header row must name {', '.join(CSV_COLUMNS)} (missing {', '.join(missing)})",
+            f"The header row must name {', '.join(CSV_COLUMNS)} (missing {', '.join(missing)}).",
         )
     unknown = [h for h in header if h not in CSV_COLUMNS]
     if unknown:
-        raise ValidationError("file", f"unknown column {unknown[0]!r}")
+        raise ValidationError("file", f"The header row names an unknown column, {unknown[0]!r}.")
     entries: list[Procedure] = []
     seen: set[str] = set()
     for line, raw in enumerate(reader, start=2):
         row = {(k or "").strip(): (v or "") for k, v in raw.items() if k is not None}
         if None in raw:
-            raise ValidationError("file", f"line {line}: more fields than columns")
+            raise ValidationError("file", f"Line {line}: more fields than the header row.")
         try:
             entry = validate(Procedure(**{c: row.get(c, "") for c in CSV_COLUMNS}))
         except ValidationError as exc:
-            raise ValidationError("file", f"line {line}: {exc.field} {exc.reason}") from exc
+            raise ValidationError("file", f"Line {line}: {exc.field} {exc.reason}.") from exc
         if entry.code_value in seen:
             raise ValidationError(
-                "file", f"line {line}: code_value {entry.code_value!r} appears twice"
+                "file", f"Line {line}: code_value {entry.code_value!r} appears twice."
             )
         seen.add(entry.code_value)
         entries.append(entry)
     if not entries:
-        raise ValidationError("file", "holds no procedures")
+        raise ValidationError("file", "The file holds no procedures.")
     with store.write() as db:
         for entry in entries:
             _upsert(db, entry)

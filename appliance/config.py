@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,17 @@ class WebSettings:
     host: str = _doc("address the web server binds to", "0.0.0.0")
     port: int = _doc("TCP port of the web server (0 picks a free port)", 8080)
     threads: int = _doc("worker threads of the web server", 4)
+
+
+@dataclass(frozen=True)
+class ClinicSettings:
+    """[clinic]: how the clinic's day is shown."""
+
+    time_zone: str = _doc(
+        "IANA time zone every time on the web pages is shown in, e.g. 'Asia/Tokyo' "
+        "('' = the box's local zone); stored times do not change",
+        "",
+    )
 
 
 @dataclass(frozen=True)
@@ -395,6 +407,7 @@ class Config:
     data_dir: Path = _doc("directory for the database, spool/ and prints/", DEFAULT_DATA_DIR)
     dicom: DicomSettings = field(default_factory=DicomSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    clinic: ClinicSettings = field(default_factory=ClinicSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
@@ -418,6 +431,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "dicom": DicomSettings,
     "web": WebSettings,
+    "clinic": ClinicSettings,
     "logging": LoggingSettings,
     "forward": ForwardSettings,
     "hl7": Hl7Settings,
@@ -549,6 +563,18 @@ def _validate_web(w: WebSettings) -> WebSettings:
     if not 1 <= w.threads <= 64:
         raise ConfigError("web.threads", f"{w.threads} is not between 1 and 64")
     return w
+
+
+def _validate_clinic(c: ClinicSettings) -> ClinicSettings:
+    if c.time_zone:
+        try:
+            zoneinfo.ZoneInfo(c.time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                "clinic.time_zone",
+                f"{c.time_zone!r} is not a time zone name such as 'Asia/Tokyo' or 'UTC'",
+            ) from exc
+    return c
 
 
 def _validate_logging(lg: LoggingSettings) -> LoggingSettings:
@@ -783,6 +809,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         kwargs["data_dir"] = DEFAULT_DATA_DIR.absolute()
     kwargs["dicom"] = _validate_dicom(_coerce(DicomSettings, raw.get("dicom", {}), "dicom"))
     kwargs["web"] = _validate_web(_coerce(WebSettings, raw.get("web", {}), "web"))
+    kwargs["clinic"] = _validate_clinic(_coerce(ClinicSettings, raw.get("clinic", {}), "clinic"))
     kwargs["logging"] = _validate_logging(
         _coerce(LoggingSettings, raw.get("logging", {}), "logging")
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import (
@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 from appliance import accounts
 from appliance.db import Store
 from appliance.runtime import Runtime
-from web import i18n, security
+from web import clock, i18n, security
 
 PUBLIC_ENDPOINTS = {"healthz", "static", "auth.login", "auth.setup", "auth.language"}
 
@@ -91,6 +91,7 @@ def create_app(
     app.extensions["appliance"] = runtime
     app.extensions["admin_menu"] = list(ADMIN_MENU)
     app.extensions["announce_setup"] = announce
+    app.extensions["health"] = health  # the service health page reads it (web/health_page.py)
 
     for bp in blueprints:
         app.register_blueprint(bp)
@@ -121,8 +122,8 @@ def create_app(
 
     app.jinja_env.filters["pn"] = pn_display
     app.jinja_env.filters["pn_alpha"] = pn_alphabetic
-    app.jinja_env.filters["epoch"] = epoch_display
     app.jinja_env.filters["birth"] = birth_display
+    clock.install(app, runtime)  # the filters epoch and when, the footer's clock
     return app
 
 
@@ -155,13 +156,6 @@ def pn_display(pn: str) -> str:
     return " ".join(p for p in main.split("^") if p)
 
 
-def epoch_display(seconds: float | None) -> str:
-    """A Unix time as 'YYYY-MM-DD HH:MM:SS' UTC ('—' when there is none)."""
-    if seconds is None:
-        return "—"
-    return datetime.fromtimestamp(float(seconds), UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def birth_display(birth_date: str, on: str = "") -> str:
     """A DA birth date as 'YYYY-MM-DD (N y)', the age on the DA date ``on`` (else today);
     '' when there is none, the value as stored when it is not a date."""
@@ -173,9 +167,9 @@ def birth_display(birth_date: str, on: str = "") -> str:
     except ValueError:
         return b
     try:
-        day = datetime.strptime(on, "%Y%m%d").date() if on else datetime.now(UTC).date()
+        day = datetime.strptime(on, "%Y%m%d").date() if on else clock.clinic().today()
     except ValueError:
-        day = datetime.now(UTC).date()
+        day = clock.clinic().today()
     age = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
     return f"{born.isoformat()} ({age} y)" if age >= 0 else born.isoformat()
 

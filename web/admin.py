@@ -276,7 +276,7 @@ def catalog_delete(code: str) -> Any:
 def catalog_import() -> Any:
     upload = request.files.get("file")
     if upload is None or not upload.filename:
-        return _catalog_page({"file": "is required"})
+        return _catalog_page({"file": "Choose a CSV file first."})
     raw = upload.read()
     try:
         text = raw.decode("utf-8-sig")
@@ -284,7 +284,7 @@ def catalog_import() -> Any:
         try:  # what Excel writes on a Japanese Windows PC
             text = raw.decode("cp932")
         except UnicodeDecodeError:
-            return _catalog_page({"file": "is not UTF-8 or Shift_JIS text"})
+            return _catalog_page({"file": "The file is not UTF-8 or Shift_JIS text."})
     try:
         n = catalog.import_csv(request_store(), text, security.actor(), security.source())
     except ValidationError as exc:

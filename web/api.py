@@ -18,7 +18,7 @@ from flask import Blueprint, abort, g, jsonify, request
 from appliance import destinations, devices
 from appliance.errors import Conflict, NotFound, ValidationError
 from appliance.worklist.repo import WorklistRepo
-from web import board, request_store, security, stepform
+from web import board, clock, request_store, security, stepform
 from web.entries import DESTINATIONS, DEVICES, Managed
 from web.steps import lookups
 
@@ -105,7 +105,7 @@ def procedures() -> Any:
 
 @bp.post("/procedures")
 def procedure_create() -> Any:
-    parsed = stepform.parse(body(), lookups())
+    parsed = stepform.parse(body(), lookups(), today=clock.clinic().today())
     if parsed.request is None:
         return invalid(parsed.errors)
     repo = WorklistRepo(request_store())
@@ -137,7 +137,13 @@ def procedure_update(pk: int) -> Any:
         current = repo.get(pk)
     except NotFound:
         abort(404, description=f"no procedure {pk}")
-    parsed = stepform.parse(data, lookups(), new=False, current_patient_id=current["patient_id"])
+    parsed = stepform.parse(
+        data,
+        lookups(),
+        today=clock.clinic().today(),
+        new=False,
+        current_patient_id=current["patient_id"],
+    )
     if parsed.request is None:
         return invalid(parsed.errors)
     try:

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 
 from appliance import devices
 from appliance.worklist.repo import WorklistRepo
-from web import request_store
+from web import clock, request_store
 
 bp = Blueprint("board", __name__)
 
@@ -30,7 +30,7 @@ def parse_day(value: str | None) -> date:
             return datetime.strptime(value, "%Y-%m-%d").date()
         except ValueError:
             pass
-    return date.today()
+    return clock.clinic().today()
 
 
 def db_now() -> str:

@@ -283,8 +283,8 @@ JA: dict[str, str] = {
     "Study": "検査",
     "ID": "ID",
     "no accession": "受付番号なし",
-    "C-ECHO to %(name)s (%(where)s) at %(when)s UTC: %(what)s.": "%(name)s (%(where)s) への C-ECHO (%(when)s UTC): %(what)s。",
-    "C-ECHO to %(name)s (%(where)s) at %(when)s UTC failed: %(what)s": "%(name)s (%(where)s) への C-ECHO (%(when)s UTC) に失敗しました: %(what)s",
+    "C-ECHO to %(name)s (%(where)s) at %(when)s: %(what)s.": "%(name)s (%(where)s) への C-ECHO (%(when)s): %(what)s。",
+    "C-ECHO to %(name)s (%(where)s) at %(when)s failed: %(what)s": "%(name)s (%(where)s) への C-ECHO (%(when)s) に失敗しました: %(what)s",
     "New printer": "新規プリンター",
     "Edit printer": "プリンターの編集",
     "Printer name": "プリンター名",
@@ -387,9 +387,110 @@ JA: dict[str, str] = {
     "the image cannot be rendered": "画像を表示できません",
     "is not a destination or a device with host and port": "送信先、またはホストとポートのある機器ではありません",
     "is not a modality code (CT, MR, US...)": "モダリティコード (CT、MR、US など) ではありません",
+    # the clinic's clock (one time zone on every page)
+    "This computer's clock differs from the appliance's by": "このコンピューターの時計と装置の時計のずれ:",
+    "The times on these pages are the appliance's; ask the admin to check both clocks.": "画面の時刻は装置の時刻です。管理者に両方の時計の確認を依頼してください。",
+    "Times in %(zone)s": "時刻は %(zone)s",
+    "Appliance clock": "装置の時計",
+    # the catalog import's messages (sentences; "Line N: ..." is a pattern below)
+    "Choose a CSV file first.": "先に CSV ファイルを選んでください。",
+    "The file is not UTF-8 or Shift_JIS text.": "ファイルが UTF-8 または Shift_JIS のテキストではありません。",
+    "The file holds no procedures.": "ファイルに検査がありません。",
+    # the schedule form's start slot and messages
+    "Next free slot": "次の空き枠",
+    "No free slot in the next two weeks": "2 週間先まで空き枠がありません",
+    "choose a room first": "先に検査室を選んでください",
+    # a performed step: read-only, corrected with a reason
+    "Correct a performed procedure": "実施済み検査の訂正",
+    "This record is read-only: the procedure is %(status)s.": "この記録は読み取り専用です (検査の状態: %(status)s)。",
+    "A mistake in it can be corrected; the reason goes to the audit log.": "誤りは訂正できます。訂正の理由は監査ログに記録されます。",
+    "Correct": "訂正",
+    "Correction": "訂正",
+    "Reason for the correction": "訂正の理由",
+    "The procedure was performed: change only what was recorded wrongly. The reason and the fields you change go to the audit log.": "この検査は実施済みです。誤って記録された項目だけを変更してください。理由と変更した項目は監査ログに記録されます。",
+    "Save correction": "訂正を保存",
+    "Corrected; the reason is in the audit log.": "訂正しました。理由は監査ログに記録されています。",
+    # help texts and the service health page
+    "One day of procedures by room. It updates by itself from the modalities' MPPS (scheduled, started, completed); a red banner says when it has lost the appliance. Search finds a patient by name (also kana), patient ID or accession number; the search is in the address, so Back and a shared link keep it.": "検査室ごとの 1 日の検査一覧です。モダリティからの MPPS (予約・検査中・完了) で自動的に更新され、装置と通信できなくなると赤い帯でお知らせします。検索では患者名 (かなも可)・患者ID・受付番号で探せます。検索はアドレスに含まれるため、戻るボタンや共有したリンクでも同じ検索が開きます。",
+    "Schedule form": "予約フォーム",
+    "Fields marked * are required. Start is empty until you choose it: after choosing the room, the button offers its next free 15-minute slot. The accession number is assigned when saved. A completed or discontinued procedure opens read-only; Correct changes its record and asks for a reason, which goes to the audit log.": "* の項目は必須です。開始日時は選ぶまで空欄です。検査室を選ぶと、ボタンにその検査室の次の空き枠 (15 分単位) が表示されます。受付番号は保存時に割り当てられます。完了・中止した検査は読み取り専用で開き、「訂正」で記録を直せます。訂正には理由が必要で、監査ログに記録されます。",
+    "Every film the modalities printed, newest first, with its state; a job page shows its pages and can print it again. Dates are the clinic's days.": "モダリティが印刷したフィルムの一覧 (新しい順) と状態です。ジョブのページでは各ページの確認と再印刷ができます。日付はクリニックの日付です。",
+    "Where films are printed: the printers of the configuration file.": "フィルムの印刷先: 設定ファイルのプリンターです。",
+    "The modalities and peers allowed to talk to the appliance, by AE title (at most 16 characters). C-ECHO tests that a device answers at its host and port.": "装置と通信できるモダリティや機器 (AE タイトル、16 文字以内) です。C-ECHO で機器がホストとポートで応答するか確認できます。",
+    "Who may sign in: front desk (board and schedule) or admin (also these pages). API tokens let other programs use /api/v1/.": "ログインできる人: 受付 (ボードと予約) または管理者 (これらのページも)。API トークンで他のプログラムが /api/v1/ を使えます。",
+    "The procedures the schedule form offers. Import a CSV file (UTF-8 or Excel's Shift_JIS) with the header row code_value,scheme,meaning,...; a bad line is named and nothing is imported.": "予約フォームに表示される検査です。CSV ファイル (UTF-8 または Excel の Shift_JIS、ヘッダー行 code_value,scheme,meaning,...) を取り込めます。誤りのある行は行番号で示され、何も取り込まれません。",
+    "Who did what and when: sign-ins, schedule changes and corrections, worklist queries, MPPS, refused associations. Filter by action.": "誰がいつ何をしたか: ログイン、予約の変更と訂正、ワークリスト問い合わせ、MPPS、拒否した接続。操作で絞り込めます。",
+    "Destinations and queues": "送信先とキュー",
+    "The PACS images are forwarded to, what waits for each and why, images no destination takes (send them later), and those that could not be sent.": "画像の転送先 PACS、それぞれで待っている画像とその理由、どの送信先にも該当しない画像 (後で送信できます)、送信できなかった画像です。",
+    "Orders received from the RIS over HL7 (MLLP) and the answer each got.": "RIS から HL7 (MLLP) で受け取ったオーダーと、それぞれへの応答です。",
+    "Download the database, print jobs and certificates as one file; restore on the box with appliance restore FILE.": "データベース、印刷ジョブ、証明書を 1 つのファイルでダウンロードします。復元は装置上で appliance restore FILE を実行します。",
+    "Service health": "サービスの状態",
+    "Each service of the appliance and its state, the last errors, what waits in the queues, the data folder's free disk space and the TLS certificate's fingerprint (compare it with what a modality shows). The page refreshes itself.": "装置の各サービスとその状態、最近のエラー、キューで待っているもの、データフォルダーのディスク空き容量、TLS 証明書のフィンガープリント (モダリティに表示されるものと比べてください) です。ページは自動で更新されます。",
+    "Your password, language and API tokens.": "パスワード、言語、API トークンの設定です。",
+    "Times": "時刻",
+    "Every time is shown in the clinic's time zone, named at the foot of each page beside the appliance's own clock. A red banner warns when this computer's clock differs from the appliance's by more than 2 minutes.": "すべての時刻はクリニックのタイムゾーンで表示され、各ページの下に装置の時計と並べて表示されます。このコンピューターの時計が装置の時計と 2 分以上ずれていると赤い帯で警告します。",
+    "Help": "ヘルプ",
+    "Help for this page": "このページのヘルプ",
+    "Every service is running.": "すべてのサービスが稼働しています。",
+    "Up for %(t)s.": "稼働時間: %(t)s。",
+    "Something needs attention: see the services marked below.": "確認が必要です: 下の印の付いたサービスを見てください。",
+    "Last errors": "最近のエラー",
+    "No errors reported.": "エラーの報告はありません。",
+    "Disk": "ディスク",
+    "Data folder": "データフォルダー",
+    "%(free)s GB free of %(total)s GB (%(pct)s %%)": "%(total)s GB 中 %(free)s GB 空き (%(pct)s %%)",
+    "The data folder cannot be read.": "データフォルダーを読み取れません。",
+    "No service reports here.": "報告するサービスがありません。",
+    "running": "稼働中",
+    "not in this process": "このプロセス外",
+    "%(t)s ago": "%(t)s 前",
+    "DICOM listener": "DICOM 受信",
+    "DICOM over TLS": "DICOM (TLS)",
+    "Worklist and MPPS": "ワークリストと MPPS",
+    "Print": "印刷",
+    "Store and forward": "保存と転送",
+    "Query/Retrieve": "検索・取得 (Q/R)",
+    "HL7 orders": "HL7 オーダー",
+    "Web server": "Web サーバー",
+    "Database": "データベース",
+    "Associations": "接続",
+    "Certificate fingerprint (SHA-256)": "証明書フィンガープリント (SHA-256)",
+    "Queries since start": "起動後の問い合わせ数",
+    "Last query": "最後の問い合わせ",
+    "Jobs queued": "待機中のジョブ",
+    "Jobs by state": "状態別のジョブ",
+    "Spool free space": "スプールの空き容量",
+    "Images received since start": "起動後に受信した画像",
+    "Images no destination takes": "送信先のない画像",
+    "Held": "保留",
+    "Could not be sent": "送信不能",
+    "Delivered": "送信済み",
+    "Delivered in the last minute": "直近 1 分の送信",
+    "Oldest waiting for": "最も古い待機",
+    "No progress for": "進捗なし",
+    "Error": "エラー",
+    "Storage commitment": "保存確認 (Storage Commitment)",
+    "Spool clean-up": "スプールの整理",
+    "Connections not yet associated": "接続確立前の接続",
+    "Addresses connected": "接続中のアドレス",
+    "Deleted since start": "起動後の削除数",
+    "Freed": "解放",
+    "C-FIND requests": "C-FIND 要求",
+    "C-MOVE requests": "C-MOVE 要求",
+    "C-GET requests": "C-GET 要求",
 }
 
 PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # the catalog import's sentences
+    (re.compile(r"^Line (\d+): (.+)$"), r"\1 行目: \2"),
+    (
+        re.compile(r"^The header row must name (.+) \(missing (.+)\)\.$"),
+        r"ヘッダー行には \1 が必要です (不足: \2)。",
+    ),
+    (
+        re.compile(r"^The header row names an unknown column, (.+)\.$"),
+        r"ヘッダー行に不明な列があります: \1。",
+    ),
     # the configuration loader's reasons, which name the value (destination form)
     (
         re.compile(r"^(.+) must be 1-32 letters, digits, '_' or '-'$"),
@@ -437,6 +538,19 @@ def translate(text: str, lang: str, **params: Any) -> str:
                     out = pattern.sub(replacement, text)
                     break
     return out % params if params else out
+
+
+def sentence(label: tuple[str, ...], reason: str, lang: str) -> str:
+    """A field's message as a sentence that names the field: 'Patient ID is required.',
+    '患者ID: 必須です。'. A reason that is already a sentence (capitalised) stays one."""
+    name = " · ".join(translate(part, lang) for part in label)
+    said = translate(reason, lang)
+    if lang == "ja":
+        out = said if not label or reason[:1].isupper() else f"{name}: {said}"
+        return out if out.endswith(("。", ".")) else out + "。"
+    out = said if not label or reason[:1].isupper() else f"{name} {said}"
+    out = out[:1].upper() + out[1:]
+    return out if out.endswith((".", "?", "!")) else out + "."
 
 
 def pick(user_language: str, accept: Any, cookie: str | None = None) -> str:

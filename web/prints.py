@@ -20,7 +20,7 @@ from appliance.errors import NotFound, ValidationError
 from appliance.printing import history, testpage
 from appliance.printing.output import DeliveryError
 from appliance.printing.service import PRINTS_DIR, new_uid
-from web import gettext, paging, refuse, request_store, runtime, security
+from web import clock, gettext, paging, refuse, request_store, runtime, security
 
 bp = Blueprint("prints", __name__)
 
@@ -30,19 +30,17 @@ def _bad_uid(uid: str) -> bool:
 
 
 def _when(raw: str, end: bool) -> str | None:
-    """A date (YYYY-MM-DD) or date-time from the search form as stored (UTC ISO); None
-    when it is not one. An end date counts its whole day."""
+    """A date (YYYY-MM-DD) or date-time from the search form, in the clinic's zone, as
+    stored (UTC ISO); None when it is not one. An end date counts its whole day."""
     if not raw:
         return ""
     try:
         when = dt.datetime.fromisoformat(raw)
     except ValueError:
         return None
-    if when.tzinfo is not None:
-        when = when.astimezone(dt.UTC)
     if end and len(raw) == 10:
         when += dt.timedelta(days=1)
-    return when.strftime("%Y-%m-%dT%H:%M:%S")
+    return clock.clinic().to_stored(when)
 
 
 @bp.get("/printers")

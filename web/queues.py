@@ -18,7 +18,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from appliance import audit, destinations
 from appliance.errors import ValidationError
 from appliance.forward import queue, sender
-from web import epoch_display, gettext, paging, refuse, request_store, runtime, security
+from web import clock, gettext, paging, refuse, request_store, runtime, security
 
 bp = Blueprint("queues", __name__, url_prefix="/admin/destinations")
 
@@ -172,7 +172,7 @@ def echo(name: str) -> Any:
     dest = _configured().get(name)
     if dest is None:
         return refuse(404, "destination", "no such destination")
-    when = epoch_display(time.time())
+    when = clock.clinic().from_epoch(time.time())
     ok, what = sender.echo(dest, runtime().config.dicom)
     audit.record_now(request_store(), security.actor(), "forward-echo", name, what,
                      security.source())  # fmt: skip
@@ -180,8 +180,8 @@ def echo(name: str) -> Any:
     where = f"{dest.ae_title}@{dest.host}:{dest.port}"
     params = {"name": name, "where": where, "when": when, "what": what}
     if ok:
-        flash(gettext("C-ECHO to %(name)s (%(where)s) at %(when)s UTC: %(what)s.", **params))
+        flash(gettext("C-ECHO to %(name)s (%(where)s) at %(when)s: %(what)s.", **params))
     else:
-        flash(gettext("C-ECHO to %(name)s (%(where)s) at %(when)s UTC failed: %(what)s",
+        flash(gettext("C-ECHO to %(name)s (%(where)s) at %(when)s failed: %(what)s",
                       **params), "error")  # fmt: skip
     return redirect(url_for("queues.index"))

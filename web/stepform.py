@@ -12,7 +12,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from appliance.errors import ValidationError
@@ -39,6 +39,28 @@ TEXT_FIELDS = (
     "priority",
     "sps_description",
 ) + tuple(f"name_{g}_{p}" for g, _ in NAME_PARTS for p in ("family", "given"))
+# What each field is called on the form (the messages name it: "Patient ID is required.").
+LABELS: dict[str, tuple[str, ...]] = {
+    "patient_id": ("Patient ID",),
+    "patient_name": ("Patient name",),
+    "birth_date": ("Birth date",),
+    "sex": ("Sex",),
+    "accession_number": ("Accession number",),
+    "procedure": ("Requested procedure",),
+    "station_ae": ("Room / station",),
+    "modality": ("Modality",),
+    "start": ("Start",),
+    "referring_physician": ("Referring physician",),
+    "requesting_physician": ("Requesting physician",),
+    "performing_physician": ("Performing physician",),
+    "priority": ("Priority",),
+    "sps_description": ("Step description",),
+    "correction_reason": ("Reason for the correction",),
+} | {
+    f"name_{g}_{p}": (label, "Family name" if p == "family" else "Given name")
+    for g, label in NAME_PARTS
+    for p in ("family", "given")
+}
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
 
 # Domain field names -> the form field that shows the message.
@@ -263,6 +285,34 @@ def parse(
         priority=get["priority"],
     )
     return Parsed(request, errors)
+
+
+SLOT_MINUTES = 15  # the schedule's grid: one step per station per slot
+DAY_HOURS = (8, 18)  # the first slot of a day, and the hour no slot starts at or after
+SLOT_SEARCH_DAYS = 14
+
+
+def next_free_slot(taken: list[datetime], after: datetime) -> datetime | None:
+    """The first slot at or after ``after`` (on the grid, in opening hours) that no step
+    starts within SLOT_MINUTES of; None when the next SLOT_SEARCH_DAYS are full."""
+    step = timedelta(minutes=SLOT_MINUTES)
+    at = after.replace(second=0, microsecond=0)
+    if at < after:
+        at += timedelta(minutes=1)
+    if at.minute % SLOT_MINUTES:
+        at += timedelta(minutes=SLOT_MINUTES - at.minute % SLOT_MINUTES)
+    end = after + timedelta(days=SLOT_SEARCH_DAYS)
+    taken = sorted(taken)
+    while at < end:
+        if at.hour < DAY_HOURS[0]:
+            at = at.replace(hour=DAY_HOURS[0], minute=0)
+        if at.hour >= DAY_HOURS[1]:
+            at = (at + timedelta(days=1)).replace(hour=DAY_HOURS[0], minute=0)
+            continue
+        if all(abs(t - at) >= step for t in taken):
+            return at
+        at += step
+    return None
 
 
 def domain_error(exc: ValidationError) -> dict[str, str]:

@@ -111,6 +111,10 @@ def _step_values(req: StepRequest) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+# Steps whose record is read-only but can be corrected, with a reason (the web's "Correct").
+CORRECTABLE_STATUSES = ("COMPLETED", "DISCONTINUED")
+
+
 class WorklistRepo:
     """The scheduling domain API over the database."""
 
@@ -148,6 +152,45 @@ class WorklistRepo:
             raise Conflict(
                 f"step {step_pk} is {current['status'].lower()} and can no longer be changed"
             )
+        self._write(step_pk, current, req, actor, "update", "", source)
+
+    def correct(
+        self,
+        step_pk: int,
+        req: StepRequest,
+        reason: str,
+        actor: str = "system",
+        source: str = "",
+        changed: tuple[str, ...] = (),
+    ) -> None:
+        """Correct the record of a performed (completed or discontinued) step: a mistake in
+        the patient's or the order's details. The status stays; the reason and the names of
+        the ``changed`` fields go to the audit log (action ``correct``)."""
+        current = self.get(step_pk)
+        if current["status"] not in CORRECTABLE_STATUSES:
+            raise Conflict(
+                f"step {step_pk} is {current['status'].lower()}; only completed or "
+                "discontinued steps are corrected (others are edited)"
+            )
+        reason = reason.strip()
+        if not reason:
+            raise ValidationError("correction_reason", "is required")
+        if len(reason) > 200:
+            raise ValidationError("correction_reason", "is longer than 200 characters")
+        fields = f" (changed: {', '.join(changed)})" if changed else " (nothing changed)"
+        self._write(step_pk, current, req, actor, "correct", reason + fields, source)
+
+    def _write(
+        self,
+        step_pk: int,
+        current: dict[str, Any],
+        req: StepRequest,
+        actor: str,
+        action: str,
+        why: str,
+        source: str,
+    ) -> None:
+        """Store a step's new details (update and correct); one audit row."""
         req = validate_request(
             req.replace(
                 study_instance_uid=current["study_instance_uid"],
@@ -180,9 +223,8 @@ class WorklistRepo:
                    protocol = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE pk = ?""",
                 (*_step_values(req), step_pk),
             )
-            audit.record(
-                db, actor, "update", f"step {step_pk}", f"accession {req.accession_number}", source
-            )
+            detail = f"accession {req.accession_number}" + (f": {why}" if why else "")
+            audit.record(db, actor, action, f"step {step_pk}", detail, source)
 
     def cancel(
         self, step_pk: int, actor: str = "system", reason: str = "", source: str = ""
@@ -370,6 +412,16 @@ class WorklistRepo:
         if not include_cancelled:
             sql += " AND s.status != 'CANCELED'"
         return self.store.query(sql + " ORDER BY s.start_dt, s.pk", tuple(params))
+
+    def station_starts(self, station_ae: str, first: str, last: str) -> list[str]:
+        """Start times (YYYYMMDDHHMMSS) of a station's steps from ``first`` to before
+        ``last``, cancelled ones left out (the schedule form's next free slot)."""
+        rows = self.store.query(
+            """SELECT start_dt FROM steps WHERE station_ae = ? AND start_dt >= ?
+               AND start_dt < ? AND status != 'CANCELED' ORDER BY start_dt""",
+            (station_ae, first, last),
+        )
+        return [str(r["start_dt"]) for r in rows]
 
     def search(self, text: str, limit: int = 100) -> list[dict]:
         """Steps whose patient name, patient ID or accession number contains the text."""

@@ -10,6 +10,7 @@ the board change without a reload. Screenshots of the main pages go to build/scr
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -54,7 +55,8 @@ CATALOG_CSV = (
 class Box:
     """`appliance serve` in a subprocess; its stderr is read for the ports and setup token."""
 
-    def __init__(self, data: Path, extra: str = "") -> None:
+    def __init__(self, data: Path, extra: str = "", env: dict[str, str] | None = None) -> None:
+        """``extra``: more TOML for the configuration; ``env``: more environment (TZ)."""
         cfg = data / "appliance.toml"
         cfg.write_text(
             f'data_dir = "{data / "data"}"\n'
@@ -68,6 +70,7 @@ class Box:
             stdout=subprocess.DEVNULL,
             text=True,
             cwd=data,
+            env={**os.environ, **(env or {})},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

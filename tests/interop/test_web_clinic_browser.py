@@ -182,7 +182,7 @@ def test_waiting_images_say_whose_they_are_and_echo_says_what_failed(
     echo = _flash(page)
     port = box.pacs_port  # type: ignore[attr-defined]
     assert re.fullmatch(
-        rf"C-ECHO to pacs \(PACS@127\.0\.0\.1:{port}\) at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
+        rf"C-ECHO to pacs \(PACS@127\.0\.0\.1:{port}\) at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d "
         rf"failed: no association with PACS@127\.0\.0\.1:{port}: connection refused .*",
         echo,
     ), echo

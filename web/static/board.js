@@ -10,10 +10,13 @@
   var lost = document.getElementById("server-lost");
   var stopped = false;
   var missed = 0;
-  var lastOk = new Date();
+  var lastOk = stamp();
   var LOST_AFTER = 3; // missed polls before the board says it is no longer up to date
 
-  function clock(d) {
+  // The time of the last good poll, on the appliance's clock (clock.js) like every time shown.
+  function stamp() {
+    if (window.applianceClock) return window.applianceClock.now();
+    var d = new Date();
     return ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2);
   }
 
@@ -21,7 +24,7 @@
     missed += 1;
     live.hidden = true;
     if (missed >= LOST_AFTER && lost) {
-      lost.querySelector(".since").textContent = clock(lastOk);
+      lost.querySelector(".since").textContent = lastOk;
       lost.hidden = false;
     }
   }
@@ -85,7 +88,7 @@
         since = data.since;
         live.hidden = false;
         missed = 0;
-        lastOk = new Date();
+        lastOk = stamp();
         if (lost) lost.hidden = true;
       })
       .catch(missedOne)

@@ -76,6 +76,36 @@
   // Modality follows the chosen station unless typed by hand.
   var station = document.getElementById("station_ae");
   var modality = document.getElementById("modality");
+  // Start stays empty until chosen; the button offers the station's next free slot.
+  var slot = document.getElementById("next-slot");
+  var start = document.getElementById("start");
+  function offerSlot() {
+    if (!slot || !station) return;
+    var ae = station.value;
+    slot.disabled = true;
+    delete slot.dataset.start;
+    if (!ae) return;
+    var url = slot.dataset.url + "?station=" + encodeURIComponent(ae) +
+      (slot.dataset.date ? "&date=" + encodeURIComponent(slot.dataset.date) : "");
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) {
+        if (!data || station.value !== ae) return;
+        if (!data.start) { slot.textContent = slot.dataset.none; return; }
+        slot.dataset.start = data.start;
+        slot.textContent = slot.dataset.label + ": " + data.start.replace("T", " ");
+        slot.disabled = false;
+      });
+  }
+  if (slot && start) {
+    slot.addEventListener("click", function () {
+      if (!slot.dataset.start) return;
+      start.value = slot.dataset.start;
+      start.dispatchEvent(new Event("change", { bubbles: true }));
+    });
+    if (station) station.addEventListener("change", offerSlot);
+    offerSlot();
+  }
   if (station && modality) {
     station.addEventListener("change", function () {
       var opt = station.options[station.selectedIndex];

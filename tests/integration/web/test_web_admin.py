@@ -302,12 +302,16 @@ def test_catalog_csv_import_and_export(web: Web, admin: FlaskClient) -> None:
 @pytest.mark.parametrize(
     "text,fragment",
     [
-        ("code,meaning\nA,B\n", "header"),
-        ("code_value,scheme,meaning,colour\nA,L,M,red\n", "colour"),
-        ("code_value,scheme,meaning\nOK1,L,Fine\n,L,No code\n", "line 3"),
-        ("code_value,scheme,meaning\nDUP,L,One\nDUP,L,Two\n", "line 3"),
-        ("code_value,scheme,meaning\n", "no procedures"),
-        ("code_value,scheme,meaning\nA,L,M,extra\n", "line 2"),
+        # Each message is a sentence that names the line and the column.
+        ("code,meaning\nA,B\n", "The header row must name code_value"),
+        ("code_value,scheme,meaning,colour\nA,L,M,red\n", "unknown column, &#39;colour&#39;."),
+        ("code_value,scheme,meaning\nOK1,L,Fine\n,L,No code\n", "Line 3: code_value is required."),
+        (
+            "code_value,scheme,meaning\nDUP,L,One\nDUP,L,Two\n",
+            "Line 3: code_value &#39;DUP&#39; appears twice.",
+        ),
+        ("code_value,scheme,meaning\n", "The file holds no procedures."),
+        ("code_value,scheme,meaning\nA,L,M,extra\n", "Line 2: more fields than the header row."),
     ],
 )
 def test_bad_catalog_csv_imports_nothing(
