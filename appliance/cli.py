@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import urllib.error
@@ -44,6 +45,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dicom-port", type=int, metavar="PORT", help="override dicom.port")
     p.add_argument("--dicom-tls-port", type=int, metavar="PORT", help="override dicom.tls_port")
     p.add_argument("--web-port", type=int, metavar="PORT", help="override web.port")
+    p.add_argument(
+        "--http-port", type=int, metavar="PORT", help="override web.http_port (the redirect)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +124,7 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
         dicom_port=getattr(args, "dicom_port", None),
         dicom_tls_port=getattr(args, "dicom_tls_port", None),
         web_port=getattr(args, "web_port", None),
+        web_http_port=getattr(args, "http_port", None),
         dicom_host=host,
         web_host=host,
         log_level=getattr(args, "log_level", None),
@@ -152,10 +157,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     statuskey.write_ports(
         cfg.data_dir,
-        {"dicom": app.dicom_port, "dicom_tls": app.dicom_tls_port, "web": app.web_port},
-    )
+        {"dicom": app.dicom_port, "dicom_tls": app.dicom_tls_port, "web": app.web_port,
+         "web_http": app.web_http_port},
+    )  # fmt: skip
     tls = f"DICOM TLS on port {app.dicom_tls_port}; " if app.dicom_tls_port else ""
-    urls = " or ".join(f"http://{host}:{app.web_port}/" for host in _addresses(cfg.web.host))
+    scheme = "https" if cfg.web.https else "http"
+    urls = " or ".join(f"{scheme}://{h}:{app.web_port}/" for h in _addresses(cfg.web.host))
+    if app.web_http_port:
+        tls += f"plain HTTP on port {app.web_http_port} redirects there; "
     print(
         f"appliance: DICOM {cfg.dicom.ae_title} on port {app.dicom_port}, "
         f"web on {urls} ({tls}data in {cfg.data_dir})",
@@ -189,6 +198,22 @@ def _local(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
+def _status_context(cfg: config_mod.Config) -> ssl.SSLContext | None:
+    """Toward the box's own HTTPS port: only its certificate is trusted (the status key
+    goes out as a Bearer token, so not to whoever else answers on that port)."""
+    if not cfg.web.https:
+        return None
+    from appliance.dicom import tls
+
+    try:
+        return tls.pinned_client_context(tls.web_certificate(cfg))
+    except (OSError, ssl.SSLError):  # not this box's data folder: up or down only
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print what a running appliance reports at /healthz, plus a C-ECHO of its listener.
 
@@ -202,13 +227,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     dicom_port = (
         cfg.dicom.port if args.dicom_port is not None else running.get("dicom", cfg.dicom.port)
     )
-    url = f"http://{_local(cfg.web.host)}:{web_port}/healthz"
+    scheme = "https" if cfg.web.https else "http"
+    url = f"{scheme}://{_local(cfg.web.host)}:{web_port}/healthz"
     token = args.token or os.environ.get(ENV_TOKEN) or statuskey.read(cfg.data_dir)
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5, context=_status_context(cfg)) as resp:
             report = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         report = json.loads(exc.read() or b"{}")

@@ -116,8 +116,40 @@ class WebSettings:
     """[web]: the web server."""
 
     host: str = _doc("address the web server binds to", "0.0.0.0")
-    port: int = _doc("TCP port of the web server (0 picks a free port)", 8080)
-    threads: int = _doc("worker threads of the web server", 4)
+    https: bool = _doc(
+        "serve the page and the API over HTTPS on port (false: plain HTTP on port, for "
+        "tests and development only)",
+        True,
+    )
+    port: int = _doc(
+        "TCP port of the web page: HTTPS, or plain HTTP when https = false (0 picks a free "
+        "port; 443 under the systemd unit)",
+        8443,
+    )
+    http_redirect: bool = _doc(
+        "with https: also listen on http_port for plain HTTP, answering only with a "
+        "redirect to the HTTPS page",
+        True,
+    )
+    http_port: int = _doc(
+        "TCP port of that redirect (0 picks a free port; 80 under the systemd unit)", 8080
+    )
+    tls_cert: str = _doc(
+        "certificate file (PEM) of the HTTPS page ('' = the DICOM TLS certificate: "
+        "dicom.tls_cert, or the self-signed one in DATA_DIR/tls/)",
+        "",
+    )
+    tls_key: str = _doc("private key file (PEM) of tls_cert", "")
+    threads: int = _doc("worker threads of the web server (requests served at once)", 4)
+    max_connections: int = _doc(
+        "open connections at once (idle, waiting or served); one more is closed at once", 256
+    )
+    max_per_address: int = _doc("open connections from one IP address at once", 32)
+    header_timeout: float = _doc(
+        "seconds a connection has for the TLS handshake, the request line and headers, "
+        "however slowly they trickle; also how long an idle connection is kept",
+        10.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -539,8 +571,23 @@ def _validate_dicom(d: DicomSettings) -> DicomSettings:
 def _validate_web(w: WebSettings) -> WebSettings:
     _check_host(w.host, "web.host", required=True)
     _check_port(w.port, "web.port")
+    _check_port(w.http_port, "web.http_port")
+    if w.https and w.http_redirect and w.http_port == w.port != 0:
+        raise ConfigError("web.http_port", f"{w.http_port} is also web.port (the HTTPS port)")
+    if bool(w.tls_cert) != bool(w.tls_key):
+        raise ConfigError("web.tls_key" if w.tls_cert else "web.tls_cert", "is needed as well")
     if not 1 <= w.threads <= 64:
         raise ConfigError("web.threads", f"{w.threads} is not between 1 and 64")
+    if not w.threads <= w.max_connections <= 65536:
+        raise ConfigError(
+            "web.max_connections", f"{w.max_connections} is not between threads and 65536"
+        )
+    if not 1 <= w.max_per_address <= w.max_connections:
+        raise ConfigError(
+            "web.max_per_address", f"{w.max_per_address} is not between 1 and max_connections"
+        )
+    if not 0.5 <= w.header_timeout <= 300:
+        raise ConfigError("web.header_timeout", f"{w.header_timeout} is not between 0.5 and 300")
     return w
 
 
@@ -834,6 +881,8 @@ def with_overrides(config: Config, **changes: Any) -> Config:
             dicom = dataclasses.replace(dicom, tls_port=_check_port(value, "dicom.tls_port"))
         elif key == "web_port":
             web = dataclasses.replace(web, port=_check_port(value, "web.port"))
+        elif key == "web_http_port":
+            web = dataclasses.replace(web, http_port=_check_port(value, "web.http_port"))
         elif key == "dicom_host":
             dicom = dataclasses.replace(dicom, host=_check_host(value, "dicom.host", True))
         elif key == "web_host":

@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 from pathlib import Path
+from typing import Any
 
 BCP195_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
@@ -116,4 +117,38 @@ def client_context(ca: str, cert: Path | None = None, key: Path | None = None) -
         ctx.load_default_certs()
     if cert and key:
         ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def web_certificate(config: Any) -> Path:
+    """The certificate file the HTTPS page presents (not made here if it is missing)."""
+    web, dicom = config.web, config.dicom
+    if web.tls_cert:
+        return Path(web.tls_cert)
+    if dicom.tls_cert and dicom.tls_key:
+        return Path(dicom.tls_cert)
+    return Path(config.data_dir) / "tls" / "appliance.crt"
+
+
+def web_context(config: Any) -> tuple[ssl.SSLContext | None, tuple[Path, Path] | None]:
+    """The HTTPS page's context and pair: ``web.tls_cert``/``tls_key``, else the DICOM
+    TLS certificate (``dicom.tls_cert``/``tls_key`` or the self-signed one); with
+    ``web.https = false``, none. Browsers present no client certificate: no CA here."""
+    if not config.web.https:
+        return None, None
+    web, dicom = config.web, config.dicom
+    pair = (
+        (Path(web.tls_cert), Path(web.tls_key))
+        if web.tls_cert
+        else certificate_files(config.data_dir, dicom.tls_cert, dicom.tls_key)
+    )
+    return server_context(*pair), pair
+
+
+def pinned_client_context(cert: Path) -> ssl.SSLContext:
+    """A client context that trusts exactly this certificate (the box's own, for
+    ``appliance status``), whoever signed it; the host name is not checked."""
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.check_hostname = False
     return ctx

@@ -59,7 +59,7 @@ class Box:
         cfg.write_text(
             f'data_dir = "{data / "data"}"\n'
             '[dicom]\nhost = "127.0.0.1"\nport = 0\ntls_port = 0\n'
-            '[web]\nhost = "127.0.0.1"\nport = 0\n' + extra
+            '[web]\nhost = "127.0.0.1"\nport = 0\nhttp_port = 0\n' + extra
         )
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
@@ -72,11 +72,11 @@ class Box:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         ready = wait_for(
-            lambda: self._find(r"DICOM \S+ on port (\d+), web on http://[^:]+:(\d+)/"), 30
+            lambda: self._find(r"DICOM \S+ on port (\d+), web on https://[^:]+:(\d+)/"), 30
         )
         self.dicom_port, self.web_port = int(ready.group(1)), int(ready.group(2))
         self.setup_token = self._find(r"setup token: (\S+)").group(1)
-        self.url = f"http://127.0.0.1:{self.web_port}"
+        self.url = f"https://127.0.0.1:{self.web_port}"
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -116,6 +116,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             headless=True,
             args=CHROMIUM_ARGS,
             locale="en-US",
+            ignore_https_errors=True,  # the box's self-signed certificate
             viewport={"width": 1280, "height": 860},
         )
         context.csp_refusals = []  # what the CSP blocked, read by test_csp_blocked_nothing
