@@ -230,6 +230,20 @@ class DestinationSettings:
         "link: jpeg-ls-lossless or jpeg2000-lossless ('' = send as stored)",
         "",
     )
+    tls: bool = _doc(
+        "send over DICOM TLS (PS3.15 Annex B, BCP 195): the PACS's certificate is verified "
+        "against tls_ca and its host name; the box presents its own certificate",
+        False,
+    )
+    tls_ca: str = _doc(
+        "CA file (PEM) that signed the PACS's certificate ('' = the system's CA store)", ""
+    )
+    tls_cert: str = _doc(
+        "client certificate (PEM) toward this PACS ('' = the box's: dicom.tls_cert or the "
+        "self-signed one)",
+        "",
+    )
+    tls_key: str = _doc("private key file (PEM) of tls_cert", "")
 
 
 @dataclass(frozen=True)
@@ -631,6 +645,10 @@ def _validate_destination(d: DestinationSettings, where: str) -> DestinationSett
         raise ConfigError(f"{where}.sop_classes", "must be SOP Class UIDs (digits and dots)")
     _check_choice(d.commitment, f"{where}.commitment", COMMITMENT_POLICIES)
     _check_choice(d.transfer_syntax, f"{where}.transfer_syntax", ("", *LOSSLESS_TARGETS))
+    if bool(d.tls_cert) != bool(d.tls_key):
+        raise ConfigError(
+            f"{where}.tls_key" if d.tls_cert else f"{where}.tls_cert", "is needed as well"
+        )
     return dataclasses.replace(d, ae_title=ae, from_ae=from_ae, modalities=modalities)
 
 

@@ -42,6 +42,8 @@ def destination_from(data: Any) -> tuple[DestinationSettings | None, dict[str, s
     }
     values["commitment"] = str(data.get("commitment", "") or "").strip() or "pacs"
     values["transfer_syntax"] = str(data.get("transfer_syntax", "") or "").strip()
+    values["tls"] = data.get("tls") in (True, "1", "on", "true")
+    values["tls_ca"] = str(data.get("tls_ca", "") or "").strip()
     for name in destinations.LISTS:
         values[name] = _list(data.get(name, ""))
     raw = data.get("port", "")

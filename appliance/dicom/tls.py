@@ -15,9 +15,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import logging
 import os
 import socket
 import ssl
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +155,90 @@ def pinned_client_context(cert: Path) -> ssl.SSLContext:
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     ctx.check_hostname = False
     return ctx
+
+
+# -- toward peers: PACS destinations, devices that require TLS -------------------------
+
+
+_failed_here = threading.local()
+
+
+class _Recording(ssl.SSLSocket):
+    """Keeps why a handshake failed on its context: pynetdicom only logs that the
+    connection failed, the queue page and the log line need the reason."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except (ssl.SSLError, OSError) as exc:
+            self.context.handshake_error = describe(exc)  # type: ignore[attr-defined]
+            _failed_here.at = time.monotonic()
+            raise
+
+
+class _QuietRefusal(logging.Filter):
+    """pynetdicom logs a failed connection as three ERROR records and a traceback, in the
+    thread that connected; after a refused TLS handshake the caller logs one line with
+    the reason instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return time.monotonic() - getattr(_failed_here, "at", -10.0) > 1.0
+
+
+_QUIET = _QuietRefusal()
+
+
+def describe(exc: BaseException) -> str:
+    """A TLS failure in words: an unknown or expired certificate, a wrong name, ..."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the peer's certificate was refused ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    return f"TLS handshake failed ({exc})"
+
+
+def outbound(
+    data_dir: Path, dicom: Any, host: str, ca: str, cert: str = "", key: str = ""
+) -> tuple[ssl.SSLContext, str]:
+    """pynetdicom's ``tls_args`` toward ``host``: its certificate verified against ``ca``
+    (with the host name), the box's own pair (or ``cert``/``key``) as client certificate."""
+    pair = (
+        (Path(cert), Path(key))
+        if cert and key
+        else certificate_files(data_dir, dicom.tls_cert, dicom.tls_key)
+    )
+    ctx = client_context(ca, *pair)
+    ctx.sslsocket_class = _Recording
+    transport = logging.getLogger("pynetdicom.transport")
+    if _QUIET not in transport.filters:
+        transport.addFilter(_QUIET)
+    ctx.handshake_error = ""  # type: ignore[attr-defined]
+    return ctx, host
+
+
+def for_destination(config: Any, dest: Any) -> tuple[ssl.SSLContext, str] | None:
+    """TLS toward a ``[[destinations]]`` PACS with ``tls = true``, else None."""
+    if not dest.tls:
+        return None
+    return outbound(
+        config.data_dir, config.dicom, dest.host, dest.tls_ca, dest.tls_cert, dest.tls_key
+    )
+
+
+def for_device(config: Any, device: Any) -> tuple[ssl.SSLContext, str] | None:
+    """TLS toward a device with ``tls = "required"`` (C-MOVE destination, commitment
+    report): its certificate verified against ``dicom.tls_ca``."""
+    if getattr(device, "tls", "") != "required":
+        return None
+    return outbound(config.data_dir, config.dicom, device.host, config.dicom.tls_ca)
+
+
+def failure(tls_args: tuple[ssl.SSLContext, str] | None) -> str:
+    """Why the last handshake with these ``tls_args`` failed ('' = it did not, or no TLS);
+    read once: the next attempt starts clean."""
+    if tls_args is None:
+        return ""
+    ctx = tls_args[0]
+    why = str(getattr(ctx, "handshake_error", ""))
+    ctx.handshake_error = ""  # type: ignore[attr-defined]
+    return why

@@ -25,6 +25,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, ev
 
 from appliance import destinations
 from appliance.config import DestinationSettings
+from appliance.dicom import tls
 from appliance.forward import commitment, intake, queue
 from appliance.forward.committer import Committer, handle_n_action, handle_n_event_report
 from appliance.forward.receiver import Receiver, handle_store
@@ -112,6 +113,7 @@ class ForwardService:
                 on_delivered=self._delivered,
                 lane=lane,
                 lanes=fwd.associations,
+                tls_args=tls.for_destination(self.config, dest),
             )
             for lane in range(fwd.associations)
         ]
