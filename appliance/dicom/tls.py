@@ -191,7 +191,7 @@ _QUIET = _QuietRefusal()
 def describe(exc: BaseException) -> str:
     """A TLS failure in words: an unknown or expired certificate, a wrong name, ..."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: the peer's certificate was refused ({exc.verify_message})"
+        return f"TLS: certificate refused: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake failed ({exc.reason or exc})"
     return f"TLS handshake failed ({exc})"

@@ -349,6 +349,8 @@ def handle_move(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_M
     assoc = retrieve.open_destination(dicom, destination, device.host, device.port, files, tls_args)
     if not assoc.is_established:
         why = tls.failure(tls_args)
+        if why:
+            log.warning("C-MOVE to %s at %s:%s: %s", destination, device.host, device.port, why)
         tally = retrieve.Tally(0, failed=len(files))
         tally.failed_uids = [f.sop_instance_uid for f in files]
         yield retrieve.response(
@@ -356,8 +358,7 @@ def handle_move(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_M
             status.UNABLE_TO_PERFORM_SUBOPERATIONS,
             tally,
             ts,
-            f"No association with {destination} at {device.host}:{device.port}"
-            + (f": {why}" if why else ""),
+            why or f"No association with {destination} at {device.host}:{device.port}",
         )
         return
     try:
