@@ -205,6 +205,12 @@ class DeviceSettings:
         "optional (plain or TLS port) or required (refused on the plain port: A-ASSOCIATE-RJ)",
         "optional",
     )
+    tls_fingerprint: str = _doc(
+        "pin the device's client certificate: 'sha256:' and its SHA-256 (hex, colons "
+        "allowed); another certificate, or none, is refused on the TLS port, and the plain "
+        "port is refused too. The certificate must also be signed by dicom.tls_ca",
+        "",
+    )
 
 
 @dataclass(frozen=True)
@@ -628,7 +634,19 @@ def _validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
     if d.max_results < 0:
         raise ConfigError(f"{where}.max_results", "must be 0 (no limit) or positive")
     _check_choice(d.tls, f"{where}.tls", ("optional", "required"))
-    return dataclasses.replace(d, ae_title=ae)
+    pin = normal_fingerprint(d.tls_fingerprint, f"{where}.tls_fingerprint")
+    return dataclasses.replace(d, ae_title=ae, tls_fingerprint=pin)
+
+
+def normal_fingerprint(value: str, setting: str) -> str:
+    """'sha256:' and 64 lower-case hex digits, from that or 'AB:CD:...' ('' stays '')."""
+    text = value.strip()
+    if not text:
+        return ""
+    digits = text.removeprefix("sha256:").removeprefix("SHA256:").replace(":", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digits):
+        raise ConfigError(setting, "must be 'sha256:' and the certificate's 64 hex digits")
+    return f"sha256:{digits}"
 
 
 def _validate_destination(d: DestinationSettings, where: str) -> DestinationSettings:

@@ -52,6 +52,7 @@ def device_from(data: Any) -> tuple[DeviceSettings | None, dict[str, str]]:
         "station_filter",
         "character_set",
         "tls",
+        "tls_fingerprint",
     ):
         values[name] = str(data.get(name, "") or "").strip()
     values["tls"] = values["tls"] or "optional"

@@ -329,6 +329,7 @@ JA: dict[str, str] = {
     "DICOM TLS": "DICOM TLS",
     "optional: plain or TLS port": "任意: 通常ポートでも TLS ポートでも可",
     "required: refused on the plain port": "必須: 通常ポートでは拒否",
+    "Pinned client certificate (sha256:...)": "固定するクライアント証明書 (sha256:...)",
     "Compression on the way (for a slow link)": "送信時の圧縮 (回線が遅い場合)",
     "none: send as stored": "なし: 受信したまま送信",
     "JPEG-LS lossless": "JPEG-LS 可逆",
