@@ -596,6 +596,10 @@ def _validate_web(w: WebSettings) -> WebSettings:
         raise ConfigError("web.http_port", f"{w.http_port} is also web.port (the HTTPS port)")
     if bool(w.tls_cert) != bool(w.tls_key):
         raise ConfigError("web.tls_key" if w.tls_cert else "web.tls_cert", "is needed as well")
+    for name in ("tls_cert", "tls_key"):
+        value = getattr(w, name)
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(f"web.{name}", f"{value} is not a readable file")
     if not 1 <= w.threads <= 64:
         raise ConfigError("web.threads", f"{w.threads} is not between 1 and 64")
     if not w.threads <= w.max_connections <= 65536:
@@ -667,7 +671,13 @@ def _validate_destination(d: DestinationSettings, where: str) -> DestinationSett
         raise ConfigError(
             f"{where}.tls_key" if d.tls_cert else f"{where}.tls_cert", "is needed as well"
         )
-    return dataclasses.replace(d, ae_title=ae, from_ae=from_ae, modalities=modalities)
+    files: dict[str, Any] = {}
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        value = getattr(d, name)
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(f"{where}.{name}", f"{value} is not a readable file")
+        files[name] = str(Path(value).expanduser().absolute()) if value else ""
+    return dataclasses.replace(d, ae_title=ae, from_ae=from_ae, modalities=modalities, **files)
 
 
 def _validate_forward(f: ForwardSettings) -> ForwardSettings:

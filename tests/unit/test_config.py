@@ -87,6 +87,26 @@ def test_env_variable_names_the_file(tmp_path: Path) -> None:
         ('[web]\nhost = "bad host!"', "web.host", "neither an IP"),
         ("[web]\nport = 8080", "web.http_port", "also web.port"),
         ('[web]\ntls_cert = "/x.crt"', "web.tls_key", "needed as well"),
+        (
+            '[web]\ntls_cert = "/nonexistent.crt"\ntls_key = "/nonexistent.key"',
+            "web.tls_cert",
+            "not a readable file",
+        ),
+        (
+            '[[destinations]]\nname = "p"\nae_title = "P"\nhost = "h"\ntls = true\ntls_ca = "/nonexistent.pem"',
+            "destinations[0].tls_ca",
+            "not a readable file",
+        ),
+        (
+            '[[destinations]]\nname = "p"\nae_title = "P"\nhost = "h"\ntls_cert = "/etc/hostname"',
+            "destinations[0].tls_key",
+            "needed as well",
+        ),
+        (
+            '[[devices]]\nae_title = "CT1"\ntls_fingerprint = "sha1:00"',
+            "devices[0].tls_fingerprint",
+            "64 hex digits",
+        ),
         ("[web]\nheader_timeout = 0.1", "web.header_timeout", "between 0.5 and 300"),
         ("[web]\nmax_per_address = 0", "web.max_per_address", "between 1 and"),
         ("[web]\nmax_connections = 2", "web.max_connections", "between threads"),
