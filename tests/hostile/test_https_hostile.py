@@ -156,3 +156,23 @@ def test_oversized_body_and_headers_are_refused(app: Appliance) -> None:
     huge = client.get("/login", **{"X-Junk": "x" * (80 * 1024)})
     assert huge.status in (413, 431, 400)
     assert _seconds_for_a_page(app) < 1.0
+
+
+def test_the_redirect_port_cuts_slow_headers_and_keeps_answering(app: Appliance) -> None:
+    assert app.web_http_port
+    slow = [connect(app.web_http_port, source=f"127.0.15.{n + 1}") for n in range(6)]
+    for sock in slow:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: box\r\nX-Pad: aaa")  # and never the end
+    for sock in slow:
+        assert closed_within(sock, HEADER_TIMEOUT + 2.5) is not None
+        sock.close()
+    plain = connect(app.web_http_port)
+    start = time.monotonic()
+    plain.sendall(b"GET /board HTTP/1.1\r\nHost: box.example\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := plain.recv(4096):
+        answer += chunk
+    plain.close()
+    assert time.monotonic() - start < 1.0
+    assert answer.startswith(b"HTTP/1.1 301 ")
+    assert f"Location: https://box.example:{app.web_port}/board".encode() in answer

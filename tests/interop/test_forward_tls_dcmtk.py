@@ -107,6 +107,8 @@ def test_forwards_over_tls_to_storescp(
     sent = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
     wait_for(lambda: pacs.uids() == sent, timeout=30)
     wait_for(lambda: {r["state"] for r in _rows(app)} == {queue.DELIVERED}, timeout=10)
+    # The sender's own C-STORE wire (appliance/forward/store_wire.py) wrote them through TLS.
+    assert sum(s.wire_stores for s in senders(app, "tlspacs")) == 3
 
 
 @pytest.mark.parametrize("case", ["unknown CA", "expired"])
