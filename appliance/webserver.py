@@ -252,7 +252,7 @@ def redirect_app(https_port: int) -> Callable[..., Any]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         host = environ.get("HTTP_HOST", "")
         match = _HOST.match(host)
-        name = match.group(1) if match else environ.get("SERVER_NAME", "localhost")
+        name = match.group(1) if match else (socket.gethostname() or "localhost")
         port = "" if https_port == 443 else f":{https_port}"
         path = urllib.parse.quote(environ.get("PATH_INFO", "/").encode("latin-1"), safe="/-._~")
         query = environ.get("QUERY_STRING", "")

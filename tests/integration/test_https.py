@@ -88,6 +88,7 @@ def test_plain_http_port_only_redirects(appliance: Appliance) -> None:
     assert resp.status == 301
     assert resp.headers["Location"] == f"https://127.0.0.1:{https_port}/board?day=2026-01-02&x=%20y"
     assert "Set-Cookie" not in resp.headers  # no app behind it: no session on plain HTTP
+    assert resp.headers["Server"] == "appliance"  # no server software or version told
     named = _plain(port, "GET", "/login", {"Host": "box.clinic.example:8080"})
     assert named.headers["Location"] == f"https://box.clinic.example:{https_port}/login"
     forged = _plain(port, "GET", "/", {"Host": "evil.example/@x"})  # not a host name
