@@ -171,18 +171,39 @@ class _Recording(ssl.SSLSocket):
         try:
             super().do_handshake(block)
         except (ssl.SSLError, OSError) as exc:
-            self.context.handshake_error = describe(exc)  # type: ignore[attr-defined]
-            _failed_here.at = time.monotonic()
+            self._note(exc)
             raise
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        """With TLS 1.3 the peer's refusal of our certificate arrives as an alert at the
+        first read after the handshake."""
+        try:
+            return super().recv(buflen, flags)
+        except ssl.SSLError as exc:
+            if "ALERT" in str(exc.reason or ""):
+                self._note(exc)
+            raise
+
+    def _note(self, exc: BaseException) -> None:
+        global _last_failure
+        self.context.handshake_error = describe(exc)  # type: ignore[attr-defined]
+        _failed_here.at = _last_failure = time.monotonic()
+
+
+_last_failure = -10.0
 
 
 class _QuietRefusal(logging.Filter):
-    """pynetdicom logs a failed connection as three ERROR records and a traceback, in the
-    thread that connected; after a refused TLS handshake the caller logs one line with
-    the reason instead."""
+    """pynetdicom logs a failed connection as ERROR records with a traceback in the DUL
+    thread that connected (and "Association Aborted" in the association's thread); after
+    a refused TLS handshake the caller logs one line with the reason instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return time.monotonic() - getattr(_failed_here, "at", -10.0) > 1.0
+        now = time.monotonic()
+        if now - getattr(_failed_here, "at", -10.0) < 1.0:
+            return False
+        return not (record.name == "pynetdicom.acse" and now - _last_failure < 1.0
+                    and record.getMessage() == "Association Aborted")  # fmt: skip
 
 
 _QUIET = _QuietRefusal()
@@ -192,6 +213,9 @@ def describe(exc: BaseException) -> str:
     """A TLS failure in words: an unknown or expired certificate, a wrong name, ..."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: certificate refused: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError) and "ALERT" in str(exc.reason or ""):
+        alert = str(exc.reason).lower().replace("_", " ")
+        return f"TLS: the peer refused our certificate ({alert})"
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake failed ({exc.reason or exc})"
     return f"TLS handshake failed ({exc})"
@@ -209,9 +233,9 @@ def outbound(
     )
     ctx = client_context(ca, *pair)
     ctx.sslsocket_class = _Recording
-    transport = logging.getLogger("pynetdicom.transport")
-    if _QUIET not in transport.filters:
-        transport.addFilter(_QUIET)
+    for name in ("pynetdicom.transport", "pynetdicom.dul", "pynetdicom.acse"):
+        if _QUIET not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_QUIET)
     ctx.handshake_error = ""  # type: ignore[attr-defined]
     return ctx, host
 

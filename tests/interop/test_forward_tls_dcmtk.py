@@ -1,7 +1,7 @@
 """TLS toward a destination (issue 13), judged by DCMTK storescp +tls with its default
 BCP 195 non-downgrading profile and --require-peer-cert: the box verifies the PACS's
 certificate against the destination's tls_ca and presents its own. A PACS whose
-certificate no CA of ours signed, or whose certificate has expired, gets nothing: the
+certificate no CA of ours signed, or whose certificate has expired, or that refuses the box's own certificate, gets nothing: the
 rows are held with the reason, the destination is backed off, one log line each try."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_forwards_over_tls_to_storescp(
     assert sum(s.wire_stores for s in senders(app, "tlspacs")) == 3
 
 
-@pytest.mark.parametrize("case", ["unknown CA", "expired"])
+@pytest.mark.parametrize("case", ["unknown CA", "expired", "our certificate refused"])
 def test_a_pacs_certificate_we_cannot_trust_holds_the_rows(
     case: str, start_appliance: Callable[..., Appliance], storescp: Callable[..., TlsStorescp],
     pki: dict[str, tlscerts.Pair], tmp_path: Path, caplog: pytest.LogCaptureFixture,
@@ -120,10 +120,15 @@ def test_a_pacs_certificate_we_cannot_trust_holds_the_rows(
         pacs = storescp(pki["pacs"], trusted=pki["ca"].cert)
         app = _box(start_appliance, pki, pacs.port, pki["other"].cert)
         expected = "self-signed certificate in certificate chain"  # a CA we do not know
-    else:
+    elif case == "expired":
         pacs = storescp(pki["expired"], trusted=pki["ca"].cert)
         app = _box(start_appliance, pki, pacs.port, pki["ca"].cert)
         expected = "certificate has expired"
+    else:  # the PACS trusts another CA than the one that signed the box's certificate
+        pacs = storescp(pki["pacs"], trusted=pki["other"].cert)
+        app = _box(start_appliance, pki, pacs.port, pki["ca"].cert)
+        expected = "the peer refused our certificate"
+    prefix = "TLS: the peer refused" if case.startswith("our") else "TLS: certificate refused"
     caplog.set_level(logging.WARNING)
     assert send_files(app.dicom_port, write_series(tmp_path / "in", 2)) == [status.SUCCESS] * 2
     (sender,) = senders(app, "tlspacs")
@@ -131,9 +136,9 @@ def test_a_pacs_certificate_we_cannot_trust_holds_the_rows(
     assert expected in sender.last_error and "TLSPACS@127.0.0.1" in sender.last_error
     rows = wait_for(lambda: [r for r in _rows(app) if r["last_error"]] or None, timeout=10)
     assert all(r["state"] == queue.WAITING for r in rows)
-    assert all("TLS: certificate refused" in r["last_error"] for r in rows)
+    assert all(prefix in r["last_error"] for r in rows)
     assert expected in rows[0]["last_error"]
-    lines = [r for r in caplog.records if "TLS: certificate refused" in r.getMessage()]
+    lines = [r for r in caplog.records if prefix in r.getMessage()]
     assert 1 <= len(lines) <= sender.failures  # one line a try
     assert not [r for r in caplog.records if r.name.startswith("pynetdicom")]
     assert pacs.uids() == set()
