@@ -137,6 +137,20 @@ class _Request(server.HTTPRequest):  # type: ignore[misc]
         with limits.deadline(self.conn.socket, self.conn.remote_addr or "?"):
             super().parse_request()
 
+    def respond(self) -> None:
+        """The app's answer; a body it did not read (a 413 from Flask, a refusal before
+        the upload) is read and dropped, at most max_request_body_size, so that a client
+        still sending reads the answer instead of a reset; then the connection closes."""
+        super().respond()
+        left = int(getattr(self.rfile, "remaining", 0) or 0)
+        if left:
+            self.close_connection = True
+            while left > 0:
+                chunk = self.rfile.read(min(left, 256 * 1024))
+                if not chunk:
+                    break
+                left -= len(chunk)
+
 
 HANDSHAKE_DONE, HANDSHAKE_AGAIN, HANDSHAKE_FAILED = "done", "again", "failed"
 _GONE = ("UNEXPECTED_EOF_WHILE_READING", "EOF occurred in violation of protocol")
