@@ -8,6 +8,7 @@ rejected) or ``accept`` (served as a device with default policy).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -91,18 +92,32 @@ class Access:
         )  # fmt: skip
         return False
 
-    def admits(self, calling_ae: str, called_ae: str, address: str, tls: bool = False) -> bool:
+    def admits(
+        self, calling_ae: str, called_ae: str, address: str, tls: bool = False,
+        peer_cert: bytes | None = None,
+    ) -> bool:  # fmt: skip
         """May this calling AE title associate at all, on this port? Under
         ``dicom.unknown_ae = reject`` only known devices may; a device with ``tls =
-        "required"`` only on the TLS port. A refusal is audited (the edge answers
+        "required"`` or a pinned certificate only on the TLS port, and a pinned one only
+        with that certificate (``peer_cert``, DER). A refusal is audited (the edge answers
         A-ASSOCIATE-RJ rejected-permanent, service-user, calling AE title not recognized)."""
         device = self.device(calling_ae)
-        if device is not None and device.tls == "required" and not tls:
+        pinned = device.tls_fingerprint if device is not None else ""
+        if device is not None and (device.tls == "required" or pinned) and not tls:
             self.audit_refusal(
                 "dicom-association-rejected", calling_ae, address,
                 f"called {called_ae}: this device must use DICOM TLS (tls = required)",
             )  # fmt: skip
             return False
+        if pinned:
+            got = "sha256:" + hashlib.sha256(peer_cert).hexdigest() if peer_cert else ""
+            if got != pinned:
+                self.audit_refusal(
+                    "dicom-association-rejected", calling_ae, address,
+                    f"called {called_ae}: client certificate "
+                    f"{got or '(none)'} is not the one pinned for this device ({pinned})",
+                )  # fmt: skip
+                return False
         if self.config.dicom.unknown_ae != "reject" or device is not None:
             return True
         self.audit_refusal(

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import urllib.error
@@ -30,6 +31,7 @@ from appliance.cliargs import (
     load_config,
 )
 from appliance.cliargs import add_common as _add_common
+from appliance.dicom import tls
 from appliance.dicom.echo import echo
 from appliance.errors import ApplianceError, ConfigError
 from appliance.server import ALL_PARTS, Appliance
@@ -126,10 +128,14 @@ def cmd_serve(args: argparse.Namespace, _ctx: Context) -> int:
         return EXIT_FAILURE
     statuskey.write_ports(
         cfg.data_dir,
-        {"dicom": box.dicom_port, "dicom_tls": box.dicom_tls_port, "web": box.web_port},
-    )
+        {"dicom": box.dicom_port, "dicom_tls": box.dicom_tls_port, "web": box.web_port,
+         "web_http": box.web_http_port},
+    )  # fmt: skip
     tls = f"DICOM TLS on port {box.dicom_tls_port}; " if box.dicom_tls_port else ""
-    urls = " or ".join(f"http://{host}:{box.web_port}/" for host in _addresses(cfg.web.host))
+    scheme = "https" if cfg.web.https else "http"
+    urls = " or ".join(f"{scheme}://{h}:{box.web_port}/" for h in _addresses(cfg.web.host))
+    if box.web_http_port:
+        tls += f"plain HTTP on port {box.web_http_port} redirects there; "
     print(
         f"appliance: DICOM {cfg.dicom.ae_title} on port {box.dicom_port}, "
         f"web on {urls} ({tls}data in {cfg.data_dir})",
@@ -163,6 +169,20 @@ def _local(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
+def _status_context(cfg: config_mod.Config) -> ssl.SSLContext | None:
+    """Toward the box's own HTTPS port: only its certificate is trusted (the status key
+    goes out as a Bearer token, so not to whoever else answers on that port)."""
+    if not cfg.web.https:
+        return None
+    try:
+        return tls.pinned_client_context(tls.web_certificate(cfg))
+    except (OSError, ssl.SSLError):  # not this box's data folder: up or down only
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
 def cmd_status(args: argparse.Namespace, _ctx: Context) -> int:
     """Print what a running appliance reports at /healthz, plus a C-ECHO of its listener.
 
@@ -176,13 +196,14 @@ def cmd_status(args: argparse.Namespace, _ctx: Context) -> int:
     dicom_port = (
         cfg.dicom.port if args.dicom_port is not None else running.get("dicom", cfg.dicom.port)
     )
-    url = f"http://{_local(cfg.web.host)}:{web_port}/healthz"
+    scheme = "https" if cfg.web.https else "http"
+    url = f"{scheme}://{_local(cfg.web.host)}:{web_port}/healthz"
     token = args.token or os.environ.get(ENV_TOKEN) or statuskey.read(cfg.data_dir)
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5, context=_status_context(cfg)) as resp:
             report = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         report = json.loads(exc.read() or b"{}")

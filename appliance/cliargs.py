@@ -50,6 +50,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dicom-port", type=int, metavar="PORT", help="override dicom.port")
     p.add_argument("--dicom-tls-port", type=int, metavar="PORT", help="override dicom.tls_port")
     p.add_argument("--web-port", type=int, metavar="PORT", help="override web.port")
+    p.add_argument(
+        "--http-port", type=int, metavar="PORT", help="override web.http_port (the redirect)"
+    )
 
 
 def load_config(args: argparse.Namespace) -> config_mod.Config:
@@ -62,6 +65,7 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
         dicom_port=getattr(args, "dicom_port", None),
         dicom_tls_port=getattr(args, "dicom_tls_port", None),
         web_port=getattr(args, "web_port", None),
+        web_http_port=getattr(args, "http_port", None),
         dicom_host=host,
         web_host=host,
         log_level=getattr(args, "log_level", None),

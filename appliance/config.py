@@ -119,8 +119,40 @@ class WebSettings:
     """[web]: the web server."""
 
     host: str = _doc("address the web server binds to", "0.0.0.0")
-    port: int = _doc("TCP port of the web server (0 picks a free port)", 8080)
-    threads: int = _doc("worker threads of the web server", 4)
+    https: bool = _doc(
+        "serve the page and the API over HTTPS on port (false: plain HTTP on port, for "
+        "tests and development only)",
+        True,
+    )
+    port: int = _doc(
+        "TCP port of the web page: HTTPS, or plain HTTP when https = false (0 picks a free "
+        "port; 443 under the systemd unit)",
+        8443,
+    )
+    http_redirect: bool = _doc(
+        "with https: also listen on http_port for plain HTTP, answering only with a "
+        "redirect to the HTTPS page",
+        True,
+    )
+    http_port: int = _doc(
+        "TCP port of that redirect (0 picks a free port; 80 under the systemd unit)", 8080
+    )
+    tls_cert: str = _doc(
+        "certificate file (PEM) of the HTTPS page ('' = the DICOM TLS certificate: "
+        "dicom.tls_cert, or the self-signed one in DATA_DIR/tls/)",
+        "",
+    )
+    tls_key: str = _doc("private key file (PEM) of tls_cert", "")
+    threads: int = _doc("worker threads of the web server (requests served at once)", 4)
+    max_connections: int = _doc(
+        "open connections at once (idle, waiting or served); one more is closed at once", 256
+    )
+    max_per_address: int = _doc("open connections from one IP address at once", 32)
+    header_timeout: float = _doc(
+        "seconds a connection has for the TLS handshake, the request line and headers, "
+        "however slowly they trickle; also how long an idle connection is kept",
+        10.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -187,6 +219,12 @@ class DeviceSettings:
         "optional (plain or TLS port) or required (refused on the plain port: A-ASSOCIATE-RJ)",
         "optional",
     )
+    tls_fingerprint: str = _doc(
+        "pin the device's client certificate: 'sha256:' and its SHA-256 (hex, colons "
+        "allowed); another certificate, or none, is refused on the TLS port, and the plain "
+        "port is refused too. The certificate must also be signed by dicom.tls_ca",
+        "",
+    )
 
 
 @dataclass(frozen=True)
@@ -212,6 +250,20 @@ class DestinationSettings:
         "link: jpeg-ls-lossless or jpeg2000-lossless ('' = send as stored)",
         "",
     )
+    tls: bool = _doc(
+        "send over DICOM TLS (PS3.15 Annex B, BCP 195): the PACS's certificate is verified "
+        "against tls_ca and its host name; the box presents its own certificate",
+        False,
+    )
+    tls_ca: str = _doc(
+        "CA file (PEM) that signed the PACS's certificate ('' = the system's CA store)", ""
+    )
+    tls_cert: str = _doc(
+        "client certificate (PEM) toward this PACS ('' = the box's: dicom.tls_cert or the "
+        "self-signed one)",
+        "",
+    )
+    tls_key: str = _doc("private key file (PEM) of tls_cert", "")
 
 
 @dataclass(frozen=True)
@@ -560,8 +612,27 @@ def _validate_dicom(d: DicomSettings) -> DicomSettings:
 def _validate_web(w: WebSettings) -> WebSettings:
     _check_host(w.host, "web.host", required=True)
     _check_port(w.port, "web.port")
+    _check_port(w.http_port, "web.http_port")
+    if w.https and w.http_redirect and w.http_port == w.port != 0:
+        raise ConfigError("web.http_port", f"{w.http_port} is also web.port (the HTTPS port)")
+    if bool(w.tls_cert) != bool(w.tls_key):
+        raise ConfigError("web.tls_key" if w.tls_cert else "web.tls_cert", "is needed as well")
+    for name in ("tls_cert", "tls_key"):
+        value = getattr(w, name)
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(f"web.{name}", f"{value} is not a readable file")
     if not 1 <= w.threads <= 64:
         raise ConfigError("web.threads", f"{w.threads} is not between 1 and 64")
+    if not w.threads <= w.max_connections <= 65536:
+        raise ConfigError(
+            "web.max_connections", f"{w.max_connections} is not between threads and 65536"
+        )
+    if not 1 <= w.max_per_address <= w.max_connections:
+        raise ConfigError(
+            "web.max_per_address", f"{w.max_per_address} is not between 1 and max_connections"
+        )
+    if not 0.5 <= w.header_timeout <= 300:
+        raise ConfigError("web.header_timeout", f"{w.header_timeout} is not between 0.5 and 300")
     return w
 
 
@@ -601,7 +672,19 @@ def validate_device(d: DeviceSettings, where: str) -> DeviceSettings:
     if d.max_results < 0:
         raise ConfigError(f"{where}.max_results", "must be 0 (no limit) or positive")
     _check_choice(d.tls, f"{where}.tls", ("optional", "required"))
-    return dataclasses.replace(d, ae_title=ae)
+    pin = normal_fingerprint(d.tls_fingerprint, f"{where}.tls_fingerprint")
+    return dataclasses.replace(d, ae_title=ae, tls_fingerprint=pin)
+
+
+def normal_fingerprint(value: str, setting: str) -> str:
+    """'sha256:' and 64 lower-case hex digits, from that or 'AB:CD:...' ('' stays '')."""
+    text = value.strip()
+    if not text:
+        return ""
+    digits = text.removeprefix("sha256:").removeprefix("SHA256:").replace(":", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digits):
+        raise ConfigError(setting, "must be 'sha256:' and the certificate's 64 hex digits")
+    return f"sha256:{digits}"
 
 
 def validate_destination(d: DestinationSettings, where: str) -> DestinationSettings:
@@ -619,7 +702,17 @@ def validate_destination(d: DestinationSettings, where: str) -> DestinationSetti
         raise ConfigError(f"{where}.sop_classes", "must be SOP Class UIDs (digits and dots)")
     _check_choice(d.commitment, f"{where}.commitment", COMMITMENT_POLICIES)
     _check_choice(d.transfer_syntax, f"{where}.transfer_syntax", ("", *LOSSLESS_TARGETS))
-    return dataclasses.replace(d, ae_title=ae, from_ae=from_ae, modalities=modalities)
+    if bool(d.tls_cert) != bool(d.tls_key):
+        raise ConfigError(
+            f"{where}.tls_key" if d.tls_cert else f"{where}.tls_cert", "is needed as well"
+        )
+    files: dict[str, Any] = {}
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        value = getattr(d, name)
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(f"{where}.{name}", f"{value} is not a readable file")
+        files[name] = str(Path(value).expanduser().absolute()) if value else ""
+    return dataclasses.replace(d, ae_title=ae, from_ae=from_ae, modalities=modalities, **files)
 
 
 def _validate_forward(f: ForwardSettings) -> ForwardSettings:
@@ -873,6 +966,8 @@ def with_overrides(config: Config, **changes: Any) -> Config:
             dicom = dataclasses.replace(dicom, tls_port=_check_port(value, "dicom.tls_port"))
         elif key == "web_port":
             web = dataclasses.replace(web, port=_check_port(value, "web.port"))
+        elif key == "web_http_port":
+            web = dataclasses.replace(web, http_port=_check_port(value, "web.http_port"))
         elif key == "dicom_host":
             dicom = dataclasses.replace(dicom, host=_check_host(value, "dicom.host", True))
         elif key == "web_host":

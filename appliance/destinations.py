@@ -60,6 +60,13 @@ def _m0002(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE destinations ADD COLUMN transfer_syntax TEXT NOT NULL DEFAULT ''")
 
 
+@migrations(name="0003_tls")
+def _m0003(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE destinations ADD COLUMN tls INTEGER NOT NULL DEFAULT 0")
+    for column in ("tls_ca", "tls_cert", "tls_key"):
+        db.execute(f"ALTER TABLE destinations ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+
+
 def version(store: Store) -> int:
     """The change counter of the destination list."""
     return TABLE.version(store)
@@ -75,6 +82,7 @@ def _settings(row: dict[str, Any]) -> DestinationSettings:
     values = {name: row[name] for name in FIELDS}
     for name in LISTS:
         values[name] = tuple(json.loads(values[name]))
+    values["tls"] = bool(values["tls"])
     return DestinationSettings(**values)
 
 

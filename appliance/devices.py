@@ -53,6 +53,11 @@ def _m0002(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE devices ADD COLUMN tls TEXT NOT NULL DEFAULT 'optional'")
 
 
+@migrations(name="0003_tls_fingerprint")
+def _m0003(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE devices ADD COLUMN tls_fingerprint TEXT NOT NULL DEFAULT ''")
+
+
 def version(store: Store) -> int:
     """The change counter of the device list."""
     return TABLE.version(store)

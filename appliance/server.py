@@ -23,6 +23,7 @@ from appliance.config import Config
 from appliance.dicom import compat, edge, tls
 from appliance.parts import Listener, Parts, Service
 from appliance.runtime import Runtime
+from appliance.webserver import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +135,13 @@ class Appliance:
         self.services: list[Service] = []
         self._dicom_server: Any = None
         self._web_server: Any = None
-        self._web_thread: threading.Thread | None = None
         self.dicom_port: int | None = None
         self._dicom_tls_server: Any = None
         self.dicom_tls_port: int | None = None
         self.tls_fingerprint = ""
         self.tls_error = ""
         self.web_port: int | None = None
+        self.web_http_port: int | None = None  # the plain-HTTP redirect, with HTTPS
         self._health_extra: list[Callable[[], dict[str, Any]]] = []
         self.listeners: list[Listener] = []  # listeners of their own (HL7) now running
 
@@ -245,20 +246,11 @@ class Appliance:
         self.tls_fingerprint = tls.fingerprint(cert)
 
     def _start_web(self) -> None:
-        from waitress import create_server
-
         assert self.runtime is not None
         key = statuskey.write(self.config.data_dir)
         app = self.parts.web_app(self.runtime, self.health, key)
-        cfg = self.config.web
-        server = create_server(
-            app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="appliance",
-            asyncore_use_poll=True,  # select() fails once the box holds 1024 descriptors
-        )  # fmt: skip
-        self._web_server = server
-        self.web_port = int(server.effective_port)  # type: ignore[union-attr]
-        self._web_thread = threading.Thread(target=server.run, name="web", daemon=True)
-        self._web_thread.start()
+        self._web_server = WebServer(app, self.config.web, *tls.web_context(self.config)).start()
+        self.web_port, self.web_http_port = self._web_server.port, self._web_server.http_port
 
     def stop(self) -> None:
         """Stop listeners and workers and close the database; safe to call twice."""
@@ -278,19 +270,8 @@ class Appliance:
                 log.exception("service %s did not stop cleanly", service.name)
         self.services = []
         if self._web_server is not None:
-            server = self._web_server
-            server.task_dispatcher.shutdown(timeout=2)
-
-            def close_all() -> None:  # runs in the web thread, between two polls
-                for channel in compat.waitress_channels(server):
-                    channel.close()
-                server.close()  # the listening socket and the trigger: the map is empty
-
-            server.trigger.pull_trigger(close_all)
+            self._web_server.stop()
             self._web_server = None
-        if self._web_thread is not None:
-            self._web_thread.join(timeout=3)
-            self._web_thread = None
         if self.runtime is not None:
             self.runtime.store.close()
         log.info("appliance stopped")
@@ -332,7 +313,10 @@ class Appliance:
                 parts[listener.name] = listener.health()
         else:
             parts["dicom"] = {"state": "not in this process"}
-        parts["web"] = {"state": "running", "port": self.web_port}
+        if "web" in self.only:
+            parts["web"] = self._web_server.health() if self._web_server else {"state": "stopped"}
+        else:
+            parts["web"] = {"state": "not in this process"}
         parts["database"] = self._database_health()
         ok = all(p.get("state") in ("running", "not in this process") for p in parts.values())
         uptime = time.time() - self.runtime.started_at if self.runtime else 0.0

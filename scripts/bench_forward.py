@@ -276,7 +276,7 @@ def start_appliance(
     )
     config.write_text(
         f'data_dir = "{data}"\n[dicom]\nhost = "127.0.0.1"\nport = {port}\ntls_port = 0\n'
-        f'[web]\nhost = "127.0.0.1"\nport = {free_port()}\n[logging]\nlevel = "WARNING"\n'
+        f'[web]\nhost = "127.0.0.1"\nport = {free_port()}\nhttp_port = 0\n[logging]\nlevel = "WARNING"\n'
         f"[forward]\n{forward}\n"
         '[[devices]]\nae_title = "BENCH"\n' + (dest if pacs_port else "")
     )

@@ -372,7 +372,7 @@ def appliance_config(
         f'[dicom]\nae_title = "{CALLED}"\nhost = "127.0.0.1"\nport = {port}\n'
         f"max_associations = {LIMIT}\nmax_per_address = {LIMIT}\n"
         + (f"max_pending = {args.max_pending}\n" if args.max_pending else "")
-        + f'[web]\nhost = "127.0.0.1"\nport = {free_port()}\n[logging]\nlevel = "WARNING"\n'
+        + f'[web]\nhost = "127.0.0.1"\nport = {free_port()}\nhttp_port = 0\n[logging]\nlevel = "WARNING"\n'
         f"{devices}"
         f'[[destinations]]\nname = "pacs"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = {pacs}\n'
     )

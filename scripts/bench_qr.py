@@ -27,6 +27,7 @@ import argparse
 import http.client
 import json
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def start_appliance(
     config = work / "appliance.toml"
     config.write_text(
         f'data_dir = "{data}"\n[dicom]\nae_title = "{CALLED}"\nhost = "127.0.0.1"\n'
-        f'port = {port}\ntls_port = 0\n[web]\nhost = "127.0.0.1"\nport = {web_port or free_port()}\n'
+        f'port = {port}\ntls_port = 0\n[web]\nhost = "127.0.0.1"\nport = {web_port or free_port()}\nhttp_port = 0\n'
         '[logging]\nlevel = "WARNING"\n[[devices]]\nae_title = "BENCH"\n'
         f'[[devices]]\nae_title = "BENCHDEST"\nhost = "127.0.0.1"\nport = {move_port}\n'
     )
@@ -250,7 +251,14 @@ def qido_times(url: str, queries: dict[str, str], repeat: int, headers: dict[str
                expect: dict[str, int]) -> dict[str, float]:  # fmt: skip
     """Median seconds of each query over one keep-alive connection; counts checked."""
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    if parts.scheme == "https":  # the box, with its own self-signed certificate
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=120, context=tls
+        )
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
     times: dict[str, list[float]] = {name: [] for name in queries}
     try:
         for _ in range(repeat):
@@ -306,7 +314,7 @@ def qido(count: int, repeat: int) -> int:
                 "first 100 (limit=100)": min(100, count),
             }
             accept = {"Accept": "application/dicom+json"}
-            ours = qido_times(f"http://127.0.0.1:{web}/dicomweb", queries, repeat,
+            ours = qido_times(f"https://127.0.0.1:{web}/dicomweb", queries, repeat,
                               {**accept, "Authorization": f"Bearer {token}"}, expect)  # fmt: skip
             theirs = qido_times(f"http://127.0.0.1:{pacs.http}/dicom-web", queries, repeat,
                                 accept, expect)  # fmt: skip

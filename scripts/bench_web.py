@@ -4,7 +4,7 @@ The box holds --steps scheduled steps (8 CT rooms x 25 a day, today among them: 
 shows 200), --queue forward queue rows (two destinations, both down: --waiting of them
 waiting, 2 % dead, the rest delivered, each image with its Q/R index row), --jobs print
 jobs and the audit rows the scheduling wrote. The appliance runs as `appliance serve`
-does (waitress, its DICOM services, the senders retrying the dead PACS in the
+does (cheroot over HTTPS, its DICOM services, the senders retrying the dead PACS in the
 background); an admin signs in and every main page is requested --repeat times after two
 warm-up views. Prints a Markdown table (median and slowest per page) for
 docs/benchmarks.md; the target is under 300 ms.
@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import socket
+import ssl
 import statistics
 import sys
 import tempfile
@@ -59,7 +60,7 @@ def make_config(data: Path) -> config_mod.Config:
     down = _closed_port()
     raw = {
         "dicom": {"host": "127.0.0.1", "port": 0, "tls_port": 0},
-        "web": {"host": "127.0.0.1", "port": 0},
+        "web": {"host": "127.0.0.1", "port": 0, "http_port": 0},  # HTTPS, as served
         "logging": {"level": "WARNING"},
         "devices": [{"ae_title": ae, "modality": "CT"} for ae in STATIONS],
         "destinations": [
@@ -158,7 +159,9 @@ class Client:
     """A cookie-keeping HTTP/1.1 client on one kept-alive connection, as a browser is."""
 
     def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE  # the box's own, self-signed
+        self.conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=tls)
         self.cookies: dict[str, str] = {}
 
     def request(

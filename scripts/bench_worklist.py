@@ -166,7 +166,7 @@ def run_size(n: int, repeat: int, work: Path) -> list[tuple]:
     port_a, port_w = free_port(), free_port()
     appliance = subprocess.Popen(
         [sys.executable, "-m", "appliance", "serve", "--data-dir", str(data), "--host", "127.0.0.1",
-         "--dicom-port", str(port_a), "--dicom-tls-port", "0", "--web-port", str(free_port()), "--log-level", "WARNING"],
+         "--dicom-port", str(port_a), "--dicom-tls-port", "0", "--web-port", str(free_port()), "--http-port", "0", "--log-level", "WARNING"],
         env={**ENV, "APPLIANCE_CONFIG": str(work / "bench.toml")}, cwd=ROOT,
     )  # fmt: skip
     wlm = subprocess.Popen(["wlmscpfs", "-dfp", str(wl), str(port_w)], env=ENV, stdout=subprocess.DEVNULL,

@@ -6,13 +6,16 @@ from __future__ import annotations
 import http.client
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import requests
 from dicomweb_client.api import DICOMwebClient
 
 from appliance import accounts
 from appliance.server import Appliance
 from tests.qr_helpers import Held
+from tests.webclient import https_context
 
 
 @dataclass
@@ -24,11 +27,26 @@ class Box:
     token: str
 
     @property
+    def ca(self) -> Path:
+        """The box's certificate (self-signed, naming 127.0.0.1): what clients verify with."""
+        return Path(self.app.config.data_dir) / "tls" / "appliance.crt"
+
+    @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.app.web_port}/dicomweb"
+        return f"https://127.0.0.1:{self.app.web_port}/dicomweb"
+
+    def session(self) -> requests.Session:
+        """A requests session that verifies the box's HTTPS certificate."""
+        s = requests.Session()
+        s.verify = str(self.ca)
+        s.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace verify (requests#3829)
+        return s
 
     def client(self) -> DICOMwebClient:
-        return DICOMwebClient(url=self.base, headers={"Authorization": f"Bearer {self.token}"})
+        return DICOMwebClient(
+            url=self.base, session=self.session(),
+            headers={"Authorization": f"Bearer {self.token}"},
+        )  # fmt: skip
 
     def request(
         self,
@@ -40,7 +58,9 @@ class Box:
     ) -> tuple[int, dict[str, str], bytes]:
         """A plain HTTP request of ``path`` (from /dicomweb on); (status, headers with
         lower-case names, body)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.app.web_port, timeout=30)
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.app.web_port, timeout=30, context=https_context(self.ca)
+        )
         hdrs = dict(headers or {})
         if token:
             hdrs.setdefault("Authorization", f"Bearer {self.token}")

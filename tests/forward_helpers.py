@@ -218,15 +218,22 @@ class CommitmentModality:
     SOP_CLASS = "1.2.840.10008.1.20.1"
     SOP_INSTANCE = "1.2.840.10008.1.20.1.1"
 
-    def __init__(self, ae_title: str = MODALITY) -> None:
+    def __init__(
+        self, ae_title: str = MODALITY, tls_server: Any = None, tls_args: Any = None
+    ) -> None:
+        """``tls_server``: an ssl.SSLContext for its listener; ``tls_args``: pynetdicom's
+        (context, host name) toward the appliance's TLS port for its N-ACTION."""
         from pynetdicom import evt
 
         self.ae_title = ae_title
+        self.tls_args = tls_args
         self.reports: list[tuple[int, Any]] = []  # (event type, event information)
         self.ae = AE(ae_title=ae_title)
         self.ae.add_supported_context(self.SOP_CLASS, scu_role=True, scp_role=True)
         handlers = [(evt.EVT_N_EVENT_REPORT, self._on_report)]
-        self.server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        self.server = self.ae.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=handlers, ssl_context=tls_server
+        )
         self.port = int(self.server.server_address[1])
 
     def _on_report(self, event: Any) -> tuple[int, None]:
@@ -248,7 +255,9 @@ class CommitmentModality:
         ds.ReferencedSOPSequence = items
         ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(self.SOP_CLASS)
-        assoc = ae.associate("127.0.0.1", appliance_port, ae_title="APPLIANCE")
+        assoc = ae.associate(
+            "127.0.0.1", appliance_port, ae_title="APPLIANCE", tls_args=self.tls_args
+        )
         assert assoc.is_established
         try:
             rsp, _ = assoc.send_n_action(ds, 1, self.SOP_CLASS, self.SOP_INSTANCE)

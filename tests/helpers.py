@@ -59,6 +59,6 @@ def make_config(data_dir: Path, raw: dict[str, Any] | None = None) -> config_mod
     raw = dict(raw or {})
     raw.setdefault("dicom", {})
     raw["dicom"] = {"host": "127.0.0.1", "port": 0, "tls_port": 0, **raw["dicom"]}
-    raw["web"] = {"host": "127.0.0.1", "port": 0, **raw.get("web", {})}
+    raw["web"] = {"host": "127.0.0.1", "port": 0, "http_port": 0, **raw.get("web", {})}
     cfg = config_mod.from_mapping(raw)
     return dataclasses.replace(cfg, data_dir=data_dir)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import html
 import http.client
 import re
+import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -156,6 +158,23 @@ def inline_code(page: str) -> list[str]:
     return parser.found
 
 
+def https_context(ca: Path | None = None) -> ssl.SSLContext:
+    """A client context toward the box: verified against ``ca`` (its certificate file,
+    e.g. DATA_DIR/tls/appliance.crt, which names 127.0.0.1), else not verified at all."""
+    if ca is not None:
+        return ssl.create_default_context(cafile=str(ca))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def box_url(app: Any, path: str = "/") -> str:
+    """The URL of ``path`` on a running appliance's web page (https unless turned off)."""
+    scheme = "https" if app.config.web.https else "http"
+    return f"{scheme}://127.0.0.1:{app.web_port}{path}"
+
+
 @dataclass
 class Reply:
     status: int
@@ -172,10 +191,13 @@ class SocketClient:
     """A cookie-keeping HTTP client over a real socket to the running appliance, from a
     chosen loopback source address (127.0.0.0/8 all reach 127.0.0.1 on Linux)."""
 
-    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int, source: str = "127.0.0.1", https: bool = True, ca: Path | None = None
+    ) -> None:
         self.port = port
         self.source = source
         self.cookies: dict[str, str] = {}
+        self.context = https_context(ca) if https else None
 
     def request(
         self,
@@ -185,8 +207,13 @@ class SocketClient:
         headers: dict[str, str] | None = None,
         json_body: Any = None,
     ) -> Reply:
-        conn = http.client.HTTPConnection(
-            "127.0.0.1", self.port, timeout=10, source_address=(self.source, 0)
+        where = ("127.0.0.1", self.port)
+        conn = (
+            http.client.HTTPSConnection(
+                *where, timeout=10, source_address=(self.source, 0), context=self.context
+            )
+            if self.context is not None
+            else http.client.HTTPConnection(*where, timeout=10, source_address=(self.source, 0))
         )
         sent = dict(headers or {})
         if self.cookies:

@@ -79,6 +79,8 @@ def create_app(
         SESSION_COOKIE_NAME="appliance_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        # Over HTTPS (the default) the browser sends the session cookie only over HTTPS.
+        SESSION_COOKIE_SECURE=bool(runtime.config.web.https),
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         IDLE_TIMEOUT_S=30 * 60,
         ABSOLUTE_TIMEOUT_S=12 * 3600,
@@ -230,6 +232,8 @@ def _security_headers(resp: Any) -> Any:
     )
     if request.endpoint != "static":
         resp.headers.setdefault("Cache-Control", "no-store")
+    if request.is_secure:  # RFC 6797: browsers take it only from a trusted HTTPS answer
+        resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     return resp
 
 

@@ -147,7 +147,9 @@ def language(lang: str) -> Any:
     if user is not None:
         accounts.set_language(request_store(), user.pk, lang)
     resp = redirect(_safe_next(request.form.get("next")))
-    resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="Lax", httponly=True)
+    resp.set_cookie(
+        "lang", lang, max_age=365 * 86400, samesite="Lax", httponly=True, secure=request.is_secure
+    )
     return resp
 
 

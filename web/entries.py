@@ -32,6 +32,7 @@ def device_from(data: Any) -> tuple[DeviceSettings | None, dict[str, str]]:
         "station_filter",
         "character_set",
         "tls",
+        "tls_fingerprint",
     ):
         values[name] = str(data.get(name, "") or "").strip()
     values["tls"] = values["tls"] or "optional"
@@ -73,6 +74,8 @@ def destination_from(data: Any) -> tuple[DestinationSettings | None, dict[str, s
     }
     values["commitment"] = str(data.get("commitment", "") or "").strip() or "pacs"
     values["transfer_syntax"] = str(data.get("transfer_syntax", "") or "").strip()
+    values["tls"] = data.get("tls") in (True, "1", "on", "true")
+    values["tls_ca"] = str(data.get("tls_ca", "") or "").strip()
     for name in destinations.LISTS:
         values[name] = _list(data.get(name, ""))
     raw = data.get("port", "")

@@ -193,19 +193,13 @@ def copy_context(cx: Any) -> Any:
     return clone
 
 
-# -- the standard library and waitress --------------------------------------------------
+# -- the standard library ---------------------------------------------------------------
 
 
 def shutdown_requested(server: Any) -> bool:
     """``socketserver.BaseServer.shutdown`` has set its flag (CPython 3.11 name-mangled
     ``__shutdown_request``); True when the attribute is not there (the wait then ends)."""
     return bool(getattr(server, "_BaseServer__shutdown_request", True))
-
-
-def waitress_channels(server: Any) -> list[Any]:
-    """The open channels of a waitress server (its asyncore ``_map``), minus the server
-    socket and its trigger."""
-    return [c for c in list(server._map.values()) if c not in (server, server.trigger)]
 
 
 # -- Query/Retrieve C-MOVE and C-GET (pynetdicom 3.0.4 service_class) -------------------

@@ -462,7 +462,7 @@ class EdgeServer(ThreadedAssociationServer):
         self.edge_associations: dict[int, Association] = {}
         self._throttle = _Throttled()
         self.tls: ssl.SSLContext | None = kwargs.pop("tls", None)
-        # gate.admits(calling, called, address) -> bool: the calling AE title policy.
+        # gate.admits(calling, called, address, tls, peer_cert) -> bool: the device policy.
         self.gate: Any = kwargs.pop("gate", None)
         super().__init__(*args, **kwargs)
 
@@ -559,10 +559,12 @@ class EdgeServer(ThreadedAssociationServer):
                 return
             calling, called = _titles(first)
             tls = self.tls is not None
-            if self.gate is not None and not self.gate.admits(calling, called, address, tls):
+            peer = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+            if self.gate is not None and not self.gate.admits(calling, called, address, tls, peer):
                 log.warning(
-                    "association from %s@%s rejected by the AE title policy", calling, address
-                )
+                    "association from %s@%s rejected by the device policy (see the audit log)",
+                    calling, address,
+                )  # fmt: skip
                 with contextlib.suppress(OSError):
                     sock.settimeout(1.0)
                     sock.sendall(reject_pdu(1, 1, 3))  # calling AE title not recognized

@@ -15,10 +15,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import logging
 import os
 import socket
 import ssl
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -117,3 +121,148 @@ def client_context(ca: str, cert: Path | None = None, key: Path | None = None) -
     if cert and key:
         ctx.load_cert_chain(str(cert), str(key))
     return ctx
+
+
+def web_certificate(config: Any) -> Path:
+    """The certificate file the HTTPS page presents (not made here if it is missing)."""
+    web, dicom = config.web, config.dicom
+    if web.tls_cert:
+        return Path(web.tls_cert)
+    if dicom.tls_cert and dicom.tls_key:
+        return Path(dicom.tls_cert)
+    return Path(config.data_dir) / "tls" / "appliance.crt"
+
+
+def web_context(config: Any) -> tuple[ssl.SSLContext | None, tuple[Path, Path] | None]:
+    """The HTTPS page's context and pair: ``web.tls_cert``/``tls_key``, else the DICOM
+    TLS certificate (``dicom.tls_cert``/``tls_key`` or the self-signed one); with
+    ``web.https = false``, none. Browsers present no client certificate: no CA here."""
+    if not config.web.https:
+        return None, None
+    web, dicom = config.web, config.dicom
+    pair = (
+        (Path(web.tls_cert), Path(web.tls_key))
+        if web.tls_cert
+        else certificate_files(config.data_dir, dicom.tls_cert, dicom.tls_key)
+    )
+    return server_context(*pair), pair
+
+
+def pinned_client_context(cert: Path) -> ssl.SSLContext:
+    """A client context that trusts exactly this certificate (the box's own, for
+    ``appliance status``), whoever signed it; the host name is not checked."""
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.check_hostname = False
+    return ctx
+
+
+# -- toward peers: PACS destinations, devices that require TLS -------------------------
+
+
+_failed_here = threading.local()
+
+
+class _Recording(ssl.SSLSocket):
+    """Keeps why a handshake failed on its context: pynetdicom only logs that the
+    connection failed, the queue page and the log line need the reason."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except (ssl.SSLError, OSError) as exc:
+            self._note(exc)
+            raise
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        """With TLS 1.3 the peer's refusal of our certificate arrives as an alert at the
+        first read after the handshake."""
+        try:
+            return super().recv(buflen, flags)
+        except ssl.SSLError as exc:
+            if "ALERT" in str(exc.reason or ""):
+                self._note(exc)
+            raise
+
+    def _note(self, exc: BaseException) -> None:
+        global _last_failure
+        self.context.handshake_error = describe(exc)  # type: ignore[attr-defined]
+        _failed_here.at = _last_failure = time.monotonic()
+
+
+_last_failure = -10.0
+
+
+class _QuietRefusal(logging.Filter):
+    """pynetdicom logs a failed connection as ERROR records with a traceback in the DUL
+    thread that connected (and "Association Aborted" in the association's thread); after
+    a refused TLS handshake the caller logs one line with the reason instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - getattr(_failed_here, "at", -10.0) < 1.0:
+            return False
+        return not (record.name == "pynetdicom.acse" and now - _last_failure < 1.0
+                    and record.getMessage() == "Association Aborted")  # fmt: skip
+
+
+_QUIET = _QuietRefusal()
+
+
+def describe(exc: BaseException) -> str:
+    """A TLS failure in words: an unknown or expired certificate, a wrong name, ..."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate refused: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError) and "ALERT" in str(exc.reason or ""):
+        alert = str(exc.reason).lower().replace("_", " ")
+        return f"TLS: the peer refused our certificate ({alert})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    return f"TLS handshake failed ({exc})"
+
+
+def outbound(
+    data_dir: Path, dicom: Any, host: str, ca: str, cert: str = "", key: str = ""
+) -> tuple[ssl.SSLContext, str]:
+    """pynetdicom's ``tls_args`` toward ``host``: its certificate verified against ``ca``
+    (with the host name), the box's own pair (or ``cert``/``key``) as client certificate."""
+    pair = (
+        (Path(cert), Path(key))
+        if cert and key
+        else certificate_files(data_dir, dicom.tls_cert, dicom.tls_key)
+    )
+    ctx = client_context(ca, *pair)
+    ctx.sslsocket_class = _Recording
+    for name in ("pynetdicom.transport", "pynetdicom.dul", "pynetdicom.acse"):
+        if _QUIET not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_QUIET)
+    ctx.handshake_error = ""  # type: ignore[attr-defined]
+    return ctx, host
+
+
+def for_destination(config: Any, dest: Any) -> tuple[ssl.SSLContext, str] | None:
+    """TLS toward a ``[[destinations]]`` PACS with ``tls = true``, else None."""
+    if not dest.tls:
+        return None
+    return outbound(
+        config.data_dir, config.dicom, dest.host, dest.tls_ca, dest.tls_cert, dest.tls_key
+    )
+
+
+def for_device(config: Any, device: Any) -> tuple[ssl.SSLContext, str] | None:
+    """TLS toward a device with ``tls = "required"`` (C-MOVE destination, commitment
+    report): its certificate verified against ``dicom.tls_ca``."""
+    if getattr(device, "tls", "") != "required":
+        return None
+    return outbound(config.data_dir, config.dicom, device.host, config.dicom.tls_ca)
+
+
+def failure(tls_args: tuple[ssl.SSLContext, str] | None) -> str:
+    """Why the last handshake with these ``tls_args`` failed ('' = it did not, or no TLS);
+    read once: the next attempt starts clean."""
+    if tls_args is None:
+        return ""
+    ctx = tls_args[0]
+    why = str(getattr(ctx, "handshake_error", ""))
+    ctx.handshake_error = ""  # type: ignore[attr-defined]
+    return why

@@ -23,6 +23,7 @@ from appliance import status
 from appliance.access import Access
 from appliance.config import Config, DestinationSettings
 from appliance.db import Store
+from appliance.dicom import tls
 from appliance.errors import Conflict, ValidationError
 from appliance.forward import commitment, retry
 from appliance.forward.sender import NODELAY
@@ -117,11 +118,14 @@ class Committer(Worker):
         ae.dimse_timeout = self.config.dicom.dimse_timeout
         ae.add_requested_context(commitment.SOP_CLASS)
         handlers: list[Any] = [(evt.EVT_N_EVENT_REPORT, handle_n_event_report, [self]), *NODELAY]
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=handlers)
+        tls_args = tls.for_destination(self.config, dest)
+        assoc = ae.associate(
+            dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=handlers, tls_args=tls_args
+        )
         if not assoc.is_established:
             if assoc.rejected_contexts and not assoc.accepted_contexts:
                 return "the PACS does not accept Storage Commitment (set commitment = delivery)"
-            return "no association for Storage Commitment"
+            return tls.failure(tls_args) or "no association for Storage Commitment"
         try:
             rsp, _ = assoc.send_n_action(
                 info, commitment.ACTION_REQUEST, commitment.SOP_CLASS, commitment.SOP_INSTANCE
@@ -167,11 +171,14 @@ class Committer(Worker):
         ae.add_requested_context(commitment.SOP_CLASS)
         # We open the association but act as the SCP of the class (PS3.4 J.3.3).
         role = build_role(commitment.SOP_CLASS, scu_role=False, scp_role=True)
+        tls_args = tls.for_device(self.config, device)
         assoc = ae.associate(
-            device.host, device.port, ae_title=device.ae_title, ext_neg=[role], evt_handlers=NODELAY
-        )
+            device.host, device.port, ae_title=device.ae_title, ext_neg=[role],
+            evt_handlers=NODELAY, tls_args=tls_args,
+        )  # fmt: skip
         if not assoc.is_established:
-            return f"no association with {device.ae_title}@{device.host}:{device.port}"
+            why = tls.failure(tls_args) or "no association"
+            return f"{why} with {device.ae_title}@{device.host}:{device.port}"
         try:
             rsp, _ = assoc.send_n_event_report(
                 info, event_type, commitment.SOP_CLASS, commitment.SOP_INSTANCE

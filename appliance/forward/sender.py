@@ -31,6 +31,7 @@ from pynetdicom import AE, evt
 from appliance.config import LOSSLESS_TARGETS, DestinationSettings, DicomSettings, ForwardSettings
 from appliance.db import Store
 from appliance.dicom import echo as dicom_echo
+from appliance.dicom import tls
 from appliance.forward import journal, queue, retry, store_wire
 from appliance.forward.spool import Spool, StoredFile
 from appliance.worker import Worker
@@ -83,8 +84,10 @@ class Sender(Worker):
         on_delivered: Callable[[list[queue.Item]], None] = lambda items: None,
         lane: int = 0,
         lanes: int = 1,
+        tls_args: tuple[Any, str] | None = None,
     ) -> None:
         self.dest = dest
+        self.tls_args = tls_args  # dicom.tls.for_destination: DICOM TLS toward this PACS
         self.lane = lane
         self.lanes = lanes
         self.calling_ae = timeouts.ae_title
@@ -198,6 +201,7 @@ class Sender(Worker):
             self.dest.port,
             ae_title=self.dest.ae_title,
             evt_handlers=SENDER_HANDLERS,
+            tls_args=self.tls_args,
         )
         if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
             # The PACS answered but took none of these SOP classes, with any syntax: each
@@ -211,7 +215,10 @@ class Sender(Worker):
             return None
         if not assoc.is_established:
             where = f"{self.dest.ae_title}@{self.dest.host}:{self.dest.port}"
-            if assoc.is_rejected:
+            refused = tls.failure(self.tls_args)
+            if refused:  # an unknown or expired certificate: held, backed off, one line
+                self._destination_failed(f"{refused} at {where}")
+            elif assoc.is_rejected:
                 self._destination_failed(f"association rejected by {where}")
             else:
                 self._destination_failed(

@@ -25,6 +25,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, ev
 
 from appliance import destinations, live
 from appliance.config import DestinationSettings
+from appliance.dicom import tls
 from appliance.forward import commitment, intake, queue
 from appliance.forward.committer import Committer, handle_n_action, handle_n_event_report
 from appliance.forward.receiver import Receiver, handle_store
@@ -116,6 +117,7 @@ class ForwardService:
                 on_delivered=self._delivered,
                 lane=lane,
                 lanes=lanes,
+                tls_args=tls.for_destination(self.config, dest),
             )
             for lane in range(lanes)
         ]

@@ -163,7 +163,12 @@ def sub_operations(
 
 
 def open_destination(
-    dicom: DicomSettings, ae_title: str, host: str, port: int, files: list[HeldFile]
+    dicom: DicomSettings,
+    ae_title: str,
+    host: str,
+    port: int,
+    files: list[HeldFile],
+    tls_args: tuple[Any, str] | None = None,
 ) -> Any:
     """An association with a C-MOVE destination proposing the files' SOP classes, each
     with its stored syntax and the uncompressed ones (dicom.* timeouts)."""
@@ -175,4 +180,4 @@ def open_destination(
     pairs = sorted({(f.sop_class_uid, f.transfer_syntax) for f in files})
     for sop_class, syntaxes in _proposed(set(pairs[: MAX_CONTEXTS // 2])):
         ae.add_requested_context(sop_class, syntaxes)
-    return ae.associate(host, port, ae_title=ae_title, evt_handlers=NODELAY)
+    return ae.associate(host, port, ae_title=ae_title, evt_handlers=NODELAY, tls_args=tls_args)

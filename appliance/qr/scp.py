@@ -32,7 +32,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from appliance import audit, dataset_check, status
 from appliance.config import DeviceSettings
-from appliance.dicom import compat
+from appliance.dicom import compat, tls
 from appliance.forward.spool import Spool
 from appliance.qr import index, repo, retrieve
 from appliance.runtime import Runtime
@@ -345,8 +345,13 @@ def handle_move(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_M
     if not files:
         yield retrieve.response(C_MOVE, status.SUCCESS, retrieve.Tally(0), ts)
         return
-    assoc = retrieve.open_destination(dicom, destination, device.host, device.port, files)
+    # A device with tls = "required" gets its images over DICOM TLS as well.
+    tls_args = tls.for_device(service.runtime.config, device)
+    assoc = retrieve.open_destination(dicom, destination, device.host, device.port, files, tls_args)
     if not assoc.is_established:
+        why = tls.failure(tls_args)
+        if why:
+            log.warning("C-MOVE to %s at %s:%s: %s", destination, device.host, device.port, why)
         tally = retrieve.Tally(0, failed=len(files))
         tally.failed_uids = [f.sop_instance_uid for f in files]
         yield retrieve.response(
@@ -354,7 +359,7 @@ def handle_move(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_M
             status.UNABLE_TO_PERFORM_SUBOPERATIONS,
             tally,
             ts,
-            f"No association with {destination} at {device.host}:{device.port}",
+            why or f"No association with {destination} at {device.host}:{device.port}",
         )
         return
     try:

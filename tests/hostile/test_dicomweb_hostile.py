@@ -18,6 +18,7 @@ from tests.dicomweb_helpers import Box, api_token, multipart_body, values
 from tests.forward_factories import make_ct
 from tests.helpers import make_config
 from tests.qr_helpers import qr_config, store_studies
+from tests.webclient import https_context
 
 BOUNDARY = "XyZ"
 CT = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
@@ -120,7 +121,8 @@ def test_uids_with_path_characters_in_a_stored_file_fail(box: Box) -> None:
 
 def test_a_claimed_huge_body_gets_413_before_it_is_read(box: Box) -> None:
     """Content-Length of 2 GB, nothing sent: answered at once, the connection not held."""
-    with socket.create_connection(("127.0.0.1", box.app.web_port), timeout=10) as sock:
+    raw = socket.create_connection(("127.0.0.1", box.app.web_port), timeout=10)
+    with https_context(box.ca).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
         sock.sendall(
             b"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\n"
             + f"Authorization: Bearer {box.token}\r\nContent-Type: {CT}\r\n".encode()

@@ -20,6 +20,7 @@ from tests.forward_factories import write_series
 from tests.forward_helpers import send_files
 from tests.helpers import wait_for
 from tests.rawpeer import echo_seconds
+from tests.webclient import https_context
 
 BOX = """
 import os, resource, sys
@@ -38,7 +39,7 @@ def test_dicom_and_web_with_descriptors_above_1023(tmp_path: Path) -> None:
     config = tmp_path / "box.toml"
     config.write_text(
         f'data_dir = "{tmp_path / "data"}"\n[dicom]\nhost = "127.0.0.1"\nport = 0\n'
-        'tls_port = 0\n[web]\nhost = "127.0.0.1"\nport = 0\n[forward]\nreserve_mb = 0\n'
+        'tls_port = 0\n[web]\nhost = "127.0.0.1"\nport = 0\nhttp_port = 0\n[forward]\nreserve_mb = 0\n'
         '[[devices]]\nae_title = "MODALITY"\n'
     )
     log = tmp_path / "box.log"
@@ -49,7 +50,7 @@ def test_dicom_and_web_with_descriptors_above_1023(tmp_path: Path) -> None:
     try:
         found = wait_for(
             lambda: re.search(
-                r"DICOM \S+ on port (\d+), web on http://[^:]+:(\d+)/", log.read_text()
+                r"DICOM \S+ on port (\d+), web on https://[^:]+:(\d+)/", log.read_text()
             ),
             timeout=30,
         )
@@ -57,7 +58,9 @@ def test_dicom_and_web_with_descriptors_above_1023(tmp_path: Path) -> None:
         for _ in range(3):
             assert echo_seconds(dicom) < 1.0
         assert send_files(dicom, write_series(tmp_path / "in", 3)) == [status.SUCCESS] * 3
-        with urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=5) as resp:
+        with urllib.request.urlopen(
+            f"https://127.0.0.1:{web}/healthz", timeout=5, context=https_context()
+        ) as resp:
             assert json.loads(resp.read()) == {"status": "ok"}
     finally:
         proc.terminate()

@@ -38,7 +38,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     """The command line; a restore ignores the default ports (another box on this machine
     may answer there) and relies on the serve lock."""
     env = {k: v for k, v in os.environ.items() if k != "APPLIANCE_CONFIG"}
-    ports = ["--dicom-port", "0", "--web-port", "0", "--dicom-tls-port", "0"]
+    ports = ["--dicom-port", "0", "--web-port", "0", "--dicom-tls-port", "0", "--http-port", "0"]
     return subprocess.run(
         [sys.executable, "-m", "appliance", *args, *(ports if args[0] == "restore" else [])],
         capture_output=True, text=True, timeout=60, env=env,
@@ -162,7 +162,7 @@ def test_restore_is_refused_while_serve_runs(tmp_path: Path) -> None:
     shutil.rmtree(data)
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "serve", "--host", "127.0.0.1", "--data-dir",
-         str(data), "--dicom-port", "0", "--web-port", "0", "--dicom-tls-port", "0"],
+         str(data), "--dicom-port", "0", "--web-port", "0", "--dicom-tls-port", "0", "--http-port", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

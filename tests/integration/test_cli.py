@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tests.helpers import wait_for
 from tests.orthanc import free_port
+from tests.webclient import https_context
 
 PY = sys.executable
 
@@ -63,7 +64,7 @@ def test_serve_with_bad_config_stops_at_once(tmp_path: Path) -> None:
 
 
 def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
-    dport, wport = free_port(), free_port()
+    dport, wport, hport = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [
             PY,
@@ -80,6 +81,8 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
             str(wport),
             "--dicom-tls-port",
             "0",
+            "--http-port",
+            str(hport),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -88,10 +91,10 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
     try:
 
         def healthy(headers: dict[str, str] | None = None) -> dict | None:
-            url = f"http://127.0.0.1:{wport}/healthz"
+            url = f"https://127.0.0.1:{wport}/healthz"
             try:
                 req = urllib.request.Request(url, headers=headers or {})
-                with urllib.request.urlopen(req, timeout=1) as r:
+                with urllib.request.urlopen(req, timeout=1, context=https_context()) as r:
                     return json.loads(r.read())
             except OSError:
                 return None
@@ -123,7 +126,8 @@ def test_serve_answers_then_sigterm_stops_within_5s(tmp_path: Path) -> None:
         assert proc.returncode == 0
         err = proc.stderr.read()
         assert "stopped" in err
-        assert f"http://127.0.0.1:{wport}/" in err and "0.0.0.0" not in err
+        assert f"https://127.0.0.1:{wport}/" in err and "0.0.0.0" not in err
+        assert f"plain HTTP on port {hport} redirects there" in err
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -25,6 +25,7 @@ from appliance.server import Appliance
 from tests.forward_factories import write_series
 from tests.forward_helpers import FakePacs, forward_config, pacs_destination, send_files
 from tests.helpers import make_config, wait_for
+from tests.webclient import https_context
 
 PASSWORD = "correct horse battery"
 
@@ -33,9 +34,12 @@ class Browser:
     """A cookie-keeping HTTP client that fills in each form's CSRF token."""
 
     def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
+        self.base = f"https://127.0.0.1:{port}"
         jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(jar),
+            urllib.request.HTTPSHandler(context=https_context()),
+        )
 
     def get(self, path: str) -> str:
         with self.opener.open(self.base + path, timeout=10) as resp:

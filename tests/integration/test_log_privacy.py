@@ -26,6 +26,7 @@ from tests.forward_factories import make_ct
 from tests.forward_helpers import FakePacs, store_dataset
 from tests.helpers import wait_for
 from tests.printscu import PrintSCU
+from tests.webclient import https_context
 
 JAPANESE = {"id": "JP-7731", "name": "Yamada^Tarou=山田^太郎=やまだ^たろう", "birth": "1970-03-04"}
 LATIN = {"id": "DE-4410", "name": "Müller^Jürgen", "birth": "1958-11-02"}
@@ -42,12 +43,12 @@ def free_port() -> int:
 
 def api(port: int, token: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
+        f"https://127.0.0.1:{port}{path}",
         data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=10) as resp:
+    with urllib.request.urlopen(request, timeout=10, context=https_context()) as resp:
         assert resp.status == 201
         result: dict[str, Any] = json.loads(resp.read())
         return result
@@ -124,6 +125,7 @@ tls_port = 0
 [web]
 host = "127.0.0.1"
 port = {wport}
+http_port = 0
 [logging]
 level = "INFO"
 file = "log/appliance.log"

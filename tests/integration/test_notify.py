@@ -19,6 +19,7 @@ import pytest
 
 from appliance import notify
 from appliance.server import Appliance
+from tests.webclient import https_context
 
 
 @pytest.fixture
@@ -64,14 +65,16 @@ def test_serve_says_ready_after_the_ports_answer_pings_and_says_stopping(
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "serve", "--host", "127.0.0.1",
-         "--data-dir", str(tmp_path / "d"), "--dicom-port", str(dport), "--web-port", str(wport), "--dicom-tls-port", "0"],
+         "--data-dir", str(tmp_path / "d"), "--dicom-port", str(dport), "--web-port", str(wport), "--dicom-tls-port", "0", "--http-port", "0"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
         before = receive(sock, lambda m: "READY" in m, timeout=30)
         # At READY both listeners answer at once: no polling.
         socket.create_connection(("127.0.0.1", dport), timeout=2).close()
-        with urllib.request.urlopen(f"http://127.0.0.1:{wport}/healthz", timeout=5) as resp:
+        with urllib.request.urlopen(
+            f"https://127.0.0.1:{wport}/healthz", timeout=5, context=https_context()
+        ) as resp:
             assert resp.status == 200
         assert before[-1]["READY"] == "1"
         assert f"DICOM port {dport}" in before[-1]["STATUS"]

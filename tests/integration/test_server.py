@@ -11,6 +11,7 @@ from pynetdicom.sop_class import Verification
 
 from appliance import statuskey
 from appliance.server import Appliance
+from tests.webclient import https_context
 
 
 def echo(port: int, calling: str = "TESTSCU", called: str = "APPLIANCE") -> tuple[bool, int | None]:
@@ -25,11 +26,11 @@ def echo(port: int, calling: str = "TESTSCU", called: str = "APPLIANCE") -> tupl
 
 
 def get_json(port: int, path: str, token: str = "") -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=5, context=https_context()) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())

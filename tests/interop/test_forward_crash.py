@@ -33,6 +33,7 @@ tls_port = 0
 [web]
 host = "127.0.0.1"
 port = 0
+http_port = 0
 [forward]
 spool = "{spool}"
 reserve_mb = 0

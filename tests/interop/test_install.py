@@ -53,7 +53,9 @@ def test_install_offline_into_a_prefix_then_again_keeps_the_configuration(
     assert done.returncode == 0, done.stderr[-3000:]
 
     config = prefix / "etc/appliance/appliance.toml"
-    assert tomllib.loads(config.read_text())["data_dir"] == "/var/lib/appliance"
+    installed = tomllib.loads(config.read_text())
+    assert installed["data_dir"] == "/var/lib/appliance"
+    assert installed["web"] == {"port": 443, "http_port": 80}  # HTTPS on 443, 80 redirects
     assert mode(config) == 0o640
     assert mode(prefix / "var/lib/appliance") == 0o750
     unit = prefix / "etc/systemd/system/appliance.service"

@@ -61,7 +61,7 @@ class Box:
         cfg.write_text(
             f'data_dir = "{data / "data"}"\n'
             '[dicom]\nhost = "127.0.0.1"\nport = 0\ntls_port = 0\n'
-            '[web]\nhost = "127.0.0.1"\nport = 0\n' + extra
+            '[web]\nhost = "127.0.0.1"\nport = 0\nhttp_port = 0\n' + extra
         )
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
@@ -75,11 +75,12 @@ class Box:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         ready = wait_for(
-            lambda: self._find(r"DICOM \S+ on port (\d+), web on http://[^:]+:(\d+)/"), 30
+            lambda: self._find(r"DICOM \S+ on port (\d+), web on https://[^:]+:(\d+)/"), 30
         )
         self.dicom_port, self.web_port = int(ready.group(1)), int(ready.group(2))
         self.setup_token = self._find(r"setup token: (\S+)").group(1)
-        self.url = f"http://127.0.0.1:{self.web_port}"
+        self.http_port = int(self._find(r"plain HTTP on port (\d+) redirects there").group(1))
+        self.url = f"https://127.0.0.1:{self.web_port}"
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -119,6 +120,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             headless=True,
             args=CHROMIUM_ARGS,
             locale="en-US",
+            ignore_https_errors=True,  # the box's self-signed certificate
             viewport={"width": 1280, "height": 860},
         )
         context.csp_refusals = []  # what the CSP blocked, read by test_csp_blocked_nothing
@@ -437,6 +439,22 @@ def test_pages_fit_a_narrow_screen(box: Box, browser: Any, width: int) -> None:
         overflow = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} is {overflow}px too wide at {width}px"
     pg.close()
+
+
+def test_plain_http_lands_on_https_with_a_secure_session(box: Box, browser: Any) -> None:
+    """Chromium typed http://: it is sent to the HTTPS page; the session cookie it then
+    holds is Secure and HttpOnly, and the answer carries HSTS."""
+    pg = browser.new_page()
+    try:
+        answer = pg.goto(f"http://127.0.0.1:{box.http_port}/login?next=/board")
+        assert pg.url.startswith(f"https://127.0.0.1:{box.web_port}/")  # the board, signed in
+        assert answer is not None and answer.headers["strict-transport-security"]
+        cookies = {c["name"]: c for c in browser.cookies(box.url)}
+        session = cookies.get("appliance_session")
+        assert session is not None, cookies
+        assert session["secure"] and session["httpOnly"] and session["sameSite"] == "Lax"
+    finally:
+        pg.close()
 
 
 def test_csp_blocked_nothing(browser: Any) -> None:

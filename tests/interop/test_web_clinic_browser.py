@@ -54,6 +54,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             headless=True,
             args=CHROMIUM_ARGS,
             locale="en-US",
+            ignore_https_errors=True,  # the box's self-signed certificate
             viewport={"width": 1366, "height": 768},
         )
         context.csp_refusals = []  # what the CSP blocked on these pages

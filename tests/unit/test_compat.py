@@ -1,5 +1,5 @@
 """Contract tests for appliance/dicom/compat.py: what it relies on in pynetdicom (and in
-socketserver and waitress) is still there and still means the same.
+socketserver and cheroot) is still there and still means the same.
 
 A failure here after an upgrade means: read the changed code in the new version, adapt
 the one function in compat.py that uses it, then update the recorded source digest.
@@ -71,19 +71,31 @@ def test_signatures() -> None:
     assert list(inspect.signature(evt.Event).parameters) == ["assoc", "event", "attrs"]
 
 
-def test_socketserver_and_waitress_names() -> None:
+def test_socketserver_names() -> None:
     server = socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
     try:
         assert compat.shutdown_requested(server) is False  # the flag exists and is clear
     finally:
         server.server_close()
-    from waitress import create_server
 
-    web = create_server(lambda env, start: [], host="127.0.0.1", port=0)
-    try:
-        assert compat.waitress_channels(web) == []
-    finally:
-        web.close()
+
+def test_cheroot_internals_the_web_server_relies_on() -> None:
+    """appliance/webserver.py overrides these cheroot 11.1 methods and swaps the
+    connection manager after ``prepare()``; the hostile HTTPS suite checks the effect."""
+    from cheroot import connections, server, wsgi
+
+    manager = connections.ConnectionManager
+    assert list(inspect.signature(manager._from_server_socket).parameters) == [
+        "self", "server_socket",
+    ]  # fmt: skip
+    assert list(inspect.signature(manager._expire).parameters) == ["self", "threshold"]
+    assert "self._connections = connections.ConnectionManager(self)" in inspect.getsource(
+        server.HTTPServer.prepare
+    )
+    assert "self.server.process_conn(new_conn)" in inspect.getsource(manager._run)
+    assert "self._expire(threshold=" in inspect.getsource(manager._run)
+    assert server.HTTPConnection.RequestHandlerClass is server.HTTPRequest
+    assert issubclass(wsgi.Server, server.HTTPServer)
 
 
 def test_on_a_live_association() -> None:

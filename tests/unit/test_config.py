@@ -18,7 +18,9 @@ def test_defaults_work_without_a_file() -> None:
     cfg = config_mod.load(None, env={})
     assert cfg.dicom.ae_title == "APPLIANCE"
     assert cfg.dicom.port == 11112
-    assert cfg.web.port == 8080
+    assert (cfg.web.https, cfg.web.port, cfg.web.http_redirect, cfg.web.http_port) == (
+        True, 8443, True, 8080,
+    )  # fmt: skip
     # Absolute from the start (issue 15: a relative one was looked up under web/).
     assert cfg.data_dir == Path.cwd() / "appliance-data" and cfg.data_dir.is_absolute()
     assert cfg.devices == () and cfg.destinations == () and cfg.printers == ()
@@ -47,7 +49,7 @@ ae_title = "APPLIANCE"
 port = 11112
 [web]
 host = "0.0.0.0"
-port = 8080
+port = 8443
 [[devices]]
 ae_title = "CT1"
 [[destinations]]
@@ -83,6 +85,32 @@ def test_env_variable_names_the_file(tmp_path: Path) -> None:
         ('[dicom]\nport = "11112"', "dicom.port", "not of type int"),
         ("[web]\nport = -1", "web.port", "not a port"),
         ('[web]\nhost = "bad host!"', "web.host", "neither an IP"),
+        ("[web]\nport = 8080", "web.http_port", "also web.port"),
+        ('[web]\ntls_cert = "/x.crt"', "web.tls_key", "needed as well"),
+        (
+            '[web]\ntls_cert = "/nonexistent.crt"\ntls_key = "/nonexistent.key"',
+            "web.tls_cert",
+            "not a readable file",
+        ),
+        (
+            '[[destinations]]\nname = "p"\nae_title = "P"\nhost = "h"\ntls = true\ntls_ca = "/nonexistent.pem"',
+            "destinations[0].tls_ca",
+            "not a readable file",
+        ),
+        (
+            '[[destinations]]\nname = "p"\nae_title = "P"\nhost = "h"\ntls_cert = "/etc/hostname"',
+            "destinations[0].tls_key",
+            "needed as well",
+        ),
+        (
+            '[[devices]]\nae_title = "CT1"\ntls_fingerprint = "sha1:00"',
+            "devices[0].tls_fingerprint",
+            "64 hex digits",
+        ),
+        ("[web]\nheader_timeout = 0.1", "web.header_timeout", "between 0.5 and 300"),
+        ("[web]\nmax_per_address = 0", "web.max_per_address", "between 1 and"),
+        ("[web]\nmax_connections = 2", "web.max_connections", "between threads"),
+        ('[web]\nhttps = "yes"', "web.https", "not of type bool"),
         ("[dicom]\naetitle = 'X'", "dicom.aetitle", "not a known setting"),
         ("[nonsense]\nx = 1", "nonsense", "not a known section"),
         ('[logging]\nlevel = "LOUD"', "logging.level", "not one of"),

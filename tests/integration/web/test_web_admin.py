@@ -65,6 +65,7 @@ def test_add_device_is_live_for_dicom(web: Web, admin: FlaskClient) -> None:
         ({"max_results": "-1"}, "max_results"),
         ({"modality": "C T"}, "modality"),
         ({"description": "x" * 65}, "description"),
+        ({"tls_fingerprint": "sha256:1234"}, "tls_fingerprint"),
     ],
 )
 def test_bad_device_input(web: Web, admin: FlaskClient, over: dict, field: str) -> None:
@@ -73,6 +74,17 @@ def test_bad_device_input(web: Web, admin: FlaskClient, over: dict, field: str) 
     assert field in field_errors(resp.text)
     assert web.count("devices") == 3
     assert web.runtime.access.device("CT2") is None
+
+
+def test_device_form_pins_a_client_certificate(web: Web, admin: FlaskClient) -> None:
+    """The colon form a certificate viewer shows is kept as 'sha256:' and hex."""
+    shown = ":".join(["AB"] * 32)
+    assert 'name="tls_fingerprint"' in admin.get("/admin/devices/new").text
+    resp = post(admin, "/admin/devices/new", {**CT2, "tls_fingerprint": shown})
+    assert resp.status_code == 302
+    live = web.runtime.access.device("CT2")
+    assert live is not None and live.tls_fingerprint == "sha256:" + "ab" * 32
+    assert "sha256:" + "ab" * 32 in admin.get("/admin/devices/CT2").text
 
 
 def test_edit_rename_and_delete_device(web: Web, admin: FlaskClient) -> None:

@@ -219,3 +219,17 @@ def test_api_bad_destination_is_400_naming_the_field(web: Web, over: dict, field
     resp = bearer(web, accounts.ADMIN, "robot").post("/api/v1/destinations", json=body)
     assert resp.status_code == 400 and resp.json["field"] == field
     assert web.count("destinations") == 1
+
+
+def test_destination_form_sends_over_tls(web: Web, admin: FlaskClient, tmp_path: Path) -> None:
+    ca = tmp_path / "pacs-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")  # only its existence is checked here
+    assert 'name="tls"' in admin.get("/admin/destinations/new").text
+    missing = post(admin, "/admin/destinations/new", {**NEARBY, "tls": "1", "tls_ca": "/nope.pem"})
+    assert missing.status_code == 400 and field_errors(missing.text) == {"tls_ca"}
+    resp = post(admin, "/admin/destinations/new", {**NEARBY, "tls": "1", "tls_ca": str(ca)})
+    assert resp.status_code == 302
+    saved = next(d for d in destinations.load(web.store) if d.name == "nearby")
+    assert saved.tls is True and saved.tls_ca == str(ca)
+    page = admin.get("/admin/destinations/nearby/edit").text
+    assert str(ca) in page and 'id="tls" name="tls" value="1" checked' in page

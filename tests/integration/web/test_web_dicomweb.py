@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from PIL import Image
 from pydicom import dcmread
 from pydicom.uid import generate_uid
@@ -68,8 +67,8 @@ def test_anonymous_gets_401_and_a_bad_token_too(box: Box) -> None:
 def test_a_signed_in_session_may_search(box: Box) -> None:
     store = box.app.runtime.store  # type: ignore[union-attr]
     accounts.create_user(store, "boss", "correct horse battery", accounts.ADMIN)
-    s = requests.Session()
-    root = f"http://127.0.0.1:{box.app.web_port}"
+    s = box.session()
+    root = f"https://127.0.0.1:{box.app.web_port}"
     page = s.get(f"{root}/login", timeout=10)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert csrf

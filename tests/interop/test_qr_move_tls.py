@@ -1,0 +1,111 @@
+"""C-MOVE to a device with ``tls = "required"`` (issue 13): the sub-association goes over
+DICOM TLS, judged by DCMTK storescp +tls (BCP 195, --require-peer-cert); a destination
+whose certificate has expired gets nothing and the C-MOVE fails saying so."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from appliance.server import Appliance
+from tests import tlscerts
+from tests.helpers import make_config, peer_env, require_peer, wait_for
+from tests.orthanc import free_port
+from tests.qr_helpers import QR_SCU, qr_config, store_studies
+
+pytestmark = pytest.mark.interop
+
+
+class TlsDest:
+    def __init__(self, out: Path, pair: tlscerts.Pair, trusted: Path) -> None:
+        self.out, self.port = out, free_port()
+        out.mkdir(parents=True)
+        self.proc = subprocess.Popen(
+            [require_peer("storescp"), "-aet", "DEST", "+tls", str(pair.key), str(pair.cert),
+             "+cf", str(trusted), "-od", str(out), str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=peer_env(),
+        )  # fmt: skip
+        wait_for(self._listening, timeout=10)
+
+    def _listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError("storescp exited")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def received(self) -> set[str]:
+        return {str(pydicom.dcmread(p).SOPInstanceUID) for p in self.out.iterdir()}
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[dict]:
+    ca, ca_key, ca_cert = tlscerts.make_ca(tmp_path / "pki", "Clinic CA")
+    pki = tmp_path / "pki"
+    pairs = {
+        "dest": tlscerts.issue(pki, "dest", ca_key, ca_cert),
+        "expired": tlscerts.issue(pki, "old-dest", ca_key, ca_cert, expired=True),
+        "box": tlscerts.issue(pki, "box", ca_key, ca_cert),
+    }
+    started: list[TlsDest] = []
+    yield {"ca": ca, "pairs": pairs, "tmp": tmp_path, "started": started}
+    for dest in started:
+        dest.stop()
+
+
+def _box_moving_to(setup: dict, which: str) -> tuple[Appliance, TlsDest, dict]:
+    dest = TlsDest(setup["tmp"] / f"dest-{which}", setup["pairs"][which], setup["ca"].cert)
+    setup["started"].append(dest)
+    raw = qr_config(dest.port)
+    for device in raw["devices"]:
+        if device["ae_title"] == "DEST":
+            device["tls"] = "required"
+    box = setup["pairs"]["box"]
+    raw["dicom"] = {
+        "tls_cert": str(box.cert),
+        "tls_key": str(box.key),
+        "tls_ca": str(setup["ca"].cert),
+    }
+    app = Appliance(make_config(setup["tmp"] / f"data-{which}", raw)).start()
+    return app, dest, {}
+
+
+def _movescu(app: Appliance, study: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_peer("movescu"), "-S", "-d", "-aet", QR_SCU, "-aec", "APPLIANCE", "-aem", "DEST",
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+         "127.0.0.1", str(app.dicom_port)],
+        capture_output=True, text=True, timeout=60, env=peer_env(),
+    )  # fmt: skip
+
+
+def test_move_to_a_tls_device_goes_over_tls(setup: dict) -> None:
+    app, dest, _ = _box_moving_to(setup, "dest")
+    try:
+        held = store_studies(app.dicom_port, setup["tmp"] / "images")
+        study = list(held.studies)[0]
+        proc = _movescu(app, study)
+        assert proc.returncode == 0, proc.stderr
+        assert set(held.instances(study)) <= dest.received()
+    finally:
+        app.stop()
+
+
+def test_move_to_a_device_with_an_expired_certificate_fails_saying_so(setup: dict) -> None:
+    app, dest, _ = _box_moving_to(setup, "expired")
+    try:
+        held = store_studies(app.dicom_port, setup["tmp"] / "images")
+        proc = _movescu(app, list(held.studies)[0])
+        text = proc.stdout + proc.stderr
+        assert "certificate has expired" in text
+        assert dest.received() == set()
+    finally:
+        app.stop()
