@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance import paging
-from appliance.db import Store, open_store
+from appliance.app import open_store
+from appliance.db import Store
 from appliance.forward import queue
 from appliance.qr import studies
 
