@@ -8,12 +8,14 @@ keys, patient ID, accession number and study date; matching does the rest.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from appliance.db import Store
 from appliance.qr.index import IMAGE, PATIENT, SERIES, STUDY
+from appliance.worklist import matching
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 ATTRIBUTES: dict[str, dict[str, str]] = {
@@ -90,8 +92,34 @@ class Narrowing:
         return (" AND ".join(parts) or "1"), params
 
 
-def entities(store: Store, level: str, narrowing: Narrowing) -> Iterator[dict[str, str]]:
-    """The entities of ``level`` among the held instances that pass ``narrowing``."""
+class DeadlinePassed(Exception):
+    """The query used more CPU time than its deadline allowed."""
+
+
+class _Row(Mapping[str, Any]):
+    """One result row seen as keyword -> value, for matching before a dict is built."""
+
+    __slots__ = ("names", "row")
+
+    def __init__(self, names: dict[str, int], row: tuple[Any, ...]) -> None:
+        self.names = names
+        self.row = row
+
+    def __getitem__(self, key: str) -> Any:
+        return self.row[self.names[key]]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        n = self.names.get(key)
+        return default if n is None else self.row[n]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _select(level: str, narrowing: Narrowing) -> tuple[str, list[Any]]:
     stored = keys_of(level)
     group = GROUP_BY[level]
     if group:
@@ -106,17 +134,70 @@ def entities(store: Store, level: str, narrowing: Narrowing) -> Iterator[dict[st
         f"SELECT {', '.join(cols)} FROM qr_instances q JOIN forward_instances f "
         f"ON f.id = q.instance_id WHERE f.removed_at IS NULL AND {where} {tail}"
     )
+    return sql, params
+
+
+class _Matcher:
+    """Rows of one query matched against its keys; the matching ones made entities."""
+
+    def __init__(self, names: list[str], keys: Sequence[Any], deadline: float | None) -> None:
+        self.names = names
+        self.index = {name: n for n, name in enumerate(names)}
+        self.modalities = self.index.get("ModalitiesInStudy")
+        self.keys = list(keys)
+        self.deadline = deadline
+        self.seen = 0
+
+    def entity(self, row: tuple[Any, ...]) -> dict[str, str] | None:
+        """The entity of a matching row, else None; ``DeadlinePassed`` past the deadline."""
+        self.seen += 1
+        if self.deadline is not None and self.seen % 16 == 0:
+            if time.thread_time() > self.deadline:
+                raise DeadlinePassed
+        m = self.modalities
+        if m is not None:
+            listed = row[m] or ""
+            row = (*row[:m], "\\".join(sorted(x for x in listed.split(",") if x)), *row[m + 1 :])
+        if self.keys and not matching.match_keys(
+            self.keys, cast(dict[str, Any], _Row(self.index, row))
+        ):
+            return None
+        return {name: "" if v is None else str(v) for name, v in zip(self.names, row, strict=True)}
+
+
+def entities(
+    store: Store,
+    level: str,
+    narrowing: Narrowing,
+    keys: Sequence[Any] = (),
+    deadline: float | None = None,
+    limit: int | None = None,
+) -> Iterator[dict[str, str]]:
+    """The entities of ``level`` among the held instances that pass ``narrowing`` and
+    match ``keys`` (``worklist.matching`` rules), at most ``limit``; ``DeadlinePassed``
+    once the thread's CPU time passes ``deadline``. Rows are matched before any dict is
+    built; with a limit, rows past the last match wanted are never fetched."""
+    sql, params = _select(level, narrowing)
+    found: list[dict[str, str]] = []
     with store.read() as db:
         cur = db.execute(sql, params)
-        names = [d[0] for d in cur.description]
-        rows = cur.fetchall()
+        matcher = _Matcher([d[0] for d in cur.description], keys, deadline)
+        if limit is None:
+            rows = cur.fetchall()
+        else:
+            while len(found) < limit and (batch := cur.fetchmany(256)):
+                for row in batch:
+                    entity = matcher.entity(row)
+                    if entity is not None:
+                        found.append(entity)
+                        if len(found) >= limit:
+                            break
+            rows = []
+    yield from found
     for row in rows:
-        entity = {name: "" if v is None else str(v) for name, v in zip(names, row, strict=True)}
-        if "ModalitiesInStudy" in entity:
-            entity["ModalitiesInStudy"] = "\\".join(
-                sorted(m for m in entity["ModalitiesInStudy"].split(",") if m)
-            )
-        yield entity
+        entity = matcher.entity(row)
+        if entity is not None:
+            yield entity
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from appliance import audit, dataset_check, status
 from appliance.config import DeviceSettings
 from appliance.dicom import compat
+from appliance.dicom.find_wire import FastPath
 from appliance.forward.spool import Spool
 from appliance.qr import index, repo, retrieve
 from appliance.worklist import matching
@@ -258,23 +259,27 @@ def handle_find(event: evt.Event, service: QueryRetrieveService) -> Iterator[tup
         "InstanceAvailability": "ONLINE",
     }
     sent = 0
+    fast = FastPath.for_event(event, req.query.keys, pending, matching.keys_for_item)
     try:
-        for entity in repo.entities(rt.store, req.level, req.narrowing()):
-            if time.thread_time() > deadline:
-                limit = rt.config.dicom.query_time_limit
-                yield _status(status.OUT_OF_RESOURCES, f"Query exceeded {limit:g} s"), None
-                return
-            if not matching.match_keys(req.match, entity):
-                continue
+        for entity in repo.entities(rt.store, req.level, req.narrowing(), req.match, deadline):
             if event.is_cancelled:
+                fast.flush()
                 yield status.CANCEL, None
                 return
             entity.update(own)
             use = charset if encodable(entity, charset) else "ISO_IR 192"
+            sent += 1
+            if fast.send(entity, CHARSET_VALUES[use][0]):
+                continue
+            fast.flush()
             rsp = matching.project(req.query.keys, entity)
             rsp.SpecificCharacterSet = CHARSET_VALUES[use][0]
-            sent += 1
             yield pending, rsp
+        fast.flush()
+    except repo.DeadlinePassed:
+        fast.flush()
+        limit = rt.config.dicom.query_time_limit
+        yield _status(status.OUT_OF_RESOURCES, f"Query exceeded {limit:g} s"), None
     finally:
         audit.record_now(
             rt.store, calling, "qr-query", f"{req.level} level", f"{sent} matches",

@@ -9,7 +9,8 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-from appliance.worklist import matching, wire
+from appliance.dicom import find_wire as wire
+from appliance.worklist import matching
 from appliance.worklist.scp import CHARSET_VALUES
 from tests.factories import make_mwl_query
 
@@ -75,7 +76,7 @@ def test_same_bytes_as_pydicom(implicit: bool, charset: str, name: str) -> None:
         stored["RequestedProcedureDescription"] = "CT Thorax"
     expected = matching.project(keys, stored)
     expected.SpecificCharacterSet = values
-    ours = wire.IdentifierEncoder(keys, values, implicit).encode(stored)
+    ours = wire.IdentifierEncoder(keys, values, implicit, matching.keys_for_item).encode(stored)
     assert ours == pydicom_bytes(expected, implicit)
 
 
