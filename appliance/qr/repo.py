@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from appliance.db import Store
-from appliance.qr.index import IMAGE, PATIENT, SERIES, STUDY
+from appliance.qr.index import IMAGE, NAME_KEY, PATIENT, SERIES, STUDY
 from appliance.worklist import matching
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -76,10 +76,17 @@ class Narrowing:
     equal: dict[str, list[str]] = field(default_factory=dict)
     study_date_from: str | None = None
     study_date_to: str | None = None
+    # Folded literal starts of a PN query's groups (matching.pn_prefixes): any of them.
+    name_prefixes: list[str] = field(default_factory=list)
 
     def where(self) -> tuple[str, list[Any]]:
         parts: list[str] = []
         params: list[Any] = []
+        if self.name_prefixes:
+            parts.append(
+                "(" + " OR ".join(f"instr(q.{NAME_KEY}, ?) > 0" for _ in self.name_prefixes) + ")"
+            )
+            params.extend("=" + p for p in self.name_prefixes)
         for column, values in self.equal.items():
             parts.append(f"q.{column} IN ({', '.join('?' * len(values))})")
             params.extend(values)

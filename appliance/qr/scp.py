@@ -146,6 +146,8 @@ class Request:
                 value = matching.literal(key)
                 if value is not None:
                     out.equal[column] = [value]
+            elif key.keyword == "PatientName":
+                out.name_prefixes = matching.pn_prefixes(key.value) or []
             elif key.keyword == "StudyDate":
                 v = key.value.replace(".", "").strip()
                 lo, _, hi = v.partition("-") if "-" in v else (v, "", v)
