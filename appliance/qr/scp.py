@@ -69,7 +69,8 @@ class QueryRetrieveService:
         self.runtime = runtime
         self.spool = Spool(runtime.config.data_dir / "spool")
         self._lock = threading.Lock()
-        self.counts = {"find": 0, "move": 0, "get": 0}
+        # "streamed": C-MOVE sub-operations written by store_wire (PS3.10 file bytes as held)
+        self.counts = {"find": 0, "move": 0, "get": 0, "streamed": 0}
 
     def contexts(self) -> list[tuple[str, list[str] | None]]:
         return [(str(uid), None) for uid in (*FIND, *MOVE, *GET)]
@@ -103,9 +104,9 @@ class QueryRetrieveService:
             counts = dict(self.counts)
         return {"state": "running", **counts}
 
-    def note(self, what: str) -> None:
+    def note(self, what: str, n: int = 1) -> None:
         with self._lock:
-            self.counts[what] += 1
+            self.counts[what] += n
 
 
 class Request:
@@ -363,6 +364,7 @@ def handle_move(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_M
             f"No association with {destination} at {device.host}:{device.port}",
         )
         return
+    tally = retrieve.Tally(remaining=len(files))
     try:
         yield from retrieve.sub_operations(
             C_MOVE,
@@ -373,8 +375,11 @@ def handle_move(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_M
             lambda: event.is_cancelled,
             calling,
             int(request.MessageID or 0),
+            retrieve.wire_for(assoc, dicom),
+            tally,
         )
     finally:
+        service.note("streamed", tally.streamed)
         if assoc.is_established:
             assoc.release()
         else:

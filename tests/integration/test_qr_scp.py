@@ -272,3 +272,60 @@ def test_the_intake_indexes_from_the_start_it_holds(
     found = matches(find(app.dicom_port, q))
     assert sorted(str(d.StudyInstanceUID) for d in found) == sorted(held.studies)
     assert JAPANESE in {str(d.PatientName) for d in found}
+
+
+def _qr_service(app: Appliance) -> Any:
+    return next(s for s in app.services if s.name == "qr")
+
+
+def test_move_streams_the_files_as_held_with_the_move_originator(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def originator(event: Any) -> None:
+        rq = event.request
+        seen.append((str(rq.MoveOriginatorApplicationEntityTitle), int(rq.MoveOriginatorMessageID)))
+
+    dest = fake_pacs(ae_title="DEST", before_answer={n: originator for n in range(5)})
+    app = start_appliance(qr_config(dest.port))
+    held = store_studies(app.dicom_port, tmp_path / "images")
+    study = next(iter(held.studies))
+    ae = AE(ae_title=QR_SCU)
+    ae.add_requested_context(STUDY_MOVE)
+    assoc = steady(ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE"))
+    query = identifier("STUDY", StudyInstanceUID=study)
+    codes = [int(st.Status) for st, _ in assoc.send_c_move(query, "DEST", STUDY_MOVE, msg_id=9)]
+    assoc.release()
+    assert codes == [status.PENDING] * 4 + [status.SUCCESS]
+    assert seen == [(QR_SCU, 9)] * 5  # PS3.7 9.1.1.1: each sub-operation names the C-MOVE
+    assert _qr_service(app).health()["streamed"] == 5
+    assert sorted(dest.stored_uids()) == sorted(held.instances(study))
+    held_syntax = app.runtime.store.query("SELECT DISTINCT transfer_syntax FROM forward_instances")
+    assert [str(ts) for _, _, ts in dest.received] == [held_syntax[0]["transfer_syntax"]] * 5
+    assert all(ds.PixelData for _, ds, _ in dest.received)
+
+
+def test_move_to_a_destination_without_the_held_syntax_converts_through_pynetdicom(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    probe = start_appliance(qr_config(0))
+    held = store_studies(probe.dicom_port, tmp_path / "images")
+    stored = probe.runtime.store.query("SELECT DISTINCT transfer_syntax FROM forward_instances")
+    other = (
+        ImplicitVRLittleEndian
+        if stored[0]["transfer_syntax"] == ExplicitVRLittleEndian
+        else ExplicitVRLittleEndian
+    )
+    dest = fake_pacs(ae_title="DEST", syntaxes=[other])
+    app = start_appliance(qr_config(dest.port))
+    held = store_studies(app.dicom_port, tmp_path / "images2")
+    study = next(iter(held.studies))
+    rsp = move(app.dicom_port, identifier("STUDY", StudyInstanceUID=study), "DEST")
+    assert rsp[-1][0] == status.SUCCESS
+    assert rsp[-1][2].NumberOfCompletedSuboperations == 5
+    assert _qr_service(app).health()["streamed"] == 0
+    assert [str(ts) for _, _, ts in dest.received] == [str(other)] * 5
+    assert sorted(dest.stored_uids()) == sorted(held.instances(study))
