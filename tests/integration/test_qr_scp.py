@@ -329,3 +329,43 @@ def test_move_to_a_destination_without_the_held_syntax_converts_through_pynetdic
     assert _qr_service(app).health()["streamed"] == 0
     assert [str(ts) for _, _, ts in dest.received] == [str(other)] * 5
     assert sorted(dest.stored_uids()) == sorted(held.instances(study))
+
+
+def test_each_transfer_syntax_gives_the_same_answers(held_box: Any) -> None:
+    """Little endian answers are written by appliance.dicom.find_wire, big endian and
+    deflated ones by pynetdicom: the peer decodes the same identifiers from both."""
+    from pydicom.uid import (
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
+
+    app, _ = held_box
+    answers = {}
+    for ts in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
+               DeflatedExplicitVRLittleEndian):  # fmt: skip
+        ae = AE(ae_title=QR_SCU)
+        ae.add_requested_context(PATIENT_FIND, [ts])
+        assoc = steady(ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE"))
+        assert assoc.accepted_contexts[0].transfer_syntax[0] == ts
+        query = identifier(
+            "STUDY", PatientID="", PatientName="", StudyDescription="", ModalitiesInStudy="",
+            NumberOfStudyRelatedInstances="", InstanceAvailability="", StudyInstanceUID="",
+        )  # fmt: skip
+        query.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+        rsp = [(int(st.Status), ds, st) for st, ds in assoc.send_c_find(query, PATIENT_FIND)]
+        assoc.release()
+        answers[ts] = sorted(
+            (str(d.PatientID), str(d.PatientName), str(d.StudyDescription),
+             str(d.ModalitiesInStudy), int(d.NumberOfStudyRelatedInstances),
+             str(d.InstanceAvailability), list(d.SpecificCharacterSet))
+            for d in matches(rsp)
+        )  # fmt: skip
+    first = answers[ImplicitVRLittleEndian]
+    assert len(first) == 4
+    assert [a[1] for a in first if a[0] == "P3"] == [JAPANESE]
+    assert {a[5] for a in first} == {"ONLINE"}
+    assert all(a[6] == ["", "ISO 2022 IR 87"] for a in first)
+    for ts, got in answers.items():
+        assert got == first, ts
