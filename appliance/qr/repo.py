@@ -9,7 +9,7 @@ keys, patient ID, accession number and study date; matching does the rest.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -126,12 +126,26 @@ class _Row(Mapping[str, Any]):
         return len(self.names)
 
 
-def _select(level: str, narrowing: Narrowing) -> tuple[str, list[Any]]:
+# Derived keys whose SQL is a DISTINCT aggregate (a temporary b-tree for every group, most
+# of a study list's time): computed after matching, for the matching entities only,
+# unless a key of the query matches on them.
+LATE = frozenset(
+    ("NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries", "ModalitiesInStudy",
+     "NumberOfStudyRelatedSeries")
+)  # fmt: skip
+LATE_BATCH = 500  # groups a query (SQLite's bound parameters)
+
+
+def _modalities(listed: str | None) -> str:
+    return "\\".join(sorted(m for m in (listed or "").split(",") if m))
+
+
+def _select(level: str, narrowing: Narrowing, late: frozenset[str]) -> tuple[str, list[Any]]:
     stored = keys_of(level)
     group = GROUP_BY[level]
     if group:
         cols = [f"MAX(q.{c}) AS {k}" for k, c in stored.items()]
-        cols += [f"{expr} AS {k}" for k, expr in DERIVED[level].items()]
+        cols += [f"{expr} AS {k}" for k, expr in DERIVED[level].items() if k not in late]
         tail = f"GROUP BY q.{group} ORDER BY MIN(q.instance_id)"
     else:
         cols = [f"q.{c} AS {k}" for k, c in stored.items()]
@@ -142,6 +156,32 @@ def _select(level: str, narrowing: Narrowing) -> tuple[str, list[Any]]:
         f"ON f.id = q.instance_id WHERE f.removed_at IS NULL AND {where} {tail}"
     )
     return sql, params
+
+
+def _fill_late(
+    db: Any, level: str, narrowing: Narrowing, late: list[str], found: list[dict[str, str]]
+) -> None:
+    """Add the ``late`` derived keys to the entities found, over the same instance rows."""
+    group, unique = GROUP_BY[level], UNIQUE[level]
+    exprs = ", ".join(f"{DERIVED[level][k]} AS {k}" for k in late)
+    where, params = narrowing.where()
+    for start in range(0, len(found), LATE_BATCH):
+        chunk = found[start : start + LATE_BATCH]
+        values = sorted({e[unique] for e in chunk})
+        rows = db.execute(
+            f"SELECT q.{group}, {exprs} FROM qr_instances q JOIN forward_instances f "
+            f"ON f.id = q.instance_id WHERE f.removed_at IS NULL AND {where} "
+            f"AND q.{group} IN ({', '.join('?' * len(values))}) GROUP BY q.{group}",
+            [*params, *values],
+        ).fetchall()
+        by_group = {str(r[0]): r[1:] for r in rows}
+        for entity in chunk:
+            got = by_group.get(entity[unique], (None,) * len(late))
+            for keyword, value in zip(late, got, strict=True):
+                if keyword == "ModalitiesInStudy":
+                    entity[keyword] = _modalities(value)
+                else:
+                    entity[keyword] = "" if value is None else str(value)
 
 
 class _Matcher:
@@ -163,8 +203,7 @@ class _Matcher:
                 raise DeadlinePassed
         m = self.modalities
         if m is not None:
-            listed = row[m] or ""
-            row = (*row[:m], "\\".join(sorted(x for x in listed.split(",") if x)), *row[m + 1 :])
+            row = (*row[:m], _modalities(row[m]), *row[m + 1 :])
         if self.keys and not matching.match_keys(
             self.keys, cast(dict[str, Any], _Row(self.index, row))
         ):
@@ -179,32 +218,35 @@ def entities(
     keys: Sequence[Any] = (),
     deadline: float | None = None,
     limit: int | None = None,
+    returned: Collection[str] | None = None,
 ) -> Iterator[dict[str, str]]:
     """The entities of ``level`` among the held instances that pass ``narrowing`` and
-    match ``keys`` (``worklist.matching`` rules), at most ``limit``; ``DeadlinePassed``
-    once the thread's CPU time passes ``deadline``. Rows are matched before any dict is
-    built; with a limit, rows past the last match wanted are never fetched."""
-    sql, params = _select(level, narrowing)
+    match ``keys`` (``worklist.matching`` rules), at most ``limit``, with the derived keys
+    in ``returned`` (all when None); ``DeadlinePassed`` once the thread's CPU time passes
+    ``deadline``. Rows are matched before any dict is built, and rows past the last
+    match wanted are never fetched."""
+    matched = {k.keyword for k in keys}
+    late = frozenset(k for k in DERIVED[level] if k in LATE and k not in matched)
+    wanted = [k for k in DERIVED[level] if k in late and (returned is None or k in returned)]
+    sql, params = _select(level, narrowing, late)
     found: list[dict[str, str]] = []
     with store.read() as db:
         cur = db.execute(sql, params)
         matcher = _Matcher([d[0] for d in cur.description], keys, deadline)
-        if limit is None:
-            rows = cur.fetchall()
-        else:
-            while len(found) < limit and (batch := cur.fetchmany(256)):
-                for row in batch:
-                    entity = matcher.entity(row)
-                    if entity is not None:
-                        found.append(entity)
-                        if len(found) >= limit:
-                            break
-            rows = []
+        while limit is None or len(found) < limit:
+            batch = cur.fetchmany(512)
+            if not batch:
+                break
+            for row in batch:
+                entity = matcher.entity(row)
+                if entity is None:
+                    continue
+                found.append(entity)
+                if limit is not None and len(found) >= limit:
+                    break
+        if wanted and found:
+            _fill_late(db, level, narrowing, wanted, found)
     yield from found
-    for row in rows:
-        entity = matcher.entity(row)
-        if entity is not None:
-            yield entity
 
 
 @dataclass(frozen=True)

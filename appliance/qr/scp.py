@@ -264,7 +264,10 @@ def handle_find(event: evt.Event, service: QueryRetrieveService) -> Iterator[tup
     sent = 0
     fast = FastPath.for_event(event, req.query.keys, pending, matching.keys_for_item)
     try:
-        for entity in repo.entities(rt.store, req.level, req.narrowing(), req.match, deadline):
+        returned = [k.keyword for k in req.query.keys]
+        for entity in repo.entities(
+            rt.store, req.level, req.narrowing(), req.match, deadline, returned=returned
+        ):
             if event.is_cancelled:
                 fast.flush()
                 yield status.CANCEL, None

@@ -369,3 +369,44 @@ def test_each_transfer_syntax_gives_the_same_answers(held_box: Any) -> None:
     assert all(a[6] == ["", "ISO 2022 IR 87"] for a in first)
     for ts, got in answers.items():
         assert got == first, ts
+
+
+def _joined(value: Any) -> str:
+    return value if isinstance(value, str) else "\\".join(value)
+
+
+def test_derived_keys_are_the_same_computed_late_or_matched_on(held_box: Any) -> None:
+    """ModalitiesInStudy and the series counts are computed after matching for the
+    matches only (qr.repo.LATE), or with the rows when a key matches on them."""
+    app, _ = held_box
+
+    def studies(**keys: Any) -> dict[str, tuple[str, ...]]:
+        q = identifier("STUDY", AccessionNumber="", NumberOfStudyRelatedSeries="",
+                       NumberOfStudyRelatedInstances="", **keys)  # fmt: skip
+        return {
+            str(d.AccessionNumber): (
+                _joined(d.get("ModalitiesInStudy", "")),
+                str(d.NumberOfStudyRelatedSeries),
+                str(d.NumberOfStudyRelatedInstances),
+            )
+            for d in matches(find(app.dicom_port, q))
+        }
+
+    late = studies(ModalitiesInStudy="")
+    assert late == {
+        "ACC1": ("CT\\MR", "2", "5"), "ACC2": ("CT", "1", "2"),
+        "ACC3": ("CT", "1", "2"), "ACC4": ("CT", "1", "1"),
+    }  # fmt: skip
+    assert studies(ModalitiesInStudy="CT") == late  # matched on: computed with the rows
+    assert studies(ModalitiesInStudy="MR") == {"ACC1": late["ACC1"]}
+    q = identifier("PATIENT", PatientID="", NumberOfPatientRelatedStudies="",
+                   NumberOfPatientRelatedSeries="", NumberOfPatientRelatedInstances="")  # fmt: skip
+    counts = {
+        str(d.PatientID): (
+            int(d.NumberOfPatientRelatedStudies),
+            int(d.NumberOfPatientRelatedSeries),
+            int(d.NumberOfPatientRelatedInstances),
+        )
+        for d in matches(find(app.dicom_port, q, PATIENT_FIND))
+    }
+    assert counts == {"P1": (2, 3, 7), "P2": (1, 1, 2), "P3": (1, 1, 1)}

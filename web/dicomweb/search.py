@@ -70,7 +70,7 @@ def run(level: str, fixed: dict[str, str]) -> Response:
     matched: list[dict[str, str]] = []
     try:
         for entity in repo.entities(
-            request_store(), level, req.narrowing(), req.match, deadline, wanted
+            request_store(), level, req.narrowing(), req.match, deadline, wanted, search.returned
         ):
             matched.append(entity)
     except repo.DeadlinePassed as exc:
