@@ -47,7 +47,10 @@ TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN"
                       "UR", "UT"})  # fmt: skip
 ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
 C_FIND_RSP = 0x8020
+C_MOVE_RSP = 0x8021
 DATASET_PRESENT = 0x0001
+NO_DATASET = 0x0101
+PENDING = 0xFF00
 BATCH_BYTES = 64 * 1024
 
 
@@ -133,23 +136,48 @@ class IdentifierEncoder:
         return b"".join(parts)
 
 
+def _command(elements: list[tuple[int, bytes]]) -> bytes:
+    """A command set, implicit VR little endian (PS3.7 E.1): group length, then elements."""
+    body = b"".join(struct.pack("<HHI", 0x0000, tag, len(v)) + v for tag, v in elements)
+    return struct.pack("<HHI", 0x0000, 0x0000, 4) + struct.pack("<I", len(body)) + body
+
+
+def _uid(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
 def command_set(sop_class_uid: str, message_id: int, status: int) -> bytes:
     """A C-FIND-RSP command set with a data set, implicit VR little endian (PS3.7 E.1)."""
-    uid = sop_class_uid.encode("ascii")
-    if len(uid) % 2:
-        uid += b"\0"
-
-    def el(tag: int, value: bytes) -> bytes:
-        return struct.pack("<HHI", 0x0000, tag, len(value)) + value
-
-    body = (
-        el(0x0002, uid)
-        + el(0x0100, struct.pack("<H", C_FIND_RSP))
-        + el(0x0120, struct.pack("<H", message_id))
-        + el(0x0800, struct.pack("<H", DATASET_PRESENT))
-        + el(0x0900, struct.pack("<H", status))
+    return _command(
+        [
+            (0x0002, _uid(sop_class_uid)),
+            (0x0100, struct.pack("<H", C_FIND_RSP)),
+            (0x0120, struct.pack("<H", message_id)),
+            (0x0800, struct.pack("<H", DATASET_PRESENT)),
+            (0x0900, struct.pack("<H", status)),
+        ]
     )
-    return el(0x0000, struct.pack("<I", len(body))) + body
+
+
+def move_pending_command(
+    sop_class_uid: str, message_id: int, remaining: int, completed: int, failed: int, warning: int
+) -> bytes:
+    """A pending C-MOVE-RSP command set, no data set, with the sub-operation counts
+    (PS3.7 9.3.4.2, E.1)."""
+    return _command(
+        [
+            (0x0002, _uid(sop_class_uid)),
+            (0x0100, struct.pack("<H", C_MOVE_RSP)),
+            (0x0120, struct.pack("<H", message_id)),
+            (0x0800, struct.pack("<H", NO_DATASET)),
+            (0x0900, struct.pack("<H", PENDING)),
+            (0x1020, struct.pack("<H", remaining)),
+            (0x1021, struct.pack("<H", completed)),
+            (0x1022, struct.pack("<H", failed)),
+            (0x1023, struct.pack("<H", warning)),
+        ]
+    )
 
 
 class ResponseWriter:
@@ -190,6 +218,22 @@ class ResponseWriter:
             self.sock.send(b"".join(self.buffer))
             self.buffer = []
             self.size = 0
+
+
+class MovePendingWriter(ResponseWriter):
+    """Writes pending C-MOVE responses (no data set) on the requesting association's
+    socket, one at a time; the final response is pynetdicom's."""
+
+    def __init__(self, assoc: Any, context_id: int, message_id: int, sop_class_uid: str) -> None:
+        super().__init__(assoc, context_id, message_id, sop_class_uid, PENDING)
+        self.sop_class_uid = sop_class_uid
+        self.message_id = message_id
+
+    def send_counts(self, remaining: int, completed: int, failed: int, warning: int) -> None:
+        command = move_pending_command(
+            self.sop_class_uid, self.message_id, remaining, completed, failed, warning
+        )
+        self.sock.send(self._pdvs(command, command=True))
 
 
 class FastPath:

@@ -24,6 +24,7 @@ from pynetdicom.dsutils import encode
 
 from appliance import status
 from appliance.config import DicomSettings
+from appliance.dicom.find_wire import MovePendingWriter
 from appliance.forward import store_wire
 from appliance.forward.sender import (
     SENDER_HANDLERS,
@@ -162,9 +163,11 @@ def sub_operations(
     message_id: int,
     wire: store_wire.StoreWire | None = None,
     tally: Tally | None = None,
+    pending: MovePendingWriter | None = None,
 ) -> Iterator[C_MOVE | C_GET]:
-    """Send every file on ``assoc`` (through ``wire`` where it can); yields a pending
-    response after each, then the final; counts in ``tally`` when given."""
+    """Send every file on ``assoc`` (through ``wire`` where it can); a pending response
+    after each (written by ``pending`` when given, else yielded), then the final one
+    yielded; counts in ``tally`` when given."""
     tally = tally or Tally(remaining=len(files))
     for n, held in enumerate(files):
         if cancelled():
@@ -192,7 +195,9 @@ def sub_operations(
             tally.warning += 1
         else:
             tally.completed += 1
-        if tally.remaining:
+        if tally.remaining and pending is not None:
+            pending.send_counts(tally.remaining, tally.completed, tally.failed, tally.warning)
+        elif tally.remaining:
             yield response(kind, status.PENDING, tally, transfer_syntax, pending=True)
     yield response(kind, tally.final_status(), tally, transfer_syntax)
 

@@ -33,7 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from appliance import audit, dataset_check, status
 from appliance.config import DeviceSettings
 from appliance.dicom import compat
-from appliance.dicom.find_wire import FastPath
+from appliance.dicom.find_wire import FastPath, MovePendingWriter
 from appliance.forward.spool import Spool
 from appliance.qr import index, repo, retrieve
 from appliance.worklist import matching
@@ -380,6 +380,12 @@ def handle_move(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_M
             int(request.MessageID or 0),
             retrieve.wire_for(assoc, dicom),
             tally,
+            MovePendingWriter(
+                event.assoc,
+                int(event.context.context_id or 1),
+                int(request.MessageID or 0),
+                str(request.AffectedSOPClassUID),
+            ),
         )
     finally:
         service.note("streamed", tally.streamed)

@@ -116,3 +116,27 @@ def test_command_set_and_pdus() -> None:
     data = [p for p in pdus if p[5] & 0x01 == 0]
     assert b"".join(p[6:] for p in data) == b"0123456789ABCDEFGHIJ"
     assert [p[5] for p in data] == [0x00, 0x02]  # 10 data bytes a PDU; the last fragment is flagged
+
+
+@pytest.mark.parametrize("counts", [(3, 2, 1, 0), (65534, 0, 0, 1)])
+def test_pending_move_command_is_pynetdicoms(counts: tuple[int, int, int, int]) -> None:
+    """The pending C-MOVE-RSP written directly has the command set pynetdicom encodes
+    from the same primitive (PS3.7 9.3.4.2, E.1)."""
+    from pynetdicom.dimse_messages import C_MOVE_RSP
+    from pynetdicom.dimse_primitives import C_MOVE
+    from pynetdicom.dsutils import encode
+
+    uid = "1.2.840.10008.5.1.4.1.2.2.2"
+    primitive = C_MOVE()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = uid
+    primitive.Status = 0xFF00
+    (
+        primitive.NumberOfRemainingSuboperations,
+        primitive.NumberOfCompletedSuboperations,
+        primitive.NumberOfFailedSuboperations,
+        primitive.NumberOfWarningSuboperations,
+    ) = counts
+    message = C_MOVE_RSP()
+    message.primitive_to_message(primitive)
+    assert wire.move_pending_command(uid, 7, *counts) == encode(message.command_set, True, True)
