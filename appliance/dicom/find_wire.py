@@ -22,6 +22,8 @@ from pydicom.valuerep import PersonName
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_FIND
 
+from appliance.dicom import compat
+
 Item = dict[str, Any]
 
 
@@ -226,14 +228,21 @@ class MovePendingWriter(ResponseWriter):
 
     def __init__(self, assoc: Any, context_id: int, message_id: int, sop_class_uid: str) -> None:
         super().__init__(assoc, context_id, message_id, sop_class_uid, PENDING)
+        self.assoc = assoc
         self.sop_class_uid = sop_class_uid
         self.message_id = message_id
 
-    def send_counts(self, remaining: int, completed: int, failed: int, warning: int) -> None:
+    def send_counts(self, remaining: int, completed: int, failed: int, warning: int) -> bool:
+        """Write one pending response; False once the requesting association is gone
+        (the sub-operations should stop, as pynetdicom stops a handler then)."""
+        # The DUL's state: the association's flags wait for its own thread, busy here.
+        if not self.assoc.is_established or compat.dul_state(self.assoc.dul) != "Sta6":
+            return False
         command = move_pending_command(
             self.sop_class_uid, self.message_id, remaining, completed, failed, warning
         )
         self.sock.send(self._pdvs(command, command=True))
+        return True
 
 
 class FastPath:

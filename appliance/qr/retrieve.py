@@ -196,7 +196,11 @@ def sub_operations(
         else:
             tally.completed += 1
         if tally.remaining and pending is not None:
-            pending.send_counts(tally.remaining, tally.completed, tally.failed, tally.warning)
+            if not pending.send_counts(
+                tally.remaining, tally.completed, tally.failed, tally.warning
+            ):
+                log.warning("retrieve stopped: the requesting association is gone")
+                return
         elif tally.remaining:
             yield response(kind, status.PENDING, tally, transfer_syntax, pending=True)
     yield response(kind, tally.final_status(), tally, transfer_syntax)

@@ -410,3 +410,36 @@ def test_derived_keys_are_the_same_computed_late_or_matched_on(held_box: Any) ->
         for d in matches(find(app.dicom_port, q, PATIENT_FIND))
     }
     assert counts == {"P1": (2, 3, 7), "P2": (1, 1, 2), "P3": (1, 1, 1)}
+
+
+def test_a_move_stops_when_the_requesting_association_is_gone(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    from tests.helpers import wait_for
+
+    gate = threading.Event()
+    slow = fake_pacs(ae_title="DEST", before_answer={1: lambda event: gate.wait(10)})
+    app = start_appliance(qr_config(slow.port))
+    held = store_studies(app.dicom_port, tmp_path / "images")
+    study = next(iter(held.studies))
+    ae = AE(ae_title=QR_SCU)
+    ae.add_requested_context(STUDY_MOVE)
+    assoc = steady(ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE"))
+    query = identifier("STUDY", StudyInstanceUID=study)
+    for st, _ in assoc.send_c_move(query, "DEST", STUDY_MOVE, msg_id=3):
+        assert int(st.Status) == status.PENDING  # after the first image
+        assoc.abort()
+        break
+
+    def requester_aborted() -> bool:
+        from appliance.dicom import compat
+
+        server = app._dicom_server
+        assert server is not None
+        mine = [a for a in server.active_associations if a.requestor.ae_title == QR_SCU]
+        return all(compat.dul_state(a.dul) != "Sta6" for a in mine)
+
+    wait_for(requester_aborted, timeout=10)  # the appliance's DUL has the A-ABORT
+    gate.set()
+    wait_for(lambda: slow.released + slow.aborted >= 1, timeout=20)
+    assert slow.requests == 2  # the second was under way; no third was sent
