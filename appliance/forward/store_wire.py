@@ -79,19 +79,27 @@ class Unsendable(ValueError):
 
 
 def command_set(
-    sop_class_uid: str, sop_instance_uid: str, message_id: int, priority: int = PRIORITY_LOW
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    message_id: int,
+    priority: int = PRIORITY_LOW,
+    originator: tuple[str, int] | None = None,
 ) -> bytes:
-    """A C-STORE-RQ command set with a data set following (PS3.7 9.3.1.1, E.1)."""
-    return command(
-        [
-            (0x0002, uid_bytes(sop_class_uid)),
-            (COMMAND_FIELD, us(C_STORE_RQ)),
-            (0x0110, us(message_id)),
-            (0x0700, us(priority)),
-            (DATASET_TYPE, us(DATASET_PRESENT)),
-            (0x1000, uid_bytes(sop_instance_uid)),
-        ]
-    )
+    """A C-STORE-RQ command set with a data set following (PS3.7 9.3.1.1, E.1); with
+    ``originator`` (AE title, Message ID) that of a C-MOVE sub-operation (9.1.1.1)."""
+    elements = [
+        (0x0002, uid_bytes(sop_class_uid)),
+        (COMMAND_FIELD, us(C_STORE_RQ)),
+        (0x0110, us(message_id)),
+        (0x0700, us(priority)),
+        (DATASET_TYPE, us(DATASET_PRESENT)),
+        (0x1000, uid_bytes(sop_instance_uid)),
+    ]
+    if originator is not None:
+        ae = originator[0].strip().encode("ascii")[:16]
+        elements.append((0x1030, ae + b" " if len(ae) % 2 else ae))
+        elements.append((0x1031, us(originator[1])))
+    return command(elements)
 
 
 def c_store_response(fields: dict[int, bytes], message_id: int) -> tuple[int, str]:
@@ -278,13 +286,16 @@ class StoreWire:
         context_id: int,
         sop_class_uid: str,
         sop_instance_uid: str,
+        originator: tuple[str, int] | None = None,
     ) -> tuple[int, str] | None:
         """Send the data set of a file (a path, or a spooled instance opened by
-        ``Spool.open``: a journal record is read straight from its segment); (Status,
-        Error Comment), or None when the association failed (it is aborted then). A
-        missing file raises FileNotFoundError."""
+        ``Spool.open``: a journal record is read straight from its segment; ``originator``:
+        of a C-MOVE, see ``command_set``); (Status, Error Comment), or None when the
+        association failed (it is aborted then). A missing file raises FileNotFoundError."""
         self.message_id = self.message_id % 0xFFFF + 1
-        command = command_set(sop_class_uid, sop_instance_uid, self.message_id)
+        command = command_set(
+            sop_class_uid, sop_instance_uid, self.message_id, originator=originator
+        )
         named = isinstance(path, Path)
         opened = open(path, "rb") if isinstance(path, Path) else contextlib.nullcontext(path)  # noqa: SIM115
         with opened as f:

@@ -29,6 +29,7 @@ from pydicom.uid import UID
 from sqlite_utils.migrations import Migrations
 
 from appliance.db import Store
+from appliance.worklist import matching
 
 migrations = Migrations("qr")
 
@@ -63,6 +64,7 @@ COLUMNS: dict[str, str] = {**PATIENT, **STUDY, **SERIES, **IMAGE}
 HEADER_TAGS = ["SpecificCharacterSet", *COLUMNS]
 LAST_TAG = 0x00200013  # InstanceNumber: the highest tag of the index
 _WANTED = frozenset(int(tag_for_keyword(k) or 0) for k in HEADER_TAGS)
+NAME_KEY = "patient_name_key"  # matching.pn_search_key(patient_name), not returned
 _COLUMN_TAGS = [(Tag(tag_for_keyword(k) or 0), c) for k, c in COLUMNS.items()]
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())  # PS3.5 7.1.2
 
@@ -84,6 +86,17 @@ def _m0001(db: sqlite_utils.Database) -> None:
         "CREATE TRIGGER qr_instances_removed AFTER UPDATE OF removed_at ON forward_instances "
         "WHEN new.removed_at IS NOT NULL "
         "BEGIN DELETE FROM qr_instances WHERE instance_id = new.id; END"
+    )
+
+
+@migrations(name="0002_patient_name_key")
+def _m0002(db: sqlite_utils.Database) -> None:
+    """The folded patient name that a name query's literal prefix narrows in SQL."""
+    db.execute(f"ALTER TABLE qr_instances ADD COLUMN {NAME_KEY} TEXT NOT NULL DEFAULT ''")
+    rows = db.execute("SELECT instance_id, patient_name FROM qr_instances").fetchall()
+    db.conn.executemany(
+        f"UPDATE qr_instances SET {NAME_KEY} = ? WHERE instance_id = ?",
+        [(matching.pn_search_key(name), iid) for iid, name in rows],
     )
 
 
@@ -214,11 +227,13 @@ def _plain(found: dict[BaseTag, DataElement | RawDataElement]) -> dict[str, str]
 
 def record(db: sqlite_utils.Database, instance_id: int, attrs: Mapping[str, str]) -> None:
     """Write (or replace) the index row of an instance, inside the caller's transaction."""
-    cols = list(COLUMNS.values())
+    cols = [*COLUMNS.values(), NAME_KEY]
+    values = [attrs.get(c, "") for c in COLUMNS.values()]
+    values.append(matching.pn_search_key(attrs.get("patient_name", "")))
     db.execute(
         f"INSERT OR REPLACE INTO qr_instances (instance_id, {', '.join(cols)}) "
         f"VALUES (?, {', '.join('?' * len(cols))})",
-        (instance_id, *(attrs.get(c, "") for c in cols)),
+        (instance_id, *values),
     )
 
 

@@ -33,6 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from appliance import audit, dataset_check, status
 from appliance.config import DeviceSettings
 from appliance.dicom import compat, tls
+from appliance.dicom.find_wire import FastPath, MovePendingWriter
 from appliance.forward.spool import Spool
 from appliance.qr import index, repo, retrieve
 from appliance.runtime import Runtime
@@ -69,7 +70,8 @@ class QueryRetrieveService:
         self.runtime = runtime
         self.spool = Spool(runtime.config.data_dir / "spool")
         self._lock = threading.Lock()
-        self.counts = {"find": 0, "move": 0, "get": 0}
+        # "streamed": C-MOVE sub-operations written by store_wire (PS3.10 file bytes as held)
+        self.counts = {"find": 0, "move": 0, "get": 0, "streamed": 0}
 
     def contexts(self) -> list[tuple[str, list[str] | None]]:
         return [(str(uid), None) for uid in (*FIND, *MOVE, *GET)]
@@ -103,9 +105,9 @@ class QueryRetrieveService:
             counts = dict(self.counts)
         return {"state": "running", **counts}
 
-    def note(self, what: str) -> None:
+    def note(self, what: str, n: int = 1) -> None:
         with self._lock:
-            self.counts[what] += 1
+            self.counts[what] += n
 
 
 class Request:
@@ -146,6 +148,8 @@ class Request:
                 value = matching.literal(key)
                 if value is not None:
                     out.equal[column] = [value]
+            elif key.keyword == "PatientName":
+                out.name_prefixes = matching.pn_prefixes(key.value) or []
             elif key.keyword == "StudyDate":
                 v = key.value.replace(".", "").strip()
                 lo, _, hi = v.partition("-") if "-" in v else (v, "", v)
@@ -259,23 +263,30 @@ def handle_find(event: evt.Event, service: QueryRetrieveService) -> Iterator[tup
         "InstanceAvailability": "ONLINE",
     }
     sent = 0
+    fast = FastPath.for_event(event, req.query.keys, pending, matching.keys_for_item)
     try:
-        for entity in repo.entities(rt.store, req.level, req.narrowing()):
-            if time.thread_time() > deadline:
-                limit = rt.config.dicom.query_time_limit
-                yield _status(status.OUT_OF_RESOURCES, f"Query exceeded {limit:g} s"), None
-                return
-            if not matching.match_keys(req.match, entity):
-                continue
+        returned = [k.keyword for k in req.query.keys]
+        for entity in repo.entities(
+            rt.store, req.level, req.narrowing(), req.match, deadline, returned=returned
+        ):
             if event.is_cancelled:
+                fast.flush()
                 yield status.CANCEL, None
                 return
             entity.update(own)
             use = charset if encodable(entity, charset) else "ISO_IR 192"
+            sent += 1
+            if fast.send(entity, CHARSET_VALUES[use][0]):
+                continue
+            fast.flush()
             rsp = matching.project(req.query.keys, entity)
             rsp.SpecificCharacterSet = CHARSET_VALUES[use][0]
-            sent += 1
             yield pending, rsp
+        fast.flush()
+    except repo.DeadlinePassed:
+        fast.flush()
+        limit = rt.config.dicom.query_time_limit
+        yield _status(status.OUT_OF_RESOURCES, f"Query exceeded {limit:g} s"), None
     finally:
         audit.record_now(
             rt.store, calling, "qr-query", f"{req.level} level", f"{sent} matches",
@@ -362,6 +373,7 @@ def handle_move(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_M
             why or f"No association with {destination} at {device.host}:{device.port}",
         )
         return
+    tally = retrieve.Tally(remaining=len(files))
     try:
         yield from retrieve.sub_operations(
             C_MOVE,
@@ -372,8 +384,17 @@ def handle_move(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_M
             lambda: event.is_cancelled,
             calling,
             int(request.MessageID or 0),
+            retrieve.wire_for(assoc, dicom),
+            tally,
+            MovePendingWriter(
+                event.assoc,
+                int(event.context.context_id or 1),
+                int(request.MessageID or 0),
+                str(request.AffectedSOPClassUID),
+            ),
         )
     finally:
+        service.note("streamed", tally.streamed)
         if assoc.is_established:
             assoc.release()
         else:

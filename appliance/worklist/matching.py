@@ -247,6 +247,27 @@ def match_pn(query: str, stored: str) -> bool:
     return False
 
 
+def pn_search_key(stored: str) -> str:
+    """A stored name as ``pn_prefixes`` are looked up in: its folded component groups
+    (as ``match_pn`` compares them), each after a '='."""
+    return "".join("=" + g for g in _pn_groups(stored) if g)
+
+
+def pn_prefixes(query: str) -> list[str] | None:
+    """The literal start of each component group of a PN query, folded: a name matches
+    the query (``match_pn``) only when a group of its ``pn_search_key`` starts with one
+    of them. None when a group starts with a wildcard (no narrowing is possible)."""
+    out = []
+    for q in (g for g in _pn_groups(query) if g):
+        cut = min((i for i in (q.find("*"), q.find("?")) if i >= 0), default=len(q))
+        # Trailing '^' may be padding that "Doe^*" adds to a stored "Doe".
+        prefix = q[:cut].rstrip("^")
+        if not prefix:
+            return None
+        out.append(prefix)
+    return out or None
+
+
 def match_text(query: str, stored: str) -> bool:
     """Single value or wildcard matching on a text value (any of a multi-valued stored value)."""
     values = [s.strip() for s in stored.split("\\")] if stored else []

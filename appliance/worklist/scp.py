@@ -12,12 +12,10 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
-from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
@@ -25,8 +23,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from appliance import audit, dataset_check, status
 from appliance.config import DeviceSettings
+from appliance.dicom.find_wire import FastPath
 from appliance.runtime import Runtime
-from appliance.worklist import matching, mpps, wire
+from appliance.worklist import matching, mpps
 from appliance.worklist.repo import Narrowing, WorklistRepo, row_to_item
 
 log = logging.getLogger(__name__)
@@ -245,7 +244,7 @@ def handle_find(event: evt.Event, service: WorklistService) -> Iterator[tuple[An
         narrowing.exclude_statuses = ("CANCELED", "COMPLETED", "DISCONTINUED")
     pending = status.PENDING_WARNING if query.unsupported else status.PENDING
     service.note_query()
-    fast = _FastPath.for_event(event, return_keys, pending)
+    fast = FastPath.for_event(event, return_keys, pending, matching.keys_for_item)
     sent = 0
     try:
         for item in _matches(service, query, narrowing, deadline):
@@ -277,7 +276,7 @@ def handle_find(event: evt.Event, service: WorklistService) -> Iterator[tuple[An
                 return
             use = charset if encodable(item, charset) else "ISO_IR 192"
             sent += 1
-            if fast.send(item, use):
+            if fast.send(item, CHARSET_VALUES[use][0]):
                 continue
             fast.flush()
             rsp = matching.project(return_keys, item)
@@ -304,56 +303,3 @@ def _matches(
         item = row_to_item(row)
         if matching.matches(query, item):
             yield item
-
-
-class _FastPath:
-    """Pending responses written directly (see ``wire``); pydicom's path when not possible."""
-
-    def __init__(
-        self, writer: wire.ResponseWriter | None, keys: list[matching.Key], implicit: bool
-    ) -> None:
-        self.writer = writer
-        self.keys = keys
-        self.implicit = implicit
-        self.encoders: dict[str, wire.IdentifierEncoder | None] = {}
-
-    @classmethod
-    def for_event(cls, event: evt.Event, keys: list[matching.Key], pending: int) -> _FastPath:
-        ts = event.context.transfer_syntax
-        if ts not in (ImplicitVRLittleEndian, ExplicitVRLittleEndian):
-            return cls(None, keys, True)
-        request = cast(C_FIND, event.request)
-        writer = wire.ResponseWriter(
-            event.assoc,
-            int(event.context.context_id or 1),
-            int(request.MessageID or 0),
-            str(request.AffectedSOPClassUID),
-            pending,
-        )
-        return cls(writer, keys, ts == ImplicitVRLittleEndian)
-
-    def _encoder(self, charset: str) -> wire.IdentifierEncoder | None:
-        if charset not in self.encoders:
-            try:
-                self.encoders[charset] = wire.IdentifierEncoder(
-                    self.keys, CHARSET_VALUES[charset][0], self.implicit
-                )
-            except wire.Unencodable:
-                self.encoders[charset] = None
-        return self.encoders[charset]
-
-    def send(self, item: dict[str, Any], charset: str) -> bool:
-        """Queue the response for this item; False when pydicom must encode it instead."""
-        encoder = self._encoder(charset) if self.writer is not None else None
-        if encoder is None or self.writer is None:
-            return False
-        try:
-            identifier = encoder.encode(item)
-        except (wire.Unencodable, UnicodeError, ValueError):
-            return False
-        self.writer.send(identifier)
-        return True
-
-    def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()

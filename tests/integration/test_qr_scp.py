@@ -272,3 +272,174 @@ def test_the_intake_indexes_from_the_start_it_holds(
     found = matches(find(app.dicom_port, q))
     assert sorted(str(d.StudyInstanceUID) for d in found) == sorted(held.studies)
     assert JAPANESE in {str(d.PatientName) for d in found}
+
+
+def _qr_service(app: Appliance) -> Any:
+    return next(s for s in app.services if s.name == "qr")
+
+
+def test_move_streams_the_files_as_held_with_the_move_originator(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def originator(event: Any) -> None:
+        rq = event.request
+        seen.append((str(rq.MoveOriginatorApplicationEntityTitle), int(rq.MoveOriginatorMessageID)))
+
+    dest = fake_pacs(ae_title="DEST", before_answer={n: originator for n in range(5)})
+    app = start_appliance(qr_config(dest.port))
+    held = store_studies(app.dicom_port, tmp_path / "images")
+    study = next(iter(held.studies))
+    ae = AE(ae_title=QR_SCU)
+    ae.add_requested_context(STUDY_MOVE)
+    assoc = steady(ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE"))
+    query = identifier("STUDY", StudyInstanceUID=study)
+    codes = [int(st.Status) for st, _ in assoc.send_c_move(query, "DEST", STUDY_MOVE, msg_id=9)]
+    assoc.release()
+    assert codes == [status.PENDING] * 4 + [status.SUCCESS]
+    assert seen == [(QR_SCU, 9)] * 5  # PS3.7 9.1.1.1: each sub-operation names the C-MOVE
+    assert _qr_service(app).health()["streamed"] == 5
+    assert sorted(dest.stored_uids()) == sorted(held.instances(study))
+    held_syntax = app.runtime.store.query("SELECT DISTINCT transfer_syntax FROM forward_instances")
+    assert [str(ts) for _, _, ts in dest.received] == [held_syntax[0]["transfer_syntax"]] * 5
+    assert all(ds.PixelData for _, ds, _ in dest.received)
+
+
+def test_move_to_a_destination_without_the_held_syntax_converts_through_pynetdicom(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    probe = start_appliance(qr_config(0))
+    held = store_studies(probe.dicom_port, tmp_path / "images")
+    stored = probe.runtime.store.query("SELECT DISTINCT transfer_syntax FROM forward_instances")
+    other = (
+        ImplicitVRLittleEndian
+        if stored[0]["transfer_syntax"] == ExplicitVRLittleEndian
+        else ExplicitVRLittleEndian
+    )
+    dest = fake_pacs(ae_title="DEST", syntaxes=[other])
+    app = start_appliance(qr_config(dest.port))
+    held = store_studies(app.dicom_port, tmp_path / "images2")
+    study = next(iter(held.studies))
+    rsp = move(app.dicom_port, identifier("STUDY", StudyInstanceUID=study), "DEST")
+    assert rsp[-1][0] == status.SUCCESS
+    assert rsp[-1][2].NumberOfCompletedSuboperations == 5
+    assert _qr_service(app).health()["streamed"] == 0
+    assert [str(ts) for _, _, ts in dest.received] == [str(other)] * 5
+    assert sorted(dest.stored_uids()) == sorted(held.instances(study))
+
+
+def test_each_transfer_syntax_gives_the_same_answers(held_box: Any) -> None:
+    """Little endian answers are written by appliance.dicom.find_wire, big endian and
+    deflated ones by pynetdicom: the peer decodes the same identifiers from both."""
+    from pydicom.uid import (
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
+
+    app, _ = held_box
+    answers = {}
+    for ts in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
+               DeflatedExplicitVRLittleEndian):  # fmt: skip
+        ae = AE(ae_title=QR_SCU)
+        ae.add_requested_context(PATIENT_FIND, [ts])
+        assoc = steady(ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE"))
+        assert assoc.accepted_contexts[0].transfer_syntax[0] == ts
+        query = identifier(
+            "STUDY", PatientID="", PatientName="", StudyDescription="", ModalitiesInStudy="",
+            NumberOfStudyRelatedInstances="", InstanceAvailability="", StudyInstanceUID="",
+        )  # fmt: skip
+        query.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+        rsp = [(int(st.Status), ds, st) for st, ds in assoc.send_c_find(query, PATIENT_FIND)]
+        assoc.release()
+        answers[ts] = sorted(
+            (str(d.PatientID), str(d.PatientName), str(d.StudyDescription),
+             str(d.ModalitiesInStudy), int(d.NumberOfStudyRelatedInstances),
+             str(d.InstanceAvailability), list(d.SpecificCharacterSet))
+            for d in matches(rsp)
+        )  # fmt: skip
+    first = answers[ImplicitVRLittleEndian]
+    assert len(first) == 4
+    assert [a[1] for a in first if a[0] == "P3"] == [JAPANESE]
+    assert {a[5] for a in first} == {"ONLINE"}
+    assert all(a[6] == ["", "ISO 2022 IR 87"] for a in first)
+    for ts, got in answers.items():
+        assert got == first, ts
+
+
+def _joined(value: Any) -> str:
+    return value if isinstance(value, str) else "\\".join(value)
+
+
+def test_derived_keys_are_the_same_computed_late_or_matched_on(held_box: Any) -> None:
+    """ModalitiesInStudy and the series counts are computed after matching for the
+    matches only (qr.repo.LATE), or with the rows when a key matches on them."""
+    app, _ = held_box
+
+    def studies(**keys: Any) -> dict[str, tuple[str, ...]]:
+        q = identifier("STUDY", AccessionNumber="", NumberOfStudyRelatedSeries="",
+                       NumberOfStudyRelatedInstances="", **keys)  # fmt: skip
+        return {
+            str(d.AccessionNumber): (
+                _joined(d.get("ModalitiesInStudy", "")),
+                str(d.NumberOfStudyRelatedSeries),
+                str(d.NumberOfStudyRelatedInstances),
+            )
+            for d in matches(find(app.dicom_port, q))
+        }
+
+    late = studies(ModalitiesInStudy="")
+    assert late == {
+        "ACC1": ("CT\\MR", "2", "5"), "ACC2": ("CT", "1", "2"),
+        "ACC3": ("CT", "1", "2"), "ACC4": ("CT", "1", "1"),
+    }  # fmt: skip
+    assert studies(ModalitiesInStudy="CT") == late  # matched on: computed with the rows
+    assert studies(ModalitiesInStudy="MR") == {"ACC1": late["ACC1"]}
+    q = identifier("PATIENT", PatientID="", NumberOfPatientRelatedStudies="",
+                   NumberOfPatientRelatedSeries="", NumberOfPatientRelatedInstances="")  # fmt: skip
+    counts = {
+        str(d.PatientID): (
+            int(d.NumberOfPatientRelatedStudies),
+            int(d.NumberOfPatientRelatedSeries),
+            int(d.NumberOfPatientRelatedInstances),
+        )
+        for d in matches(find(app.dicom_port, q, PATIENT_FIND))
+    }
+    assert counts == {"P1": (2, 3, 7), "P2": (1, 1, 2), "P3": (1, 1, 1)}
+
+
+def test_a_move_stops_when_the_requesting_association_is_gone(
+    start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
+) -> None:
+    from tests.helpers import wait_for
+
+    gate = threading.Event()
+    slow = fake_pacs(ae_title="DEST", before_answer={1: lambda event: gate.wait(10)})
+    app = start_appliance(qr_config(slow.port))
+    held = store_studies(app.dicom_port, tmp_path / "images")
+    study = next(iter(held.studies))
+    ae = AE(ae_title=QR_SCU)
+    ae.add_requested_context(STUDY_MOVE)
+    assoc = steady(ae.associate("127.0.0.1", app.dicom_port, ae_title="APPLIANCE"))
+    query = identifier("STUDY", StudyInstanceUID=study)
+    for st, _ in assoc.send_c_move(query, "DEST", STUDY_MOVE, msg_id=3):
+        assert int(st.Status) == status.PENDING  # after the first image
+        assoc.abort()
+        break
+
+    def requester_aborted() -> bool:
+        from appliance.dicom import compat
+
+        server = app._dicom_server
+        assert server is not None
+        mine = [a for a in server.active_associations if a.requestor.ae_title == QR_SCU]
+        return all(compat.dul_state(a.dul) != "Sta6" for a in mine)
+
+    wait_for(requester_aborted, timeout=10)  # the appliance's DUL has the A-ABORT
+    gate.set()
+    wait_for(lambda: slow.released + slow.aborted >= 1, timeout=20)
+    assert slow.requests == 2  # the second was under way; no third was sent

@@ -141,3 +141,61 @@ def test_getscu_gets_a_series(box: Any, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     got = {str(pydicom.dcmread(p).SOPInstanceUID) for p in out.iterdir()}
     assert got == set(uids)
+
+
+# findscu proposes all uncompressed syntaxes; the appliance takes implicit VR little
+# endian, answered by appliance.dicom.find_wire. Explicit VR little endian (direct too),
+# big endian and deflated (pynetdicom) are compared in tests/integration/test_qr_scp.py
+# with an SCU that proposes one syntax at a time, which findscu cannot.
+
+
+def _charset(d: Dataset) -> str:
+    value = d.get("SpecificCharacterSet", "")
+    return value if isinstance(value, str) else "\\".join(value)
+
+
+def _described(found: list[Dataset]) -> list[tuple[str, ...]]:
+    return sorted(
+        (
+            str(d.PatientID),
+            str(d.PatientName),
+            _charset(d),
+            str(d.get("StudyDescription", "")),
+            str(d.get("NumberOfStudyRelatedInstances", "")),
+            str(d.get("ModalitiesInStudy", "")),
+            str(d.QueryRetrieveLevel),
+            str(d.RetrieveAETitle),
+        )
+        for d in found
+    )
+
+
+@pytest.mark.parametrize("charset", ["ISO_IR 192", "\\ISO 2022 IR 87"])
+def test_direct_responses_in_both_little_endian_syntaxes(
+    box: Any, tmp_path: Path, charset: str
+) -> None:
+    app, _, _ = box
+    keys = ["QueryRetrieveLevel=STUDY", f"SpecificCharacterSet={charset}", "PatientID",
+            "PatientName", "StudyDescription", "NumberOfStudyRelatedInstances",
+            "ModalitiesInStudy", "RetrieveAETitle", "StudyInstanceUID"]  # fmt: skip
+    answers = {}
+    for flag in ("-x=", "-xi"):
+        out = tmp_path / f"rsp{flag}"
+        out.mkdir()
+        args = [require_peer("findscu"), "-S", flag, "-d", "-aet", QR_SCU, "-aec", "APPLIANCE",
+                "-X", "-od", str(out)]  # fmt: skip
+        for k in keys:
+            args += ["-k", k]
+        proc = _run([*args, "127.0.0.1", str(app.dicom_port)])
+        assert proc.returncode == 0, proc.stderr
+        log = proc.stdout + proc.stderr
+        accepted = [line for line in log.splitlines() if "Accepted Transfer Syntax" in line]
+        assert accepted == ["D:     Accepted Transfer Syntax: =LittleEndianImplicit"]
+        answers[flag] = _described([pydicom.dcmread(p) for p in sorted(out.iterdir())])
+    assert len(answers["-xi"]) == 4
+    jp = [a for a in answers["-xi"] if a[0] == "P3"]
+    assert [a[1] for a in jp] == [JAPANESE]  # three component groups, decoded by DCMTK's file
+    expected = "ISO_IR 192" if charset == "ISO_IR 192" else "\\ISO 2022 IR 87"
+    assert jp[0][2] == expected
+    assert {a[6:] for a in answers["-xi"]} == {("STUDY", "APPLIANCE")}
+    assert answers["-x="] == answers["-xi"]

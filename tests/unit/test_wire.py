@@ -9,7 +9,8 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-from appliance.worklist import matching, wire
+from appliance.dicom import find_wire as wire
+from appliance.worklist import matching
 from appliance.worklist.scp import CHARSET_VALUES
 from tests.factories import make_mwl_query
 
@@ -75,7 +76,7 @@ def test_same_bytes_as_pydicom(implicit: bool, charset: str, name: str) -> None:
         stored["RequestedProcedureDescription"] = "CT Thorax"
     expected = matching.project(keys, stored)
     expected.SpecificCharacterSet = values
-    ours = wire.IdentifierEncoder(keys, values, implicit).encode(stored)
+    ours = wire.IdentifierEncoder(keys, values, implicit, matching.keys_for_item).encode(stored)
     assert ours == pydicom_bytes(expected, implicit)
 
 
@@ -115,3 +116,27 @@ def test_command_set_and_pdus() -> None:
     data = [p for p in pdus if p[5] & 0x01 == 0]
     assert b"".join(p[6:] for p in data) == b"0123456789ABCDEFGHIJ"
     assert [p[5] for p in data] == [0x00, 0x02]  # 10 data bytes a PDU; the last fragment is flagged
+
+
+@pytest.mark.parametrize("counts", [(3, 2, 1, 0), (65534, 0, 0, 1)])
+def test_pending_move_command_is_pynetdicoms(counts: tuple[int, int, int, int]) -> None:
+    """The pending C-MOVE-RSP written directly has the command set pynetdicom encodes
+    from the same primitive (PS3.7 9.3.4.2, E.1)."""
+    from pynetdicom.dimse_messages import C_MOVE_RSP
+    from pynetdicom.dimse_primitives import C_MOVE
+    from pynetdicom.dsutils import encode
+
+    uid = "1.2.840.10008.5.1.4.1.2.2.2"
+    primitive = C_MOVE()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = uid
+    primitive.Status = 0xFF00
+    (
+        primitive.NumberOfRemainingSuboperations,
+        primitive.NumberOfCompletedSuboperations,
+        primitive.NumberOfFailedSuboperations,
+        primitive.NumberOfWarningSuboperations,
+    ) = counts
+    message = C_MOVE_RSP()
+    message.primitive_to_message(primitive)
+    assert wire.move_pending_command(uid, 7, *counts) == encode(message.command_set, True, True)

@@ -65,13 +65,17 @@ def run(level: str, fixed: dict[str, str]) -> Response:
         raise common.Refused(400, exc.key, exc.message) from exc
     req = Request(Dataset(), level, matching.Query(search.keys))
     deadline = time.thread_time() + runtime().config.dicom.query_time_limit
+    # The client's own limit needs no count of what lies beyond it: stop at the page's end.
+    wanted = None if search.capped else search.offset + search.limit
     matched: list[dict[str, str]] = []
-    for entity in repo.entities(request_store(), level, req.narrowing()):
-        if time.thread_time() > deadline:
-            limit = runtime().config.dicom.query_time_limit
-            raise common.Refused(503, "query", f"the search exceeded {limit:g} s")
-        if matching.match_keys(req.match, entity):
+    try:
+        for entity in repo.entities(
+            request_store(), level, req.narrowing(), req.match, deadline, wanted, search.returned
+        ):
             matched.append(entity)
+    except repo.DeadlinePassed as exc:
+        limit = runtime().config.dicom.query_time_limit
+        raise common.Refused(503, "query", f"the search exceeded {limit:g} s") from exc
     page = matched[search.offset : search.offset + search.limit]
     resp = common.dicom_json(_result(e, search) for e in page)
     texts = search.warnings()
