@@ -72,6 +72,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             executable_path=chromium,
             headless=True,
             args=CHROMIUM_ARGS,
+            ignore_https_errors=True,  # the box's self-signed certificate
             locale="ja-JP",
             viewport={"width": 1366, "height": 900},
         )

@@ -45,6 +45,7 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             executable_path=exe,
             headless=True,
             args=CHROMIUM_ARGS,
+            ignore_https_errors=True,  # the box's self-signed certificate
             locale="en-US",
             viewport={"width": 1366, "height": 768},
         )

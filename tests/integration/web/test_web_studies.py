@@ -116,7 +116,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "pacs": pacs,
             "ws": ws,
             "bad": bad,
-            "root": f"http://127.0.0.1:{app.web_port}",
+            "root": f"https://127.0.0.1:{app.web_port}",
+            "ca": str(app.config.data_dir / "tls" / "appliance.crt"),
         }
     finally:
         app.stop()
@@ -125,8 +126,16 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         bad.close()
 
 
-def signed_in(box: dict[str, Any]) -> requests.Session:
+def _session(box: dict[str, Any]) -> requests.Session:
+    """A session that verifies the box's own HTTPS certificate."""
     s = requests.Session()
+    s.verify = box["ca"]
+    s.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace verify (requests#3829)
+    return s
+
+
+def signed_in(box: dict[str, Any]) -> requests.Session:
+    s = _session(box)
     page = s.get(f"{box['root']}/login", timeout=10)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert csrf
@@ -273,7 +282,7 @@ def test_a_device_row_is_on_the_queue_page(box: dict[str, Any]) -> None:
     wait_for(lambda: store.query(
         "SELECT 1 FROM forward_queue WHERE destination = 'device:WS3D' AND state = 'delivered'"
     ), timeout=30)  # fmt: skip
-    s = requests.Session()
+    s = _session(box)
     page = s.get(f"{box['root']}/login", timeout=10)
     form = {"csrf_token": csrf(page.text), "username": "boss", "password": PASSWORD}
     s.post(f"{box['root']}/login", data=form, timeout=10)
