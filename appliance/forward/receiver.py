@@ -129,21 +129,10 @@ class Receiver:
             return self._admit_into_journal(
                 path, sop_class, sop_instance, transfer_syntax, calling_ae, header, head
             )
-        sop_class = check_uid(sop_class, "Affected SOP Class UID")
-        sop_instance = check_uid(sop_instance, "Affected SOP Instance UID")
-        if header is None:
-            ds = read_header(path)
-            in_data = str(ds.get("SOPInstanceUID", "") or "")
-            modality = str(ds.get("Modality", "") or "")
-        else:
-            in_data, modality = header[0x00080018], header[0x00080060]
-        if not in_data:
-            raise ValidationError("SOP Instance UID", "is missing from the data set")
-        if in_data != sop_instance:
-            raise ValidationError("SOP Instance UID", "differs from the Affected SOP Instance UID")
-        dests = routing.route(self.destinations(), calling_ae, modality, sop_class)
-        info = queue.InstanceInfo(sop_instance, sop_class, transfer_syntax, modality, calling_ae)
-        kept = self._kept_copy(sop_instance, path)
+        info, dests = self._identify(
+            path, sop_class, sop_instance, transfer_syntax, calling_ae, header
+        )
+        kept = self._kept_copy(info.sop_instance_uid, path)
         if kept is not None:
             path.unlink()
             rel, version, size = kept[0], kept[1], self.spool.size(kept[0])
@@ -155,6 +144,39 @@ class Receiver:
         if dests:
             self.on_queued(dests)
         return Received(recorded, dests)
+
+    def _identify(
+        self,
+        source: Path | str,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        calling_ae: str,
+        header: dict[int, str] | None,
+    ) -> tuple[queue.InstanceInfo, list[str]]:
+        """The checks either spool makes before it keeps an instance (UIDs well formed, the
+        data set's SOP Instance UID the announced one) and its destinations. ``source``: a
+        received file, or the reference of a journal record not yet committed; read only
+        when the intake's ``header`` is not given."""
+        sop_class = check_uid(sop_class, "Affected SOP Class UID")
+        sop_instance = check_uid(sop_instance, "Affected SOP Instance UID")
+        if header is None:
+            if isinstance(source, Path):
+                ds = read_header(source)
+            else:
+                with self.spool.open(source) as f:
+                    ds = read_header(f)
+            in_data = str(ds.get("SOPInstanceUID", "") or "")
+            modality = str(ds.get("Modality", "") or "")
+        else:
+            in_data, modality = header[0x00080018], header[0x00080060]
+        if not in_data:
+            raise ValidationError("SOP Instance UID", "is missing from the data set")
+        if in_data != sop_instance:
+            raise ValidationError("SOP Instance UID", "differs from the Affected SOP Instance UID")
+        dests = routing.route(self.destinations(), calling_ae, modality, sop_class)
+        info = queue.InstanceInfo(sop_instance, sop_class, transfer_syntax, modality, calling_ae)
+        return info, dests
 
     def _admit_into_journal(
         self,
@@ -214,22 +236,10 @@ class Receiver:
     ) -> Received:
         """The checks and commit of ``admit_record``; the caller closes ``append``."""
         pending = append.location.ref
-        sop_class = check_uid(sop_class, "Affected SOP Class UID")
-        sop_instance = check_uid(sop_instance, "Affected SOP Instance UID")
-        if header is None:
-            with self.spool.open(pending) as f:
-                ds = read_header(f)
-            in_data = str(ds.get("SOPInstanceUID", "") or "")
-            modality = str(ds.get("Modality", "") or "")
-        else:
-            in_data, modality = header[0x00080018], header[0x00080060]
-        if not in_data:
-            raise ValidationError("SOP Instance UID", "is missing from the data set")
-        if in_data != sop_instance:
-            raise ValidationError("SOP Instance UID", "differs from the Affected SOP Instance UID")
-        dests = routing.route(self.destinations(), calling_ae, modality, sop_class)
-        info = queue.InstanceInfo(sop_instance, sop_class, transfer_syntax, modality, calling_ae)
-        kept = self._kept_copy(sop_instance, pending)
+        info, dests = self._identify(
+            pending, sop_class, sop_instance, transfer_syntax, calling_ae, header
+        )
+        kept = self._kept_copy(info.sop_instance_uid, pending)
         if kept is not None:
             rel, version, size = kept[0], kept[1], self.spool.size(kept[0])
         else:
