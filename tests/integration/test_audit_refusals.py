@@ -3,6 +3,7 @@ admin looks for first when a new modality "gets no worklist"."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from pydicom.dataset import Dataset
@@ -13,6 +14,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from appliance.server import Appliance
+from tests.helpers import wait_for
 
 
 def _assoc(app: Appliance, calling: str, called: str = "APPLIANCE", find: bool = False):
@@ -32,8 +34,12 @@ def test_rejected_associations_are_audited_once_a_minute(
     for _ in range(3):  # a modality retrying
         assert _assoc(app, "NEWCT").is_rejected
     assert _assoc(app, "CT1", called="WRONGBOX").is_rejected  # a known one, wrong address
-    rows = _audit(app, "dicom-association-rejected")
     # Once for the retries (once a minute at most), once for the wrong called AE title.
+    # The wrong called AE title is audited from EVT_REJECTED, which pynetdicom fires
+    # after the A-ASSOCIATE-RJ has gone out: wait for the row rather than race it.
+    wait_for(lambda: len(_audit(app, "dicom-association-rejected")) >= 2, timeout=5)
+    time.sleep(0.2)  # a third row (a retry audited twice) would show up by now
+    rows = _audit(app, "dicom-association-rejected")
     assert len(rows) == 2, rows
     first, wrong_box = rows
     assert wrong_box["object"] == "CT1"

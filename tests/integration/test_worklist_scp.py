@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -152,7 +153,21 @@ def test_result_cap_ends_with_a700(box: Appliance) -> None:
     assert "More than 3" in rsp[-1][2].ErrorComment
 
 
-def test_c_cancel_stops_responses(box: Appliance) -> None:
+def test_c_cancel_stops_responses(box: Appliance, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A C-CANCEL mid-stream ends the responses with Cancel (0xFE00).
+
+    The rows come as from a slow SD card (2 ms each after the first 100): on a fast
+    machine all 1,000 responses were on the wire before the cancel arrived, on a loaded
+    one the cancel raced them; now the SCP is still answering when it comes."""
+    rows = WorklistRepo.candidates
+
+    def slow_rows(self: WorklistRepo, narrowing: Any) -> Any:
+        for n, row in enumerate(rows(self, narrowing)):
+            if n >= 100:
+                time.sleep(0.002)
+            yield row
+
+    monkeypatch.setattr(WorklistRepo, "candidates", slow_rows)
     repo = WorklistRepo(box.runtime.store)
     with box.runtime.store.write():  # one transaction for the lot
         for i in range(1000):
