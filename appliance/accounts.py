@@ -28,6 +28,16 @@ ROLES = (FRONT_DESK, ADMIN)
 LANGUAGES = ("", "en", "ja")  # "" = the browser's language
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256
+
+# werkzeug's scrypt at its own cost (n = 2**15, r = 8, p = 1: about 0.1 s and 32 MiB a
+# hash on the development machine). Each hash names its parameters, so a hash made at
+# any cost verifies; only the test suite lowers it (tests/conftest.py), for its
+# thousand logins.
+PASSWORD_METHOD = "scrypt"
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password, method=PASSWORD_METHOD)
 SETUP_KEY = "setup_token_sha256"
 SECRET_KEY = "web_secret_key"
 TOKEN_PREFIX = "apl_"
@@ -154,7 +164,7 @@ def create_user(
             raise ValidationError("username", "is already taken")
         cur = db.execute(
             "INSERT INTO users(username, password_hash, role, language) VALUES (?,?,?,?)",
-            (username, generate_password_hash(password), role, language),
+            (username, hash_password(password), role, language),
         )
         audit.record(db, actor, "user-add", f"user {username}", f"role {role}", source)
     return int(cur.lastrowid or 0)
@@ -180,15 +190,22 @@ def list_users(store: Store) -> list[dict[str, Any]]:
     )
 
 
-# A hash to compare against when the user does not exist, so both paths cost the same.
-_DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
+# A hash to compare against when the user does not exist, so both paths cost the same;
+# made at the first such login (not at import: every CLI command would pay for it).
+_dummy_hashes: dict[str, str] = {}
+
+
+def _dummy_hash() -> str:
+    if PASSWORD_METHOD not in _dummy_hashes:
+        _dummy_hashes[PASSWORD_METHOD] = hash_password(secrets.token_hex(16))
+    return _dummy_hashes[PASSWORD_METHOD]
 
 
 def authenticate(store: Store, username: str, password: str) -> User | None:
     """The active user with this name and password, else None."""
     rows = store.query("SELECT * FROM users WHERE username = ?", (username.strip(),))
     if not rows:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(), password)
         return None
     row = rows[0]
     if not check_password_hash(row["password_hash"], password) or not row["active"]:
@@ -219,7 +236,7 @@ def set_password(
         db.execute(
             f"""UPDATE users SET password_hash = ?, session_epoch = session_epoch + 1,
                 updated_at = {NOW} WHERE pk = ?""",
-            (generate_password_hash(password), pk),
+            (hash_password(password), pk),
         )
         audit.record(db, actor, "user-password", f"user {user.username}", "", source)
 
@@ -365,7 +382,7 @@ def complete_setup(
             raise ValidationError("username", "is already taken")
         cur = db.execute(
             "INSERT INTO users(username, password_hash, role, language) VALUES (?,?,?,?)",
-            (username, generate_password_hash(password), ADMIN, language),
+            (username, hash_password(password), ADMIN, language),
         )
         db.execute("DELETE FROM settings WHERE key = ?", (SETUP_KEY,))
         audit.record(db, username, "setup", f"user {username}", "first admin created", source)

@@ -199,7 +199,8 @@ class Appliance:
                 # An optional third item gives SCP/SCU role selection (PS3.7 D.3.3.4),
                 # e.g. {"scu_role": True, "scp_role": True} for Storage Commitment reports.
                 roles = options[0] if options else {}
-                ae.add_supported_context(
+                compat.add_supported_context(
+                    ae,
                     uid,
                     DEFAULT_TRANSFER_SYNTAXES if syntaxes is None else syntaxes,
                     scu_role=roles.get("scu_role"),

@@ -8,9 +8,15 @@ from typing import Any
 
 import pytest
 
+from appliance import accounts
 from appliance.server import Appliance
 from tests.forward_helpers import FakePacs
 from tests.helpers import make_config
+
+# The suite signs in about a thousand times: scrypt at n = 2**10 instead of werkzeug's
+# 2**15 (0.1 s a hash). Appliances started as processes (serve, the installed unit)
+# keep the shipped cost, which tests/integration/test_devices_accounts.py checks.
+accounts.PASSWORD_METHOD = "scrypt:1024:8:1"
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ from __future__ import annotations
 import copy
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pynetdicom import evt
+from pynetdicom import AE, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.service_class import QueryRetrieveServiceClass
@@ -182,6 +182,32 @@ def new_acceptor(
             for handler in bound:
                 assoc.bind(event, handler[0], handler[1])
     return assoc
+
+
+# Supported presentation contexts built once per process, by (abstract syntax, transfer
+# syntaxes, roles): pynetdicom validates each transfer syntax UID twice per context, 0.2 s
+# for the appliance's 186 contexts on every start (and in every test that starts one).
+_SUPPORTED: dict[tuple[Any, ...], Any] = {}
+
+
+def add_supported_context(
+    ae: Any, abstract_syntax: str, syntaxes: Sequence[str],
+    scu_role: bool | None = None, scp_role: bool | None = None,
+) -> None:  # fmt: skip
+    """``ae.add_supported_context`` (same result), from a context built once per process;
+    a second call for an abstract syntax the AE already supports merges as pynetdicom does."""
+    if abstract_syntax in ae._supported_contexts:
+        ae.add_supported_context(abstract_syntax, syntaxes, scu_role=scu_role, scp_role=scp_role)
+        return
+    key = (str(abstract_syntax), tuple(str(s) for s in syntaxes), scu_role, scp_role)
+    made = _SUPPORTED.get(key)
+    if made is None:
+        scratch = AE()
+        scratch.add_supported_context(
+            abstract_syntax, syntaxes, scu_role=scu_role, scp_role=scp_role
+        )
+        made = _SUPPORTED.setdefault(key, scratch.supported_contexts[0])
+    ae._supported_contexts[made.abstract_syntax] = copy_context(made)
 
 
 def copy_context(cx: Any) -> Any:

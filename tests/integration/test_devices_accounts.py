@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,18 @@ def test_device_validation_names_the_field(tmp_path: Path) -> None:
         assert err.value.field == field
     assert devices.rows(store) == []
     store.close()
+
+
+def test_passwords_are_hashed_at_the_shipped_cost_outside_the_suite() -> None:
+    """The suite lowers the scrypt cost (tests/conftest.py); the appliance does not."""
+    code = (
+        "from appliance import accounts; "
+        "print(accounts.PASSWORD_METHOD, accounts.hash_password('x' * 12).split('$')[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out == ["scrypt", "scrypt:32768:8:1"]
 
 
 def test_accounts_rules(tmp_path: Path) -> None:

@@ -97,7 +97,9 @@ def test_files_spooled_before_the_switch_are_still_sent(
     start_appliance: Callable[..., Appliance], fake_pacs: Callable[..., FakePacs], tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    raw = forward_config([NOWHERE], retry_initial=30.0, retry_max=60.0, spool="files")
+    # Short retries: the rows keep failing toward port 9, and once the PACS is there
+    # they are due again within a second (not 30 s later, as with long retries).
+    raw = forward_config([NOWHERE], retry_initial=0.2, retry_max=1.0, spool="files")
     first = start_appliance(raw, data_dir=data)
     old = write_series(tmp_path / "old", 2)
     assert send_files(first.dicom_port, old) == [status.SUCCESS] * 2

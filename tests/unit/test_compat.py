@@ -15,14 +15,18 @@ import threading
 import pydicom
 import pynetdicom
 import pytest
-from pynetdicom import AE, evt
+from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StorageCommitmentPushModel,
+    Verification,
+)
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
 from appliance.dicom import compat
@@ -138,3 +142,34 @@ def test_on_a_live_association() -> None:
         assert isinstance(assoc, Association)
     finally:
         server.shutdown()
+
+
+def test_supported_contexts_built_once_equal_pynetdicom_s_own() -> None:
+    """compat.add_supported_context copies contexts built once per process into
+    ``AE._supported_contexts``; the AE ends as add_supported_context leaves it, and no
+    AE shares a transfer syntax list with another (or with the cache)."""
+    specs = [
+        (Verification, DEFAULT_TRANSFER_SYNTAXES, None, None),
+        (CTImageStorage, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"], None, None),
+        (StorageCommitmentPushModel, DEFAULT_TRANSFER_SYNTAXES, True, True),
+        (CTImageStorage, ["1.2.840.10008.1.2.4.50"], None, None),  # merged into the first
+    ]
+    theirs, ours, again = AE(), AE(), AE()
+    for uid, syntaxes, scu, scp in specs:
+        theirs.add_supported_context(uid, syntaxes, scu_role=scu, scp_role=scp)
+        compat.add_supported_context(ours, uid, syntaxes, scu_role=scu, scp_role=scp)
+        compat.add_supported_context(again, uid, syntaxes, scu_role=scu, scp_role=scp)
+
+    def shape(ae: AE) -> list[tuple]:
+        return [
+            (cx.abstract_syntax, cx.transfer_syntax, cx.scu_role, cx.scp_role)
+            for cx in ae.supported_contexts
+        ]
+
+    assert shape(ours) == shape(theirs) == shape(again)
+    ct = ours._supported_contexts[CTImageStorage].transfer_syntax
+    assert ct == ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50"]
+    assert "1.2.840.10008.1.2.4.50" not in ours._supported_contexts[Verification].transfer_syntax
+    mine = ours._supported_contexts[CTImageStorage]._transfer_syntax
+    assert mine is not again._supported_contexts[CTImageStorage]._transfer_syntax
+    assert all(mine is not cx._transfer_syntax for cx in compat._SUPPORTED.values())
