@@ -38,6 +38,8 @@ PASSWORD_METHOD = "scrypt"
 
 def hash_password(password: str) -> str:
     return generate_password_hash(password, method=PASSWORD_METHOD)
+
+
 SETUP_KEY = "setup_token_sha256"
 SECRET_KEY = "web_secret_key"
 TOKEN_PREFIX = "apl_"
