@@ -88,7 +88,7 @@ def _admin() -> None:
 
 @bp.get("/procedures")
 def procedures() -> Any:
-    repo = WorklistRepo(request_store())
+    repo = WorklistRepo(request_store(), clock.clinic().today)
     q = request.args.get("q", "").strip()
     if q:
         rows = repo.search(q)
@@ -108,7 +108,7 @@ def procedure_create() -> Any:
     parsed = stepform.parse(body(), lookups(), today=clock.clinic().today())
     if parsed.request is None:
         return invalid(parsed.errors)
-    repo = WorklistRepo(request_store())
+    repo = WorklistRepo(request_store(), clock.clinic().today)
     try:
         pk = repo.schedule(parsed.request, actor=security.actor(), source=security.source())
     except ValidationError as exc:
@@ -124,14 +124,14 @@ def procedure_changes() -> Any:
 @bp.get("/procedures/<int:pk>")
 def procedure_get(pk: int) -> Any:
     try:
-        return jsonify(step_json(WorklistRepo(request_store()).get(pk)))
+        return jsonify(step_json(WorklistRepo(request_store(), clock.clinic().today).get(pk)))
     except NotFound:
         abort(404, description=f"no procedure {pk}")
 
 
 @bp.put("/procedures/<int:pk>")
 def procedure_update(pk: int) -> Any:
-    repo = WorklistRepo(request_store())
+    repo = WorklistRepo(request_store(), clock.clinic().today)
     data = body()
     try:
         current = repo.get(pk)
@@ -157,7 +157,7 @@ def procedure_update(pk: int) -> Any:
 
 @bp.post("/procedures/<int:pk>/cancel")
 def procedure_cancel(pk: int) -> Any:
-    repo = WorklistRepo(request_store())
+    repo = WorklistRepo(request_store(), clock.clinic().today)
     data = request.get_json(silent=True) or {}
     reason = str(data.get("reason", "")) if isinstance(data, dict) else ""
     try:

@@ -90,7 +90,10 @@ def _render(
     known = None
     if step is None and not values.get("next_accession"):
         # A new step, shown again with its errors: still say which number it will get.
-        values = {**values, "next_accession": WorklistRepo(store).next_accession_number()}
+        values = {
+            **values,
+            "next_accession": WorklistRepo(store, clock.clinic().today).next_accession_number(),
+        }
     if "patient_id" in errors and values.get("patient_id"):
         known = lookups().patient(values["patient_id"])
     return render_template(
@@ -130,7 +133,7 @@ def next_slot() -> Any:
             return jsonify(error="validation", field="date", message=message), 400
         after = max(now, day)
     last = after + timedelta(days=stepform.SLOT_SEARCH_DAYS + 1)
-    starts = WorklistRepo(request_store()).station_starts(
+    starts = WorklistRepo(request_store(), clock.clinic().today).station_starts(
         station,
         (after - timedelta(minutes=stepform.SLOT_MINUTES)).strftime("%Y%m%d%H%M%S"),
         last.strftime("%Y%m%d%H%M%S"),
@@ -156,7 +159,7 @@ def _prefill_patient(values: dict[str, str], patient_id: str) -> None:
 
 @bp.route("/new", methods=["GET", "POST"])
 def new() -> Any:
-    repo = WorklistRepo(request_store())
+    repo = WorklistRepo(request_store(), clock.clinic().today)
     if request.method == "GET":
         # Numbered when saved: the form only shows which number that will be (_render).
         values = {"priority": "ROUTINE"}
@@ -180,7 +183,7 @@ def new() -> Any:
 
 @bp.route("/<int:pk>", methods=["GET", "POST"])
 def edit(pk: int) -> Any:
-    repo = WorklistRepo(request_store())
+    repo = WorklistRepo(request_store(), clock.clinic().today)
     try:
         step = repo.get(pk)
     except NotFound:
@@ -210,7 +213,7 @@ def edit(pk: int) -> Any:
 @bp.route("/<int:pk>/correct", methods=["GET", "POST"])
 def correct(pk: int) -> Any:
     """A performed step's record, corrected: the form again, with a reason (audited)."""
-    repo = WorklistRepo(request_store())
+    repo = WorklistRepo(request_store(), clock.clinic().today)
     try:
         step = repo.get(pk)
     except NotFound:
@@ -257,7 +260,7 @@ def correct(pk: int) -> Any:
 
 @bp.post("/<int:pk>/cancel")
 def cancel(pk: int) -> Any:
-    repo = WorklistRepo(request_store())
+    repo = WorklistRepo(request_store(), clock.clinic().today)
     try:
         step = repo.get(pk)
         repo.cancel(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 import hl7
@@ -77,12 +79,13 @@ class Inbox:
         settings: Hl7Settings,
         application: str = "APPLIANCE",
         devices: tuple[DeviceSettings, ...] = (),
+        today: Callable[[], date] = date.today,
     ) -> None:
         self.store = store
         self.settings = settings
         self.application = application
         self.devices = devices
-        self.repo = WorklistRepo(store)
+        self.repo = WorklistRepo(store, today)  # an order without accession: the clinic date
         self.counts: Counter[str] = Counter(
             dict.fromkeys(("received", "AA", "AE", "AR", "duplicates"), 0)
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from appliance.clock import Clock
 from appliance.hl7.inbox import Inbox
 from appliance.hl7.listener import Hl7Listener
 from appliance.hl7.outbound import OutboundWorker, Outbox
@@ -18,8 +19,9 @@ class Hl7Service:
     def __init__(self, runtime: Runtime) -> None:
         config = runtime.config
         self.inbox = Inbox(
-            runtime.store, config.hl7, application=config.dicom.ae_title, devices=config.devices
-        )
+            runtime.store, config.hl7, application=config.dicom.ae_title, devices=config.devices,
+            today=Clock(config.clinic.time_zone).today,
+        )  # fmt: skip
         self.listener = Hl7Listener(config.hl7, self.inbox.handle)
         self.outbox = Outbox(runtime.store, config.hl7, application=config.dicom.ae_title)
         # Runs without [[hl7.outbound]] too: it then only clears the status events.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.cliargs import Context, Handler, load_config
+from appliance.clock import Clock
 from appliance.worklist import exchange
 from appliance.worklist.repo import WorklistRepo
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return 2
     cfg = load_config(args)
     store = ctx.open_store(cfg.data_dir)
-    repo = WorklistRepo(store)
+    repo = WorklistRepo(store, Clock(cfg.clinic.time_zone).today)
     try:
         if args.worklist_command == "import":
             fmt = args.format or ("csv" if args.file.suffix.lower() == ".csv" else "json")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -118,8 +118,11 @@ CORRECTABLE_STATUSES = ("COMPLETED", "DISCONTINUED")
 class WorklistRepo:
     """The scheduling domain API over the database."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, today: Callable[[], date] = date.today) -> None:
+        """``today``: the clinic's date (``appliance.clock.Clock.today``), which new
+        accession numbers begin with; the box's own date by default."""
         self.store = store
+        self.today = today
 
     # -- writes -------------------------------------------------------------
 
@@ -348,11 +351,10 @@ class WorklistRepo:
             ) from exc
         return int(cur.lastrowid or 0)
 
-    @staticmethod
-    def _next_accession(db: sqlite_utils.Database, reserve: bool = True) -> str:
+    def _next_accession(self, db: sqlite_utils.Database, reserve: bool = True) -> str:
         """A new accession number: date plus a counter kept in settings (unique, 16 chars
         max). Only a save reserves it (``reserve``): a form shown and left costs no number."""
-        day = date.today().strftime("%y%m%d")
+        day = self.today().strftime("%y%m%d")
         key = f"accession_seq:{day}"
         row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         n = int(row[0]) if row else 0

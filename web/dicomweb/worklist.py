@@ -21,7 +21,7 @@ from appliance.worklist import matching
 from appliance.worklist.model import TOP_KEYS
 from appliance.worklist.mpps import MppsError, MppsRecorder
 from appliance.worklist.repo import Narrowing, WorklistRepo, row_to_item
-from web import request_store, runtime, security
+from web import clock, request_store, runtime, security
 from web.dicomweb import common, multipart
 
 bp = Blueprint("worklist", __name__)
@@ -43,7 +43,7 @@ def search() -> Response:
         request.args.items(multi=True), settings.max_results
     )
     query = matching.Query(keys)
-    repo = WorklistRepo(request_store())
+    repo = WorklistRepo(request_store(), clock.clinic().today)
     narrowing = Narrowing(**matching.narrowing_for(query))
     narrowing.exclude_statuses = HIDDEN
     deadline = time.thread_time() + runtime().config.dicom.query_time_limit

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask.testing import FlaskClient
@@ -16,7 +18,7 @@ from appliance.runtime import Runtime
 from appliance.worklist.repo import WorklistRepo
 from tests.factories import make_step_request
 from tests.helpers import make_config
-from tests.webclient import DEVICES, PROCEDURES, Web
+from tests.webclient import DEVICES, PROCEDURES, Web, field_errors, post
 from web import start
 
 PAGES = [
@@ -143,3 +145,42 @@ def test_the_board_day_is_the_clinic_day(tmp_path: Path) -> None:
 def test_a_client_without_config_still_gets_the_box_zone(web: Web, admin: FlaskClient) -> None:
     page = admin.get("/").text
     assert 'id="clinic-zone"' in page and "(UTC)" not in page
+
+
+def _zone_on_another_date() -> tuple[str, date]:
+    """A zone whose date today is not the box's (one of UTC+14 and UTC-12 always is)."""
+    for name in ("Pacific/Kiritimati", "Etc/GMT+12"):
+        day = datetime.now(ZoneInfo(name)).date()
+        if day != date.today():
+            return name, day
+    raise AssertionError("UTC+14 and UTC-12 are 26 hours apart: one differs from the box")
+
+
+def test_new_accession_numbers_carry_the_clinic_date_not_the_box_date(tmp_path: Path) -> None:
+    """The box runs on UTC, the clinic does not: an accession number made after the
+    clinic's midnight and before the box's begins with the clinic's date."""
+    zone, clinic_day = _zone_on_another_date()
+    w = next(_web(tmp_path, zone))
+    desk = w.login("desk")
+    offered = re.search(
+        r'placeholder="assigned when saved: ([^"]+)"', desk.get("/steps/new").text
+    ).group(1)
+    assert offered == f"A{clinic_day:%y%m%d}0001"
+    form = {
+        "patient_id": "P1", "name_alpha_family": "Doe", "name_alpha_given": "Jane",
+        "procedure": "CTHEAD", "station_ae": "CT1", "priority": "ROUTINE",
+        "start": f"{clinic_day.isoformat()}T10:30", "accession_number": "",
+    }  # fmt: skip
+    resp = post(desk, "/steps/new", form)
+    assert resp.status_code == 302, field_errors(resp.text)
+    [step] = WorklistRepo(w.store).list_day(clinic_day)
+    assert step["accession_number"] == offered
+    # The JSON API numbers by the same clinic date: the next one follows.
+    token = accounts.create_token(w.store, w.user("ris"), "test")
+    body = {
+        "patient_id": "P2", "patient_name": "Doe^John", "procedure": "CTHEAD",
+        "station_ae": "CT1", "start": f"{clinic_day.isoformat()}T11:00",
+    }  # fmt: skip
+    resp = w.client(Authorization=f"Bearer {token}").post("/api/v1/procedures", json=body)
+    assert resp.status_code == 201, resp.json
+    assert resp.json["accession_number"] == offered[:-1] + "2"
