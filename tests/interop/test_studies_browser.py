@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from tests.browser import PASSWORD, SHOTS, Box, chromium
 from tests.forward_factories import write_series
 from tests.helpers import peer_env, require_peer, wait_for
-from tests.interop.test_web_browser import CHROMIUM_ARGS, PASSWORD, SHOTS, Box
 
 pytestmark = pytest.mark.interop
 
@@ -63,28 +63,10 @@ def box(tmp_path_factory: pytest.TempPathFactory, storescp: tuple[int, Path]) ->
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    chromium = require_peer("chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=chromium,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            ignore_https_errors=True,  # the box's self-signed certificate
-            locale="ja-JP",
-            viewport={"width": 1366, "height": 900},
-        )
-        context.csp_refusals = []
-        context.on("console", lambda msg: _note_csp(context, msg))
+    with chromium(
+        tmp_path_factory.mktemp("chromium-profile"), locale="ja-JP", height=900
+    ) as context:
         yield context
-        context.close()
-
-
-def _note_csp(context: Any, msg: Any) -> None:
-    if "Content Security Policy" in msg.text:
-        context.csp_refusals.append(f"{msg.page.url if msg.page else '?'}: {msg.text}")
 
 
 def _store(box: Box, tmp: Path) -> None:

@@ -10,11 +10,8 @@ the board change without a reload. Screenshots of the main pages go to build/scr
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -25,80 +22,18 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from tests.helpers import peer_env, require_peer, wait_for
+from tests.browser import PASSWORD, SHOTS, Box, chromium
+from tests.helpers import peer_env, require_peer
 
 pytestmark = pytest.mark.interop
 
-ROOT = Path(__file__).resolve().parents[2]
-# Written to the build folder; scripts/screenshots copies them to docs/screenshots/.
-SHOTS = ROOT / "build" / "screenshots"
-PASSWORD = "a long admin passphrase"
 JP_NAME = "Yamada^Tarou=山田^太郎=やまだ^たろう"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CATALOG_CSV = (
     "code_value,scheme,meaning,modality,protocol_value,protocol_scheme,protocol_meaning\n"
     "CTHEAD,LOCAL,CT Head,CT,CTH-R,LOCAL,Head routine\n"
     "CTCHEST,LOCAL,CT Chest,CT,CTC-C,LOCAL,Chest with contrast\n"
     "MRBRAIN,LOCAL,MR Brain,MR,,,\n"
 )
-
-
-class Box:
-    """`appliance serve` in a subprocess; its stderr is read for the ports and setup token."""
-
-    def __init__(self, data: Path, extra: str = "", env: dict[str, str] | None = None) -> None:
-        """``extra``: more TOML for the configuration; ``env``: more environment (TZ)."""
-        cfg = data / "appliance.toml"
-        cfg.write_text(
-            f'data_dir = "{data / "data"}"\n'
-            '[dicom]\nhost = "127.0.0.1"\nport = 0\ntls_port = 0\n'
-            '[web]\nhost = "127.0.0.1"\nport = 0\nhttp_port = 0\n' + extra
-        )
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            cwd=data,
-            env={**os.environ, **(env or {})},
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        ready = wait_for(
-            lambda: self._find(r"DICOM \S+ on port (\d+), web on https://[^:]+:(\d+)/"), 30
-        )
-        self.dicom_port, self.web_port = int(ready.group(1)), int(ready.group(2))
-        self.setup_token = self._find(r"setup token: (\S+)").group(1)
-        self.http_port = int(self._find(r"plain HTTP on port (\d+) redirects there").group(1))
-        self.url = f"https://127.0.0.1:{self.web_port}"
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def _find(self, pattern: str) -> Any:
-        for line in list(self.lines):
-            m = re.search(pattern, line)
-            if m:
-                return m
-        if self.proc.poll() is not None:
-            raise AssertionError("appliance exited:\n" + "".join(self.lines))
-        return None
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -110,23 +45,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    chromium = require_peer("chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=chromium,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            locale="en-US",
-            ignore_https_errors=True,  # the box's self-signed certificate
-            viewport={"width": 1280, "height": 860},
-        )
-        context.csp_refusals = []  # what the CSP blocked, read by test_csp_blocked_nothing
-        context.on("console", lambda msg: _note_csp(context, msg))
-        yield context
-        context.close()
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), width=1280, height=860) as ctx:
+        yield ctx  # ctx.csp_refusals is read by test_csp_blocked_nothing
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +54,6 @@ def page(browser: Any) -> Any:
     pg = browser.new_page()
     pg.set_default_timeout(15_000)
     return pg
-
-
-def _note_csp(context: Any, msg: Any) -> None:
-    if "Content Security Policy" in msg.text:
-        context.csp_refusals.append(f"{msg.page.url if msg.page else '?'}: {msg.text}")
 
 
 def shot(page: Any, name: str) -> None:

@@ -17,12 +17,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.helpers import require_peer
+from tests.browser import PASSWORD, Box
+from tests.browser import chromium as launch
 from tests.interop.test_web_browser import (
     CATALOG_CSV,
-    CHROMIUM_ARGS,
-    PASSWORD,
-    Box,
     findscu,
     mpps,
     shot,
@@ -36,28 +34,8 @@ DEVICE = '[[devices]]\nae_title = "CT1"\nmodality = "CT"\ndescription = "CT room
 
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    exe = require_peer("chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-clinic")),
-            executable_path=exe,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            ignore_https_errors=True,  # the box's self-signed certificate
-            locale="en-US",
-            viewport={"width": 1366, "height": 768},
-        )
-        context.csp_refusals = []
-        context.on(
-            "console",
-            lambda m: (
-                context.csp_refusals.append(m.text) if "Content Security Policy" in m.text else None
-            ),
-        )
+    with launch(tmp_path_factory.mktemp("chromium-clinic")) as context:
         yield context
-        context.close()
 
 
 def first_start(box: Box, page: Any, tmp: Path) -> None:
