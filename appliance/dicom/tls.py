@@ -13,6 +13,7 @@ a peer on the TLS port must present a certificate that CA signed.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import ipaddress
 import logging
@@ -33,11 +34,26 @@ BCP195_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
-    """The box's own certificate and key in ``directory`` (made once, kept)."""
+    """The box's own certificate and key in ``directory`` (made once, kept).
+
+    Made under an exclusive lock on ``directory/.lock``: ``serve --only web`` and
+    ``serve --only dicom`` started together at the first boot would otherwise each make
+    a pair and could leave one's key beside the other's certificate."""
     cert_path, key_path = directory / "appliance.crt", directory / "appliance.key"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
     directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not (cert_path.exists() and key_path.exists()):  # the other one made it meanwhile
+            _make_self_signed(cert_path, key_path)
+    finally:
+        os.close(fd)  # releases the lock
+    return cert_path, key_path
+
+
+def _make_self_signed(cert_path: Path, key_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     host = socket.gethostname() or "appliance"
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])])
@@ -77,7 +93,6 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     tmp_cert = cert_path.with_suffix(".tmp")
     tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     tmp_cert.replace(cert_path)
-    return cert_path, key_path
 
 
 def certificate_files(data_dir: Path, cert: str, key: str) -> tuple[Path, Path]:
