@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.printing import ipp
-from tests.helpers import require_peer, wait_for
+from tests.helpers import require_peer
 
 GET_JOBS = 0x000A
 
@@ -70,6 +71,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_ready(printer: subprocess.Popen, uri: str, log_path: Path) -> bool:
+    """True once the printer answers Get-Printer-Attributes; False if it exited first."""
+
+    def ready() -> bool | None:
+        if printer.poll() is not None:
+            return None
+        try:
+            ipp.get_printer_attributes(uri, timeout=2)
+            return True
+        except ipp.IppError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        state = ready()
+        if state is None:
+            return False
+        if state:
+            return True
+        time.sleep(0.05)
+    raise AssertionError(f"ippeveprinter did not answer in 15 s:\n{log_path.read_text()}")
+
+
 @contextmanager
 def run_ippeveprinter(tmp_path: Path, formats: str, color: bool = True) -> Iterator[TestPrinter]:
     """Start dbus-daemon and ippeveprinter; stop both (by their process ids) afterwards."""
@@ -88,28 +112,27 @@ def run_ippeveprinter(tmp_path: Path, formats: str, color: bool = True) -> Itera
         assert daemon.stdout is not None and daemon.stdout.readline().startswith("unix:")
         spool = tmp_path / "spool"
         spool.mkdir()
-        port = _free_port()
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus, "DBUS_SESSION_BUS_ADDRESS": bus}
-        cmd = [ippeve, "-k", "-r", "off", "-d", str(spool), "-p", str(port), "-f", formats]
-        if color:
-            cmd += ["-s", "10,10"]  # a colour printer (pages per minute, colour after the comma)
-        # Without a print command ippeveprinter "prints" by sleeping 5-15 s; `true` is instant.
-        cmd += ["-c", require_peer("true")]
-        log = open(tmp_path / "ippeveprinter.log", "w")  # noqa: SIM115 - closed below
-        printer = subprocess.Popen([*cmd, "AppliancePrinter"], stdout=log, stderr=log, env=env)
-        uri = f"ipp://127.0.0.1:{port}/ipp/print"
-
-        def ready() -> bool:
-            assert printer is not None and printer.poll() is None, (
-                tmp_path / "ippeveprinter.log"
-            ).read_text()
-            try:
-                ipp.get_printer_attributes(uri, timeout=2)
-                return True
-            except ipp.IppError:
-                return False
-
-        wait_for(ready, timeout=15, interval=0.05)
+        log_path = tmp_path / "ippeveprinter.log"
+        for _attempt in range(3):
+            # The port was free a moment ago; another test's process may take it first
+            # (ippeveprinter then exits: "Address already in use"): take another one.
+            port = _free_port()
+            cmd = [ippeve, "-k", "-r", "off", "-d", str(spool), "-p", str(port), "-f", formats]
+            if color:
+                cmd += ["-s", "10,10"]  # a colour printer (pages per minute, colour after comma)
+            # Without a print command ippeveprinter "prints" by sleeping 5-15 s; `true` is instant.
+            cmd += ["-c", require_peer("true")]
+            log = open(log_path, "w")  # noqa: SIM115 - closed below
+            printer = subprocess.Popen([*cmd, "AppliancePrinter"], stdout=log, stderr=log, env=env)
+            uri = f"ipp://127.0.0.1:{port}/ipp/print"
+            if _wait_ready(printer, uri, log_path):
+                break
+            log.close()
+            if "already in use" not in log_path.read_text():
+                raise AssertionError(log_path.read_text())
+        else:
+            raise AssertionError("ippeveprinter found no free port:\n" + log_path.read_text())
         yield TestPrinter(uri, spool)
     finally:
         for proc in (printer, daemon):
