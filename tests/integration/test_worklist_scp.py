@@ -71,7 +71,9 @@ def test_associations_one_after_another_leave_no_database_connection_open(
     before = open_fds(db_file)
     for _ in range(60):
         assert len(results(find(box, make_mwl_query()))) == 1
-    assert wait_for(lambda: open_fds(db_file) <= before + 4, 5)
+    # A leak keeps 120 descriptors open for good; closing ones lag behind their
+    # association threads on a loaded machine, so wait long enough for those.
+    assert wait_for(lambda: open_fds(db_file) <= before + 4, 20)
 
 
 def test_station_day_list(box: Appliance) -> None:
