@@ -105,6 +105,19 @@ BLUEPRINTS: list[Blueprint] = [
 ]
 
 
+# The Admin menu of every page: (label, endpoint), in this order.
+ADMIN_MENU: list[tuple[str, str | None]] = [
+    ("Devices", "admin.devices"),
+    ("Users", "admin.users"),
+    ("Procedure catalog", "admin.catalog"),
+    ("Audit log", "admin.audit"),
+    ("Printers", "prints.printers"),
+    ("Destinations", "queues.index"),
+    ("HL7", "hl7.index"),
+    ("Backup", "admin.backup"),
+]
+
+
 def open_store(data_dir: Path) -> Store:
     """The database in ``data_dir`` with every component's migrations applied."""
     return core_migrations.open_store(data_dir, MIGRATIONS)
@@ -113,7 +126,7 @@ def open_store(data_dir: Path) -> Store:
 def web_app(runtime: Runtime, **options: Any) -> Flask:
     """The Flask app with every blueprint (``web.create_app``'s options); nothing written
     until ``web.start(app)``."""
-    return web.create_app(runtime, BLUEPRINTS, **options)
+    return web.create_app(runtime, BLUEPRINTS, ADMIN_MENU, **options)
 
 
 def _serving_web_app(runtime: Runtime, health: Callable[[], dict[str, Any]], key: str) -> Flask:

@@ -37,18 +37,6 @@ from web import clock, i18n, security
 
 PUBLIC_ENDPOINTS = {"healthz", "static", "auth.login", "auth.setup", "auth.language"}
 
-# The admin menu; other services add their pages here (endpoint None = not built yet).
-ADMIN_MENU: list[tuple[str, str | None]] = [
-    ("Devices", "admin.devices"),
-    ("Users", "admin.users"),
-    ("Procedure catalog", "admin.catalog"),
-    ("Audit log", "admin.audit"),
-    ("Printers", "prints.printers"),
-    ("Destinations", "queues.index"),
-    ("HL7", "hl7.index"),
-    ("Backup", "admin.backup"),
-]
-
 
 def _announce_setup(token: str) -> None:
     """Print the one-time setup token once, to stderr (the box's log), never to a page."""
@@ -63,13 +51,15 @@ def _announce_setup(token: str) -> None:
 def create_app(
     runtime: Runtime,
     blueprints: Sequence[Blueprint],
+    admin_menu: Sequence[tuple[str, str | None]] = (),
     health: Callable[[], dict[str, Any]] | None = None,
     test_config: dict[str, Any] | None = None,
     announce: Callable[[str], None] = _announce_setup,
     health_key: str = "",
 ) -> Flask:
     """Build the Flask app for this runtime (config, store, access) with these blueprints
-    (``appliance.app.BLUEPRINTS``); it writes nothing: ``start(app)`` does, before it serves.
+    and admin menu entries (label, endpoint: ``appliance.app.BLUEPRINTS`` and
+    ``ADMIN_MENU``); it writes nothing: ``start(app)`` does, before it serves.
 
     ``health_key``: the box's status key (appliance.statuskey); a caller sending it as a
     Bearer token sees the full /healthz report, as a signed-in user or an API token does.
@@ -91,7 +81,7 @@ def create_app(
     )
     app.config.update(test_config or {})
     app.extensions["appliance"] = runtime
-    app.extensions["admin_menu"] = list(ADMIN_MENU)
+    app.extensions["admin_menu"] = list(admin_menu)
     app.extensions["announce_setup"] = announce
     app.extensions["health"] = health  # the service health page reads it (web/health_page.py)
 

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from appliance import paging
-from web import ADMIN_MENU, i18n, stepform
+from appliance.app import ADMIN_MENU
+from web import i18n, stepform
 
 ROOT = Path(__file__).resolve().parents[2] / "web"
 CALL = re.compile(r"""(?:\b_|gettext)\(\s*(['"])(.+?)\1""")
