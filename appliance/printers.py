@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance import audit
-from appliance.config import PrinterSettings, validate_printer
+from appliance.config import Config, PrinterSettings, validate_printer
 from appliance.db import Store
 from appliance.errors import NotFound, ValidationError
 from appliance.live import LiveList
@@ -75,6 +75,12 @@ def get(store: Store, name: str) -> dict[str, Any]:
     if not found:
         raise NotFound(f"no printer {name!r}")
     return found[0]
+
+
+def in_use(config: Config) -> dict[str, str]:
+    """Printer name -> the print profile (its AE title) that names it in the file."""
+    return {p.printer: p.ae_title or config.dicom.ae_title
+            for p in config.print_profiles if p.printer}  # fmt: skip
 
 
 def _not_in_use(name: str, in_use: dict[str, str]) -> None:

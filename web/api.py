@@ -19,7 +19,7 @@ from appliance import destinations, devices
 from appliance.errors import Conflict, NotFound, ValidationError
 from appliance.worklist.repo import WorklistRepo
 from web import board, clock, request_store, security, stepform
-from web.entries import DESTINATIONS, DEVICES, Managed
+from web.entries import DESTINATIONS, DEVICES, PRINTERS, Managed
 from web.steps import lookups
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -169,7 +169,7 @@ def procedure_cancel(pk: int) -> Any:
     return jsonify(step_json(repo.get(pk)))
 
 
-# -- devices and destinations: one managed-table API ---------------------------------
+# -- devices, destinations and printers: one managed-table API ---------------------------------
 
 
 @dataclass(frozen=True)
@@ -240,3 +240,6 @@ def destination_json(row: dict[str, Any]) -> dict[str, Any]:
 
 ManagedApi(DEVICES, device_json, admin_reads=False).routes(bp)
 ManagedApi(DESTINATIONS, destination_json, admin_reads=True).routes(bp)
+ManagedApi(
+    PRINTERS, lambda row: {k: row[k] for k in ("name", "uri", "managed_by")}, admin_reads=True
+).routes(bp)

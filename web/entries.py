@@ -1,4 +1,5 @@
-"""Devices and destinations as the web edits them, for the admin pages and the API alike:
+"""Devices, destinations and printers as the web edits them, for the admin pages and the
+API alike:
 read from a form or a JSON body (validated with the file's rules, errors by field), and
 ``Managed``, the one way to save or remove an entry of such a list and publish it."""
 
@@ -9,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from appliance import destinations, devices
-from appliance.config import DestinationSettings, DeviceSettings
+from appliance import destinations, devices, printers
+from appliance.config import DestinationSettings, DeviceSettings, PrinterSettings
 from appliance.db import Store
 from appliance.errors import ValidationError
 from appliance.live import LiveList
@@ -91,6 +92,15 @@ def destination_from(data: Any) -> tuple[DestinationSettings | None, dict[str, s
         return None, {exc.field: exc.reason}
 
 
+def printer_from(data: Any) -> tuple[PrinterSettings | None, dict[str, str]]:
+    """A PrinterSettings from form or JSON data; errors name the field."""
+    values = {name: str(data.get(name, "") or "").strip() for name in ("name", "uri")}
+    try:
+        return printers.validate(PrinterSettings(**values)), {}
+    except ValidationError as exc:
+        return None, {exc.field: exc.reason}
+
+
 @dataclass(frozen=True)
 class Managed:
     """A list the file and the web both edit (``appliance.managed``): read, save and
@@ -134,4 +144,14 @@ DESTINATIONS = Managed(
     noun="destination", plural="destinations", rows=destinations.rows,
     get=destinations.get, parse=destination_from, save=destinations.save,
     delete=destinations.delete, live=lambda: runtime().destinations, key_of=lambda d: d.name,
+)  # fmt: skip
+PRINTERS = Managed(
+    noun="printer", plural="printers", rows=printers.rows, get=printers.get,
+    parse=printer_from,
+    # A printer a print profile of the file names keeps its name and cannot be removed.
+    save=lambda store, entry, original, actor, source: printers.save(
+        store, entry, original, printers.in_use(runtime().config), actor, source),
+    delete=lambda store, key, actor, source: printers.delete(
+        store, key, printers.in_use(runtime().config), actor, source),
+    live=lambda: runtime().printers, key_of=lambda p: p.name,
 )  # fmt: skip

@@ -15,12 +15,12 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 
 from appliance import audit, identifiers, managed
 from appliance import printers as printer_list
-from appliance.config import PrinterSettings
 from appliance.errors import NotFound, ValidationError
 from appliance.printing import history, testpage
 from appliance.printing.output import DeliveryError
 from appliance.printing.service import PRINTS_DIR, new_uid
 from web import clock, gettext, paging, refuse, request_store, runtime, security
+from web.entries import PRINTERS
 
 bp = Blueprint("prints", __name__)
 
@@ -73,22 +73,6 @@ def _admin() -> None:
         abort(403)
 
 
-def _in_use() -> dict[str, str]:
-    """Printer name -> the print profile that names it (such a printer keeps its name)."""
-    config = runtime().config
-    return {p.printer: p.ae_title or config.dicom.ae_title
-            for p in config.print_profiles if p.printer}  # fmt: skip
-
-
-def printer_from(data: Any) -> tuple[PrinterSettings | None, dict[str, str]]:
-    """A PrinterSettings from form data; errors name the field."""
-    values = {name: str(data.get(name, "") or "").strip() for name in ("name", "uri")}
-    try:
-        return printer_list.validate(PrinterSettings(**values)), {}
-    except ValidationError as exc:
-        return None, {exc.field: exc.reason}
-
-
 def _printer_form(values: dict[str, Any], errors: dict[str, str], original: str | None) -> Any:
     return render_template(
         "prints/printer_form.html", values=values, errors=errors, original=original
@@ -118,18 +102,12 @@ def _save_printer(original: str | None) -> Any:
         if row["managed_by"] == managed.CONFIG:
             return refuse(404, "printer", "is managed by the configuration file")
         return _printer_form(row, {}, original)
-    printer, errors = printer_from(request.form)
-    if printer is not None:
-        try:
-            printer_list.save(store, printer, original, _in_use(), security.actor(),
-                              security.source())  # fmt: skip
-        except ValidationError as exc:
-            errors = {exc.field: exc.reason}
-        except NotFound:
-            return refuse(404, "printer", "no such printer")
-    if errors:
+    try:
+        printer, errors = PRINTERS.write(request.form, original)
+    except NotFound:
+        return refuse(404, "printer", "no such printer")
+    if printer is None:
         return _printer_form(dict(request.form), errors, original)
-    runtime().printers.publish()
     flash(gettext("Saved."))
     return redirect(url_for("prints.printers"))
 
@@ -137,15 +115,13 @@ def _save_printer(original: str | None) -> Any:
 @bp.post("/printers/<name>/delete")
 def printer_delete(name: str) -> Any:
     _admin()
-    store = request_store()
     try:
-        printer_list.delete(store, name, _in_use(), security.actor(), security.source())
+        PRINTERS.remove(name)
     except NotFound:
         return refuse(404, "printer", "no such printer")
     except ValidationError as exc:
         flash(f"{name}: {gettext(exc.reason)}", "error")
         return redirect(url_for("prints.printers"))
-    runtime().printers.publish()
     flash(gettext("%(name)s removed; its print jobs stay in the history.", name=name))
     return redirect(url_for("prints.printers"))
 

@@ -197,3 +197,38 @@ def test_test_page_to_an_unreachable_printer_says_why(box: tuple[Appliance, Web]
     assert 'class="flash error"' in resp.text
     assert "Test page to gone failed: " in resp.text and "127.0.0.1:9" in resp.text
     assert web.count("audit", "action = 'printer-test' AND detail LIKE 'failed:%'") == 1
+
+
+def test_printers_over_the_json_api(box: tuple[Appliance, Web], tmp_path: Path) -> None:
+    """/api/v1/printers: the same list, rules and live effect as the page, for admins."""
+    app, web = box
+    token = accounts.create_token(web.store, web.user("robot", accounts.ADMIN), "test")
+    api = web.client(Authorization=f"Bearer {token}")
+    assert api.get("/api/v1/printers").json == {
+        "printers": [{"name": "ward", "uri": f"folder:{tmp_path / 'ward'}", "managed_by": "config"}]
+    }
+    laser = {"name": "laser", "uri": f"folder:{tmp_path / 'laser'}"}
+    resp = api.post("/api/v1/printers", json=laser)
+    assert resp.status_code == 201 and resp.json == {**laser, "managed_by": "web"}
+    assert [p.name for p in app.runtime.printers.current()] == ["ward", "laser"]
+    assert _printer_name(app) == "ward"  # the next association sees the list as it is now
+    assert app.services[_svc(app)].printers["laser"].path == tmp_path / "laser"
+    # Bad input names the field; the file's printer is read-only; unknown is 404.
+    resp = api.post("/api/v1/printers", json={"name": "x", "uri": "lpr://x"})
+    assert resp.status_code == 400 and "uri" in resp.json["errors"]
+    resp = api.put("/api/v1/printers/ward", json={"name": "ward", "uri": "folder:elsewhere"})
+    assert resp.status_code == 400 and "configuration file" in str(resp.json["errors"])
+    assert api.delete("/api/v1/printers/ward").status_code == 400
+    assert api.get("/api/v1/printers/nowhere").status_code == 404
+    resp = api.put("/api/v1/printers/laser", json={**laser, "uri": f"folder:{tmp_path / 'l2'}"})
+    assert resp.status_code == 200 and _printer_name(app) == "ward"
+    assert app.services[_svc(app)].printers["laser"].path == tmp_path / "l2"
+    assert api.delete("/api/v1/printers/laser").status_code == 204
+    assert _printer_name(app) == "ward"
+    assert "laser" not in app.services[_svc(app)].printers
+    assert web.count("audit", "action LIKE 'printer-%' AND actor = 'robot'") == 3
+    # The front desk's token reads nothing here and changes nothing.
+    desk_token = accounts.create_token(web.store, web.user("ris"), "test")
+    desk = web.client(Authorization=f"Bearer {desk_token}")
+    assert desk.get("/api/v1/printers").status_code == 403
+    assert desk.post("/api/v1/printers", json=laser).status_code == 403
