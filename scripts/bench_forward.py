@@ -473,29 +473,33 @@ def process_written(pid: int) -> int:
 
 def round_spool(images: Path, work: Path, spool: str) -> tuple[float, int, int, int]:
     """Ingest alone into an appliance whose spool is ``spool``: (seconds, bytes written
-    to the device from before the start to after the stop, bytes its process wrote, and
-    of both, the zeros of the journal's first spare segment).
+    to the device while storescu ran, bytes its process wrote meanwhile, bytes written
+    to the device from before the start to after the stop).
 
     A fresh journal first zero-fills a spare segment (its blocks written, so a record's
     sync carries no extent conversion); storescu starts once it is ready, as on a box
-    running for a while (whose spares are recycled segments, written once already).
-    Those zeros are part of the bytes and reported apart."""
+    running for a while, whose spares are recycled segments written once already. The
+    window starts after a sync once the appliance listens (and, for the journal, has its
+    spare) and ends after a sync once storescu is done; the whole-life figure includes
+    the start (and the journal's zeros) and the stop."""
     stat = device_stat(work)
     os.sync()
     before = device_written(stat)
     app, port, log = start_appliance(work, f"appliance-{spool}", None, f'spool = "{spool}"')
-    prepared = 0
     try:
         if spool == "journal":
             journal = work / f"appliance-{spool}" / "spool" / "journal"
             wait_until(lambda: any(journal.glob("spare-*.seg")), 120, "a spare segment")
-            prepared = sum(p.stat().st_size for p in journal.glob("spare-*.seg"))
+        os.sync()
+        start, own0 = device_written(stat), process_written(app.pid)
         elapsed = storescu(port, "APPLIANCE", images)
-        own = process_written(app.pid)
+        own = process_written(app.pid) - own0
+        os.sync()
+        ingest = device_written(stat) - start
     finally:
         stop_appliance(app, log)
     os.sync()
-    return elapsed, device_written(stat) - before, own, prepared
+    return elapsed, ingest, own, device_written(stat) - before
 
 
 def round_peer_bytes(run: Any, work: Path) -> tuple[float, int]:
@@ -510,16 +514,15 @@ def round_peer_bytes(run: Any, work: Path) -> tuple[float, int]:
 def journal_bench(images: Path, work: Path, count: int, size: int, repeat: int) -> int:
     """The --journal rounds and their table."""
     rounds = []
-    prep: list[int] = []
+    life: list[tuple[int, int]] = []
     for r in range(repeat):
         rw = work / f"journal{r}"
         rw.mkdir()
         scp, scp_dev = round_peer_bytes(lambda: round_storescp(images, rw), rw)  # noqa: B023
         orth, orth_dev = round_peer_bytes(lambda: round_direct(images, rw, count), rw)  # noqa: B023
-        files, files_dev, files_own, _ = round_spool(images, rw, "files")
-        jour, jour_dev, jour_own, zeros = round_spool(images, rw, "journal")
-        jour_dev, jour_own = jour_dev - zeros, jour_own - zeros
-        prep.append(zeros)
+        files, files_dev, files_own, files_life = round_spool(images, rw, "files")
+        jour, jour_dev, jour_own, jour_life = round_spool(images, rw, "journal")
+        life.append((files_life, jour_life))
         rounds.append((scp, orth, files, jour, scp_dev, orth_dev, files_dev, jour_dev,
                        files_own, jour_own))  # fmt: skip
         print(
@@ -558,10 +561,11 @@ def journal_bench(images: Path, work: Path, count: int, size: int, repeat: int) 
         )
     print()
     print(
-        f"The journal's bytes leave out the zeros of its first spare segment "
-        f"({med(prep) / 2**20:.0f} MiB, written before storescu started; a fresh "
-        "journal writes each segment's blocks twice in their first generation, a "
-        "recycled segment once)."
+        "Device bytes are those written while storescu ran (after a sync at each end; "
+        "the journal's first spare segment was zero-filled before). From before the "
+        "start to after the stop, per byte received (files / journal, every round): "
+        + "; ".join(f"{f / size:.2f} / {j / size:.2f}" for f, j in life)
+        + "."
     )
     print()
     print(

@@ -64,7 +64,7 @@ REC_FIXED = _REC_HEAD.size - 4  # the header bytes the checksum covers
 SPARES = 2  # freed segments kept (blocks written) for reuse instead of deleted
 ZERO_CHUNK = 1 << 20  # the preparer writes zeros this much at a time
 ZERO_SYNC = 8 << 20  # and syncs them this often, so its writeback never queues much
-QUIET = 0.5  # seconds without a record written before the preparer goes on
+QUIET = 1.0  # seconds without a record written before the preparer goes on
 URGENT = 4  # prepare even while records are written once open room < 1/URGENT segment
 _REF = re.compile(r"journal/([0-9]{8})\.seg@([0-9]+)\+([0-9]+)")
 
