@@ -308,6 +308,8 @@ class Journal:
         self.last_write = 0.0  # monotonic time of the last record committed
         self.zeroed_bytes = 0  # zeros the preparer wrote
         self.unprepared = 0  # segments taken with no spare ready (fallocated, slower)
+        self._held: int | None = None  # bytes of spare, freed and prep files (cached)
+        self._held_gen = 0
 
     # -- segments --------------------------------------------------------------
 
@@ -318,6 +320,7 @@ class Journal:
         for tmp in self.root.glob("prep-*.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+        self._changed()
         seqs = self.sequences()
         self._next = max(seqs, default=0) + 1
 
@@ -374,13 +377,34 @@ class Journal:
     def unused_bytes(self) -> int:
         """Preallocated bytes not yet written in open segments, and the spares kept for
         reuse or being made: space the journal holds but will write new records into
-        (free, for the disk reserve)."""
-        held = 0
-        for pattern in ("spare-*.seg", "freed-*.seg", "prep-*.tmp"):
-            for p in self.root.glob(pattern):
-                with contextlib.suppress(FileNotFoundError):
-                    held += p.stat().st_size
-        return self.open_room() + held
+        (free, for the disk reserve). Asked before every C-STORE: the spares' sizes are
+        read from the folder only after the journal changed them."""
+        return self.open_room() + self._held_bytes()
+
+    def _held_bytes(self) -> int:
+        with self._lock:
+            if self._held is not None:
+                return self._held
+            gen = self._held_gen
+        total = 0
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name.startswith(("spare-", "freed-", "prep-")):
+                    with contextlib.suppress(FileNotFoundError):
+                        total += entry.stat().st_size
+        with self._lock:
+            if gen == self._held_gen:
+                self._held = total
+        return total
+
+    def _changed(self) -> None:
+        """Spare, freed or prep files were made, renamed or removed."""
+        with self._lock:
+            self._forget_held()
+
+    def _forget_held(self) -> None:  # with self._lock held
+        self._held = None
+        self._held_gen += 1
 
     def begin(self, key: str, serial: int | None = None) -> Append:
         """A new record for instance ``key`` in a segment this writer has to itself
@@ -425,6 +449,7 @@ class Journal:
         recycled = spares or self.freed()
         if recycled:
             os.rename(recycled[0], path)
+            self._forget_held()
             fd = os.open(path, os.O_RDWR)
         else:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -467,6 +492,7 @@ class Journal:
             path.unlink()
             freed = size
         _fsync_dir(self.root)
+        self._changed()
         self._wake.set()
         return freed
 
@@ -521,6 +547,7 @@ class Journal:
                 os.rename(freed[0], tmp)
             elif self.spares():
                 return False
+            self._forget_held()
         if freed:
             fd = os.open(tmp, os.O_RDWR)
         else:
@@ -531,18 +558,22 @@ class Journal:
             else:
                 os.posix_fallocate(fd, 0, self.segment_bytes)
                 start, size = 0, self.segment_bytes
+            self._changed()  # its size is known now
             done = _zero_fill(fd, start, size, self._quiet)
             self.zeroed_bytes += done
         except OSError:
             os.close(fd)
             tmp.unlink()
+            self._changed()
             raise
         os.close(fd)
         if done < size - start:  # stopping: removed (its space given back)
             tmp.unlink()
+            self._changed()
             return False
         os.rename(tmp, self.root / f"spare-{tmp.stem[5:]}.seg")
         _fsync_dir(self.root)
+        self._changed()
         return True
 
     def close(self) -> None:

@@ -196,6 +196,13 @@ def test_free_space_counts_the_unwritten_part_of_open_segments(spool: Spool) -> 
     assert spool.journal.unused_bytes() == 0
     assert spool.journal.free(loc.seq) == 0  # kept as a spare: counted as free
     assert spool.journal.unused_bytes() == SEG
+    assert spool.journal.make_spare()  # freed -> spare: still free, no more
+    assert spool.journal.unused_bytes() == SEG
+    assert spool.journal.make_spare() is False
+    _append(spool.journal, "1.2", b"y" * 100)  # the spare becomes the open segment
+    assert spool.journal.unused_bytes() == SEG - 2 * BLOCK
+    assert spool.journal.make_spare()  # a new spare, zero-filled: free space too
+    assert spool.journal.unused_bytes() == 2 * SEG - 2 * BLOCK
 
 
 @settings(max_examples=40, deadline=None)
