@@ -520,9 +520,9 @@ class Journal:
             try:
                 while not self._stop.is_set() and self.make_spare():
                     pass
-            except OSError as exc:  # a full disk: the writers fall back; retried later
+            except OSError as exc:  # a full disk: the writers fall back; retried in a minute
                 log.error("journal: a spare segment could not be made: %s", exc.strerror)
-                self._stop.wait(10.0)
+                self._stop.wait(60.0)
 
     def _quiet(self) -> bool:
         """Wait until no record is being written (for ``QUIET`` s), or the open segments
