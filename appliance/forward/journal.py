@@ -430,8 +430,7 @@ class Journal:
                 self._idle.append(seg)
             else:
                 self._seal(seg)
-        self.last_write = time.monotonic()
-        self._wake.set()
+        self.last_write = time.monotonic()  # the preparer looks again within a second
 
     def _seal(self, seg: Segment) -> None:
         with contextlib.suppress(OSError):
@@ -567,8 +566,11 @@ class Journal:
             self._changed()
             raise
         os.close(fd)
-        if done < size - start:  # stopping: removed (its space given back)
-            tmp.unlink()
+        if done < size - start:  # stopping: a freed segment stays one, a new file goes
+            if freed:
+                os.rename(tmp, freed[0])
+            else:
+                tmp.unlink()
             self._changed()
             return False
         os.rename(tmp, self.root / f"spare-{tmp.stem[5:]}.seg")

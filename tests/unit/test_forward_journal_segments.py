@@ -319,6 +319,25 @@ def test_a_stop_removes_a_spare_cut_short_and_a_restart_removes_a_left_one(
     assert list(j.root.glob("prep-*.tmp")) == []
 
 
+def test_a_stop_while_a_freed_segment_is_recycled_keeps_it_freed(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j", SEG)
+    j.prepare()
+    old = _append(j, "1.1", os.urandom(5000))
+    j.close()  # sealed
+    a = j.begin("1.2")  # a writer busy in a new segment, with room: not urgent
+    assert j.free(old.seq) == 0
+    [freed] = j.freed()
+    j.start()
+    wait_for(lambda: list(j.root.glob("prep-*.tmp")))  # claimed, waiting for quiet
+    assert j.freed() == []
+    j.close()
+    a.close()
+    assert j.freed() == [freed] and list(j.root.glob("prep-*.tmp")) == []
+    zeroed = j.zeroed_bytes
+    assert j.make_spare() and len(j.spares()) == 1 and j.freed() == []
+    assert 0 < j.zeroed_bytes - zeroed < SEG  # its tail only: the freed one, recycled
+
+
 def test_torn_records_in_a_prepared_segment_end_it_at_the_last_whole_one(
     tmp_path: Path,
 ) -> None:
