@@ -471,20 +471,35 @@ def process_written(pid: int) -> int:
     return 0
 
 
-def round_spool(images: Path, work: Path, spool: str) -> tuple[float, int, int]:
+def round_spool(images: Path, work: Path, spool: str) -> tuple[float, int, int, int]:
     """Ingest alone into an appliance whose spool is ``spool``: (seconds, bytes written
-    to the device from before the start to after the stop, bytes its process wrote)."""
+    to the device while storescu ran, bytes its process wrote meanwhile, bytes written
+    to the device from before the start to after the stop).
+
+    A fresh journal first zero-fills a spare segment (its blocks written, so a record's
+    sync carries no extent conversion); storescu starts once it is ready, as on a box
+    running for a while, whose spares are recycled segments written once already. The
+    window starts after a sync once the appliance listens (and, for the journal, has its
+    spare) and ends after a sync once storescu is done; the whole-life figure includes
+    the start (and the journal's zeros) and the stop."""
     stat = device_stat(work)
     os.sync()
     before = device_written(stat)
     app, port, log = start_appliance(work, f"appliance-{spool}", None, f'spool = "{spool}"')
     try:
+        if spool == "journal":
+            journal = work / f"appliance-{spool}" / "spool" / "journal"
+            wait_until(lambda: any(journal.glob("spare-*.seg")), 120, "a spare segment")
+        os.sync()
+        start, own0 = device_written(stat), process_written(app.pid)
         elapsed = storescu(port, "APPLIANCE", images)
-        own = process_written(app.pid)
+        own = process_written(app.pid) - own0
+        os.sync()
+        ingest = device_written(stat) - start
     finally:
         stop_appliance(app, log)
     os.sync()
-    return elapsed, device_written(stat) - before, own
+    return elapsed, ingest, own, device_written(stat) - before
 
 
 def round_peer_bytes(run: Any, work: Path) -> tuple[float, int]:
@@ -499,13 +514,15 @@ def round_peer_bytes(run: Any, work: Path) -> tuple[float, int]:
 def journal_bench(images: Path, work: Path, count: int, size: int, repeat: int) -> int:
     """The --journal rounds and their table."""
     rounds = []
+    life: list[tuple[int, int]] = []
     for r in range(repeat):
         rw = work / f"journal{r}"
         rw.mkdir()
         scp, scp_dev = round_peer_bytes(lambda: round_storescp(images, rw), rw)  # noqa: B023
         orth, orth_dev = round_peer_bytes(lambda: round_direct(images, rw, count), rw)  # noqa: B023
-        files, files_dev, files_own = round_spool(images, rw, "files")
-        jour, jour_dev, jour_own = round_spool(images, rw, "journal")
+        files, files_dev, files_own, files_life = round_spool(images, rw, "files")
+        jour, jour_dev, jour_own, jour_life = round_spool(images, rw, "journal")
+        life.append((files_life, jour_life))
         rounds.append((scp, orth, files, jour, scp_dev, orth_dev, files_dev, jour_dev,
                        files_own, jour_own))  # fmt: skip
         print(
@@ -542,6 +559,14 @@ def journal_bench(images: Path, work: Path, count: int, size: int, repeat: int) 
             f"| {name} | {t:.2f} s ({count / t:.0f} img/s) | {scp / t:.2f} | "
             f"{dev / count:.0f} | {dev / size:.2f} | {own_txt} |"
         )
+    print()
+    print(
+        "Device bytes are those written while storescu ran (after a sync at each end; "
+        "the journal's first spare segment was zero-filled before). From before the "
+        "start to after the stop, per byte received (files / journal, every round): "
+        + "; ".join(f"{f / size:.2f} / {j / size:.2f}" for f, j in life)
+        + "."
+    )
     print()
     print(
         f"Medians of {len(rounds)} rounds; every round (s): storescp / Orthanc / files / "

@@ -200,6 +200,8 @@ class ForwardService:
     def start(self) -> None:
         self.spool.prepare()
         self.receiver.recover()
+        if self.spool.journaled:
+            self.spool.journal.start()  # spare segments made ahead of the C-STOREs
         for lanes in self.senders.values():
             for sender in lanes:
                 sender.start()

@@ -25,6 +25,7 @@ exchange, not inside one of our PDUs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import socket
@@ -149,14 +150,30 @@ def request_pdus(
 
 
 def read_response(
-    sock: socket.socket, context_id: int, message_id: int, timeout: float
+    sock: socket.socket,
+    context_id: int,
+    message_id: int,
+    timeout: float,
+    other: Callable[[bytes], object] | None = None,
 ) -> tuple[int, str]:
     """(Status, Error Comment) of the C-STORE-RSP read from ``sock`` within ``timeout``
-    seconds; its command set may come in several PDVs and PDUs (PS3.8 9.3.5, E.2)."""
+    seconds; its command set may come in several PDVs and PDUs (PS3.8 9.3.5, E.2).
+
+    ``other``, on an association the peer opened (C-GET sub-operations): a P-DATA-TF
+    PDU none of whose PDVs is on ``context_id`` (say a C-CANCEL-RQ of the C-GET, on the
+    Query/Retrieve context) is handed to it whole, for pynetdicom, and the wait goes on."""
     deadline = time.monotonic() + timeout
     command = bytearray()
     while True:
         pdu_type, body = _read_pdu(sock, deadline, timeout)
+        if (
+            other is not None
+            and pdu_type == P_DATA_TF
+            and not command
+            and all(cx != context_id for cx, _, _ in pdv_items(body))
+        ):
+            other(struct.pack(">BBI", pdu_type, 0, len(body)) + bytes(body))
+            continue
         if pdu_type == A_ABORT:
             source, reason = (body[2], body[3]) if len(body) >= 4 else (0, 0)
             raise WireError(f"the peer aborted the association (source {source}, reason {reason})")
@@ -274,11 +291,19 @@ class StoreWire:
         self.assoc = assoc
         self.guard = guard
         self.timeout = timeout  # seconds for each write, and for the response
-        peer_max = int(assoc.acceptor.maximum_length or 0)
+        # The peer: the acceptor of our own association, or (C-GET sub-operations on
+        # an association a peer opened) its requestor.
+        peer = assoc.requestor if assoc.is_acceptor else assoc.acceptor
+        peer_max = int(peer.maximum_length or 0)
         self.max_data = max(peer_max - PDV_OVERHEAD, 1) if peer_max else UNLIMITED_PDV
         self.chunk = bytearray(max(1, BATCH_BYTES // self.max_data) * self.max_data)
         self.message_id = 0
         self.failure = ""  # why the last one failed
+        # What the peer sends meanwhile on its own association (C-GET: a C-CANCEL)
+        # goes to pynetdicom as its reader would have given it.
+        self._other: Callable[[bytes], object] | None = (
+            functools.partial(compat.hand_pdu_to_dul, assoc.dul) if assoc.is_acceptor else None
+        )
 
     def store(
         self,
@@ -308,7 +333,9 @@ class StoreWire:
             try:
                 with self._owned() as sock:
                     self._send(sock, f, length, context_id, command)
-                    rsp = read_response(sock, context_id, self.message_id, self.timeout)
+                    rsp = read_response(
+                        sock, context_id, self.message_id, self.timeout, self._other
+                    )
             except WireError as exc:
                 self._abort(str(exc), exc.broken)
                 return None

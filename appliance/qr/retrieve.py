@@ -19,7 +19,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import encode
 
@@ -141,7 +141,8 @@ def store_one(
                     return None, wire.failure or "association lost during the C-STORE"
                 return answer[0], STREAMED
             if as_stored is not None:
-                # pynetdicom reads a file's bytes itself; a journal record goes decoded.
+                # No guard (pynetdicom without the internals store_wire needs): pynetdicom
+                # streams a file's bytes itself; a journal record goes decoded.
                 rsp = assoc.send_c_store(dcmread(f) if is_ref(held.file) else path, **extra)
             elif _context(assoc, held.sop_class_uid, UNCOMPRESSED) is not None:
                 rsp = assoc.send_c_store(uncompressed(f, stored), **extra)
@@ -234,7 +235,13 @@ def open_destination(
     )
 
 
+# EVT_CONN_OPEN of the associations peers open: C-GET sub-operations go through
+# store_wire on the requesting association, so its socket needs the guard too.
+GUARD_HANDLERS: list[tuple[Any, ...]] = [(evt.EVT_CONN_OPEN, store_wire.install_guard)]
+
+
 def wire_for(assoc: Any, dicom: DicomSettings) -> store_wire.StoreWire | None:
-    """The streaming sender of an association ``open_destination`` made, if guarded."""
+    """The streaming sender of an association ``open_destination`` made, or of a
+    requesting association (C-GET), if guarded."""
     guard = store_wire.guard_of(assoc)
     return None if guard is None else store_wire.StoreWire(assoc, guard, dicom.dimse_timeout)

@@ -70,7 +70,7 @@ class QueryRetrieveService:
         self.runtime = runtime
         self.spool = Spool(runtime.config.data_dir / "spool")
         self._lock = threading.Lock()
-        # "streamed": C-MOVE sub-operations written by store_wire (PS3.10 file bytes as held)
+        # "streamed": C-MOVE and C-GET sub-operations written by store_wire (bytes as held)
         self.counts = {"find": 0, "move": 0, "get": 0, "streamed": 0}
 
     def contexts(self) -> list[tuple[str, list[str] | None]]:
@@ -78,6 +78,7 @@ class QueryRetrieveService:
 
     def handlers(self) -> list[tuple[Any, ...]]:
         return [
+            *retrieve.GUARD_HANDLERS,  # C-GET streams on the requesting association
             (evt.EVT_C_FIND, handle_find, [self]),
             (evt.EVT_C_MOVE, handle_move, [self]),
             (evt.EVT_C_GET, handle_get, [self]),
@@ -416,13 +417,19 @@ def handle_get(event: evt.Event, service: QueryRetrieveService) -> Iterator[C_MO
     if not files:
         yield retrieve.response(C_GET, status.SUCCESS, retrieve.Tally(0), ts)
         return
-    yield from retrieve.sub_operations(
-        C_GET,
-        event.assoc,
-        files,
-        service.spool,
-        ts,
-        lambda: event.is_cancelled,
-        "",
-        0,
-    )
+    tally = retrieve.Tally(remaining=len(files))
+    try:
+        yield from retrieve.sub_operations(
+            C_GET,
+            event.assoc,
+            files,
+            service.spool,
+            ts,
+            lambda: event.is_cancelled,
+            "",
+            0,
+            retrieve.wire_for(event.assoc, service.runtime.config.dicom),
+            tally,
+        )
+    finally:
+        service.note("streamed", tally.streamed)

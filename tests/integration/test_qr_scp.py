@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pynetdicom import AE
+from pydicom.uid import CTImageStorage, MRImageStorage
+from pynetdicom import AE, build_role, evt
 
 from appliance import status
 from appliance.qr import index as qr_index
@@ -20,6 +21,7 @@ from tests.qr_helpers import (
     PATIENT_FIND,
     PATIENT_MOVE,
     QR_SCU,
+    STUDY_GET,
     STUDY_MOVE,
     Held,
     find,
@@ -187,6 +189,49 @@ def test_get_a_series_over_the_same_association(held_box: Any) -> None:
     assert rsp[-1][2].NumberOfCompletedSuboperations == len(uids) == 3
     assert sorted(str(d.SOPInstanceUID) for d in received) == sorted(uids)
     assert received[0].PixelData  # the whole instance, as stored
+
+
+def test_get_streams_the_files_as_held_and_a_cancel_meanwhile_ends_it_with_fe00(
+    held_box: Any,
+) -> None:
+    """C-GET sub-operations go through store_wire on the requesting association; a
+    C-CANCEL that arrives while one of them waits for its C-STORE-RSP (sent here before
+    that response) is handed to pynetdicom, not taken for a broken response."""
+    app, held = held_box
+    study = next(iter(held.studies))
+    total = len(held.instances(study))
+    received: list[Any] = []
+    cancel: list[int] = []
+
+    def on_store(event: Any) -> int:
+        received.append(event.dataset)
+        if len(received) == 1:
+            event.assoc.send_c_cancel(9, cancel[0])
+        return 0x0000
+
+    ae = AE(ae_title=QR_SCU)
+    ae.add_requested_context(STUDY_GET)
+    roles = []
+    for uid in (CTImageStorage, MRImageStorage):
+        ae.add_requested_context(uid)
+        roles.append(build_role(uid, scp_role=True))
+    assoc = steady(ae.associate(
+        "127.0.0.1", app.dicom_port, ae_title="APPLIANCE", ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    ))  # fmt: skip
+    cancel.append(next(
+        cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == STUDY_GET
+    ))  # fmt: skip
+    query = identifier("STUDY", StudyInstanceUID=study)
+    rsp = list(assoc.send_c_get(query, STUDY_GET, msg_id=9))
+    assert assoc.is_established  # not aborted over the C-CANCEL
+    assoc.release()
+    final = rsp[-1][0]
+    assert int(final.Status) == status.CANCEL
+    done = int(final.NumberOfCompletedSuboperations)
+    assert 1 <= done < total and len(received) == done
+    assert int(final.NumberOfRemainingSuboperations) == total - done
+    assert _qr_service(app).health()["streamed"] == done
 
 
 def test_retrieve_needs_the_unique_key_of_its_level(held_box: Any) -> None:
