@@ -220,9 +220,11 @@ class DeviceSettings:
         "optional",
     )
     tls_fingerprint: str = _doc(
-        "pin the device's client certificate: 'sha256:' and its SHA-256 (hex, colons "
-        "allowed); another certificate, or none, is refused on the TLS port, and the plain "
-        "port is refused too. The certificate must also be signed by dicom.tls_ca",
+        "pin the device's certificate: 'sha256:' and its SHA-256 (hex, colons allowed). "
+        "Inbound, another certificate, or none, is refused on the TLS port, and the plain "
+        "port is refused too (the certificate must also be signed by dicom.tls_ca). "
+        "Outbound (C-MOVE, commitment reports), the box goes over TLS and accepts exactly "
+        "this certificate, self-signed or not",
         "",
     )
 

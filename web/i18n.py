@@ -329,7 +329,7 @@ JA: dict[str, str] = {
     "DICOM TLS": "DICOM TLS",
     "optional: plain or TLS port": "任意: 通常ポートでも TLS ポートでも可",
     "required: refused on the plain port": "必須: 通常ポートでは拒否",
-    "Pinned client certificate (sha256:...)": "固定するクライアント証明書 (sha256:...)",
+    "Pinned certificate (sha256:...)": "固定する証明書 (sha256:...)",
     "CA file of the PACS certificate (PEM, on the box)": "PACS 証明書の CA ファイル (PEM、本機上)",
     "Send over DICOM TLS": "DICOM TLS で送信",
     "Compression on the way (for a slow link)": "送信時の圧縮 (回線が遅い場合)",

@@ -188,6 +188,7 @@ class _Recording(ssl.SSLSocket):
         except (ssl.SSLError, OSError) as exc:
             self._note(exc)
             raise
+        self._check_pin()
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         """With TLS 1.3 the peer's refusal of our certificate arrives as an alert at the
@@ -198,6 +199,22 @@ class _Recording(ssl.SSLSocket):
             if "ALERT" in str(exc.reason or ""):
                 self._note(exc)
             raise
+
+    def _check_pin(self) -> None:
+        """Toward a device that pins its certificate: exactly that one, or no association
+        (the handshake did not verify it against a CA: it may well be self-signed)."""
+        pin = getattr(self.context, "pinned", "")
+        if not pin:
+            return
+        der = self.getpeercert(binary_form=True)
+        got = "sha256:" + hashlib.sha256(der).hexdigest() if der else "(none)"
+        if got != pin:
+            exc = ssl.SSLCertVerificationError(f"certificate {got} is not the pinned {pin}")
+            # First what an ErrorComment (64 characters) can still say; the log has it all.
+            exc.verify_message = f"not the pinned one: {got} (pinned: {pin})"
+            self._note(exc)
+            self.close()
+            raise exc
 
     def _note(self, exc: BaseException) -> None:
         global _last_failure
@@ -265,11 +282,19 @@ def for_destination(config: Any, dest: Any) -> tuple[ssl.SSLContext, str] | None
 
 
 def for_device(config: Any, device: Any) -> tuple[ssl.SSLContext, str] | None:
-    """TLS toward a device with ``tls = "required"`` (C-MOVE destination, commitment
-    report): its certificate verified against ``dicom.tls_ca``."""
-    if getattr(device, "tls", "") != "required":
+    """TLS toward a device with ``tls = "required"`` or a pinned certificate (C-MOVE
+    destination, commitment report). A pinned device must present exactly that
+    certificate (self-signed is fine, no CA or name is checked); otherwise its
+    certificate is verified against ``dicom.tls_ca`` with its host name."""
+    pin = getattr(device, "tls_fingerprint", "")
+    if getattr(device, "tls", "") != "required" and not pin:
         return None
-    return outbound(config.data_dir, config.dicom, device.host, config.dicom.tls_ca)
+    ctx, host = outbound(config.data_dir, config.dicom, device.host, config.dicom.tls_ca)
+    if pin:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # the pin is the check (_Recording._check_pin)
+        ctx.pinned = pin  # type: ignore[attr-defined]
+    return ctx, host
 
 
 def failure(tls_args: tuple[ssl.SSLContext, str] | None) -> str:

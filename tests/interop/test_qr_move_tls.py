@@ -4,7 +4,9 @@ whose certificate has expired gets nothing and the C-MOVE fails saying so."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from appliance.dicom import tls
 from appliance.server import Appliance
 from tests import tlscerts
 from tests.helpers import make_config, peer_env, require_peer, wait_for
@@ -107,5 +110,60 @@ def test_move_to_a_device_with_an_expired_certificate_fails_saying_so(setup: dic
         text = proc.stdout + proc.stderr
         assert "certificate has expired" in text
         assert dest.received() == set()
+    finally:
+        app.stop()
+
+
+def _box_moving_to_a_workstation(setup: dict, pin: str) -> tuple[Appliance, TlsDest]:
+    """A 3D workstation with its own self-signed certificate (no CA the box knows), its
+    fingerprint pinned on the device; it trusts the box's certificate's CA."""
+    ws_cert, ws_key = tls.self_signed(setup["tmp"] / "ws-pki")
+    pair = tlscerts.Pair(cert=ws_cert, key=ws_key)
+    dest = TlsDest(setup["tmp"] / f"dest-ws-{len(setup['started'])}", pair, setup["ca"].cert)
+    setup["started"].append(dest)
+    raw = qr_config(dest.port)
+    for device in raw["devices"]:
+        if device["ae_title"] == "DEST":
+            device["tls_fingerprint"] = (
+                pin
+                or "sha256:"
+                + hashlib.sha256(ssl.PEM_cert_to_DER_cert(ws_cert.read_text())).hexdigest()
+            )
+    box = setup["pairs"]["box"]
+    raw["dicom"] = {
+        "tls_cert": str(box.cert),
+        "tls_key": str(box.key),
+        "tls_ca": str(setup["ca"].cert),
+    }
+    app = Appliance(make_config(setup["tmp"] / f"data-ws-{len(setup['started'])}", raw)).start()
+    return app, dest
+
+
+def test_move_to_a_pinned_self_signed_workstation_goes_over_tls(setup: dict) -> None:
+    """The pin is the check toward a device that pins its certificate: a self-signed
+    one (which dicom.tls_ca does not sign) is accepted when it is exactly the pinned one."""
+    app, dest = _box_moving_to_a_workstation(setup, pin="")
+    try:
+        held = store_studies(app.dicom_port, setup["tmp"] / "images")
+        study = list(held.studies)[0]
+        proc = _movescu(app, study)
+        assert proc.returncode == 0, proc.stderr
+        assert set(held.instances(study)) <= dest.received()
+    finally:
+        app.stop()
+
+
+def test_move_to_a_workstation_with_another_certificate_than_pinned_gets_nothing(
+    setup: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, dest = _box_moving_to_a_workstation(setup, pin="sha256:" + "ab" * 32)
+    try:
+        held = store_studies(app.dicom_port, setup["tmp"] / "images")
+        proc = _movescu(app, list(held.studies)[0])
+        text = proc.stdout + proc.stderr
+        assert "0xa702" in text and "TLS: certificate refused: not the pinned one" in text
+        assert dest.received() == set()
+        logged = " ".join(r.getMessage() for r in caplog.records)
+        assert f"(pinned: sha256:{'ab' * 32})" in logged
     finally:
         app.stop()
