@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance import backup
+from appliance import audit, backup
 from appliance import config as config_mod
 from appliance.cliargs import EXIT_CONFIG, EXIT_OK, Context, Handler, load_config
 from appliance.config import ENV_CONFIG
@@ -44,7 +44,7 @@ def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) ->
     return {"backup": cmd_backup, "restore": cmd_restore}
 
 
-def cmd_backup(args: argparse.Namespace, _ctx: Context) -> int:
+def cmd_backup(args: argparse.Namespace, ctx: Context) -> int:
     """Write the archive next to its final name, readable by this user only, then rename."""
     cfg = load_config(args)
     config_file = args.config or (
@@ -66,6 +66,17 @@ def cmd_backup(args: argparse.Namespace, _ctx: Context) -> int:
         tmp.unlink(missing_ok=True)
         raise
     rows = sum(summary.tables.values())
+    # In the audit log (after the snapshot: it is not in this backup), and so on the
+    # health page as the last backup.
+    store = ctx.open_store(cfg.data_dir)
+    try:
+        audit.record_now(
+            store, "cli", "backup", str(target.resolve()),
+            f"{rows} rows, {summary.files} files, {summary.bytes} bytes"
+            f"{', spool' if args.spool else ''}",
+        )  # fmt: skip
+    finally:
+        store.close()
     print(
         f"{target}: database ({len(summary.tables)} tables, {rows} rows), {summary.files} files "
         f"({summary.bytes} bytes){', spool' if args.spool else ''}"

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, evt
@@ -20,6 +21,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from appliance import access, statuskey
 from appliance.app import PARTS
 from appliance.config import Config
+from appliance.db import DB_FILENAME
 from appliance.dicom import compat, edge, tls
 from appliance.parts import Listener, Parts, Service
 from appliance.runtime import Runtime
@@ -331,7 +333,21 @@ class Appliance:
         if self.runtime is None:
             return {"state": "stopped"}
         try:
-            self.runtime.store.db.execute("SELECT 1").fetchone()
+            last = self.runtime.store.query(
+                "SELECT at FROM audit WHERE action IN ('backup', 'backup-download') "
+                "ORDER BY id DESC LIMIT 1"
+            )
         except Exception as exc:  # reported, not raised: healthz must answer
             return {"state": "failed", "error": type(exc).__name__}
-        return {"state": "running"}
+        path = self.config.data_dir / DB_FILENAME
+        size = 0
+        for name in (path, path.with_name(path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                size += name.stat().st_size
+        ago = None
+        if last:
+            when = datetime.fromisoformat(last[0]["at"].replace("Z", "+00:00"))
+            ago = max(0, int(time.time() - when.timestamp()))
+        # The database with its write-ahead log; when the last backup was taken (None:
+        # never, by `appliance backup` or the admin page's download).
+        return {"state": "running", "size_mb": round(size / 1e6, 1), "last_backup_s_ago": ago}

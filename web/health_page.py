@@ -58,6 +58,8 @@ WORDS = {
     "find": "C-FIND requests",
     "move": "C-MOVE requests",
     "get": "C-GET requests",
+    "size_mb": "Size",
+    "last_backup_s_ago": "Last backup",
 }
 HEALTHY = ("running", "not in this process")
 
@@ -98,6 +100,8 @@ def duration(seconds: float) -> str:
 
 def value_words(key: str, value: Any) -> str:
     """A health value for people: durations, sizes, lists and yes/no in words."""
+    if key == "last_backup_s_ago" and value is None:
+        return gettext("never")
     if value is None or value == "":
         return "—"
     if isinstance(value, bool):

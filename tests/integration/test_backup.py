@@ -120,7 +120,17 @@ def test_backup_while_serving_wipe_restore_brings_every_row_and_file_back(
     assert out.returncode == 0, out.stderr
     assert "spool, configuration" in out.stdout
     assert archive.stat().st_mode & 0o077 == 0  # patient data: this user only
-    assert dump(data / DB_FILENAME) == rows  # nothing moved meanwhile: the comparison is fair
+    # Nothing moved meanwhile (the comparison is fair) but the backup's own audit row,
+    # written after the snapshot; the health report now knows when the last one was.
+    after = dump(data / DB_FILENAME)
+    assert {t: v for t, v in after.items() if t != "audit"} == {
+        t: v for t, v in rows.items() if t != "audit"
+    }
+    new = [r for r in after["audit"] if r not in rows["audit"]]
+    assert len(new) == 1 and "'backup'" in new[0] and str(archive.resolve()) in new[0]
+    database = busy_box.health()["services"]["database"]
+    assert database["last_backup_s_ago"] is not None and database["last_backup_s_ago"] < 60
+    assert database["size_mb"] > 0
 
     busy_box.stop()
     shutil.rmtree(data)

@@ -40,7 +40,7 @@ REPORT: dict[str, Any] = {
         },
         "print": {"state": "running", "queued": 0, "jobs": {"DONE": 4}, "printers": []},
         "web": {"state": "running", "port": 8080},
-        "database": {"state": "running"},
+        "database": {"state": "running", "size_mb": 12.5, "last_backup_s_ago": None},
     },
 }
 
@@ -82,6 +82,8 @@ def test_health_page_says_each_service_and_its_state_in_words(box: Web) -> None:
     disk = page[page.index('id="disk"') :]
     assert re.search(r"GB free of [\d,.]+ GB \(\d+ %\)", disk)
     assert 'data-refresh="30"' in page
+    database = page[page.index('id="service-database"') :]
+    assert "12.5 MB" in database and "Last backup" in database and "never" in database
 
 
 def test_health_page_in_japanese(box: Web) -> None:
