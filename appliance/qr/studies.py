@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from appliance import paging
@@ -50,9 +50,28 @@ ORDER = paging.Order(("s.sort_key", "s.study_uid"), ("sort_key", "study_uid"), (
                      descending=True)  # fmt: skip
 
 
-def _grouped(flt: StudyFilter) -> tuple[str, list[Any]]:
+# What a study's row shows, aggregated over its held instances.
+_SUMMARY = """q.study_uid, MAX(q.study_date) || MAX(q.study_time) AS sort_key,
+            MAX(q.study_date) AS study_date, MAX(q.study_time) AS study_time,
+            MAX(q.patient_name) AS patient_name, MAX(q.patient_id) AS patient_id,
+            MAX(q.patient_birth_date) AS patient_birth_date, MAX(q.patient_sex) AS patient_sex,
+            MAX(q.accession_number) AS accession_number,
+            MAX(q.study_description) AS study_description,
+            GROUP_CONCAT(DISTINCT q.modality) AS modalities,
+            COUNT(DISTINCT q.series_uid) AS series_count, COUNT(*) AS instance_count"""
+# Enough to count, order and page: a quarter of the work of the summary per study.
+_KEYS = "q.study_uid, MAX(q.study_date) || MAX(q.study_time) AS sort_key"
+
+
+def _grouped(
+    flt: StudyFilter, columns: str = _SUMMARY, only: list[str] | None = None
+) -> tuple[str, list[Any]]:
+    """The matching studies, one row each (``columns``), of ``only`` these UIDs if given."""
     where = ["f.removed_at IS NULL"]
     params: list[Any] = []
+    if only is not None:
+        where.append(f"q.study_uid IN ({', '.join('?' * len(only))})")
+        params.extend(only)
     if flt.patient_id:
         where.append("q.patient_id = ?")
         params.append(flt.patient_id)
@@ -71,27 +90,33 @@ def _grouped(flt: StudyFilter) -> tuple[str, list[Any]]:
     if flt.modality:
         having = "HAVING SUM(q.modality = ?) > 0"
         params.append(flt.modality)
-    sql = f"""(SELECT q.study_uid, MAX(q.study_date) || MAX(q.study_time) AS sort_key,
-            MAX(q.study_date) AS study_date, MAX(q.study_time) AS study_time,
-            MAX(q.patient_name) AS patient_name, MAX(q.patient_id) AS patient_id,
-            MAX(q.patient_birth_date) AS patient_birth_date, MAX(q.patient_sex) AS patient_sex,
-            MAX(q.accession_number) AS accession_number,
-            MAX(q.study_description) AS study_description,
-            GROUP_CONCAT(DISTINCT q.modality) AS modalities,
-            COUNT(DISTINCT q.series_uid) AS series_count, COUNT(*) AS instance_count
+    sql = f"""(SELECT {columns}
         FROM qr_instances q JOIN forward_instances f ON f.id = q.instance_id
         WHERE {" AND ".join(where)} GROUP BY q.study_uid {having}) s"""
     return sql, params
 
 
 def study_page(store: Store, flt: StudyFilter, req: paging.PageRequest) -> paging.Page:
-    """A page of the held studies that match ``flt``, newest first."""
-    grouped, params = _grouped(flt)
-    listing = paging.Listing(f"SELECT s.* FROM {grouped}", grouped, [], params, ORDER)
-    page = paging.fetch(store, listing, req)
-    for row in page.rows:
+    """A page of the held studies that match ``flt``, newest first.
+
+    Paged on the studies' keys alone (UID and date: the total, the page, its position),
+    then summarised for the page's studies only, in the same snapshot: the summary of
+    every study, three times over, took 650 ms at 10,000 studies."""
+    keys, params = _grouped(flt, _KEYS)
+    listing = paging.Listing(f"SELECT s.* FROM {keys}", keys, [], params, ORDER)
+    with store.read():
+        page = paging.fetch(store, listing, req)
+        uids = [row["study_uid"] for row in page.rows]
+        summary, sparams = _grouped(flt, only=uids)
+        found = (
+            {r["study_uid"]: r for r in store.query(f"SELECT s.* FROM {summary}", tuple(sparams))}
+            if uids
+            else {}
+        )
+    rows = [found[uid] for uid in uids if uid in found]
+    for row in rows:
         row["modalities"] = "/".join(sorted(m for m in (row["modalities"] or "").split(",") if m))
-    return page
+    return replace(page, rows=rows)
 
 
 def held(store: Store, study_uid: str) -> dict[str, Any] | None:
