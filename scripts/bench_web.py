@@ -200,6 +200,8 @@ def pages(search: str) -> list[tuple[str, str]]:
         ("print history, patient search", f"/prints?patient={search}"),
         ("audit log", "/admin/audit"),
         ("printers", "/printers"),
+        ("studies held (100 studies of 50 images)", "/studies"),
+        ("studies held, name search", f"/studies?name={search}"),
     ]
 
 
