@@ -255,14 +255,16 @@ def _plain(walked: Walked) -> dict[str, str] | None:
 
 def record(db: sqlite_utils.Database, instance_id: int, attrs: Mapping[str, str]) -> None:
     """Write (or replace) the index row of an instance, inside the caller's transaction."""
-    cols = [*COLUMNS.values(), NAME_KEY]
-    values = [attrs.get(c, "") for c in COLUMNS.values()]
+    values = [attrs.get(c, "") for c in _COLUMN_NAMES]
     values.append(matching.pn_search_key(attrs.get("patient_name", "")))
-    db.execute(
-        f"INSERT OR REPLACE INTO qr_instances (instance_id, {', '.join(cols)}) "
-        f"VALUES (?, {', '.join('?' * len(cols))})",
-        (instance_id, *values),
-    )
+    db.conn.execute(_RECORD, (instance_id, *values))
+
+
+_COLUMN_NAMES = list(COLUMNS.values())
+_RECORD = (
+    f"INSERT OR REPLACE INTO qr_instances (instance_id, {', '.join([*_COLUMN_NAMES, NAME_KEY])}) "
+    f"VALUES (?, {', '.join('?' * (len(_COLUMN_NAMES) + 1))})"
+)
 
 
 def backfill(
