@@ -12,8 +12,9 @@ The serial grows with every record of the spool (across segments and restarts: i
 starts from the clock), so of two records of one instance the later one is known. The
 checksum is zlib's CRC-32 (no C CRC32C is in the standard library; zlib's runs in C)
 of the payload, continued over the header bytes before it and the key. A record is
-written in place (payload as it arrives, header last) and made durable by one
-``fdatasync`` before the C-STORE gets Success.
+written in place (payload as it arrives, header last: ``Append.seal``, which also starts
+its writeback) and made durable by one ``fdatasync`` (``Append.sync``) before the
+C-STORE gets Success; the receiver writes the record's rows in between.
 
 That sync carries no metadata when the segment's blocks were *written* beforehand, not
 only allocated: on ext4 ``posix_fallocate`` makes unwritten extents, and the first write

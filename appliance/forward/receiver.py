@@ -5,10 +5,11 @@ temporary file with the File Meta group in front, hashing and fsyncing it; ``Rec
 takes the routing header (from the intake, or read from the file up to the pixel data),
 moves the file into the spool (rename, fsync dir), commits the queue rows, and only then
 is Success answered. With ``forward.spool = "journal"`` the intake writes a journal record
-instead (``appliance/forward/journal.py``) and ``Receiver.admit_record`` checks it, makes
-it durable with one fdatasync and commits the rows; ``admit`` (the public entry for any
-other source of files) copies a file into a record the same way. ``refusal_for`` turns a
-failure into the status that answers it.
+instead (``appliance/forward/journal.py``) and ``Receiver.admit_record`` checks it, writes
+the rows while the device writes the record, makes it durable with one fdatasync and
+then commits the rows; ``admit`` (the public entry for any other source of files) copies
+a file into a record the same way. ``refusal_for`` turns a failure into the status that
+answers it.
 """
 
 from __future__ import annotations
