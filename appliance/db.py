@@ -105,6 +105,11 @@ class Store:
         finally:
             self._writer.release()
 
+    def writer_idle(self) -> bool:
+        """No write transaction of this process is running or waiting now (a hint: the
+        next ``write`` may still wait)."""
+        return not self._writer.locked()
+
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite_utils.Database]:
         """A read transaction: the queries inside see one snapshot (WAL), take no lock

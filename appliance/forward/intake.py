@@ -321,16 +321,18 @@ class Intake:
         got = 0
         # However slowly it trickles, a PDU arrives whole within the edge's pdu_timeout.
         # and never stays silent in it for longer than dicom.network_timeout.
-        idle = self.dul.network_timeout
-        whole = getattr(self.dul.socket, "pdu_timeout", None) or idle
-        deadline = time.monotonic() + whole
         if isinstance(sock, ssl.SSLSocket):
-            return self._recv_tls(sock, view, deadline, idle, whole)
+            idle, whole = self._timeouts()
+            return self._recv_tls(sock, view, time.monotonic() + whole, idle, whole)
+        deadline = 0.0  # set when the socket first has nothing to read (then time counts)
         try:
             while got < size:
                 try:
                     n = sock.recv_into(view[got:], size - got, socket.MSG_DONTWAIT)
                 except BlockingIOError:
+                    idle, whole = self._timeouts()
+                    if not deadline:
+                        deadline = time.monotonic() + whole
                     remaining = deadline - time.monotonic()
                     if not edge.wait_for(sock, min(remaining, idle)):
                         self._late(remaining, idle, whole)
@@ -342,6 +344,11 @@ class Intake:
         except (OSError, ValueError):
             return None
         return view
+
+    def _timeouts(self) -> tuple[float, float]:
+        """(dicom.network_timeout, the edge's pdu_timeout or else the same)."""
+        idle = self.dul.network_timeout
+        return idle, getattr(self.dul.socket, "pdu_timeout", None) or idle
 
     def _late(self, remaining: float, idle: float, whole: float) -> None:
         log.warning(

@@ -251,6 +251,17 @@ _VERSION_COLUMNS = (
 )  # fmt: skip
 
 
+_FIND_INSTANCE = "SELECT id, digest, file FROM forward_instances WHERE sop_instance_uid = ?"
+_INSERT_INSTANCE = (
+    f"INSERT INTO forward_instances (sop_instance_uid, {', '.join(_VERSION_COLUMNS)}) "
+    f"VALUES (?, {', '.join('?' * len(_VERSION_COLUMNS))})"
+)
+_REPLACE_VERSION = (
+    f"UPDATE forward_instances SET {', '.join(c + ' = ?' for c in _VERSION_COLUMNS)}, "
+    "removed_at = NULL WHERE id = ?"
+)
+
+
 def record_instance(
     store: Store,
     info: InstanceInfo,
@@ -261,6 +272,7 @@ def record_instance(
     now: float | None = None,
     durable: bool = True,
     indexed: Mapping[str, str] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> Recorded:
     """Commit an instance and its queue rows; idempotent for a repeated identical instance.
 
@@ -271,6 +283,9 @@ def record_instance(
     file is itself the durable record (the receiver: ``Receiver.recover`` queues a file
     whose rows a power cut took back). ``indexed``: the Query/Retrieve index columns of
     the instance (``appliance.qr.index``), written in the same transaction.
+    ``before_commit`` runs last inside the transaction (the receiver waits there for its
+    journal record's sync, so that the rows are written meanwhile but committed only
+    once the record is durable); what it raises rolls the transaction back.
     """
     now = time.time() if now is None else now
     dests = list(destinations)
@@ -279,45 +294,51 @@ def record_instance(
         file, digest, size, now,
     )  # fmt: skip
     with store.write(durable=durable) as db:
-        row = db.execute(
-            "SELECT id, digest, file FROM forward_instances WHERE sop_instance_uid = ?",
-            (info.sop_instance_uid,),
-        ).fetchone()
-        if row is None:
-            cur = db.execute(
-                f"""INSERT INTO forward_instances (sop_instance_uid, {", ".join(_VERSION_COLUMNS)})
-                   VALUES (?, {", ".join("?" * len(_VERSION_COLUMNS))})""",
-                (info.sop_instance_uid, *version),
-            )
-            instance_id = int(cur.lastrowid or 0)
-            _add_rows(db, instance_id, dests, now)
-            _index(db, instance_id, indexed)
-            return Recorded(instance_id, "new")
-        instance_id, old_digest, old_file = int(row[0]), row[1], row[2]
-        if old_digest == digest:
-            db.execute(
-                "UPDATE forward_instances SET removed_at = NULL, file = ? WHERE id = ?",
-                (file, instance_id),
-            )
-            _add_rows(db, instance_id, dests, now)
-            _index(db, instance_id, indexed)
-            return Recorded(instance_id, "duplicate")
+        recorded = _record_rows(db, info, file, digest, version, dests, now, indexed)
+        if before_commit is not None:
+            before_commit()
+        return recorded
+
+
+def _record_rows(
+    db: sqlite_utils.Database,
+    info: InstanceInfo,
+    file: str,
+    digest: str,
+    version: tuple[Any, ...],
+    dests: list[str],
+    now: float,
+    indexed: Mapping[str, str] | None,
+) -> Recorded:
+    """The statements of ``record_instance``, inside its transaction."""
+    row = db.conn.execute(_FIND_INSTANCE, (info.sop_instance_uid,)).fetchone()
+    if row is None:
+        cur = db.conn.execute(_INSERT_INSTANCE, (info.sop_instance_uid, *version))
+        instance_id = int(cur.lastrowid or 0)
+        _add_rows(db, instance_id, dests, now)
+        _index(db, instance_id, indexed)
+        return Recorded(instance_id, "new")
+    instance_id, old_digest, old_file = int(row[0]), row[1], row[2]
+    if old_digest == digest:
         db.execute(
-            f"""UPDATE forward_instances SET {", ".join(c + " = ?" for c in _VERSION_COLUMNS)},
-               removed_at = NULL WHERE id = ?""",
-            (*version, instance_id),
-        )
-        db.execute(
-            """UPDATE forward_queue SET state = 'waiting', attempts = 0, next_attempt = ?,
-               last_error = 'replaced by a new version', last_status = NULL,
-               generation = generation + 1, updated_at = ?, delivered_at = NULL,
-               commit_requested_at = NULL, committed_at = NULL, commit_error = ''
-               WHERE instance_id = ?""",
-            (now, now, instance_id),
+            "UPDATE forward_instances SET removed_at = NULL, file = ? WHERE id = ?",
+            (file, instance_id),
         )
         _add_rows(db, instance_id, dests, now)
         _index(db, instance_id, indexed)
-        return Recorded(instance_id, "replaced", old_file=old_file)
+        return Recorded(instance_id, "duplicate")
+    db.execute(_REPLACE_VERSION, (*version, instance_id))
+    db.execute(
+        """UPDATE forward_queue SET state = 'waiting', attempts = 0, next_attempt = ?,
+           last_error = 'replaced by a new version', last_status = NULL,
+           generation = generation + 1, updated_at = ?, delivered_at = NULL,
+           commit_requested_at = NULL, committed_at = NULL, commit_error = ''
+           WHERE instance_id = ?""",
+        (now, now, instance_id),
+    )
+    _add_rows(db, instance_id, dests, now)
+    _index(db, instance_id, indexed)
+    return Recorded(instance_id, "replaced", old_file=old_file)
 
 
 def _index(db: sqlite_utils.Database, instance_id: int, indexed: Mapping[str, str] | None) -> None:
@@ -327,12 +348,12 @@ def _index(db: sqlite_utils.Database, instance_id: int, indexed: Mapping[str, st
 
 def kept_version(store: Store, sop_instance_uid: str) -> tuple[str, str] | None:
     """(file, digest) of the instance's spooled version still kept, or None."""
-    rows = store.query(
+    row = store.db.conn.execute(
         "SELECT file, digest FROM forward_instances WHERE sop_instance_uid = ? "
         "AND removed_at IS NULL",
         (sop_instance_uid,),
-    )
-    return (rows[0]["file"], rows[0]["digest"]) if rows else None
+    ).fetchone()
+    return (row[0], row[1]) if row is not None else None
 
 
 def recorded_files(store: Store) -> set[str]:
@@ -385,12 +406,12 @@ def move_record(store: Store, instance_id: int, old: str, new: str) -> bool:
 
 
 def _add_rows(db: sqlite_utils.Database, instance_id: int, dests: list[str], now: float) -> None:
-    for dest in dests:
-        db.execute(
+    if dests:
+        db.conn.executemany(
             """INSERT OR IGNORE INTO forward_queue
                (instance_id, destination, next_attempt, queued_at, updated_at)
                VALUES (?, ?, ?, ?, ?)""",
-            (instance_id, dest, now, now, now),
+            [(instance_id, dest, now, now, now) for dest in dests],
         )
 
 

@@ -5,10 +5,11 @@ temporary file with the File Meta group in front, hashing and fsyncing it; ``Rec
 takes the routing header (from the intake, or read from the file up to the pixel data),
 moves the file into the spool (rename, fsync dir), commits the queue rows, and only then
 is Success answered. With ``forward.spool = "journal"`` the intake writes a journal record
-instead (``appliance/forward/journal.py``) and ``Receiver.admit_record`` checks it, makes
-it durable with one fdatasync and commits the rows; ``admit`` (the public entry for any
-other source of files) copies a file into a record the same way. ``refusal_for`` turns a
-failure into the status that answers it.
+instead (``appliance/forward/journal.py``) and ``Receiver.admit_record`` checks it, writes
+the rows while the device writes the record, makes it durable with one fdatasync and
+then commits the rows; ``admit`` (the public entry for any other source of files) copies
+a file into a record the same way. ``refusal_for`` turns a failure into the status that
+answers it.
 """
 
 from __future__ import annotations
@@ -234,7 +235,14 @@ class Receiver:
         header: dict[int, str] | None,
         head: bytes | None,
     ) -> Received:
-        """The checks and commit of ``admit_record``; the caller closes ``append``."""
+        """The checks and commit of ``admit_record``; the caller closes ``append``.
+
+        The record's writeback starts once it is sealed (``Append.seal``), and its rows
+        are written meanwhile, inside their transaction, which waits for the record's
+        sync before it commits: the rows are committed only once the record is durable,
+        as when the sync came first. When another write transaction of this process
+        runs or waits, the record is synced before the transaction begins, so that no
+        writer waits for another's disk."""
         pending = append.location.ref
         info, dests = self._identify(
             pending, sop_class, sop_instance, transfer_syntax, calling_ae, header
@@ -242,11 +250,18 @@ class Receiver:
         kept = self._kept_copy(info.sop_instance_uid, pending)
         if kept is not None:
             rel, version, size = kept[0], kept[1], self.spool.size(kept[0])
+            synced = None
         else:
-            loc = append.commit()
+            loc = append.seal()
             rel, version, size = loc.ref, record_version(append.serial), loc.length
+            synced = append.sync
+            if not self.store.writer_idle():
+                append.sync()
+                synced = None
         indexed = None if head is None else qr_index.head_attributes(head, transfer_syntax)
-        recorded = self._record(info, rel, version, size, dests, durable=False, indexed=indexed)
+        recorded = self._record(
+            info, rel, version, size, dests, durable=False, indexed=indexed, before_commit=synced
+        )
         if dests:
             self.on_queued(dests)
         return Received(recorded, dests)
@@ -266,16 +281,18 @@ class Receiver:
         dests: list[str],
         durable: bool,
         indexed: dict[str, str] | None = None,
+        before_commit: Callable[[], None] | None = None,
     ) -> queue.Recorded:
         """Commit the queue rows and the Query/Retrieve index row of the spooled ``rel``
-        (one transaction; ``indexed`` or else read from the file); a version it replaces
-        is deleted."""
+        (one transaction; ``indexed`` or else read from the file; ``before_commit`` run
+        last inside it); a version it replaces is deleted."""
         if indexed is None:
             with self.spool.open(rel) as f:
                 indexed = qr_index.read_attributes(f)
         recorded = queue.record_instance(
-            self.store, info, rel, version, size, dests, durable=durable, indexed=indexed
-        )
+            self.store, info, rel, version, size, dests, durable=durable, indexed=indexed,
+            before_commit=before_commit,
+        )  # fmt: skip
         if recorded.old_file and recorded.old_file != rel:
             self.spool.delete(recorded.old_file)
         return recorded

@@ -144,12 +144,12 @@ def head_attributes(head: bytes, transfer_syntax: str) -> dict[str, str] | None:
     """The index columns from the start of a data set as received (the intake keeps it),
     or None when that start does not reach past the last indexed tag or is not plain
     little endian: the caller then reads the file."""
-    ts = UID(transfer_syntax)
-    if ts.is_deflated or not ts.is_little_endian:
+    little, implicit = _syntax(transfer_syntax)
+    if not little:
         return None
-    walked = _walk(head, bool(ts.is_implicit_VR))
+    walked = _walk(head, implicit)
     if walked is not None:
-        return _plain(walked) or attributes(Dataset(walked))
+        return _plain(walked) or attributes(Dataset(_elements(walked, implicit)))
     # An undefined length on the way (a sequence): pydicom walks into it.
     reached = []
 
@@ -160,7 +160,7 @@ def head_attributes(head: bytes, transfer_syntax: str) -> dict[str, str] | None:
         return False
 
     try:
-        ds = read_dataset(BytesIO(head), ts.is_implicit_VR, True, stop_when=past)
+        ds = read_dataset(BytesIO(head), implicit, True, stop_when=past)
         if not reached:
             return None
         return attributes(ds)
@@ -168,57 +168,85 @@ def head_attributes(head: bytes, transfer_syntax: str) -> dict[str, str] | None:
         return None
 
 
-def _walk(head: bytes, implicit: bool) -> dict[BaseTag, DataElement | RawDataElement] | None:
+_SYNTAXES: dict[str, tuple[bool, bool]] = {}  # transfer syntax -> (plain little endian, implicit)
+
+
+def _syntax(transfer_syntax: str) -> tuple[bool, bool]:
+    """(little endian and not deflated, implicit VR) of a transfer syntax, looked up once
+    per syntax (pydicom's UID checks its value on every construction)."""
+    known = _SYNTAXES.get(transfer_syntax)
+    if known is None:
+        ts = UID(transfer_syntax)
+        known = (bool(ts.is_little_endian and not ts.is_deflated), bool(ts.is_implicit_VR))
+        if len(_SYNTAXES) < 64:  # the syntaxes negotiated: a few
+            _SYNTAXES[transfer_syntax] = known
+    return known
+
+
+_IMPLICIT_HEAD = struct.Struct("<HHI")  # group, element, 32-bit length
+_EXPLICIT_HEAD = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length
+_LONG_LENGTH = struct.Struct("<I")
+
+Walked = dict[int, tuple[bytes, bytes, int]]  # tag -> (VR or b"", value, value offset)
+
+
+def _walk(head: bytes, implicit: bool) -> Walked | None:
     """The indexed elements of a little endian data set's start, found by skipping the
-    others by their lengths (no value is decoded but those); None at an undefined length
-    or when the start ends before the last indexed tag."""
-    found: dict[BaseTag, DataElement | RawDataElement] = {}
+    others by their lengths (no value is decoded); None at an undefined length or when
+    the start ends before the last indexed tag."""
+    found: Walked = {}
     pos, end = 0, len(head)
     while pos + 8 <= end:
-        group, elem = struct.unpack_from("<HH", head, pos)
+        if implicit:
+            group, elem, length = _IMPLICIT_HEAD.unpack_from(head, pos)
+            raw_vr = b""
+        else:
+            group, elem, raw_vr, length = _EXPLICIT_HEAD.unpack_from(head, pos)
         tag = (group << 16) | elem
         if tag > LAST_TAG:
             return found
-        vr: str | None = None
-        if implicit:
-            length = struct.unpack_from("<I", head, pos + 4)[0]
-            start = pos + 8
-        else:
-            raw_vr = head[pos + 4 : pos + 6]
-            vr = raw_vr.decode("ascii", "replace")
-            if raw_vr in _LONG_VRS:
-                if pos + 12 > end:
-                    return None
-                length = struct.unpack_from("<I", head, pos + 8)[0]
-                start = pos + 12
-            else:
-                length = struct.unpack_from("<H", head, pos + 6)[0]
-                start = pos + 8
+        start = pos + 8
+        if raw_vr in _LONG_VRS:
+            if pos + 12 > end:
+                return None
+            length = _LONG_LENGTH.unpack_from(head, pos + 8)[0]
+            start = pos + 12
         if length == 0xFFFFFFFF or start + length > end:
             return None
         if tag in _WANTED:
-            found[Tag(tag)] = RawDataElement(
-                Tag(tag),
-                vr,
-                length,
-                head[start : start + length],
-                start,
-                implicit,
-                True,
-                True,
-                False,
-            )
+            found[tag] = (raw_vr, head[start : start + length], start)
         pos = start + length
     return None
 
 
-def _plain(found: dict[BaseTag, DataElement | RawDataElement]) -> dict[str, str] | None:
+def _elements(walked: Walked, implicit: bool) -> dict[BaseTag, DataElement | RawDataElement]:
+    """The walked elements as pydicom's raw elements (for values it must decode)."""
+    return {
+        Tag(tag): RawDataElement(
+            Tag(tag),
+            raw_vr.decode("ascii", "replace") if raw_vr else None,
+            len(value),
+            value,
+            start,
+            implicit,
+            True,
+            True,
+            False,
+        )
+        for tag, (raw_vr, value, start) in walked.items()
+    }
+
+
+_COLUMN_TAG_INTS = [(int(tag), column) for tag, column in _COLUMN_TAGS]
+
+
+def _plain(walked: Walked) -> dict[str, str] | None:
     """The columns when every value is plain ASCII (no byte above 0x7F, no ISO 2022
     escape), so no character set applies; None otherwise (pydicom decodes them)."""
     out: dict[str, str] = {}
-    for tag, column in _COLUMN_TAGS:
-        elem = found.get(tag)
-        value = b"" if elem is None else bytes(elem.value or b"")
+    for tag, column in _COLUMN_TAG_INTS:
+        found = walked.get(tag)
+        value = b"" if found is None else found[1]
         if not value.isascii() or b"\x1b" in value:
             return None
         out[column] = value.decode("ascii").strip("\0 ")
@@ -227,14 +255,16 @@ def _plain(found: dict[BaseTag, DataElement | RawDataElement]) -> dict[str, str]
 
 def record(db: sqlite_utils.Database, instance_id: int, attrs: Mapping[str, str]) -> None:
     """Write (or replace) the index row of an instance, inside the caller's transaction."""
-    cols = [*COLUMNS.values(), NAME_KEY]
-    values = [attrs.get(c, "") for c in COLUMNS.values()]
+    values = [attrs.get(c, "") for c in _COLUMN_NAMES]
     values.append(matching.pn_search_key(attrs.get("patient_name", "")))
-    db.execute(
-        f"INSERT OR REPLACE INTO qr_instances (instance_id, {', '.join(cols)}) "
-        f"VALUES (?, {', '.join('?' * len(cols))})",
-        (instance_id, *values),
-    )
+    db.conn.execute(_RECORD, (instance_id, *values))
+
+
+_COLUMN_NAMES = list(COLUMNS.values())
+_RECORD = (
+    f"INSERT OR REPLACE INTO qr_instances (instance_id, {', '.join([*_COLUMN_NAMES, NAME_KEY])}) "
+    f"VALUES (?, {', '.join('?' * (len(_COLUMN_NAMES) + 1))})"
+)
 
 
 def backfill(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +16,7 @@ from pydicom import dcmread
 from appliance import status
 from appliance.app import open_store
 from appliance.forward import journal, queue
-from appliance.forward.receiver import Receiver
+from appliance.forward.receiver import Receiver, refusal_for
 from appliance.forward.retention import sweep, sweep_segments
 from appliance.forward.spool import Spool
 from appliance.server import Appliance
@@ -258,3 +261,84 @@ def test_a_restart_appends_after_the_last_complete_record(rig, tmp_path: Path) -
     assert new is not None and new.seq == torn.seq  # the same segment, not a new one
     assert new.offset < torn.offset + torn.length  # over the torn record
     assert [r.location.ref for r in journal.scan(seg)] == [first, refs[-1]]
+
+
+def _committed_instances(store) -> int:
+    """Instance rows another connection sees: committed ones only (WAL)."""
+    conn = sqlite3.connect(str(store.path))
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM forward_instances").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_rows_are_written_during_the_records_sync_and_committed_after_it(
+    rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, store, spool, receiver = rig
+    paths = write_series(tmp_path / "in", 2)
+    real = os.fdatasync
+    seen: list[tuple[int, bool]] = []
+
+    def fdatasync(fd: int) -> None:
+        # The rows are written already (this thread's transaction is open) but nobody
+        # else sees them until the record is durable.
+        seen.append((_committed_instances(store), store.db.conn.in_transaction))
+        real(fd)
+
+    monkeypatch.setattr(journal.os, "fdatasync", fdatasync)
+    files = _received(receiver, store, paths)
+    assert seen == [(0, True), (1, True)]
+    assert _committed_instances(store) == 2
+    assert [journal.parse_ref(f) is not None for f in files] == [True, True]
+
+
+def test_a_failed_record_sync_commits_no_rows(
+    rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, store, spool, receiver = rig
+    path = write_series(tmp_path / "in", 1)[0]
+    ds = dcmread(path)
+
+    def fdatasync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(journal.os, "fdatasync", fdatasync)
+    with pytest.raises(OSError) as failed:
+        receiver.ingest(path, ds.SOPClassUID, ds.SOPInstanceUID,
+                        str(ds.file_meta.TransferSyntaxUID), "MODALITY")  # fmt: skip
+    assert refusal_for(failed.value, "MODALITY") == (
+        status.OUT_OF_RESOURCES, "out of resources: spool write failed",
+    )  # fmt: skip
+    assert store.query("SELECT COUNT(*) AS n FROM forward_instances") == [{"n": 0}]
+    assert store.query("SELECT COUNT(*) AS n FROM qr_instances") == [{"n": 0}]
+
+
+def test_while_another_writer_holds_the_database_the_record_is_synced_first(
+    rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer never waits for another's disk: with a write transaction of the process
+    running, the record's sync comes before its own transaction begins."""
+    cfg, store, spool, receiver = rig
+    paths = write_series(tmp_path / "in", 1)
+    real = os.fdatasync
+    synced, holding = threading.Event(), threading.Event()
+    outcome: list[bool] = []
+
+    def fdatasync(fd: int) -> None:
+        synced.set()
+        real(fd)
+
+    def other_writer() -> None:
+        with store.write(durable=False):
+            holding.set()
+            outcome.append(synced.wait(5))  # released once the record was synced
+
+    monkeypatch.setattr(journal.os, "fdatasync", fdatasync)
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    assert holding.wait(5)
+    files = _received(receiver, store, paths)
+    thread.join(10)
+    assert outcome == [True]
+    assert len(files) == 1 and _committed_instances(store) == 1
