@@ -10,6 +10,7 @@ process's edit within ``appliance.live.REFRESH_S`` seconds.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from appliance import audit
@@ -75,6 +76,18 @@ def get(store: Store, name: str) -> dict[str, Any]:
     if not found:
         raise NotFound(f"no printer {name!r}")
     return found[0]
+
+
+def inside_data_folder(printer: PrinterSettings, data_dir: Path) -> bool:
+    """False for a ``folder:`` printer whose folder (relative ones under ``data_dir``, as
+    the print service resolves them) lies outside ``data_dir``; True for any other."""
+    scheme, _, rest = printer.uri.partition(":")
+    if scheme != "folder":
+        return True
+    base = Path(data_dir).resolve()
+    path = Path(rest)
+    target = (path if path.is_absolute() else base / path).resolve()
+    return target != base and target.is_relative_to(base)
 
 
 def in_use(config: Config) -> dict[str, str]:

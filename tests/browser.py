@@ -68,6 +68,7 @@ class Box:
 
     def __init__(self, data: Path, extra: str = "", env: dict[str, str] | None = None) -> None:
         """``extra``: more TOML for the configuration; ``env``: more environment (TZ)."""
+        self.data_dir = data / "data"
         cfg = data / "appliance.toml"
         cfg.write_text(
             f'data_dir = "{data / "data"}"\n'

@@ -93,12 +93,17 @@ def destination_from(data: Any) -> tuple[DestinationSettings | None, dict[str, s
 
 
 def printer_from(data: Any) -> tuple[PrinterSettings | None, dict[str, str]]:
-    """A PrinterSettings from form or JSON data; errors name the field."""
+    """A PrinterSettings from form or JSON data; errors name the field. A folder printer
+    added on the web keeps its films inside the data folder: a web admin must not make
+    the box write files elsewhere (the configuration file may name any folder)."""
     values = {name: str(data.get(name, "") or "").strip() for name in ("name", "uri")}
     try:
-        return printers.validate(PrinterSettings(**values)), {}
+        printer = printers.validate(PrinterSettings(**values))
     except ValidationError as exc:
         return None, {exc.field: exc.reason}
+    if not printers.inside_data_folder(printer, runtime().config.data_dir):
+        return None, {"uri": "must be a folder inside the data folder (folder:NAME)"}
+    return printer, {}
 
 
 @dataclass(frozen=True)

@@ -478,6 +478,7 @@ JA: dict[str, str] = {
     "Addresses connected": "接続中のアドレス",
     "Deleted since start": "起動後の削除数",
     "Size": "サイズ",
+    "must be a folder inside the data folder (folder:NAME)": "データフォルダー内のフォルダーにしてください (folder:名前)",
     "Last backup": "最後のバックアップ",
     "never": "まだありません",
     "Freed": "解放",

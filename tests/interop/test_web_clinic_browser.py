@@ -68,9 +68,7 @@ def _flash(page: Any) -> str:
     return str(page.inner_text("p.flash"))
 
 
-def test_printer_added_tested_changed_and_removed_on_the_page(
-    box: Box, page: Any, tmp_path: Path
-) -> None:
+def test_printer_added_tested_changed_and_removed_on_the_page(box: Box, page: Any) -> None:
     page.goto(box.url + "/printers")
     assert "built in" in page.inner_text("#printer-folder")
     page.click("#new-printer")
@@ -78,7 +76,10 @@ def test_printer_added_tested_changed_and_removed_on_the_page(
     page.fill("#uri", "http://nowhere/")
     page.click("button.primary")
     assert "folder:PATH" in page.inner_text("#error-uri")  # refused beside the field
-    page.fill("#uri", f"folder:{tmp_path / 'office'}")
+    page.fill("#uri", "folder:/tmp/elsewhere")  # outside the data folder: refused too
+    page.click("button.primary")
+    assert "inside the data folder" in page.inner_text("#error-uri")
+    page.fill("#uri", "folder:office")  # the data folder's office/
     page.click("button.primary")
     page.wait_for_url(re.compile(r"/printers$"))
     row = page.locator("#printer-office")
@@ -87,16 +88,16 @@ def test_printer_added_tested_changed_and_removed_on_the_page(
 
     row.locator("form.test-page button").click()
     page.wait_for_selector("p.flash")
-    [pdf] = list((tmp_path / "office").glob("*test_page_office*.pdf"))
+    [pdf] = list((box.data_dir / "office").glob("*test_page_office*.pdf"))
     assert _flash(page) == f"Test page sent to office: {pdf}"
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "printers.png"), full_page=True, animations="disabled")
 
     page.click("#printer-office >> text=Edit")
-    page.fill("#uri", f"folder:{tmp_path / 'office2'}")
+    page.fill("#uri", "folder:office2")
     page.click("button.primary")
     page.wait_for_url(re.compile(r"/printers$"))
-    assert str(tmp_path / "office2") in page.inner_text("#printer-office")
+    assert "folder:office2" in page.inner_text("#printer-office")
     page.click("#printer-office >> text=Delete")
     page.wait_for_selector("#printer-folder")
     assert "office removed" in _flash(page)

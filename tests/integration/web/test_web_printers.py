@@ -76,23 +76,22 @@ def test_added_changed_removed_on_the_page_and_the_scp_follows(
     assert admin.get("/printers/new").status_code == 200
 
     # A printer added on the page: listed, audited, and the next film may go to it.
-    resp = post(admin, "/printers/new", {"name": "laser", "uri": f"folder:{tmp_path / 'laser'}"})
+    data = app.config.data_dir
+    resp = post(admin, "/printers/new", {"name": "laser", "uri": f"folder:{data / 'laser'}"})
     assert resp.status_code == 302
     assert web.count("audit", "action = 'printer-add' AND object = 'printer laser'") == 1
     row = admin.get("/printers").text.split('id="printer-laser"')[1].split("</tr>")[0]
     assert ">web<" in row and "/printers/laser/edit" in row
     assert [p.name for p in app.runtime.printers.current()] == ["ward", "laser"]
     assert _print(app) == "ward"  # the first printer is still the file's
-    assert app.services[_svc(app)].printers["laser"].path == tmp_path / "laser"
+    assert app.services[_svc(app)].printers["laser"].path == data / "laser"
 
     # Changed: the SCP uses the new address for the next film, without a restart.
     assert admin.get("/printers/laser/edit").status_code == 200
-    resp = post(
-        admin, "/printers/laser/edit", {"name": "laser", "uri": f"folder:{tmp_path / 'l2'}"}
-    )
+    resp = post(admin, "/printers/laser/edit", {"name": "laser", "uri": "folder:l2"})
     assert resp.status_code == 302
     assert _printer_name(app) == "ward"  # the next association sees the list as it is now
-    assert app.services[_svc(app)].printers["laser"].path == tmp_path / "l2"
+    assert app.services[_svc(app)].printers["laser"].path == data / "l2"  # under the data folder
 
     # Removed: gone from the SCP's outputs; the file's printer stays.
     assert post(admin, "/printers/laser/delete").status_code == 302
@@ -207,12 +206,12 @@ def test_printers_over_the_json_api(box: tuple[Appliance, Web], tmp_path: Path) 
     assert api.get("/api/v1/printers").json == {
         "printers": [{"name": "ward", "uri": f"folder:{tmp_path / 'ward'}", "managed_by": "config"}]
     }
-    laser = {"name": "laser", "uri": f"folder:{tmp_path / 'laser'}"}
+    laser = {"name": "laser", "uri": "folder:laser"}
     resp = api.post("/api/v1/printers", json=laser)
     assert resp.status_code == 201 and resp.json == {**laser, "managed_by": "web"}
     assert [p.name for p in app.runtime.printers.current()] == ["ward", "laser"]
     assert _printer_name(app) == "ward"  # the next association sees the list as it is now
-    assert app.services[_svc(app)].printers["laser"].path == tmp_path / "laser"
+    assert app.services[_svc(app)].printers["laser"].path == app.config.data_dir / "laser"
     # Bad input names the field; the file's printer is read-only; unknown is 404.
     resp = api.post("/api/v1/printers", json={"name": "x", "uri": "lpr://x"})
     assert resp.status_code == 400 and "uri" in resp.json["errors"]
@@ -220,9 +219,9 @@ def test_printers_over_the_json_api(box: tuple[Appliance, Web], tmp_path: Path) 
     assert resp.status_code == 400 and "configuration file" in str(resp.json["errors"])
     assert api.delete("/api/v1/printers/ward").status_code == 400
     assert api.get("/api/v1/printers/nowhere").status_code == 404
-    resp = api.put("/api/v1/printers/laser", json={**laser, "uri": f"folder:{tmp_path / 'l2'}"})
+    resp = api.put("/api/v1/printers/laser", json={**laser, "uri": "folder:l2"})
     assert resp.status_code == 200 and _printer_name(app) == "ward"
-    assert app.services[_svc(app)].printers["laser"].path == tmp_path / "l2"
+    assert app.services[_svc(app)].printers["laser"].path == app.config.data_dir / "l2"
     assert api.delete("/api/v1/printers/laser").status_code == 204
     assert _printer_name(app) == "ward"
     assert "laser" not in app.services[_svc(app)].printers
@@ -232,3 +231,17 @@ def test_printers_over_the_json_api(box: tuple[Appliance, Web], tmp_path: Path) 
     desk = web.client(Authorization=f"Bearer {desk_token}")
     assert desk.get("/api/v1/printers").status_code == 403
     assert desk.post("/api/v1/printers", json=laser).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "uri", ["folder:/tmp/elsewhere", "folder:../outside", "folder:.", "folder:spool/../../x"]
+)
+def test_a_web_printer_cannot_write_outside_the_data_folder(
+    box: tuple[Appliance, Web], uri: str
+) -> None:
+    """The file may name any folder; a web admin may not make the box write elsewhere."""
+    _app, web = box
+    resp = post(web.login("admin"), "/printers/new", {"name": "out", "uri": uri})
+    assert resp.status_code == 400 and "uri" in field_errors(resp.text)
+    assert "inside the data folder" in resp.text
+    assert web.count("printers", "managed_by = 'web'") == 0
