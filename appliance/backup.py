@@ -55,6 +55,10 @@ _SKIP_TOP = {
     BACKUPS_DIR,
 }
 _SKIP_SUFFIXES = (".tmp", ".part")
+# The journal spool's scratch segments (appliance/forward/journal.py): spares zero-filled
+# ahead of need and freed ones kept for reuse hold no record that is still needed, and
+# a spare is 256 MiB of zeros; the journal makes new ones after a restore.
+_JOURNAL_SCRATCH = ("spare-", "freed-", "prep-")
 _LOG_FILE = re.compile(r".*\.log(\.\d+)?")  # logging.file kept in data_dir: not data
 
 
@@ -92,6 +96,8 @@ def _skipped(rel: PurePosixPath, spool: bool) -> bool:
     if top in _SKIP_TOP or top.startswith("before-restore-"):
         return True
     if top == SPOOL_DIR and (not spool or (len(rel.parts) > 1 and rel.parts[1] == "tmp")):
+        return True
+    if rel.parts[:2] == (SPOOL_DIR, "journal") and rel.name.startswith(_JOURNAL_SCRATCH):
         return True
     return rel.name.endswith(_SKIP_SUFFIXES) or (
         len(rel.parts) == 1 and bool(_LOG_FILE.fullmatch(top))

@@ -163,6 +163,25 @@ def test_backup_leaves_the_spool_out_unless_asked(busy_box: Appliance, tmp_path:
     assert summary.tables["steps"] == 1 and not summary.spool
 
 
+def test_a_journal_spool_is_backed_up_without_its_scratch_segments(tmp_path: Path) -> None:
+    """Spare segments (zeros made ahead of need, 256 MiB each), freed ones kept for reuse
+    and one being prepared hold no record: a backup with the spool leaves them out and
+    keeps the segments that hold records."""
+    data = tmp_path / "data"
+    open_store(data).close()
+    journal_dir = data / "spool" / "journal"
+    journal_dir.mkdir(parents=True)
+    for name in ("00000001.seg", "spare-00000000000000000007.seg", "freed-00000002.seg",
+                 "prep-00000000000000000008.tmp"):  # fmt: skip
+        (journal_dir / name).write_bytes(b"\0" * 4096)
+    archive = io.BytesIO()
+    backup.create(data, archive, spool=True)
+    archive.seek(0)
+    with tarfile.open(fileobj=archive, mode="r:gz") as tar:
+        kept = sorted(n for n in tar.getnames() if n.startswith("data/spool/"))
+    assert kept == ["data/spool/journal/00000001.seg"]
+
+
 def test_restore_is_refused_while_serve_runs(tmp_path: Path) -> None:
     data = tmp_path / "d"
     store = open_store(data)
