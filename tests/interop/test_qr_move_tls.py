@@ -64,21 +64,31 @@ def setup(tmp_path: Path) -> Iterator[dict]:
         dest.stop()
 
 
-def _box_moving_to(setup: dict, which: str) -> tuple[Appliance, TlsDest, dict]:
-    dest = TlsDest(setup["tmp"] / f"dest-{which}", setup["pairs"][which], setup["ca"].cert)
+def _box_moving_to(setup: dict, pair: tlscerts.Pair, **device: str) -> tuple[Appliance, TlsDest]:
+    """A box holding nothing yet whose device DEST (``device`` its TLS settings) is a
+    storescp +tls presenting ``pair`` and trusting the CA of the box's certificate."""
+    n = len(setup["started"])
+    dest = TlsDest(setup["tmp"] / f"dest-{n}", pair, setup["ca"].cert)
     setup["started"].append(dest)
     raw = qr_config(dest.port)
-    for device in raw["devices"]:
-        if device["ae_title"] == "DEST":
-            device["tls"] = "required"
+    for entry in raw["devices"]:
+        if entry["ae_title"] == "DEST":
+            entry.update(device)
     box = setup["pairs"]["box"]
     raw["dicom"] = {
         "tls_cert": str(box.cert),
         "tls_key": str(box.key),
         "tls_ca": str(setup["ca"].cert),
     }
-    app = Appliance(make_config(setup["tmp"] / f"data-{which}", raw)).start()
-    return app, dest, {}
+    app = Appliance(make_config(setup["tmp"] / f"data-{n}", raw)).start()
+    return app, dest
+
+
+def _move_a_study(app: Appliance, setup: dict) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """Store two studies, movescu the first to DEST: its instances and movescu's result."""
+    held = store_studies(app.dicom_port, setup["tmp"] / "images")
+    study = list(held.studies)[0]
+    return set(held.instances(study)), _movescu(app, study)
 
 
 def _movescu(app: Appliance, study: str) -> subprocess.CompletedProcess[str]:
@@ -91,24 +101,20 @@ def _movescu(app: Appliance, study: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_move_to_a_tls_device_goes_over_tls(setup: dict) -> None:
-    app, dest, _ = _box_moving_to(setup, "dest")
+    app, dest = _box_moving_to(setup, setup["pairs"]["dest"], tls="required")
     try:
-        held = store_studies(app.dicom_port, setup["tmp"] / "images")
-        study = list(held.studies)[0]
-        proc = _movescu(app, study)
+        instances, proc = _move_a_study(app, setup)
         assert proc.returncode == 0, proc.stderr
-        assert set(held.instances(study)) <= dest.received()
+        assert instances <= dest.received()
     finally:
         app.stop()
 
 
 def test_move_to_a_device_with_an_expired_certificate_fails_saying_so(setup: dict) -> None:
-    app, dest, _ = _box_moving_to(setup, "expired")
+    app, dest = _box_moving_to(setup, setup["pairs"]["expired"], tls="required")
     try:
-        held = store_studies(app.dicom_port, setup["tmp"] / "images")
-        proc = _movescu(app, list(held.studies)[0])
-        text = proc.stdout + proc.stderr
-        assert "certificate has expired" in text
+        _, proc = _move_a_study(app, setup)
+        assert "certificate has expired" in proc.stdout + proc.stderr
         assert dest.received() == set()
     finally:
         app.stop()
@@ -116,27 +122,11 @@ def test_move_to_a_device_with_an_expired_certificate_fails_saying_so(setup: dic
 
 def _box_moving_to_a_workstation(setup: dict, pin: str) -> tuple[Appliance, TlsDest]:
     """A 3D workstation with its own self-signed certificate (no CA the box knows), its
-    fingerprint pinned on the device; it trusts the box's certificate's CA."""
+    fingerprint pinned on the device (``pin``, or the right one when empty)."""
     ws_cert, ws_key = tls.self_signed(setup["tmp"] / "ws-pki")
+    right = hashlib.sha256(ssl.PEM_cert_to_DER_cert(ws_cert.read_text())).hexdigest()
     pair = tlscerts.Pair(cert=ws_cert, key=ws_key)
-    dest = TlsDest(setup["tmp"] / f"dest-ws-{len(setup['started'])}", pair, setup["ca"].cert)
-    setup["started"].append(dest)
-    raw = qr_config(dest.port)
-    for device in raw["devices"]:
-        if device["ae_title"] == "DEST":
-            device["tls_fingerprint"] = (
-                pin
-                or "sha256:"
-                + hashlib.sha256(ssl.PEM_cert_to_DER_cert(ws_cert.read_text())).hexdigest()
-            )
-    box = setup["pairs"]["box"]
-    raw["dicom"] = {
-        "tls_cert": str(box.cert),
-        "tls_key": str(box.key),
-        "tls_ca": str(setup["ca"].cert),
-    }
-    app = Appliance(make_config(setup["tmp"] / f"data-ws-{len(setup['started'])}", raw)).start()
-    return app, dest
+    return _box_moving_to(setup, pair, tls_fingerprint=pin or f"sha256:{right}")
 
 
 def test_move_to_a_pinned_self_signed_workstation_goes_over_tls(setup: dict) -> None:
@@ -144,11 +134,9 @@ def test_move_to_a_pinned_self_signed_workstation_goes_over_tls(setup: dict) -> 
     one (which dicom.tls_ca does not sign) is accepted when it is exactly the pinned one."""
     app, dest = _box_moving_to_a_workstation(setup, pin="")
     try:
-        held = store_studies(app.dicom_port, setup["tmp"] / "images")
-        study = list(held.studies)[0]
-        proc = _movescu(app, study)
+        instances, proc = _move_a_study(app, setup)
         assert proc.returncode == 0, proc.stderr
-        assert set(held.instances(study)) <= dest.received()
+        assert instances <= dest.received()
     finally:
         app.stop()
 
@@ -158,8 +146,7 @@ def test_move_to_a_workstation_with_another_certificate_than_pinned_gets_nothing
 ) -> None:
     app, dest = _box_moving_to_a_workstation(setup, pin="sha256:" + "ab" * 32)
     try:
-        held = store_studies(app.dicom_port, setup["tmp"] / "images")
-        proc = _movescu(app, list(held.studies)[0])
+        _, proc = _move_a_study(app, setup)
         text = proc.stdout + proc.stderr
         assert "0xa702" in text and "TLS: certificate refused: not the pinned one" in text
         assert dest.received() == set()
